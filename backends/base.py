@@ -1,0 +1,223 @@
+"""The backend interface QEMU's ``vfio_container_dma_map`` talks to, and the
+requests each backend sends.
+
+``VFIOIOMMUClass`` mirrors QEMU's class of the same name (hw/vfio/vfio-container*.h):
+``dma_map``, ``dma_unmap`` and, only for iommufd (10.1+, fb32965b6dd8),
+``dma_map_file``.  A backend without file mapping leaves ``dma_map_file`` as None,
+exactly as QEMU tests ``vioc->dma_map_file``.
+
+Results follow QEMU's convention: ``ret`` is 0 or -errno (``None`` when the
+request was only planned, not sent to a kernel), plus the ioctl name and its
+request fields.  The request builders here are the one place where flags and
+struct fields are decided; the real clients send exactly these.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+from backends import uapi
+
+
+@dataclass(frozen=True)
+class DmaRequest:
+    """An ioctl request: its name and the struct fields, in struct order."""
+
+    ioctl: str
+    fields: dict
+
+    def flag_names(self) -> str:
+        return flag_names(self.ioctl, self.fields.get("flags", 0))
+
+    def args(self) -> str:
+        """The address arguments as VMM developers read them."""
+        f = self.fields
+        if self.ioctl == "IOMMU_IOAS_MAP_FILE":
+            return (f"iova=0x{f['iova']:x} length=0x{f['length']:x} "
+                    f"fd={f['fd']} start=0x{f['start']:x}")
+        if self.ioctl == "IOMMU_IOAS_MAP":
+            return (f"iova=0x{f['iova']:x} length=0x{f['length']:x} "
+                    f"user_va=0x{f['user_va']:x}")
+        if self.ioctl == "VFIO_IOMMU_MAP_DMA":
+            return (f"iova=0x{f['iova']:x} size=0x{f['size']:x} "
+                    f"vaddr=0x{f['vaddr']:x}")
+        if self.ioctl == "IOMMU_IOAS_UNMAP":
+            return f"iova=0x{f['iova']:x} length=0x{f['length']:x}"
+        return " ".join(f"{k}=0x{v:x}" for k, v in f.items()
+                        if k not in ("argsz", "size", "flags"))
+
+
+@dataclass
+class DmaResult:
+    """What one backend hook did: 0 / -errno (None = planned, not run)."""
+
+    ret: int | None
+    request: DmaRequest | None = None
+    note: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def errno_name(self) -> str:
+        return errno_name(self.ret)
+
+
+def errno_name(ret: int | None) -> str:
+    if not ret:
+        return ""
+    return errno.errorcode.get(-ret, f"E{-ret}")
+
+
+def strerror(ret: int) -> str:
+    """QEMU's ``strerror(-ret)``."""
+    return os.strerror(-ret)
+
+
+_FLAG_SETS = {
+    "VFIO_IOMMU_MAP_DMA": [("READ", uapi.VFIO_DMA_MAP_FLAG_READ),
+                           ("WRITE", uapi.VFIO_DMA_MAP_FLAG_WRITE),
+                           ("VADDR", uapi.VFIO_DMA_MAP_FLAG_VADDR)],
+    "VFIO_IOMMU_UNMAP_DMA": [("GET_DIRTY_BITMAP", uapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP),
+                             ("ALL", uapi.VFIO_DMA_UNMAP_FLAG_ALL),
+                             ("VADDR", uapi.VFIO_DMA_UNMAP_FLAG_VADDR)],
+    "IOMMU_IOAS_MAP": [("FIXED_IOVA", uapi.IOMMU_IOAS_MAP_FIXED_IOVA),
+                       ("WRITEABLE", uapi.IOMMU_IOAS_MAP_WRITEABLE),
+                       ("READABLE", uapi.IOMMU_IOAS_MAP_READABLE)],
+}
+_FLAG_SETS["IOMMU_IOAS_MAP_FILE"] = _FLAG_SETS["IOMMU_IOAS_MAP"]
+
+
+def flag_names(ioctl: str, flags: int) -> str:
+    """``READ|WRITE`` style names of an ioctl's flags, in bit order."""
+    names = [n for n, bit in _FLAG_SETS.get(ioctl, []) if flags & bit]
+    rest = flags & ~sum(bit for _, bit in _FLAG_SETS.get(ioctl, []))
+    if rest:
+        names.append(f"0x{rest:x}")
+    return "|".join(names) or "0"
+
+
+# --- request builders (QEMU's flag rules) -----------------------------------
+
+def vfio_dma_map_request(iova: int, size: int, vaddr: int, readonly: bool,
+                         vaddr_only: bool = False) -> DmaRequest:
+    """vfio_legacy_dma_map(): READ, plus WRITE unless readonly
+    (hw/vfio/container-legacy.c); CPR incoming uses VADDR only (cpr-legacy.c, 10.1+)."""
+    if vaddr_only:
+        flags = uapi.VFIO_DMA_MAP_FLAG_VADDR
+    else:
+        flags = uapi.VFIO_DMA_MAP_FLAG_READ
+        if not readonly:
+            flags |= uapi.VFIO_DMA_MAP_FLAG_WRITE
+    return DmaRequest("VFIO_IOMMU_MAP_DMA", {
+        "argsz": uapi.sizeof("vfio_iommu_type1_dma_map"), "flags": flags,
+        "vaddr": vaddr, "iova": iova, "size": size})
+
+
+def vfio_dma_unmap_request(iova: int, size: int, unmap_all: bool = False) -> DmaRequest:
+    """vfio_legacy_dma_unmap_one(): FLAG_ALL with iova = size = 0 for unmap-all."""
+    flags = uapi.VFIO_DMA_UNMAP_FLAG_ALL if unmap_all else 0
+    return DmaRequest("VFIO_IOMMU_UNMAP_DMA", {
+        "argsz": uapi.sizeof("vfio_iommu_type1_dma_unmap"), "flags": flags,
+        "iova": 0 if unmap_all else iova, "size": 0 if unmap_all else size})
+
+
+def _ioas_flags(readonly: bool) -> int:
+    """iommufd_backend_map_dma(): READABLE|FIXED_IOVA, plus WRITEABLE unless readonly
+    (backends/iommufd.c)."""
+    flags = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+    if not readonly:
+        flags |= uapi.IOMMU_IOAS_MAP_WRITEABLE
+    return flags
+
+
+def ioas_map_request(ioas_id: int, iova: int, length: int, user_va: int,
+                     readonly: bool) -> DmaRequest:
+    return DmaRequest("IOMMU_IOAS_MAP", {
+        "size": uapi.sizeof("iommu_ioas_map"), "flags": _ioas_flags(readonly),
+        "ioas_id": ioas_id, "__reserved": 0, "user_va": user_va,
+        "length": length, "iova": iova})
+
+
+def ioas_map_file_request(ioas_id: int, iova: int, length: int, fd: int, start: int,
+                          readonly: bool) -> DmaRequest:
+    """iommufd_backend_map_file_dma() (10.1+, e563dc88c219)."""
+    return DmaRequest("IOMMU_IOAS_MAP_FILE", {
+        "size": uapi.sizeof("iommu_ioas_map_file"), "flags": _ioas_flags(readonly),
+        "ioas_id": ioas_id, "fd": fd, "start": start, "length": length, "iova": iova})
+
+
+def ioas_unmap_request(ioas_id: int, iova: int, length: int,
+                       unmap_all: bool = False) -> DmaRequest:
+    """iommufd_cdev_unmap(): unmap_all → iova 0, length UINT64_MAX."""
+    if unmap_all:
+        iova, length = 0, (1 << 64) - 1
+    return DmaRequest("IOMMU_IOAS_UNMAP", {
+        "size": uapi.sizeof("iommu_ioas_unmap"), "ioas_id": ioas_id,
+        "iova": iova, "length": length})
+
+
+# --- the interface -----------------------------------------------------------
+
+class VFIOIOMMUClass:
+    """QEMU's VFIOIOMMUClass: the hooks vfio_container_dma_map() calls.
+
+    Subclasses set ``name`` (type1, iommufd, compat), implement ``dma_map`` and
+    ``dma_unmap``, and implement ``dma_map_file`` only if the backend can map by
+    file (QEMU: iommufd only).  ``pgsizes`` is the IOMMU page-size bitmap the
+    listener uses for ram_device alignment (type1: iova_pgsizes of
+    VFIO_IOMMU_GET_INFO; iommufd: out_iova_alignment; else the host page size).
+    """
+
+    name = "abstract"
+    dma_map_file = None
+    pgsizes = 4096
+    cpr_incoming = False
+
+    def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool, mr=None) -> DmaResult:
+        raise NotImplementedError
+
+    def dma_unmap(self, iova: int, size: int, unmap_all: bool = False) -> DmaResult:
+        raise NotImplementedError
+
+
+class Type1Plan(VFIOIOMMUClass):
+    """The legacy type1 container (VFIO_IOMMU_MAP_DMA), planned only: builds the
+    exact request and sends nothing."""
+
+    name = "type1"
+
+    def dma_map(self, iova, size, vaddr, readonly, mr=None):
+        return DmaResult(None, vfio_dma_map_request(iova, size, vaddr, readonly,
+                                                    vaddr_only=self.cpr_incoming))
+
+    def dma_unmap(self, iova, size, unmap_all=False):
+        return DmaResult(None, vfio_dma_unmap_request(iova, size, unmap_all))
+
+
+class IommufdPlan(VFIOIOMMUClass):
+    """The iommufd backend (IOMMU_IOAS_MAP / IOMMU_IOAS_MAP_FILE), planned only.
+
+    ``cpr_incoming``: iommufd_backend_map_file_dma() and _unmap_dma() return 0
+    without an ioctl (backends/iommufd.c, 10.1+); IOAS_MAP has no short-circuit.
+    """
+
+    name = "iommufd"
+    ioas_id = 1
+
+    def dma_map(self, iova, size, vaddr, readonly, mr=None):
+        return DmaResult(None, ioas_map_request(self.ioas_id, iova, size, vaddr, readonly))
+
+    def dma_map_file(self, iova, size, fd, start, readonly):
+        if self.cpr_incoming:
+            return DmaResult(0, None, note="cpr incoming: mapping inherited, no ioctl")
+        return DmaResult(None, ioas_map_file_request(self.ioas_id, iova, size, fd, start,
+                                                     readonly))
+
+    def dma_unmap(self, iova, size, unmap_all=False):
+        if self.cpr_incoming:
+            return DmaResult(0, None, note="cpr incoming: no ioctl")
+        return DmaResult(None, ioas_unmap_request(self.ioas_id, iova, size, unmap_all))
+
+
+PLAN_BACKENDS = {"type1": Type1Plan, "iommufd": IommufdPlan}

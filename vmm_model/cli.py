@@ -1,0 +1,133 @@
+"""``vfio-emu``: the command line.
+
+Exit status: 0 ok; 1 a check found a hazard (``--check``); 2 bad input (one
+line naming the file/argument, the field and what would be valid; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from backends.errors import UsageError, VfioEmuError
+from vmm_model import gallery
+from vmm_model.plan import BACKENDS, make_plan
+from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list
+from vmm_model.report import NOT_RUN, document, render_plan
+from vmm_model.scenario import from_qemu_args, load_toml
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message, where=self.prog)
+
+
+def _scenarios(args, qemu_argv):
+    if qemu_argv is not None:
+        if args.scenario:
+            raise UsageError("give a scenario file or QEMU arguments after --, not both",
+                             where="vfio-emu plan")
+        if not qemu_argv:
+            raise UsageError("no QEMU arguments after --", where="vfio-emu plan")
+        return [from_qemu_args(qemu_argv)]
+    if not args.scenario:
+        return gallery.load_all()
+    if Path(args.scenario).exists() or args.scenario.endswith(".toml"):
+        return [load_toml(args.scenario)]
+    return [gallery.load(args.scenario)]
+
+
+def cmd_plan(args, qemu_argv) -> int:
+    plans = []
+    for sc in _scenarios(args, qemu_argv):
+        qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
+        backends = args.backend or sc.backend or "all"
+        blist = list(BACKENDS) if backends == "all" else [backends]
+        for b in blist:
+            if b not in BACKENDS:
+                raise UsageError(f"unknown backend {b!r}", where="--backend",
+                                 valid="type1, iommufd, all")
+            for q in qemus:
+                plans.append(make_plan(sc, q, b, args.policy))
+    with_others = not args.no_compare
+    if args.json:
+        json.dump(document(plans, with_others), sys.stdout, indent=1)
+        print()
+    else:
+        print("kernel column: 'not run' = the request is exact but no kernel answered it "
+              "(no simulated or real kernel backend is selected yet)\n")
+        print("\n\n".join(render_plan(p, with_others) for p in plans))
+    if args.check and any(p.hazards or p.realize_error or (p.container and p.container.aborted)
+                          for p in plans):
+        return 1
+    return 0
+
+
+def cmd_gallery(args, _qemu_argv) -> int:
+    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.research, sc.title)
+            for sc in gallery.load_all()]
+    if args.json:
+        json.dump({"schema_version": 1, "scenarios": [
+            dict(zip(("name", "qemu", "backend", "research", "title"), r)) for r in rows]},
+            sys.stdout, indent=1)
+        print()
+        return 0
+    for r in rows:
+        print(f"{r[0]:34} qemu {r[1]:7} {r[2]:8} {r[3]:28} {r[4]}")
+    return 0
+
+
+def cmd_versions(args, _qemu_argv) -> int:
+    for q in QEMU_VERSIONS.values():
+        print(f"{q.name:13} policy {q.policy:24} {q.title}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vfio-emu", description=(
+        "Emulate QEMU's VFIO DMA-mapping decisions (vfio_container_dma_map) per QEMU "
+        "version and IOMMU backend."))
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+    pl = sub.add_parser("plan", help="what QEMU maps, how, per section (default: the gallery)")
+    pl.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
+                    "or give QEMU arguments after --")
+    pl.add_argument("--qemu", help="QEMU version(s): " + ", ".join(QEMU_VERSIONS) + ", or all")
+    pl.add_argument("--backend", help="type1, iommufd or all")
+    pl.add_argument("--policy", help="a registered policy name or module:callable")
+    pl.add_argument("--json", action="store_true", help="versioned JSON")
+    pl.add_argument("--check", action="store_true",
+                    help="exit 1 when a hazard, a realize failure or an abort is found")
+    pl.add_argument("--no-compare", action="store_true",
+                    help="skip the other-QEMU-versions column")
+    pl.set_defaults(func=cmd_plan)
+    g = sub.add_parser("gallery", help="list the built-in scenarios")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_gallery)
+    v = sub.add_parser("versions", help="list the modelled QEMU versions")
+    v.set_defaults(func=cmd_versions)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    qemu_argv = None
+    if "--" in argv:
+        i = argv.index("--")
+        argv, qemu_argv = argv[:i], argv[i + 1:]
+    try:
+        args = build_parser().parse_args(argv)
+        if args.cmd is None:
+            build_parser().print_help()
+            return 2
+        return args.func(args, qemu_argv)
+    except VfioEmuError as e:
+        print(f"vfio-emu: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Scenario -> the RAMBlocks QEMU would create and the flat view VFIO's listener
+sees, for one QEMU version.  Which configuration yields which RAMBlock facts:
+research qemu-vfio-dma-map.md §4.2–§4.4 and §4.6.
+
+The x86 layout is QEMU's (hw/i386/pc_q35.c, pc_piix.c, pc.c): RAM split at
+``lowmem`` into ram-below-4g / ram-above-4g, device memory (pc-dimm, virtio-mem)
+from ROUND_UP(4 GiB + above_4g, 1 GiB), the BIOS ROM at 4 GiB - 256 KiB.  Below
+1 MiB it is simplified to what matters for VFIO: the VGA hole is I/O, and the
+0xc0000–0xfffff PAM shadow is read-only pc.ram (a flat "rom" range).  A
+scenario with explicit ``[[section]]`` rows (``inspect --save``) replaces the
+generated layout.
+
+Host addresses and fd numbers are assigned by an allocator: synthetic and
+deterministic by default (planning), or real ones from a Host (simulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backends.errors import UsageError
+from vmm_model.memory import (P, Backing, MemoryRegion, MemoryRegionSection, MRKind,
+                              RAMBlock, RamFlags, round_up)
+from vmm_model.qemu_versions import QemuVersion
+from vmm_model.scenario import Scenario
+
+GiB = 1 << 30
+MiB = 1 << 20
+BIOS_SIZE = 256 * 1024
+HUGETLB_DEFAULT = 2 * MiB
+VIRTIO_MEM_DEFAULT_BLOCK = 2 * MiB
+MAX_MEMSLOTS_KVM_X86 = 32764   # KVM_USER_MEM_SLOTS on x86 (kvm_get_max_memslots)
+
+
+class SyntheticAllocator:
+    """Deterministic host addresses (from 0x7f0000000000, 2 MiB aligned, with a
+    guard gap) and fd numbers (from 10), so plans are reproducible."""
+
+    def __init__(self, base: int = 0x7F0000000000, first_fd: int = 10):
+        self.next_host = base
+        self.next_fd = first_fd
+
+    def alloc(self, rb: RAMBlock, wants_fd: bool) -> None:
+        align = max(rb.page_size, 2 * MiB)
+        rb.host = round_up(self.next_host, align)
+        self.next_host = rb.host + round_up(rb.max_length, align) + 2 * MiB
+        if wants_fd:
+            rb.fd = self.next_fd
+            self.next_fd += 1
+
+
+@dataclass
+class Machine:
+    qemu: QemuVersion
+    ramblocks: list[RAMBlock] = field(default_factory=list)
+    sections: list[MemoryRegionSection] = field(default_factory=list)
+    """What the VFIO listener replays: guest RAM, or one IOMMU section with a vIOMMU."""
+    memory_sections: list[MemoryRegionSection] = field(default_factory=list)
+    """address_space_memory's flat view (vIOMMU translations land here)."""
+    hotplug_sections: list[MemoryRegionSection] = field(default_factory=list)
+    regions: dict[str, MemoryRegion] = field(default_factory=dict)
+    viommu_maps: list[dict] | None = None
+    vfio_devices: list[str] = field(default_factory=list)
+    cpr_incoming: bool = False
+    bypass_ro: bool = False
+    max_memslots: int = MAX_MEMSLOTS_KVM_X86
+    iommu_pgsizes: int | None = None   # the host IOMMU's page sizes, if the scenario says
+    allocator: object = field(default_factory=SyntheticAllocator, repr=False)
+
+    def add_block(self, rb: RAMBlock, wants_fd: bool, kind: MRKind = MRKind.RAM,
+                  name: str | None = None, owner: str | None = None) -> MemoryRegion:
+        """Allocate ``rb`` (host address, fd) and create its MemoryRegion."""
+        self.allocator.alloc(rb, wants_fd)
+        self.ramblocks.append(rb)
+        if rb.mr_readonly and kind is MRKind.RAM:
+            kind = MRKind.ROM
+        mr = MemoryRegion(name or rb.idstr, kind, rb.used_length, rb,
+                          readonly=rb.mr_readonly, owner=owner)
+        self.regions[mr.name] = mr
+        return mr
+
+    def section_at(self, gpa: int) -> MemoryRegionSection | None:
+        """The guest-RAM section covering ``gpa`` (address_space_memory translation)."""
+        for s in self.memory_sections + self.hotplug_sections:
+            if s.offset_within_address_space <= gpa < s.end:
+                return s
+        return None
+
+
+def _hugetlb_fs(path: str) -> bool:
+    return path.startswith("/dev/hugepages") or "hugetlbfs" in path or "/hugepages" in path
+
+
+def _fs_of(path: str, declared: str | None) -> str:
+    if declared:
+        return declared
+    if _hugetlb_fs(path):
+        return "hugetlbfs"
+    if path.startswith(("/dev/shm", "/run/")):
+        return "tmpfs"
+    return "ext4"
+
+
+def _backend_ramblock(obj, qemu: QemuVersion, idstr: str) -> tuple[RAMBlock, bool]:
+    """The RAMBlock of one memory backend object (backends/hostmem-*.c), and
+    whether it has an fd.  Raises UsageError for what QEMU itself rejects."""
+    p = obj.props
+    size = p["size"]
+    if size == 0:
+        raise UsageError("can't create backend with size 0", where=obj.where, field="size")
+    t = obj.type
+    if t == "memory-backend-ram":
+        share = p.get("share", False)
+        if share and qemu.ram_share_memfd:
+            # 9fb40bb9621d (10.0): RAM_SHARED anonymous RAM comes from
+            # qemu_ram_get_shared_fd() = qemu_memfd_create(name, 0, 0, 0, 0): no seals asked
+            # for, no MFD_ALLOW_SEALING, so the memfd starts with F_SEAL_SEAL.
+            return RAMBlock(idstr, size, size, RamFlags.RAM_SHARED,
+                            Backing("memfd", path=idstr, seals=("F_SEAL_SEAL",))), True
+        flags = RamFlags.RAM_SHARED if share else RamFlags.RAM_PRIVATE
+        return RAMBlock(idstr, size, size, flags, Backing("anon")), False
+    if t == "memory-backend-memfd":
+        share = p.get("share", True)
+        hugetlb = p.get("hugetlb", False)
+        psize = p.get("hugetlbsize", HUGETLB_DEFAULT) if hugetlb else P
+        seals = ("F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK") if p.get("seal", True) else ()
+        flags = RamFlags.RAM_SHARED if share else RamFlags.RAM_PRIVATE
+        return RAMBlock(idstr, size, size, flags,
+                        Backing("memfd", path="memory-backend-memfd", seals=seals,
+                                hugetlb=hugetlb, fs="hugetlbfs" if hugetlb else "tmpfs"),
+                        page_size=psize), True
+    if t == "memory-backend-file":
+        share = p.get("share", False)
+        readonly = p.get("readonly", False)
+        rom = p.get("rom", "auto")
+        if rom == "auto":
+            rom = "on" if readonly else "off"
+        if rom == "on" and not readonly:
+            raise UsageError("property 'rom' = 'on' is not supported with 'readonly' = 'off'",
+                             where=obj.where, field="rom")
+        if readonly and share and rom == "off":
+            raise UsageError("property 'rom' = 'off' is incompatible with 'readonly' = 'on' "
+                             "and 'share' = 'on'", where=obj.where, field="rom")
+        path = p["mem-path"]
+        fs = _fs_of(path, p.get("x-fs"))
+        flags = RamFlags.RAM_NAMED_FILE | (RamFlags.RAM_SHARED if share else RamFlags.RAM_PRIVATE)
+        if readonly:
+            flags |= RamFlags.RAM_READONLY_FD
+        if rom == "on":
+            flags |= RamFlags.RAM_READONLY
+        if p.get("pmem"):
+            flags |= RamFlags.RAM_PMEM
+        offset = p.get("offset", 0)
+        psize = HUGETLB_DEFAULT if fs == "hugetlbfs" else P
+        if offset % psize:
+            raise UsageError(f"offset must be a multiple of the page size 0x{psize:x}",
+                             where=obj.where, field="offset")
+        rb = RAMBlock(idstr, size, size, flags,
+                      Backing("file", path=path, fs=fs, hugetlb=fs == "hugetlbfs",
+                              open_flags="O_RDONLY" if readonly else "O_RDWR"),
+                      fd_offset=offset, page_size=psize, mr_readonly=rom == "on")
+        return rb, True
+    if t == "memory-backend-shm":
+        if not qemu.memory_backend_shm:
+            raise UsageError(f"invalid object type: memory-backend-shm (QEMU {qemu.name} has "
+                             "no memory-backend-shm; added in 9.1)", where=obj.where,
+                             field="qom-type")
+        if not p.get("share", True):
+            raise UsageError("memory-backend-shm: share=off is not supported",
+                             where=obj.where, field="share")
+        return RAMBlock(idstr, size, size, RamFlags.RAM_SHARED,
+                        Backing("shm", path=f"/qemu-{idstr}", fs="tmpfs")), True
+    if t == "memory-backend-epc":
+        return RAMBlock(idstr, size, size, RamFlags.RAM_SHARED | RamFlags.RAM_PROTECTED,
+                        Backing("epc")), False
+    raise UsageError(f"{t} is not a memory backend", where=obj.where, field="qom-type")
+
+
+def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None) -> Machine:
+    """Create the RAMBlocks and flat view for ``sc`` as QEMU ``qemu`` would."""
+    m = Machine(qemu=qemu, viommu_maps=sc.viommu_maps, cpr_incoming=sc.incoming is not None,
+                allocator=allocator or SyntheticAllocator())
+    if sc.incoming and not qemu.cpr_transfer:
+        raise UsageError(f"QEMU {qemu.name} has no cpr-transfer (added in 10.0)",
+                         where=sc.source, field="migration.incoming")
+    aux = sc.machine.get("aux-ram-share", False)
+    if aux and not qemu.aux_ram_share:
+        raise UsageError(f"QEMU {qemu.name} has no machine property aux-ram-share (10.0+)",
+                         where=sc.source, field="machine.aux-ram-share")
+    backends: dict[str, RAMBlock] = {}
+
+    def backend_mr(oid: str) -> MemoryRegion:
+        if oid not in m.regions:
+            obj = sc.object(oid)
+            rb, has_fd = _backend_ramblock(obj, qemu, oid)
+            backends[oid] = rb
+            m.add_block(rb, has_fd, name=oid)
+        return m.regions[oid]
+
+    # main RAM: -machine memory-backend=, -numa node,memdev=, or the default memdev
+    ram_size = sc.memory.get("size", 128 * MiB if not (sc.numa or sc.machine.get("memory-backend")) else 0)
+    parts: list[MemoryRegion] = []
+    if sc.machine.get("memory-backend"):
+        parts = [backend_mr(sc.machine["memory-backend"])]
+    elif sc.numa:
+        parts = [backend_mr(mid) for mid in sc.numa]
+    else:
+        # create_default_memdev() (hw/core/machine.c): memory-backend-file with
+        # mem-path and share=off if -mem-path was given, else memory-backend-ram share=off;
+        # id = mc->default_ram_id ("pc.ram"); aux-ram-share does not apply.
+        path = sc.memory.get("mem-path")
+        if path:
+            fs = _fs_of(path, None)
+            rb = RAMBlock("pc.ram", ram_size, ram_size,
+                          RamFlags.RAM_NAMED_FILE | RamFlags.RAM_PRIVATE,
+                          Backing("file", path=path, fs=fs, hugetlb=fs == "hugetlbfs"),
+                          page_size=HUGETLB_DEFAULT if fs == "hugetlbfs" else P)
+            parts = [m.add_block(rb, True)]
+        else:
+            rb = RAMBlock("pc.ram", ram_size, ram_size, RamFlags.RAM_PRIVATE, Backing("anon"))
+            parts = [m.add_block(rb, False)]
+    total = sum(p.size for p in parts)
+    if sc.memory.get("size") and sc.memory["size"] != total:
+        raise UsageError(f"-m {sc.memory['size']:#x} does not match the memory backends' "
+                         f"total size {total:#x}", where=sc.source, field="memory.size")
+
+    # implicit RAM: pc.bios (and vga.vram); memfd + RAM_SHARED with aux-ram-share (10.0+)
+    def implicit(idstr, size, rom):
+        if aux:
+            rb = RAMBlock(idstr, size, size, RamFlags.RAM_SHARED,
+                          Backing("memfd", path=idstr, seals=("F_SEAL_SEAL",)),
+                          mr_readonly=rom)
+            return m.add_block(rb, True)
+        return m.add_block(RAMBlock(idstr, size, size, RamFlags(0), Backing("anon"),
+                                  mr_readonly=rom), False)
+
+    if not sc.sections:
+        _x86_layout(m, sc, parts, total, implicit, backend_mr)
+    else:
+        _explicit_layout(m, sc, backend_mr, implicit)
+    for name in [o.id for o in sc.objects if o.type.startswith("memory-backend")]:
+        if name not in m.regions:   # unused backends still allocate (QEMU creates them)
+            backend_mr(name)
+    m.vfio_devices = [d.props.get("host") or d.props.get("sysfsdev") or d.props.get("id")
+                      or "vfio-pci" for d in sc.devices if d.type == "vfio-pci"]
+    m.iommu_pgsizes = next((d.props["x-iommu-pgsizes"] for d in sc.devices
+                            if d.type == "vfio-pci" and "x-iommu-pgsizes" in d.props), None)
+    m.bypass_ro = qemu.bypass_ro and any(d.props.get("x-bypass-ro") for d in sc.devices
+                                         if d.type == "vfio-pci")
+    _check_overlaps(m)
+    m.sections.sort(key=lambda s: s.offset_within_address_space)
+    m.memory_sections = m.sections
+    if sc.viommu_maps is not None:
+        # intel-iommu with DMAR enabled: the device's address space is the IOMMU
+        # region; guest RAM is reached only through MAP events (research §3.5).
+        iommu = MemoryRegion("intel_iommu_dmar", MRKind.IOMMU, 1 << 64)
+        m.memory_sections = m.sections + m.hotplug_sections
+        m.sections, m.hotplug_sections = [_sec(iommu, 0, 1 << 64)], []
+    return m
+
+
+def _sec(mr, gpa, size, owr=0, readonly=None, **extra) -> MemoryRegionSection:
+    return MemoryRegionSection(mr, gpa, size, owr,
+                               mr.readonly if readonly is None else readonly, extra)
+
+
+def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) -> None:
+    mtype = sc.machine.get("type", "q35")
+    if mtype == "q35":      # pc_q35_init()
+        lowmem = 0x80000000 if total >= 0xB0000000 else 0xB0000000
+    else:                   # pc_init1(), gigabyte_align
+        lowmem = 0xC0000000 if total >= 0xE0000000 else 0xE0000000
+    below = min(total, lowmem)
+    above = total - below
+    secs = m.sections
+
+    def ram_ranges(gpa, start, length):
+        """Guest [gpa, gpa+length) over the concatenated RAM parts from offset start."""
+        off = 0
+        for mr in parts:
+            lo, hi = max(start, off), min(start + length, off + mr.size)
+            if lo < hi:
+                yield mr, gpa + (lo - start), hi - lo, lo - off
+            off += mr.size
+
+    for mr, gpa, size, owr in ram_ranges(0, 0, below):
+        # 0xa0000-0xbffff: VGA window (I/O); 0xc0000-0xfffff: PAM shadow, read-only
+        for lo, hi, ro in ((0, 0xA0000, False), (0xC0000, 0x100000, True),
+                           (0x100000, 1 << 64, False)):
+            a, b = max(gpa, lo), min(gpa + size, hi)
+            if a < b:
+                secs.append(_sec(mr, a, b - a, owr + (a - gpa), readonly=ro or mr.readonly))
+    vga_io = MemoryRegion("vga-lowmem", MRKind.IO, 0x20000)
+    secs.append(_sec(vga_io, 0xA0000, 0x20000))
+    for mr, gpa, size, owr in ram_ranges(1 << 32, below, above):
+        secs.append(_sec(mr, gpa, size, owr))
+    bios = implicit("pc.bios", BIOS_SIZE, True)
+    secs.append(_sec(bios, (1 << 32) - BIOS_SIZE, BIOS_SIZE))
+    if sc.machine.get("vga", "none") == "std":
+        vram = implicit("vga.vram", 16 * MiB, False)
+        secs.append(_sec(vram, 0xFD000000, 16 * MiB))
+    # device memory: pc_get_device_memory_range()
+    dev_base = round_up((1 << 32) + above, GiB)
+    next_addr = dev_base
+    for d in sc.devices:
+        if d.type == "vfio-pci":
+            _vfio_bars(m, d)
+            continue
+        mr = backend_mr(d.props["memdev"])
+        rb = mr.ram_block
+        if d.type == "pc-dimm":
+            align = rb.page_size
+            gpa = d.props.get("addr", round_up(next_addr, align))
+            sec = _sec(mr, gpa, mr.size)
+        else:   # virtio-mem
+            block = d.props.get("block-size", max(VIRTIO_MEM_DEFAULT_BLOCK, rb.page_size))
+            if mr.size % block:
+                raise UsageError(f"memdev size 0x{mr.size:x} is not a multiple of block-size "
+                                 f"0x{block:x}", where=d.where, field="block-size")
+            nblocks = mr.size // block
+            populated = d.props.get("x-populated", ())
+            for a, b in populated:
+                if b > nblocks:
+                    raise UsageError(f"populated block {b - 1} beyond the device's "
+                                     f"{nblocks} blocks", where=d.where, field="x-populated")
+            mr.rdm_granularity = block
+            mr.rdm_populated = tuple((a * block, b * block) for a, b in populated)
+            gpa = d.props.get("memaddr", round_up(next_addr, block))
+            sec = _sec(mr, gpa, mr.size)
+        next_addr = max(next_addr, sec.end)
+        (m.hotplug_sections if d.props.get("x-hotplug") else secs).append(sec)
+
+
+def _vfio_bars(m: Machine, d) -> None:
+    """VFIO BAR mmaps: ``"<dev> BAR n mmaps[i]"`` ram_device regions
+    (memory_region_init_ram_device_ptr), RAM_PREALLOC, never RAM_SHARED; with a
+    VFIO dma-buf fd and fd_offset = mmaps[i].offset on master (8cfaf22668c7)."""
+    dev = d.props.get("host") or d.props.get("id") or "vfio-pci"
+    next_gpa = 0xE0000000
+    for bar in d.props.get("x-bars", ()):
+        gpa = bar["gpa"]
+        if gpa is None:
+            gpa = round_up(next_gpa, max(bar["size"], P))
+            next_gpa = gpa + bar["size"]
+        for i, (off, size) in enumerate(bar["mmaps"]):
+            name = f"{dev} BAR {bar['index']} mmaps[{i}]"
+            has_fd = m.qemu.bar_dmabuf
+            rb = RAMBlock(name, size, size, RamFlags.RAM_PREALLOC,
+                          Backing("dmabuf" if has_fd else "pfnmap", path=dev),
+                          fd_offset=off if has_fd else 0)
+            mr = m.add_block(rb, has_fd, MRKind.RAM_DEVICE, name, owner=dev)
+            m.sections.append(_sec(mr, gpa + off, size, 0))
+
+
+def _explicit_layout(m: Machine, sc: Scenario, backend_mr, implicit) -> None:
+    """[[section]] rows: guest ranges given explicitly (e.g. saved from a live QEMU)."""
+    kinds = {k.value: k for k in MRKind}
+    for s in sc.sections:
+        kind = kinds.get(s.get("type", "ram"))
+        if kind is None:
+            raise UsageError(f"unknown section type {s.get('type')!r}", where=s["where"],
+                             field="type", valid=", ".join(kinds))
+        name = s["mr"]
+        if kind in (MRKind.IO, MRKind.ROMD, MRKind.IOMMU):
+            mr = m.regions.setdefault(name, MemoryRegion(name, kind, s["size"]))
+        elif sc.object(name):
+            mr = backend_mr(name)
+        elif name in m.regions:
+            mr = m.regions[name]
+        elif name in ("pc.ram",):
+            raise UsageError("section names pc.ram but the scenario has no default RAM",
+                             where=s["where"], field="mr")
+        else:
+            mr = implicit(name, round_up(s.get("offset", 0) + s["size"], P), kind is MRKind.ROM)
+        m.sections.append(_sec(mr, s["gpa"], s["size"], s.get("offset", 0),
+                               readonly=s.get("readonly", kind is MRKind.ROM)))
+
+
+def _check_overlaps(m: Machine) -> None:
+    secs = sorted(m.sections + m.hotplug_sections, key=lambda s: s.offset_within_address_space)
+    for a, b in zip(secs, secs[1:]):
+        if b.offset_within_address_space < a.end:
+            raise UsageError(
+                f"overlapping guest ranges: {a.mr.name} [0x{a.offset_within_address_space:x}, "
+                f"0x{a.end:x}) and {b.mr.name} [0x{b.offset_within_address_space:x}, "
+                f"0x{b.end:x})", where="guest physical address space",
+                valid="give pc-dimm addr / virtio-mem memaddr / BAR gpa that do not overlap")

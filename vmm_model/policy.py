@@ -1,0 +1,99 @@
+"""``vfio_container_dma_map()`` as each QEMU version implements it, and user policies.
+
+A policy is a callable with QEMU's signature
+``policy(bcontainer, iova, size, vaddr, readonly, mr) -> DmaResult`` that calls
+``bcontainer.dma_map(...)`` or ``bcontainer.dma_map_file(...)`` — exactly what
+QEMU's function does with ``vioc->dma_map`` / ``vioc->dma_map_file``.
+Research: qemu-vfio-dma-map.md §1 and the summary table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from backends.base import DmaResult, VFIOIOMMUClass
+from backends.errors import UsageError
+from vmm_model.memory import MemoryRegion
+
+Policy = Callable[[VFIOIOMMUClass, int, int, int, bool, MemoryRegion], DmaResult]
+
+
+def vfio_container_dma_map_va(bcontainer: VFIOIOMMUClass, iova: int, size: int,
+                              vaddr: int, readonly: bool, mr: MemoryRegion) -> DmaResult:
+    """QEMU 9.0 – 10.0 (hw/vfio/container-base.c @ v10.0.0): always by VA,
+    ``vioc->dma_map(bcontainer, iova, size, vaddr, readonly)``."""
+    return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
+
+
+def _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr) -> DmaResult:
+    """The file branch shared by 10.1+ and the fix:
+    ``start = vaddr - qemu_ram_get_host_addr(rb)``, ``offset = qemu_ram_get_fd_offset(rb)``,
+    ``return vioc->dma_map_file(bcontainer, iova, size, mfd, start + offset, readonly)``."""
+    rb = mr.ram_block
+    start = vaddr - rb.host
+    return bcontainer.dma_map_file(iova, size, rb.fd, start + rb.fd_offset, readonly)
+
+
+def vfio_container_dma_map_fd(bcontainer: VFIOIOMMUClass, iova: int, size: int,
+                              vaddr: int, readonly: bool, mr: MemoryRegion) -> DmaResult:
+    """QEMU 10.1 … master@2026-02-13 (fb32965b6dd8 "vfio/iommufd: use
+    IOMMU_IOAS_MAP_FILE"): by file whenever the RAMBlock has an fd and the backend
+    implements dma_map_file; its result is returned as is (no fallback)."""
+    rb = mr.ram_block
+    mfd = rb.fd if rb else -1
+    if mfd >= 0 and bcontainer.dma_map_file is not None:
+        return _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr)
+    return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
+
+
+def vfio_container_can_dma_map_file(bcontainer: VFIOIOMMUClass, mr: MemoryRegion) -> bool:
+    """Seed 002 ("use dma_map_file() only for shared RAMBlocks or RAM device
+    regions", Chenyi Qiang, 2026-05-27, Fixes: fb32965b6dd8): the backend has
+    dma_map_file, the RAMBlock has an fd, and it is RAM_SHARED or a ram_device."""
+    rb = mr.ram_block
+    if bcontainer.dma_map_file is None or rb is None:
+        return False
+    if rb.fd < 0:
+        return False
+    return rb.is_shared() or mr.ram_device
+
+
+def vfio_container_dma_map_fixed(bcontainer: VFIOIOMMUClass, iova: int, size: int,
+                                 vaddr: int, readonly: bool, mr: MemoryRegion) -> DmaResult:
+    """QEMU with seed 002 (hw/vfio/container.c; queued for qemu-stable 10.2.x/11.0.x)."""
+    if vfio_container_can_dma_map_file(bcontainer, mr):
+        return _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr)
+    return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
+
+
+POLICIES: dict[str, Policy] = {
+    "va-only": vfio_container_dma_map_va,
+    "fd": vfio_container_dma_map_fd,
+    "fd-shared-or-ram-device": vfio_container_dma_map_fixed,
+}
+
+
+def register_policy(name: str, fn: Policy) -> None:
+    """Make a user policy available under ``name`` (``--policy NAME``)."""
+    if not callable(fn):
+        raise UsageError(f"policy {name!r} is not callable", where="register_policy")
+    POLICIES[name] = fn
+
+
+def get_policy(spec: str, where: str = "--policy") -> tuple[str, Policy]:
+    """A policy by registered name, or ``package.module:callable`` (imported and
+    registered under that spec)."""
+    if spec in POLICIES:
+        return spec, POLICIES[spec]
+    if ":" in spec:
+        modname, _, attr = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(modname), attr)
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"cannot load policy {spec!r}: {e}", where=where,
+                             valid="a registered name or module:callable") from None
+        register_policy(spec, fn)
+        return spec, fn
+    raise UsageError(f"unknown policy {spec!r}", where=where,
+                     valid=", ".join(POLICIES) + ", or module:callable")
