@@ -217,7 +217,8 @@ class Scenario:
                 "objects": [(o.type, o.props) for o in self.objects], "numa": self.numa,
                 "devices": [(d.type, d.props) for d in self.devices],
                 "viommu_maps": self.viommu_maps, "incoming": self.incoming,
-                "sections": self.sections}
+                "sections": [{k: v for k, v in s.items() if k != "where"}
+                             for s in self.sections]}
 
 
 def _parse_props(schema: dict, raw: dict, where: str, kind: str,

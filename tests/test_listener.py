@@ -1,0 +1,125 @@
+"""QEMU's failure handling in vfio_listener_region_add (research §3.4, §7 #17, #20,
+#21, #27).
+
+The backend here is a test double that answers chosen IOVAs with a chosen errno:
+no kernel model exists yet (the simulated kernel is issue 4). What is tested is
+QEMU's side — which failures are fatal, when, and the exact messages.
+"""
+
+import errno
+
+import pytest
+
+from backends.base import DmaResult, IommufdPlan, Type1Plan
+from vmm_model import gallery
+from vmm_model.container import VFIOContainer, attach, realize_error
+from vmm_model.machine import build_machine
+from vmm_model.qemu_versions import get_qemu
+from vmm_model.scenario import loads_toml
+
+
+def failing(base, fail: dict[int, int]):
+    """A planning backend whose dma_map / dma_map_file at the given IOVAs returns -errno."""
+
+    class Failing(base):
+        def dma_map(self, iova, size, vaddr, readonly, mr=None):
+            r = super().dma_map(iova, size, vaddr, readonly, mr)
+            return DmaResult(-fail[iova], r.request) if iova in fail else r
+
+        if base is IommufdPlan:
+            def dma_map_file(self, iova, size, fd, start, readonly):
+                r = super().dma_map_file(iova, size, fd, start, readonly)
+                return DmaResult(-fail[iova], r.request) if iova in fail else r
+
+    return Failing()
+
+
+def run(sc, qemu, backend):
+    m = build_machine(sc, get_qemu(qemu))
+    return m, attach(m, VFIOContainer(backend, get_qemu(qemu)))
+
+
+def test_20_init_time_ram_failure_fails_realize_with_first_error():
+    sc = gallery.load("s15")
+    m, c = run(sc, "10.1", failing(Type1Plan, {0x100000: errno.EFAULT, 0x100000000: errno.ENOMEM}))
+    host = m.regions["ram0"].ram_block.host
+    assert c.error == (f"Region ram0: vfio_container_dma_map(0x55d0c0a0b000, 0x100000, "
+                       f"0x7ff00000, 0x{host + 0x100000:x}) = -14 (Bad address)")
+    assert realize_error(m, c).startswith("vfio vfio-pci: memory listener initialization failed: "
+                                          "Region ram0: vfio_container_dma_map(")
+    assert not c.initialized and c.aborted is None
+    assert [e.fatal for e in c.events if e.kind == "map" and e.result.ret] == [True, True]
+
+
+def test_20_qemu_7_2_names_the_function_vfio_dma_map():
+    m, c = run(gallery.load("s15"), "7.2", failing(Type1Plan, {0x100000: errno.EFAULT}))
+    assert c.error.startswith("Region ram0: vfio_dma_map(0x55d0c0a0b000, 0x100000, 0x7ff00000,")
+
+
+SC_HOTPLUG = """
+qemu = "10.1"
+[memory]
+size = "1G"
+slots = 1
+maxmem = "2G"
+[[object]]
+qom-type = "memory-backend-memfd"
+id = "d0"
+size = "512M"
+[[device]]
+driver = "pc-dimm"
+memdev = "d0"
+x-hotplug = true
+"""
+
+
+def test_21_runtime_failure_aborts_qemu():
+    sc = loads_toml(SC_HOTPLUG, "hotplug.toml", "hotplug")
+    m, c = run(sc, "10.1", failing(IommufdPlan, {0x100000000: errno.ENOSPC}))
+    assert c.initialized and c.error is None
+    ev = c.events[-1]
+    assert ev.fatal and ev.section.mr.name == "d0"
+    assert ev.message.endswith("= -28 (No space left on device)\n"
+                               "vfio: DMA mapping failed, unable to continue")
+    assert c.aborted == "hw_error: vfio: DMA mapping failed, unable to continue"
+
+
+def test_17_ram_device_failure_warns_once_and_continues():
+    sc = gallery.load("s17")
+    fail = {0xE0000000: errno.EFAULT, 0xE1000000: errno.EFAULT}
+    m, c = run(sc, "10.2", failing(IommufdPlan, fail))
+    bad = [e for e in c.events if e.kind == "map" and e.result.ret]
+    assert len(bad) == 2 and not any(e.fatal for e in bad)
+    assert bad[0].message.startswith("warning: vfio_container_dma_map(")
+    assert bad[0].message.endswith("= -14 (Bad address)\n0000:01:00.0: PCI peer-to-peer "
+                                   "transactions on BARs are not supported.")
+    assert bad[1].message.startswith("(warned once already)")
+    assert c.error is None and c.initialized
+    # RAM after the BARs was still mapped
+    assert any(e.iova == 0xFFFC0000 and e.result.ret is None for e in c.events if e.kind == "map")
+
+
+def test_ram_device_failure_before_10_0_is_error_report():
+    m, c = run(gallery.load("s17"), "9.2", failing(Type1Plan, {0xE0000000: errno.EFAULT}))
+    ev = next(e for e in c.events if e.kind == "map" and e.result.ret)
+    assert ev.message.endswith("failed to vfio_dma_map. pci p2p may not work") and not ev.fatal
+    assert c.error is None
+
+
+def test_27_virtio_mem_failure_unmaps_whole_section_and_fails():
+    sc = gallery.load("s27")
+    base = 0x100000000
+    m, c = run(sc, "10.1", failing(IommufdPlan, {base + (2 << 20): errno.ENOMEM}))
+    rdm = [e for e in c.events if e.path == "rdm"]
+    assert [(e.kind, e.iova, e.size) for e in rdm[:3]] == [
+        ("map", base, 2 << 20), ("map", base + (2 << 20), 2 << 20), ("unmap", base, 1 << 30)]
+    assert c.error.startswith("Region vmem0: vfio_container_dma_map(") and "-12" in c.error
+
+
+@pytest.mark.parametrize("qemu", ["10.1", "fixed"])
+def test_viommu_map_failure_is_error_report_only(qemu):
+    sc = gallery.load("s29")
+    m, c = run(sc, qemu, failing(IommufdPlan, {0x100000: errno.EFAULT}))
+    ev = next(e for e in c.events if e.path == "iommu" and e.kind == "map")
+    assert ev.result.ret == -errno.EFAULT and not ev.fatal
+    assert ev.message.startswith("vfio_container_dma_map(") and c.error is None

@@ -1,0 +1,171 @@
+"""Scenario sources agree; bad input gets one clear line and exit status 2; user
+policies plug in; JSON is versioned."""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from backends.errors import UsageError
+from vmm_model import gallery
+from vmm_model.cli import main
+from vmm_model.plan import make_plan
+from vmm_model.policy import POLICIES, register_policy
+from vmm_model.qemu_versions import get_qemu
+from vmm_model.scenario import from_qemu_args, load_toml, loads_toml, parse_size, to_toml
+
+FIX = Path(__file__).parent.parent / "fixtures" / "scenarios"
+
+
+def test_toml_and_command_line_give_the_same_model():
+    toml = load_toml(FIX / "vm-dimm-memfd.toml")
+    argv = shlex.split((FIX / "vm-dimm-memfd.args").read_text())
+    cmd = from_qemu_args(argv)
+    assert cmd.model() == toml.model() | {"qemu": None}
+    # and the same plan, request for request
+    q = get_qemu("10.1")
+    a, b = make_plan(toml, q, "iommufd"), make_plan(cmd, q, "iommufd")
+    reqs = lambda p: [(e.iova, e.result.request) for e in p.events if e.kind == "map"]
+    assert reqs(a) == reqs(b)
+    dimm = [r for i, r in reqs(a) if i == 0x100000000 + (2 << 30)]
+    assert dimm[0].ioctl == "IOMMU_IOAS_MAP_FILE" and dimm[0].fields["start"] == 0x200000
+
+
+@pytest.mark.parametrize("name", gallery.names())
+def test_to_toml_round_trips(name):
+    sc = gallery.load(name)
+    back = loads_toml(to_toml(sc), "roundtrip.toml", name)
+    assert back.model() == sc.model()
+
+
+@pytest.mark.parametrize("text,value", [("4G", 4 << 30), ("512M", 512 << 20), ("1.5G", 3 << 29),
+                                        ("0x1000", 0x1000), ("4096", 4096), (7, 7)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+def test_dash_m_default_suffix_is_mebibytes():
+    assert from_qemu_args(["-m", "4096"]).memory["size"] == 4 << 30
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("fixture,where,field,valid", [
+    ("malformed.toml", "malformed.toml:1", "malformed TOML", None),
+    ("bad-size.toml", "bad-size.toml:4", "size", "a size, e.g. 4G"),
+    ("unknown-type.toml", "unknown-type.toml:2", "qom-type", "memory-backend-file"),
+    ("unknown-prop.toml", "unknown-prop.toml:8", "shared", "share"),
+    ("unknown-qemu.toml", "unknown-qemu.toml: qemu", "unknown QEMU version '6.2'", "10.1"),
+    ("overlap.toml", "guest physical address space", "overlapping guest ranges", None),
+    ("bad-offset.toml", "bad-offset.toml:1", "offset", "page size"),
+])
+def test_bad_scenario_files_one_line_exit_2(capsys, fixture, where, field, valid):
+    rc, out, err = run(capsys, "plan", str(FIX / "bad" / fixture))
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("vfio-emu: error: ")
+    assert where in err and field in err
+    if valid:
+        assert valid in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["plan", "--", "-m", "4G", "-object", "memory-backend-ram,id=m0,size=4Z"],
+     "argument 3 (-object): size: bad value '4Z'"),
+    (["plan", "--", "-object", "memory-backend-foo,id=m0,size=1G"],
+     "unknown object type 'memory-backend-foo'"),
+    (["plan", "--", "-m", "1G", "-bogus"], "unsupported QEMU argument '-bogus'"),
+    (["plan", "--", "-m"], "option -m needs an argument"),
+    (["plan", "--", "-m", "1G", "-device", "pc-dimm,memdev=nope"],
+     "no memory backend with id 'nope'"),
+    (["plan", "s02", "--qemu", "5.0"], "unknown QEMU version '5.0'"),
+    (["plan", "s02", "--backend", "vfio-user"], "unknown backend 'vfio-user'"),
+    (["plan", "no-such-scenario"], "no scenario file or gallery scenario 'no-such-scenario'"),
+    (["plan", "/nonexistent/x.toml"], "cannot read scenario"),
+    (["plan", "--policy", "nope"], "unknown policy 'nope'"),
+    (["plan", "--policy", "os.path:nothing"], "cannot load policy"),
+    (["plan", "--bogus-flag"], "unrecognized arguments"),
+])
+def test_bad_arguments_one_line_exit_2(capsys, args, expect):
+    rc, out, err = run(capsys, *args)
+    assert rc == 2 and err.count("\n") == 1 and expect in err, err
+
+
+def test_qemu_rejects_feature_of_a_newer_version(capsys):
+    # aux-ram-share exists from 10.0: with --qemu 9.2 the plan says QEMU rejects it
+    rc, out, err = run(capsys, "plan", "s34", "--qemu", "9.2", "--backend", "iommufd")
+    assert rc == 0
+    assert "QEMU 9.2 rejects this configuration" in out and "aux-ram-share" in out
+
+
+def test_user_policy_plugs_in_and_its_name_shows(capsys):
+    calls = []
+
+    def never_by_file(bcontainer, iova, size, vaddr, readonly, mr):
+        calls.append(iova)
+        return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
+
+    register_policy("never-by-file", never_by_file)
+    try:
+        rc, out, err = run(capsys, "plan", "s11", "--policy", "never-by-file", "--no-compare")
+        assert rc == 0
+        assert "policy never-by-file" in out
+        assert "IOMMU_IOAS_MAP_FILE" not in out and "IOMMU_IOAS_MAP " in out
+        assert 0x100000 in calls
+        rc, out, err = run(capsys, "plan", "s11", "--policy", "never-by-file", "--json")
+        doc = json.loads(out)
+        assert doc["plans"][0]["policy"] == "never-by-file"
+    finally:
+        POLICIES.pop("never-by-file")
+
+
+def test_policy_by_module_path(capsys):
+    rc, out, err = run(capsys, "plan", "s06", "--policy",
+                       "vmm_model.policy:vfio_container_dma_map_fixed", "--no-compare")
+    assert rc == 0 and "policy vmm_model.policy:vfio_container_dma_map_fixed" in out
+    assert "IOMMU_IOAS_MAP_FILE" not in out
+    POLICIES.pop("vmm_model.policy:vfio_container_dma_map_fixed")
+
+
+def test_plan_json_schema(capsys):
+    rc, out, err = run(capsys, "plan", "s06", "--json")
+    doc = json.loads(out)
+    assert doc["schema_version"] == 1
+    p = doc["plans"][0]
+    assert (p["qemu"], p["backend"], p["policy"]) == ("10.1", "iommufd", "fd")
+    ev = next(e for e in p["events"] if e["iova"] == 0x100000000)
+    assert ev["ioctl"] == "IOMMU_IOAS_MAP_FILE" and ev["kernel"] == "not_run" and ev["ret"] is None
+    assert ev["fields"]["start"] == 0x80000000
+    assert {"versions": ["7.2", "8.2", "9.0", "9.2", "10.0", "fixed", "fixed+dmabuf"],
+            "decision": "IOMMU_IOAS_MAP FIXED_IOVA|WRITEABLE|READABLE"} in ev["other_qemu"]
+    assert [h["code"] for h in p["hazards"]] == ["private-map-file"]
+
+
+def test_check_exit_status(capsys):
+    assert run(capsys, "plan", "s06", "--check", "--no-compare")[0] == 1
+    assert run(capsys, "plan", "s07", "--check", "--no-compare")[0] == 0
+
+
+def test_plan_whole_gallery(capsys):
+    rc, out, err = run(capsys, "plan", "--no-compare")
+    assert rc == 0 and err == ""
+    assert out.count("\n== ") + out.startswith("== ") >= len(gallery.names())
+
+
+def test_command_line_fragment(capsys):
+    rc, out, err = run(capsys, "plan", "--qemu", "10.1", "--backend", "iommufd", "--",
+                       "-m", "4G", "-mem-path", "/dev/hugepages")
+    assert rc == 0
+    assert "IOMMU_IOAS_MAP_FILE  iova=0x100000000 length=0x80000000 fd=10 start=0x80000000" in out
+    assert "HAZARD [private-map-file]" in out
+
+
+def test_usage_error_carries_where_field_valid():
+    with pytest.raises(UsageError) as e:
+        loads_toml('[memory]\nsize = "x"\n', "f.toml", "f")
+    assert (e.value.where, e.value.field) == ("f.toml:2", "size")

@@ -1,0 +1,77 @@
+"""pytest plugin (``pytest11`` entry point ``vfio_emu``) for VMM test suites.
+
+Kept light in the style of Hypothesis's plugin: options in one group, markers
+registered at start-up, a report header naming the active setup; heavy imports
+happen inside fixtures.
+
+Fixtures:
+  ``vfio_qemu``     the QemuVersion selected with ``--vfio-qemu`` (default 10.1)
+  ``vfio_backend``  the backend name selected with ``--vfio-backend`` (default iommufd)
+  ``vfio_plan``     ``vfio_plan(scenario_or_path_or_gallery_name, qemu=None, backend=None)``
+                    returns a vmm_model.plan.Plan
+Markers:
+  ``vfio_qemu(*versions)``  run the test only for those ``--vfio-qemu`` versions
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("vfio-emu", "vfio-emu (VFIO DMA-mapping policy emulator)")
+    group.addoption("--vfio-qemu", default="10.1",
+                    help="QEMU version whose vfio_container_dma_map is emulated")
+    group.addoption("--vfio-backend", default="iommufd", choices=("type1", "iommufd"),
+                    help="IOMMU backend for vfio_plan")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "vfio_qemu(*versions): run only when --vfio-qemu is one of versions")
+
+
+def pytest_report_header(config):
+    return (f"vfio-emu: qemu={config.getoption('--vfio-qemu')} "
+            f"backend={config.getoption('--vfio-backend')}")
+
+
+def pytest_collection_modifyitems(config, items):
+    qemu = config.getoption("--vfio-qemu")
+    for item in items:
+        m = item.get_closest_marker("vfio_qemu")
+        if m and qemu not in m.args:
+            item.add_marker(pytest.mark.skip(
+                reason=f"vfio_qemu marker: needs --vfio-qemu in {list(m.args)}, got {qemu}"))
+
+
+@pytest.fixture
+def vfio_qemu(request):
+    from vmm_model.qemu_versions import get_qemu
+    return get_qemu(request.config.getoption("--vfio-qemu"), where="--vfio-qemu")
+
+
+@pytest.fixture
+def vfio_backend(request):
+    return request.config.getoption("--vfio-backend")
+
+
+@pytest.fixture
+def vfio_plan(vfio_qemu, vfio_backend):
+    from pathlib import Path
+
+    from vmm_model import gallery
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.scenario import Scenario, load_toml
+
+    def plan(scenario, qemu=None, backend=None):
+        if isinstance(scenario, Scenario):
+            sc = scenario
+        elif Path(str(scenario)).exists():
+            sc = load_toml(scenario)
+        else:
+            sc = gallery.load(str(scenario))
+        return make_plan(sc, get_qemu(qemu) if qemu else vfio_qemu, backend or vfio_backend)
+
+    return plan
