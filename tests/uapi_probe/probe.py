@@ -1,0 +1,222 @@
+"""Check backends/uapi.py against the kernel's own UAPI headers, compiled with gcc.
+
+* ``fetch_headers()`` gets Debian's ``linux-libc-dev`` (sid by default) through
+  ``scripts/fetch_uapi_headers.sh`` (private apt state, cached extraction), or
+  uses ``$VFIO_EMU_UAPI_INCLUDE`` (any ``usr/include`` tree, e.g. the rig's
+  ``make headers`` output; ``$VFIO_EMU_UAPI_VERSION`` names it).
+* ``generate()`` writes a C probe from uapi.py's registries (STRUCTS, IOCTLS,
+  CONSTANTS): one ``printf`` line per sizeof/alignment, per member offset/size/
+  signedness, per ioctl number and per constant.  Nothing is listed by hand.
+* ``run()`` compiles it with ``gcc -isystem <headers>``.  Lines that do not
+  compile (a struct, member or constant absent from those headers) are found
+  from gcc's diagnostics, reported as missing, and dropped before recompiling.
+
+Usable on its own:  ``python tests/uapi_probe/probe.py [INCLUDE_DIR]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FETCH_SCRIPT = REPO / "scripts" / "fetch_uapi_headers.sh"
+TRIPLET = "x86_64-linux-gnu"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from backends import uapi  # noqa: E402
+
+
+class ProbeError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Headers:
+    package: str          # e.g. "linux-libc-dev 7.2.13-1 (Debian sid)"
+    include: Path         # the usr/include directory
+
+
+def fetch_headers(suite: str = "sid") -> Headers:
+    """Headers to check against: ``$VFIO_EMU_UAPI_INCLUDE`` or Debian ``linux-libc-dev``."""
+    env = os.environ.get("VFIO_EMU_UAPI_INCLUDE")
+    if env:
+        return Headers(os.environ.get("VFIO_EMU_UAPI_VERSION", f"headers at {env}"), Path(env))
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise ProbeError("apt-get/dpkg-deb not found: set VFIO_EMU_UAPI_INCLUDE to a usr/include tree")
+    proc = subprocess.run(["sh", str(FETCH_SCRIPT), suite], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise ProbeError(f"{FETCH_SCRIPT.name} {suite} failed (exit {proc.returncode}):\n{proc.stderr}")
+    version, include = proc.stdout.strip().splitlines()[-1].split("\t")
+    return Headers(f"linux-libc-dev {version} (Debian {suite})", Path(include))
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One probed fact: ('S', struct) sizeof+align, ('F', struct, member) offset+size+signed,
+    ('I', ioctl) number, ('C', constant) value."""
+    kind: str
+    name: str
+    member: str | None = None
+
+    def __str__(self) -> str:
+        what = {"S": "struct", "F": "struct", "I": "ioctl", "C": "constant"}[self.kind]
+        return f"{what} {self.name}" + (f" member {self.member}" if self.member else "")
+
+
+def member_paths(sd: "uapi.StructDef", prefix: str = "", base: int = 0, since=None):
+    """(path, Field, absolute offset, since) of every member, recursing into nested
+    structs (``header.id``); union aliases come last with their twin's layout."""
+    for f in sd.fields:
+        fsince = f.since or since
+        yield prefix + f.name, f, base + f.offset, fsince
+        if f.ctype in uapi.STRUCTS and f.count == 1:
+            yield from member_paths(uapi.STRUCTS[f.ctype], prefix + f.name + ".", base + f.offset, fsince)
+    if not prefix:
+        for alias, real in sd.aliases.items():
+            f = sd.field(real)
+            yield alias, f, f.offset, f.since
+
+
+def _line(item: Item, f: "uapi.Field | None" = None) -> str:
+    if item.kind == "S":
+        t = f"struct {item.name}"
+        return f'printf("S {item.name} %zu %zu\\n", sizeof({t}), _Alignof({t}));'
+    if item.kind == "F":
+        t, m = f"struct {item.name}", item.member
+        size = "(size_t)0" if f.flexible else f"sizeof((({t} *)0)->{m})"
+        signed = (f"(long)((__typeof__((({t} *)0)->{m}))-1 < 0)"
+                  if f.ctype in ("u8", "u16", "u32", "s32", "u64") and f.count == 1 else "-1L")
+        return (f'printf("F {item.name} {m} %zu %zu %ld\\n", '
+                f"offsetof({t}, {m}), {size}, {signed});")
+    if item.kind == "I":
+        return f'printf("I {item.name} %lu\\n", (unsigned long)({item.name}));'
+    return f'printf("C {item.name} %lld\\n", (long long)({item.name}));'
+
+
+def items_and_fields():
+    """Every Item generated from uapi.py's registries, with the Field for member items."""
+    out: list[tuple[Item, "uapi.Field | None"]] = []
+    for sd in uapi.STRUCTS.values():
+        out.append((Item("S", sd.name), None))
+        for path, f, _off, _since in member_paths(sd):
+            out.append((Item("F", sd.name, path), f))
+    out += [(Item("I", name), None) for name in uapi.IOCTLS]
+    out += [(Item("C", name), None) for name in uapi.CONSTANTS]
+    return out
+
+
+PROLOGUE = """\
+/* generated by tests/uapi_probe/probe.py from backends/uapi.py: do not edit */
+#include <stddef.h>
+#include <stdio.h>
+#include <linux/version.h>
+{includes}
+int main(void)
+{{
+printf("V %d\\n", LINUX_VERSION_CODE);
+"""
+
+
+def generate(skip: set[Item] = frozenset()) -> tuple[str, dict[int, Item]]:
+    """C source of the probe, and line number -> Item for reading gcc's errors."""
+    includes = "\n".join(f"#if __has_include(<{h}>)\n#include <{h}>\n#endif" for h in uapi.HEADERS)
+    lines = PROLOGUE.format(includes=includes).splitlines()
+    by_line: dict[int, Item] = {}
+    for item, f in items_and_fields():
+        if item in skip:
+            continue
+        lines.append(_line(item, f))
+        by_line[len(lines)] = item
+    lines += ["return 0;", "}"]
+    return "\n".join(lines) + "\n", by_line
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    headers: Headers
+    version_code: int
+    structs: dict[str, tuple[int, int]]                       # name -> (sizeof, align)
+    members: dict[tuple[str, str], tuple[int, int, int]]      # (struct, path) -> (offset, size, signed)
+    numbers: dict[str, int]                                   # ioctls and constants
+    missing: dict[Item, str]                                  # Item -> gcc's first error about it
+    source: str = dataclasses.field(repr=False)
+
+    @property
+    def kernel(self) -> tuple[int, int, int]:
+        v = self.version_code
+        return v >> 16, (v >> 8) & 0xff, v & 0xff
+
+    @property
+    def kernel_str(self) -> str:
+        return "%d.%d.%d" % self.kernel
+
+
+_ERR = re.compile(r"^[^:\n]*probe\.c:(\d+):\d+: error: (.*)$", re.M)
+
+
+def run(headers: Headers, gcc: str = "gcc", workdir: str | None = None) -> ProbeResult:
+    """Compile and run the probe against ``headers``; see the module docstring."""
+    if not shutil.which(gcc):
+        raise ProbeError(f"{gcc} not found (apt-get install gcc)")
+    inc = headers.include
+    if not (inc / "linux" / "vfio.h").is_file():
+        raise ProbeError(f"{inc}/linux/vfio.h does not exist")
+    flags = ["-std=gnu11", "-O0", "-w", "-isystem", str(inc)]
+    if (inc / TRIPLET / "asm").is_dir():       # Debian's multiarch asm/ (linux-libc-dev >= 6.x)
+        flags += ["-isystem", str(inc / TRIPLET)]
+    missing: dict[Item, str] = {}
+    with tempfile.TemporaryDirectory(prefix="uapi-probe-", dir=workdir) as tmp:
+        src, exe = Path(tmp, "probe.c"), Path(tmp, "probe")
+        for _ in range(4):
+            text, by_line = generate(set(missing))
+            src.write_text(text)
+            cc = subprocess.run([gcc, *flags, "-o", str(exe), str(src)],
+                                capture_output=True, text=True, timeout=300)
+            if cc.returncode == 0:
+                break
+            bad = {}
+            for m in _ERR.finditer(cc.stderr):
+                item = by_line.get(int(m.group(1)))
+                if item is None:
+                    raise ProbeError(f"probe does not compile outside a probed line:\n{cc.stderr}")
+                bad.setdefault(item, m.group(2))
+            if not bad:
+                raise ProbeError(f"probe does not compile:\n{cc.stderr}")
+            missing.update(bad)
+        else:
+            raise ProbeError(f"probe still does not compile after dropping {len(missing)} lines")
+        out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, check=True).stdout
+    structs, members, numbers, version = {}, {}, {}, 0
+    for ln in out.splitlines():
+        kind, *rest = ln.split()
+        if kind == "V":
+            version = int(rest[0])
+        elif kind == "S":
+            structs[rest[0]] = (int(rest[1]), int(rest[2]))
+        elif kind == "F":
+            members[(rest[0], rest[1])] = (int(rest[2]), int(rest[3]), int(rest[4]))
+        else:
+            numbers[rest[0]] = int(rest[1])
+    return ProbeResult(headers, version, structs, members, numbers, missing, text)
+
+
+def main(argv: list[str]) -> int:
+    headers = Headers(f"headers at {argv[1]}", Path(argv[1])) if len(argv) > 1 else fetch_headers()
+    res = run(headers)
+    print(f"{headers.package}: LINUX_VERSION_CODE {res.kernel_str}, {len(res.structs)} structs, "
+          f"{len(res.members)} members, {len(res.numbers)} numbers, {len(res.missing)} missing")
+    for item, err in res.missing.items():
+        print(f"  missing: {item}: {err}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
