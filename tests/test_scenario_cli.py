@@ -169,3 +169,19 @@ def test_usage_error_carries_where_field_valid():
     with pytest.raises(UsageError) as e:
         loads_toml('[memory]\nsize = "x"\n', "f.toml", "f")
     assert (e.value.where, e.value.field) == ("f.toml:2", "size")
+
+
+def test_profiles_command(capsys):
+    rc, out, err = run(capsys, "profiles", "--kernel", "7.2+fix", "--json")
+    doc = json.loads(out)
+    assert rc == 0 and list(doc["profiles"]) == ["7.2+fix"]
+    assert doc["profiles"]["7.2+fix"]["map_file_requires_fmode_write"] is True
+    rc, out, err = run(capsys, "profiles", "--kernel", "9.9")
+    assert rc == 2 and "unknown kernel profile '9.9'" in err and "7.2+fix" in err
+
+
+def test_memfd_seal_off_still_has_f_seal_seal():
+    sc = loads_toml('[machine]\nmemory-backend = "m"\n[[object]]\nqom-type = '
+                    '"memory-backend-memfd"\nid = "m"\nsize = "1G"\nseal = false\n', "x.toml", "x")
+    m = make_plan(sc, get_qemu("10.1"), "iommufd").machine
+    assert m.regions["m"].ram_block.backing.seals == ("F_SEAL_SEAL",)

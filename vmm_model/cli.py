@@ -85,6 +85,23 @@ def cmd_versions(args, _qemu_argv) -> int:
     return 0
 
 
+def cmd_profiles(args, _qemu_argv) -> int:
+    from backends.simulated.profiles import (format_profiles, get_profile, host_profile,
+                                             profiles_dict)
+    names = None
+    if args.kernel:
+        names = [(host_profile() if args.kernel == "host" else get_profile(args.kernel)).name]
+    if args.json:
+        doc = profiles_dict()
+        if names:
+            doc["profiles"] = {k: v for k, v in doc["profiles"].items() if k in names}
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+    else:
+        print(format_profiles(names) if names else format_profiles())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vfio-emu", description=(
         "Emulate QEMU's VFIO DMA-mapping decisions (vfio_container_dma_map) per QEMU "
@@ -107,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_gallery)
     v = sub.add_parser("versions", help="list the modelled QEMU versions")
     v.set_defaults(func=cmd_versions)
+    pr = sub.add_parser("profiles", help="list the simulated kernel profiles and their switches")
+    pr.add_argument("--kernel", help="one profile: a name or 'host' (the running kernel)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_profiles)
+    from vmm_model.qemu.cli import register
+    register(sub)
     return p
 
 

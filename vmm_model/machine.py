@@ -123,7 +123,10 @@ def _backend_ramblock(obj, qemu: QemuVersion, idstr: str) -> tuple[RAMBlock, boo
         share = p.get("share", True)
         hugetlb = p.get("hugetlb", False)
         psize = p.get("hugetlbsize", HUGETLB_DEFAULT) if hugetlb else P
-        seals = ("F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK") if p.get("seal", True) else ()
+        # seal=off: qemu_memfd_create(..., seals=0) omits MFD_ALLOW_SEALING, so the
+        # memfd starts with F_SEAL_SEAL (util/memfd.c; seen on real 7.2 and 10.0.2)
+        seals = (("F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK") if p.get("seal", True)
+                 else ("F_SEAL_SEAL",))
         flags = RamFlags.RAM_SHARED if share else RamFlags.RAM_PRIVATE
         return RAMBlock(idstr, size, size, flags,
                         Backing("memfd", path="memory-backend-memfd", seals=seals,

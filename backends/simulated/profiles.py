@@ -1,0 +1,218 @@
+"""Kernel profiles: every version difference the simulator knows, as data.
+
+One dataclass of named switches (``KernelProfile``), one table (``_TIMELINE``)
+where each row lists only what changed since the row above, and one source per
+switch (``SOURCES``).  Code reads ``profile.<switch>``; no version ``if`` lives
+anywhere else.  Research references are to /work/shared/research/.
+
+What a profile name means: "X.Y" is the X.Y series as documented by the research
+(kernel-iommu-errno.md §3): mainline X.Y plus the stable backports whose landing
+in that series is documented or observed.  Backports whose landing is only
+claimed ("point releases UNVERIFIED") are *not* applied and say so in SOURCES.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import re
+from dataclasses import dataclass
+
+from backends.errors import UsageError
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    name: str
+    description: str
+    # ---- memory (mm/memfd.c, mm/mmap.c, mm/vma.c, mm/gup.c) ----
+    f_seal_future_write: bool = True
+    f_seal_exec: bool = False
+    i_mmap_writable_counts_maywrite_only: bool = False
+    ro_shared_mmap_of_write_sealed: bool = False
+    seal_exec_denies_writable: bool = False
+    memfd_pin_folios: bool = False
+    mmap_region_unmaps_before_checks: bool = True
+    # ---- IOMMU (read by the later iommufd / type1 simulators) ----
+    iommufd: bool = False
+    vfio_cdev: bool = False
+    map_file: bool = False
+    change_process: bool = False
+    map_file_fget_in_ioas: bool = False
+    map_file_dmabuf: bool = False
+    map_file_requires_fmode_write: bool = False
+    type1_overflow_errno: int = errno.EINVAL
+    type1_map_up_to_limit: bool = False
+    compat_empty_unmap_ok: bool = False
+    iommufd_unmap_enoent_if_nothing_removed: bool = False
+    iommufd_map_pfnmap_errno: int = errno.EFAULT
+    type1_dma_entry_limit: int = 65535
+
+    def switches(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("name", "description")}
+
+
+R = "kernel-iommu-errno.md"
+SOURCES: dict[str, str] = {
+    "f_seal_future_write": "5.1, ab3948f58ff8 'mm/memfd: add an F_SEAL_FUTURE_WRITE seal to memfd' (%s §3)" % R,
+    "f_seal_exec": "6.3, 'mm/memfd: add F_SEAL_EXEC' + MFD_NOEXEC_SEAL/MFD_EXEC (%s §3); before: "
+                   "F_ADD_SEALS(F_SEAL_EXEC) and memfd_create(MFD_EXEC|MFD_NOEXEC_SEAL) -> EINVAL" % R,
+    "i_mmap_writable_counts_maywrite_only":
+        "6.7, 'mm: drop the assumption that VM_SHARED always implies writable' (seed 003): "
+        "i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, every VM_SHARED VMA",
+    "ro_shared_mmap_of_write_sealed":
+        "6.7, 158978945f31 'mm: perform the mapping_map_writable() check after call_mmap()' (seed 003, "
+        "%s §3/§4); regressed by 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour', "
+        "fixed by 8ec396d05d1b 'mm: reinstate ability to map write-sealed memfd mappings read-only' "
+        "(6.13-rc, 6.12-stable review 2025-01-06). The 2025-07 backport to 5.4..6.6 stable "
+        "(Isaac Manjarres) is NOT applied: its point releases are UNVERIFIED" % R,
+    "seal_exec_denies_writable":
+        "3b041514cb6e 'memfd: deny writeable mappings when implying SEAL_WRITE' (Cc stable): the "
+        "F_SEAL_EXEC implied seals are added before mapping_deny_writable(). Observed on 6.18.44 "
+        "(F_SEAL_EXEC with a shared RW mapping -> EBUSY). Before it, WRITE was implied without "
+        "mapping_deny_writable() (%s §4 quirk). First mainline release and the 6.19.y status "
+        "are UNVERIFIED" % R,
+    "mmap_region_unmaps_before_checks":
+        "before 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour' (6.12-rc): "
+        "mmap_region() unmapped the old range of a MAP_FIXED mapping before mapping_map_writable()/"
+        "->mmap(), so their failure left a hole. Stable backports to 6.1.y/6.6.y NOT applied (UNVERIFIED)",
+    "memfd_pin_folios": "6.11, mm/gup.c memfd_pin_folios() (added for udmabuf); used by iommufd MAP_FILE",
+    "iommufd": "6.2, /dev/iommu, IOAS ioctls, IOMMU_OPTION, VFIO compat (%s §3)" % R,
+    "vfio_cdev": "6.6, VFIO_DEVICE_BIND_IOMMUFD, /dev/vfio/devices/vfioX (%s §3)" % R,
+    "map_file": "6.13, IOMMU_IOAS_MAP_FILE (iommufd 6.13 merge-window pull, %s §3)" % R,
+    "change_process": "6.13, IOMMU_IOAS_CHANGE_PROCESS (%s §3)" % R,
+    "map_file_fget_in_ioas":
+        "6.13-6.18: fget() in iommufd_ioas_map_file() after the IOAS lookup; EBADF leaks the IOAS "
+        "reference (code-read). 6.19: 'iommufd: Have iopt_map_file_pages convert the fd to a file' (%s §2.3)" % R,
+    "map_file_dmabuf": "6.19, IOPT_ADDRESS_DMABUF, VFIO_DEVICE_FEATURE_DMA_BUF (%s §3)" % R,
+    "map_file_requires_fmode_write":
+        "seed 000 '[PATCH] iommu/iommufd: Require write access for writable MAP_FILE mappings' "
+        "(2026-06-07): WRITEABLE needs FMODE_WRITE (EPERM) + mapping_map_writable(). Not in "
+        "Debian 7.2.13 (kernel-rig.md §4b); mainline status UNVERIFIED",
+    "type1_overflow_errno":
+        "6.18, 6012379ede6a 'vfio/type1: sanitize for overflow using check_*_overflow()': "
+        "EOVERFLOW; before: EINVAL (%s §2.1)" % R,
+    "type1_map_up_to_limit": "6.18, ef270ec44637 'handle DMA map/unmap up to the addressable limit' (%s §3)" % R,
+    "compat_empty_unmap_ok":
+        "6.18, afb47765f923 'iommufd: Make vfio_compat's unmap succeed if the range is already empty'; "
+        "before: ENOENT. Stable backports to 6.12.y/6.17.y NOT applied (point release UNVERIFIED) (%s §2.2)" % R,
+    "iommufd_unmap_enoent_if_nothing_removed":
+        "6.18: native IOAS_UNMAP ENOENT comes from 'if (!unmapped) rc = -ENOENT' in iommufd_ioas_unmap(); "
+        "before, from iopt_unmap_iova_range()'s 'rc = -ENOENT' init. Same errno (%s §2.2)" % R,
+    "iommufd_map_pfnmap_errno":
+        "EFAULT from check_vma_flags() (VM_IO|VM_PFNMAP) in every version; the 2025-10 EOPNOTSUPP "
+        "patch was never merged (%s §2.1)" % R,
+    "type1_dma_entry_limit": "module param dma_entry_limit default U16_MAX (%s §2.1)" % R,
+}
+
+# One row per profile: (name, description, what changed since the previous row).
+_TIMELINE: list[tuple[str, str, dict]] = [
+    ("6.1", "6.1 LTS: F_SEAL_WRITE refuses every shared mmap; no iommufd", {}),
+    ("6.6", "6.6 LTS: iommufd, VFIO cdev, F_SEAL_EXEC", dict(
+        f_seal_exec=True, iommufd=True, vfio_cdev=True)),
+    ("6.7", "6.7: RO shared mmap of a write-sealed memfd allowed", dict(
+        i_mmap_writable_counts_maywrite_only=True, ro_shared_mmap_of_write_sealed=True)),
+    ("6.12", "6.12.y after 8ec396d05d1b (regression fixed); memfd_pin_folios", dict(
+        memfd_pin_folios=True, mmap_region_unmaps_before_checks=False)),
+    ("6.12-regressed", "6.12 in the 5de195060b2e..8ec396d05d1b window (exact point releases UNVERIFIED)",
+     dict(ro_shared_mmap_of_write_sealed=False)),
+    ("6.13", "6.13: IOMMU_IOAS_MAP_FILE, CHANGE_PROCESS", dict(
+        ro_shared_mmap_of_write_sealed=True, map_file=True, change_process=True,
+        map_file_fget_in_ioas=True)),
+    ("6.18", "6.18 LTS (as observed on 6.18.44): type1 EOVERFLOW, compat empty unmap 0", dict(
+        type1_overflow_errno=errno.EOVERFLOW, type1_map_up_to_limit=True,
+        compat_empty_unmap_ok=True, iommufd_unmap_enoent_if_nothing_removed=True,
+        seal_exec_denies_writable=True)),
+    ("6.19", "6.19: MAP_FILE dmabuf, fget moved into iopt_map_file_pages", dict(
+        map_file_dmabuf=True, map_file_fget_in_ioas=False, seal_exec_denies_writable=False)),
+    ("7.1", "7.1", dict(seal_exec_denies_writable=True)),
+    ("7.2", "7.2 (Debian 7.2.13): MAP_FILE WRITEABLE on an O_RDONLY / sealed fd succeeds", {}),
+    ("7.2+fix", "7.2 + seed 000 'Require write access for writable MAP_FILE mappings'", dict(
+        map_file_requires_fmode_write=True)),
+]
+
+
+def _build() -> dict[str, KernelProfile]:
+    out, prev = {}, {}
+    for name, desc, changes in _TIMELINE:
+        base = dict(prev)
+        base.update(changes)
+        if name.endswith("-regressed"):        # a side branch: the next row starts from 6.12
+            out[name] = KernelProfile(name=name, description=desc, **base)
+            continue
+        prev = base
+        out[name] = KernelProfile(name=name, description=desc, **base)
+    return out
+
+
+PROFILES: dict[str, KernelProfile] = _build()
+assert set(SOURCES) == set(KernelProfile(name="", description="").switches())
+
+
+def list_profiles() -> list[str]:
+    return list(PROFILES)
+
+
+def get_profile(name: str | KernelProfile) -> KernelProfile:
+    if isinstance(name, KernelProfile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UsageError(f"unknown kernel profile {name!r}", field="profile",
+                         valid=", ".join(PROFILES)) from None
+
+
+def _version(s: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", s)
+    if not m:
+        raise UsageError(f"cannot read a kernel version from {s!r}", field="release",
+                         valid="a release like 6.18.44")
+    return int(m[1]), int(m[2])
+
+
+def host_profile(release: str | None = None) -> KernelProfile:
+    """The profile for ``release`` (default: this machine's ``uname -r``): the
+    nearest known mainline profile at or below it (6.18.44 -> "6.18").
+    Side profiles (``6.12-regressed``, ``7.2+fix``) are never chosen."""
+    import platform
+    want = _version(release or platform.release())
+    best = None
+    for name in PROFILES:
+        if not re.fullmatch(r"\d+\.\d+", name):
+            continue
+        if _version(name) <= want and (best is None or _version(name) > _version(best)):
+            best = name
+    return PROFILES[best or "6.1"]
+
+
+def profiles_dict() -> dict:
+    """JSON-able table for ``vfio-emu profiles --json``."""
+    return {"schema": 1,
+            "switches": {k: SOURCES[k] for k in SOURCES},
+            "profiles": {p.name: {"description": p.description, **p.switches()}
+                         for p in PROFILES.values()}}
+
+
+def _fmt(v: object, key: str) -> str:
+    if isinstance(v, bool):
+        return "y" if v else "-"
+    if key.endswith("errno") and isinstance(v, int):
+        return errno.errorcode.get(v, str(v))
+    return str(v)
+
+
+def format_profiles(names: list[str] | None = None) -> str:
+    """Plain-text table (one row per switch, one column per profile) + sources."""
+    names = names or list(PROFILES)
+    keys = list(SOURCES)
+    w0 = max(len(k) for k in keys)
+    ws = [max([len(n)] + [len(_fmt(getattr(PROFILES[n], k), k)) for k in keys]) for n in names]
+    lines = ["switch".ljust(w0) + "  " + "  ".join(n.ljust(w) for n, w in zip(names, ws))]
+    for k in keys:
+        cells = [_fmt(getattr(PROFILES[n], k), k).ljust(w) for n, w in zip(names, ws)]
+        lines.append(k.ljust(w0) + "  " + "  ".join(cells))
+    lines.append("")
+    lines += [f"{k}: {SOURCES[k]}" for k in keys]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""``vfio-emu inspect``: the plan for a live QEMU.
+
+    vfio-emu inspect --qmp SOCKET [--backend type1|iommufd|all] [--json] [--save FILE]
+    vfio-emu inspect --hmp-stdio [--backend ...] -- [QEMU-BINARY] QEMU-ARGS...
+
+``--qmp`` connects to a running QEMU (``-qmp unix:SOCKET,server=on,wait=off``);
+``--hmp-stdio`` starts QEMU paused with ``-monitor stdio`` and reads the same
+facts over HMP, then ends it.  The plan has the same columns as ``plan``;
+``--save FILE`` writes the live VM as a scenario file that ``vfio-emu plan
+FILE`` reads back.  Wired into vmm_model/cli.py by ``register(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from backends.errors import UsageError
+from vmm_model.plan import BACKENDS, make_plan
+from vmm_model.qemu.introspect import LiveVM, compare_with_model, introspect
+from vmm_model.qemu.monitor import DEFAULT_TIMEOUT, QmpMonitor
+from vmm_model.qemu_versions import get_qemu
+from vmm_model.report import document, render_plan
+from vmm_model.scenario import to_toml
+
+
+def read_live(args, qemu_argv) -> LiveVM:
+    if bool(args.qmp) == bool(args.hmp_stdio):
+        raise UsageError("give either --qmp SOCKET or --hmp-stdio -- QEMU-ARGS",
+                         where="vfio-emu inspect")
+    if args.qmp:
+        if qemu_argv:
+            raise UsageError("QEMU arguments after -- go with --hmp-stdio, not --qmp",
+                             where="vfio-emu inspect")
+        with QmpMonitor(args.qmp, timeout=args.timeout) as mon:
+            return introspect(mon, name=os.path.basename(args.qmp) or "live")
+    if not qemu_argv:
+        raise UsageError("--hmp-stdio needs QEMU arguments after --",
+                         where="vfio-emu inspect",
+                         valid="e.g. -- qemu-system-x86_64 -m 512M")
+    from vmm_model.qemu.launcher import launch_hmp
+    argv = list(qemu_argv)
+    binary = argv.pop(0) if not argv[0].startswith("-") else \
+        os.environ.get("VFIO_EMU_QEMU", "qemu-system-x86_64")
+    with launch_hmp(binary, argv, timeout=args.timeout) as mon:
+        return introspect(mon, name="hmp-stdio")
+
+
+def _observed_table(vm: LiveVM) -> str:
+    head = ["RAMBlock", "size", "host", "fd", "shared", "backing", "fd_offset", "seals"]
+    rows = [head]
+    for b in vm.ramblocks:
+        def yn(v):
+            return "?" if v is None else ("yes" if v else "no")
+        rows.append([b.name or "(unnamed)", f"0x{b.size:x}",
+                     f"0x{b.host:x}" if b.host is not None else "?",
+                     str(b.fd) if b.fd is not None else yn(b.fd_present),
+                     yn(b.shared), b.backing if b.backing is not None else "?",
+                     f"0x{b.fd_offset:x}" if b.fd_offset is not None else "-",
+                     "|".join(b.seal_names) or "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_inspect(args, qemu_argv) -> int:
+    vm = read_live(args, qemu_argv)
+    sc = vm.scenario
+    qemu = get_qemu(sc.qemu, where="live QEMU version")
+    backends = args.backend or "all"
+    blist = list(BACKENDS) if backends == "all" else [backends]
+    for b in blist:
+        if b not in BACKENDS:
+            raise UsageError(f"unknown backend {b!r}", where="--backend",
+                             valid="type1, iommufd, all")
+    plans = [make_plan(sc, qemu, b) for b in blist]
+    diffs = compare_with_model(vm) if vm.proc else []
+    if args.save:
+        try:
+            with open(args.save, "w") as f:
+                f.write(to_toml(sc))
+        except OSError as e:
+            raise UsageError(f"cannot write scenario: {e.strerror}", where=args.save) from None
+    with_others = not args.no_compare
+    if args.json:
+        doc = document(plans, with_others)
+        doc["live"] = {"qemu_version": vm.version, "package": vm.package, "pid": vm.pid,
+                       "proc": vm.proc, "ramblocks": [b.to_json() for b in vm.ramblocks],
+                       "model_differences": diffs, "notes": vm.notes}
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+    else:
+        print(f"live QEMU {vm.version} ({vm.package}), pid {vm.pid or '?'}: modelled as "
+              f"QEMU {qemu.name}\n")
+        print(_observed_table(vm))
+        if vm.proc:
+            print("\nmodel vs /proc: " + ("agree (fd present, shared, size, fd_offset)"
+                                          if not diffs else "; ".join(diffs)))
+        for n in vm.notes:
+            print(f"note: {n}")
+        print()
+        print("\n\n".join(render_plan(p, with_others) for p in plans))
+        if args.save:
+            print(f"\nscenario saved to {args.save}")
+    return 1 if diffs else 0
+
+
+def register(subparsers):
+    """Add ``inspect`` to vfio-emu's subcommands (``func(args, qemu_argv)``)."""
+    p = subparsers.add_parser("inspect", help="the plan for a live QEMU (QMP socket, or "
+                              "HMP on stdio of a QEMU started for it)")
+    p.add_argument("--qmp", metavar="SOCKET", help="QMP unix socket of a running QEMU")
+    p.add_argument("--hmp-stdio", action="store_true",
+                   help="start QEMU (arguments after --) with -monitor stdio and read it")
+    p.add_argument("--backend", help="type1, iommufd or all (default all)")
+    p.add_argument("--json", action="store_true", help="versioned JSON, plus a 'live' key")
+    p.add_argument("--save", metavar="FILE", help="write the live VM as a scenario file")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the other-QEMU-versions column")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds to wait for each QEMU answer (default {DEFAULT_TIMEOUT:g})")
+    p.set_defaults(func=cmd_inspect)
+    return p
