@@ -15,23 +15,10 @@ from vmm_model import cli
 from vmm_model.qemu import (QemuGoneError, QemuLaunchError, QmpCommandError,
                             QmpConnectError, QemuProcess, QmpMonitor, find_qemu, introspect,
                             launch_hmp)
-from vmm_model.qemu.testing import launched
+from vmm_model.qemu.testing import children, launched
 from backends.errors import HostError, VfioEmuError
 
 
-def children() -> list[int]:
-    me = str(os.getpid())
-    out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == me and fields[0] != "Z":
-                out.append(int(pid))
-    return out
 
 
 def need(version):

@@ -14,7 +14,7 @@ from vmm_model import cli
 from vmm_model.plan import make_plan
 from vmm_model.qemu import ReplayMonitor, compare_with_model, find_qemu, introspect
 from vmm_model.qemu.launcher import launch_hmp
-from vmm_model.qemu.testing import CONFIGS, config_args, launched, scratch_dir
+from vmm_model.qemu.testing import CONFIGS, children, config_args, launched, scratch_dir
 from vmm_model.qemu_versions import get_qemu
 from vmm_model.scenario import load_toml
 
@@ -29,20 +29,6 @@ def need(version):
     return binary
 
 
-def children() -> list[int]:
-    me = str(os.getpid())
-    out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == me and fields[0] != "Z":
-                out.append(int(pid))
-    return out
 
 
 def maps_line(pid, addr):

@@ -525,7 +525,8 @@ def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
             driver = props.pop("driver", implied)
             if driver in DEVICE_TYPES:
                 props.pop("bus", None)
-                props.pop("addr", None) if driver != "pc-dimm" else None
+                if driver != "pc-dimm":      # PCI addr=; pc-dimm addr= is a GPA
+                    props.pop("addr", None)
                 sc.devices.append(Obj(driver, _parse_props(DEVICE_TYPES[driver], props,
                                                            where, driver), where))
         elif norm in _IGNORED_OPTS:

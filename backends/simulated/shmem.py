@@ -32,6 +32,21 @@ def shmem_setattr(inode: Inode, newsize: int, mm) -> int:
     return 0
 
 
+def _fallocate_punch_or_check(inode: Inode, mode: int, offset: int, end: int) -> int | None:
+    """The start both shmem_fallocate() and hugetlbfs_fallocate() share: -EOPNOTSUPP
+    for modes other than KEEP_SIZE|PUNCH_HOLE; PUNCH_HOLE -EPERM under
+    F_SEAL_WRITE/FUTURE_WRITE, else the range is zeroed (0).  None: allocate."""
+    if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+        return -errno.EOPNOTSUPP
+    if mode & FALLOC_FL_PUNCH_HOLE:
+        if (inode.seals or 0) & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+            return -errno.EPERM
+        # unmap_mapping_range(..., even_cows=0) + shmem_truncate_range()
+        inode.mapping.zero_range(offset, end)
+        return 0
+    return None
+
+
 def shmem_fallocate(file: File, mode: int, offset: int, length: int, mm) -> int:
     """shmem_fallocate(): -EOPNOTSUPP for modes other than KEEP_SIZE|PUNCH_HOLE;
     PUNCH_HOLE -EPERM under F_SEAL_WRITE/FUTURE_WRITE; allocation past i_size
@@ -39,15 +54,10 @@ def shmem_fallocate(file: File, mode: int, offset: int, length: int, mm) -> int:
     page in the simulator (an allocated page reads as zeros either way)."""
     inode = file.inode
     seals = inode.seals or 0
-    if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
-        return -errno.EOPNOTSUPP
     end = offset + length
-    if mode & FALLOC_FL_PUNCH_HOLE:
-        if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
-            return -errno.EPERM
-        # unmap_mapping_range(..., even_cows=0) + shmem_truncate_range()
-        inode.mapping.zero_range(offset, end)
-        return 0
+    rc = _fallocate_punch_or_check(inode, mode, offset, end)
+    if rc is not None:
+        return rc
     if end > inode.s_maxbytes:                      # inode_newsize_ok()
         return -errno.EFBIG
     if seals & F_SEAL_GROW and end > inode.i_size:
@@ -72,14 +82,10 @@ def hugetlbfs_fallocate(file: File, mode: int, offset: int, length: int, mm,
     huge page pool cannot hold the range (approximation: the whole range)."""
     inode = file.inode
     seals = inode.seals or 0
-    if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
-        return -errno.EOPNOTSUPP
     end = offset + length
-    if mode & FALLOC_FL_PUNCH_HOLE:
-        if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
-            return -errno.EPERM
-        inode.mapping.zero_range(offset, end)
-        return 0
+    rc = _fallocate_punch_or_check(inode, mode, offset, end)
+    if rc is not None:
+        return rc
     if seals & F_SEAL_GROW and end > inode.i_size:
         return -errno.EPERM
     if hugetlb_free is not None and -(-end // HPAGE_SIZE) - offset // HPAGE_SIZE > hugetlb_free:

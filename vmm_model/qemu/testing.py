@@ -113,3 +113,20 @@ if __name__ == "__main__":
         sys.exit("usage: python -m vmm_model.qemu.testing record OUTDIR")
     for p in record(sys.argv[2]):
         print(p)
+
+
+def children() -> list[int]:
+    """Live (non-zombie) child pids of this process, from /proc: tests check that
+    no QEMU is left behind."""
+    me = str(os.getpid())
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me and fields[0] != "Z":
+                out.append(int(pid))
+    return out
