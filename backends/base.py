@@ -16,17 +16,32 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 from backends import uapi
 
 
-@dataclass(frozen=True)
 class DmaRequest:
-    """An ioctl request: its name and the struct fields, in struct order."""
+    """An ioctl request: its name and the exact argument bytes sent.
 
-    ioctl: str
-    fields: dict
+    ``fields`` decodes the bytes with the struct's codec (backends/uapi.py), so
+    what is printed is what the kernel receives."""
+
+    __slots__ = ("ioctl", "data")
+
+    def __init__(self, ioctl: str, data: bytes):
+        self.ioctl = ioctl
+        self.data = data
+
+    @property
+    def fields(self) -> dict:
+        c = uapi.codec(uapi.IOCTLS[self.ioctl].arg)
+        return dict(zip(c.names, c.unpack_from(self.data)))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DmaRequest) and (self.ioctl, self.data) == (other.ioctl, other.data)
+
+    def __repr__(self) -> str:
+        return f"DmaRequest({self.ioctl}, {self.fields})"
 
     def flag_names(self) -> str:
         return flag_names(self.ioctl, self.fields.get("flags", 0))
@@ -46,20 +61,33 @@ class DmaRequest:
         if self.ioctl == "IOMMU_IOAS_UNMAP":
             return f"iova=0x{f['iova']:x} length=0x{f['length']:x}"
         return " ".join(f"{k}=0x{v:x}" for k, v in f.items()
-                        if k not in ("argsz", "size", "flags"))
+                        if k not in ("argsz", "size", "flags") and isinstance(v, int))
 
 
-@dataclass
 class DmaResult:
-    """What one backend hook did: 0 / -errno (None = planned, not run)."""
+    """What one backend hook did: 0 / -errno (None = planned, not run), the
+    request sent (None when QEMU sends nothing), and for real or simulated
+    kernels the bytes the kernel wrote back (``out``)."""
 
-    ret: int | None
-    request: DmaRequest | None = None
-    note: str = ""
-    warnings: list[str] = field(default_factory=list)
+    __slots__ = ("ret", "request", "note", "warnings", "out")
+
+    def __init__(self, ret: int | None, request: DmaRequest | None = None, note: str = "",
+                 warnings: list[str] | None = None, out: bytes | None = None):
+        self.ret = ret
+        self.request = request
+        self.note = note
+        self.warnings = warnings if warnings is not None else []
+        self.out = out
+
+    def __repr__(self) -> str:
+        return f"DmaResult({self.ret}, {self.request!r}{', ' + repr(self.note) if self.note else ''})"
 
     @property
     def errno_name(self) -> str:
+        return errno_name(self.ret)
+
+
+def errno_name(self) -> str:
         return errno_name(self.ret)
 
 
@@ -98,6 +126,12 @@ def flag_names(ioctl: str, flags: int) -> str:
 
 
 # --- request builders (QEMU's flag rules) -----------------------------------
+_DMA_MAP = uapi.codec("vfio_iommu_type1_dma_map")
+_DMA_UNMAP = uapi.codec("vfio_iommu_type1_dma_unmap")
+_IOAS_MAP = uapi.codec("iommu_ioas_map")
+_IOAS_MAP_FILE = uapi.codec("iommu_ioas_map_file")
+_IOAS_UNMAP = uapi.codec("iommu_ioas_unmap")
+
 
 def vfio_dma_map_request(iova: int, size: int, vaddr: int, readonly: bool,
                          vaddr_only: bool = False) -> DmaRequest:
@@ -109,17 +143,15 @@ def vfio_dma_map_request(iova: int, size: int, vaddr: int, readonly: bool,
         flags = uapi.VFIO_DMA_MAP_FLAG_READ
         if not readonly:
             flags |= uapi.VFIO_DMA_MAP_FLAG_WRITE
-    return DmaRequest("VFIO_IOMMU_MAP_DMA", {
-        "argsz": uapi.sizeof("vfio_iommu_type1_dma_map"), "flags": flags,
-        "vaddr": vaddr, "iova": iova, "size": size})
+    return DmaRequest("VFIO_IOMMU_MAP_DMA", _DMA_MAP.pack(_DMA_MAP.size, flags, vaddr, iova, size))
 
 
 def vfio_dma_unmap_request(iova: int, size: int, unmap_all: bool = False) -> DmaRequest:
     """vfio_legacy_dma_unmap_one(): FLAG_ALL with iova = size = 0 for unmap-all."""
     flags = uapi.VFIO_DMA_UNMAP_FLAG_ALL if unmap_all else 0
-    return DmaRequest("VFIO_IOMMU_UNMAP_DMA", {
-        "argsz": uapi.sizeof("vfio_iommu_type1_dma_unmap"), "flags": flags,
-        "iova": 0 if unmap_all else iova, "size": 0 if unmap_all else size})
+    if unmap_all:
+        iova = size = 0
+    return DmaRequest("VFIO_IOMMU_UNMAP_DMA", _DMA_UNMAP.pack(_DMA_UNMAP.size, flags, iova, size))
 
 
 def _ioas_flags(readonly: bool) -> int:
@@ -133,18 +165,15 @@ def _ioas_flags(readonly: bool) -> int:
 
 def ioas_map_request(ioas_id: int, iova: int, length: int, user_va: int,
                      readonly: bool) -> DmaRequest:
-    return DmaRequest("IOMMU_IOAS_MAP", {
-        "size": uapi.sizeof("iommu_ioas_map"), "flags": _ioas_flags(readonly),
-        "ioas_id": ioas_id, "__reserved": 0, "user_va": user_va,
-        "length": length, "iova": iova})
+    return DmaRequest("IOMMU_IOAS_MAP", _IOAS_MAP.pack(
+        _IOAS_MAP.size, _ioas_flags(readonly), ioas_id, 0, user_va, length, iova))
 
 
 def ioas_map_file_request(ioas_id: int, iova: int, length: int, fd: int, start: int,
                           readonly: bool) -> DmaRequest:
     """iommufd_backend_map_file_dma() (10.1+, e563dc88c219)."""
-    return DmaRequest("IOMMU_IOAS_MAP_FILE", {
-        "size": uapi.sizeof("iommu_ioas_map_file"), "flags": _ioas_flags(readonly),
-        "ioas_id": ioas_id, "fd": fd, "start": start, "length": length, "iova": iova})
+    return DmaRequest("IOMMU_IOAS_MAP_FILE", _IOAS_MAP_FILE.pack(
+        _IOAS_MAP_FILE.size, _ioas_flags(readonly), ioas_id, fd, start, length, iova))
 
 
 def ioas_unmap_request(ioas_id: int, iova: int, length: int,
@@ -152,9 +181,7 @@ def ioas_unmap_request(ioas_id: int, iova: int, length: int,
     """iommufd_cdev_unmap(): unmap_all → iova 0, length UINT64_MAX."""
     if unmap_all:
         iova, length = 0, (1 << 64) - 1
-    return DmaRequest("IOMMU_IOAS_UNMAP", {
-        "size": uapi.sizeof("iommu_ioas_unmap"), "ioas_id": ioas_id,
-        "iova": iova, "length": length})
+    return DmaRequest("IOMMU_IOAS_UNMAP", _IOAS_UNMAP.pack(_IOAS_UNMAP.size, ioas_id, iova, length))
 
 
 # --- the interface -----------------------------------------------------------

@@ -45,7 +45,9 @@ the kind of fd (``"container"``, ``"group"``, ``"device"``, ``"iommufd"``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import struct as _pystruct
 from typing import Any, Iterable, Mapping
 
 import construct as cs
@@ -55,7 +57,7 @@ from backends.errors import VfioEmuError
 __all__ = [
     "UapiError", "Field", "StructDef", "Ioctl", "STRUCTS", "IOCTLS", "IOCTLS_BY_NR",
     "CONSTANTS", "FD_KINDS", "build", "parse", "sizeof", "offsetof", "offsetofend",
-    "fields", "build_array", "parse_array", "build_cap_chain", "parse_cap_chain",
+    "fields", "codec", "Codec", "build_array", "parse_array", "build_cap_chain", "parse_cap_chain",
     "lookup_ioctl", "ioctl_name", "decode", "kernel_version",
     "_IO", "_IOR", "_IOW", "_IOWR", "_IOC", "_IOC_DIR", "_IOC_TYPE", "_IOC_NR", "_IOC_SIZE",
 ]
@@ -202,6 +204,39 @@ class StructDef:
     def flexible(self) -> Field | None:
         return self.fields[-1] if self.fields and self.fields[-1].flexible else None
 
+    @functools.cached_property
+    def codec(self) -> "Codec":
+        """A ``struct.Struct`` over the fixed part, derived from ``fields`` (see ``codec()``)."""
+        return Codec(self)
+
+
+_FMT = {("u8", False): "B", ("u16", False): "H", ("u32", False): "I", ("s32", True): "i",
+        ("u64", False): "Q"}
+
+
+class Codec(_pystruct.Struct):
+    """The fixed part of a struct as a ``struct.Struct`` (``pack``/``unpack`` in
+    ``names`` order, padding skipped): the hot path of the clients and the
+    simulator.  Derived from the same ``Field`` list as the construct Struct, so
+    layouts are never typed twice; ``u8`` arrays are ``bytes``."""
+
+    def __init__(self, sd: "StructDef"):
+        fmt, names, pos = "<", [], 0
+        for f in sd.fields:
+            if f.flexible:
+                break
+            if f.ctype not in _SCALARS:
+                raise UapiError(f"struct {sd.name}: member {f.name} is a struct; no flat codec",
+                                field=f.name)
+            fmt += "x" * (f.offset - pos)
+            fmt += f"{f.count}s" if f.count > 1 else _FMT[f.ctype, f.signed]
+            names.append(f.name)
+            pos = f.end
+        fmt += "x" * (sd.size - pos)
+        super().__init__(fmt)
+        self.names = tuple(names)
+        assert self.size == sd.size, (sd.name, self.size, sd.size)
+
 
 STRUCTS: dict[str, StructDef] = {}
 
@@ -292,6 +327,13 @@ def _sd(name: str) -> StructDef:
         return STRUCTS[name]
     except KeyError:
         raise UapiError(f"unknown UAPI struct {name!r}", valid=", ".join(sorted(STRUCTS))) from None
+
+
+def codec(name: str) -> Codec:
+    """``struct name``'s fixed part as a ``struct.Struct``: ``codec(n).pack(*values)`` in
+    ``codec(n).names`` order (padding skipped).  Same bytes as ``build`` for the same
+    values; use it where speed matters (one MAP+UNMAP per few microseconds)."""
+    return _sd(name).codec
 
 
 def sizeof(name: str) -> int:
