@@ -14,6 +14,7 @@ from backends.host import (F_ADD_SEALS, F_GET_SEALS, F_SEAL_EXEC, F_SEAL_FUTURE_
                            MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING, MFD_EXEC, MFD_HUGETLB,
                            MFD_NOEXEC_SEAL, O_RDONLY, O_RDWR, O_TMPFILE, PAGE_SIZE, PROT_READ,
                            PROT_WRITE)
+from backends.simulated.gup import pages_of
 from backends.simulated import (PfnmapDevice, SimHost, format_profiles, get_profile, host_profile,
                                 list_profiles, profiles_dict)
 
@@ -172,9 +173,9 @@ def test_memfd_pin_folios():
     fd = h.memfd_create("x", MFD_ALLOW_SEALING)
     h.ftruncate(fd, 4 * PAGE_SIZE)
     assert h.memfd_pin_folios(fd, 0, 4 * PAGE_SIZE)[0] == -errno.EINVAL
-    n, pages = h.memfd_pin_folios(fd, PAGE_SIZE, 3 * PAGE_SIZE - 1)
+    n, pins = h.memfd_pin_folios(fd, PAGE_SIZE, 3 * PAGE_SIZE - 1)
     assert n == 2
-    pages[1].data[:3] = b"dma"                       # a device writes the page cache
+    pages_of(pins)[1].data[:3] = b"dma"                       # a device writes the page cache
     assert h.pread(fd, 3, 2 * PAGE_SIZE) == (3, b"dma")
     assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == -errno.EBUSY
     ext4 = h.open("/tmp", O_TMPFILE | O_RDWR)
@@ -214,15 +215,16 @@ def test_write_pin_of_private_mapping_breaks_cow():
     fd = h.memfd_create("x", 0)
     h.pwrite(fd, b"A" * PAGE_SIZE, 0)
     p = h.mmap(0, PAGE_SIZE, RW, MAP_PRIVATE, fd)
-    n, (page,) = h.pin_user_pages(p, 1, write=True)
+    n, pins = h.pin_user_pages(p, 1, write=True)
+    page = pins[0].page(0)
     page.data[:2] = b"zz"
     assert h.read_mem(p, 3) == (3, b"zzA")
     assert h.pread(fd, 3, 0) == (3, b"AAA")
     q = h.mmap(0, PAGE_SIZE, PROT_READ, MAP_PRIVATE, fd)
-    _, (ro_page,) = h.pin_user_pages(q, 1, write=False, longterm=True)
+    ro_page = pages_of(h.pin_user_pages(q, 1, write=False, longterm=True)[1])[0]
     h.pwrite(fd, b"B", 0)
     assert ro_page.data[:1] == b"A" and h.read_mem(q, 1) == (1, b"A")
-    _, (short,) = h.pin_user_pages(q, 1, write=False, longterm=False)   # q now has its own copy
+    short = pages_of(h.pin_user_pages(q, 1, write=False, longterm=False)[1])[0]   # q now has its own copy
     assert short is ro_page
 
 
@@ -231,7 +233,7 @@ def test_shared_pin_sees_process_writes():
     fd = h.memfd_create("x", 0)
     h.ftruncate(fd, PAGE_SIZE)
     a = h.mmap(0, PAGE_SIZE, RW, MAP_SHARED, fd)
-    _, (page,) = h.pin_user_pages(a, 1, write=True)
+    page = pages_of(h.pin_user_pages(a, 1, write=True)[1])[0]
     h.write_mem(a + 10, b"cpu")
     assert bytes(page.data[10:13]) == b"cpu"
     page.data[0:3] = b"dev"
@@ -283,9 +285,11 @@ def test_pfnmap_bar_mapping():
     assert bar > 0
     assert h.read_mem(bar, 4) == (-errno.EFAULT, b"")
     assert h.pin_user_pages(bar, 1, write=False) == (-errno.EFAULT, [])
-    page = follow_pfnmap(h.mm, bar + PAGE_SIZE, write=True)
+    n, pins = follow_pfnmap(h.mm, bar + PAGE_SIZE, 3, write=True)
+    assert n == 3 and pins[0].first == 1 and pins[0] not in pins[0].store.pins   # not refcounted
+    page = pins[0].page(0)
     page.data[:2] = b"hi"
-    assert h.file_of(fd).dev.bar[1] is page
+    assert h.file_of(fd).dev.bar.pages[1] is page
     assert h.mmap(0, 8 * PAGE_SIZE, RW, MAP_SHARED, fd) == -errno.EINVAL
 
 

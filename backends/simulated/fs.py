@@ -28,19 +28,79 @@ _ino = itertools.count(1)
 
 
 class Page:
-    """struct page/folio: 4 KiB of data and a pin count (FOLL_PIN references)."""
-    __slots__ = ("data", "pincount")
+    """struct page/folio: 4 KiB of data."""
+    __slots__ = ("data",)
 
     def __init__(self, data: bytes | None = None):
         self.data = bytearray(data) if data is not None else bytearray(PAGE_SIZE)
-        self.pincount = 0
 
 
-class AddressSpace:
-    """struct address_space: the sparse page cache + i_mmap_writable."""
+class Pin:
+    """A FOLL_PIN reference on ``npages`` consecutive pages ``first..`` of a
+    ``PageStore`` (gup.py makes them).  Pages are materialized on first use,
+    so pinning 128 GiB costs one object; a page the owner drops while pinned
+    (munmap, truncate, hole punch) stays with the pin (``held``), as the
+    kernel's pinned folio outlives its removal from the page cache or the mm."""
+
+    __slots__ = ("store", "first", "npages", "held", "detached")
+
+    def __init__(self, store: "PageStore", first: int, npages: int):
+        self.store, self.first, self.npages = store, first, npages
+        self.held: dict[int, Page] | None = None
+        self.detached: list[tuple[int, int]] | None = None
+
+    def page(self, i: int) -> Page:
+        """The pinned page ``i`` (0-based within the pin)."""
+        idx = self.first + i
+        if self.held is not None:
+            page = self.held.get(idx)
+            if page is not None:
+                return page
+            if any(lo <= idx < hi for lo, hi in self.detached):
+                page = self.held[idx] = Page()
+                return page
+        pages = self.store.pages
+        page = pages.get(idx)
+        if page is None:
+            page = pages[idx] = Page()
+        return page
+
+    def detach(self, lo: int, hi: int) -> None:
+        """The store drops [lo, hi): keep what this pin holds there."""
+        lo, hi = max(lo, self.first), min(hi, self.first + self.npages)
+        if lo >= hi:
+            return
+        if self.held is None:
+            self.held, self.detached = {}, []
+        pages = self.store.pages
+        for idx in (range(lo, hi) if hi - lo <= len(pages) else [i for i in pages if lo <= i < hi]):
+            if idx in pages and idx not in self.held:
+                self.held[idx] = pages[idx]
+        self.detached.append((lo, hi))
+
+
+class PageStore:
+    """Pages by index plus the pins held on them: a page cache, a process's
+    private pages (by virtual page number), a BAR."""
 
     def __init__(self):
         self.pages: dict[int, Page] = {}
+        self.pins: set[Pin] = set()
+
+    def drop(self, lo: int, hi: int | None = None) -> None:
+        """Remove pages [lo, hi) (hi None: to the end); pins keep theirs."""
+        hi = (1 << 64) if hi is None else hi
+        for pin in self.pins:
+            pin.detach(lo, hi)
+        for idx in [i for i in self.pages if lo <= i < hi]:
+            del self.pages[idx]
+
+
+class AddressSpace(PageStore):
+    """struct address_space: the sparse page cache + i_mmap_writable."""
+
+    def __init__(self):
+        super().__init__()
         self.i_mmap_writable = 0
 
     # include/linux/fs.h helpers, same names and errnos.
@@ -92,14 +152,14 @@ class AddressSpace:
     def zero_range(self, start: int, end: int) -> None:
         """truncate_inode_pages_range(): drop whole pages, zero partial ones
         (only present pages are visited, so a huge sparse range is cheap)."""
+        first, last = -(-start // PAGE_SIZE), end // PAGE_SIZE      # whole pages [first, last)
         for idx in [i for i in self.pages
-                    if i * PAGE_SIZE < end and (i + 1) * PAGE_SIZE > start]:
+                    if i * PAGE_SIZE < end and (i + 1) * PAGE_SIZE > start and not first <= i < last]:
             lo = max(start, idx * PAGE_SIZE) - idx * PAGE_SIZE
             hi = min(end, (idx + 1) * PAGE_SIZE) - idx * PAGE_SIZE
-            if lo == 0 and hi == PAGE_SIZE:
-                del self.pages[idx]
-            else:
-                self.pages[idx].data[lo:hi] = bytes(hi - lo)
+            self.pages[idx].data[lo:hi] = bytes(hi - lo)
+        if first < last:
+            self.drop(first, last)
 
     def truncate_from(self, size: int) -> None:
         """truncate_inode_pages(mapping, size): zero the tail of the partial page
@@ -107,9 +167,7 @@ class AddressSpace:
         idx, off = divmod(size, PAGE_SIZE)
         if off and idx in self.pages:
             self.pages[idx].data[off:] = bytes(PAGE_SIZE - off)
-        first = idx + (1 if off else 0)
-        for i in [i for i in self.pages if i >= first]:
-            del self.pages[i]
+        self.drop(idx + (1 if off else 0))
 
 
 @dataclass(eq=False)

@@ -1,18 +1,20 @@
 """mm/gup.c: pin_user_pages(), memfd_pin_folios(), check_vma_flags(); and the
 GUP walk behind process_vm_readv/writev (mm/process_vm_access.c).
 
-The pinned handles are the ``Page`` objects the process itself reads and
-writes: page-cache pages for shared mappings, private COW pages for private
-ones.  A device writing ``page.data`` is seen by read_mem() and pread().
+Pins are ranges (``fs.Pin``) over the ``PageStore`` the process itself reads
+and writes: the page cache for shared mappings, the private COW pages for
+private ones.  A device writing ``pin.page(i).data`` is seen by read_mem() and
+pread().
 """
 
 from __future__ import annotations
 
 import errno
 
-from backends.host import PAGE_SIZE
-from .fs import HUGETLBFS, SHMEM, File, Page
-from .mmap import MM, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, VMA
+from backends.host import PAGE_SIZE, page_align
+from .fs import HUGETLBFS, SHMEM, File, Page, PageStore, Pin
+from .mmap import (MM, VM_IO, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE,
+                   VMA)
 
 
 def writable_file_mapping_allowed(vma: VMA, longterm: bool) -> bool:
@@ -54,40 +56,86 @@ def _gup_page(mm: MM, addr: int, write: bool, longterm: bool, pin: bool) -> Page
     return mm.fault(vma, addr, write=write, unshare=unshare, pin=pin)
 
 
-def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool = True
-                   ) -> tuple[int, list[Page]]:
-    """pin_user_pages() (FOLL_PIN [| FOLL_WRITE] [| FOLL_LONGTERM]).
+def _pin_segment(mm: MM, vma: VMA, addr: int, n: int, write: bool, longterm: bool
+                 ) -> tuple[PageStore, int, int]:
+    """(store, first index, pages) the kernel would pin for ``n`` pages of
+    ``vma`` from ``addr``; fewer pages when the file ends (SIGBUS -> -EFAULT)."""
+    vpn = addr // PAGE_SIZE
+    if vma.file is not None:
+        inode = vma.file.inode
+        pg = vma.pgoff_of(addr)
+        n = max(0, min(n, page_align(inode.i_size, inode.page_size) // PAGE_SIZE - pg))
+        if vma.vm_flags & VM_MAYSHARE:
+            return inode.mapping, pg, n
+        # Private file mapping: a write or a long-term pin of a VM_MAYWRITE
+        # mapping (gup_must_unshare()) pins the process's own COW copies,
+        # copied now from the file pages that exist (absent ones are zeros).
+        if write or (longterm and vma.vm_flags & VM_MAYWRITE):
+            anon, cache = mm.anon, inode.mapping.pages
+            for i in (range(n) if n <= len(cache) else
+                      [k - pg for k in cache if pg <= k < pg + n]):
+                if vpn + i not in anon and pg + i in cache:
+                    anon[vpn + i] = Page(cache[pg + i].data)
+            return mm.private, vpn, n
+        if vpn not in mm.anon:                 # R/O short-term pin: the file page itself
+            return inode.mapping, pg, 1
+        return mm.private, vpn, 1
+    return mm.private, vpn, n
 
-    Returns (number pinned, pages) like __get_user_pages(): if a later page
-    fails, the pages pinned so far are returned with their count; if the first
-    one fails, (-errno, []).  -EINVAL for a misaligned addr or npages < 0
-    (callers pass page-aligned starts, as iommufd/vfio do)."""
+
+def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool = True
+                   ) -> tuple[int, list[Pin]]:
+    """pin_user_pages() (FOLL_PIN [| FOLL_WRITE] [| FOLL_LONGTERM]), VMA by VMA.
+
+    Returns (pages pinned, pins) like __get_user_pages(): when a later page
+    fails, what was pinned so far; when the first fails, (-errno, []).  Pages
+    of a shared mapping are page-cache pages, of a private one the process's
+    own copies; ``Pin.page(i)`` gives them.  -EINVAL for a misaligned addr or
+    npages < 0 (iommufd and vfio pass page-aligned starts)."""
     if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
-    pages: list[Page] = []
-    for i in range(npages):
-        page = _gup_page(mm, addr + i * PAGE_SIZE, write, longterm, pin=True)
-        if isinstance(page, int):
-            return (len(pages), pages) if pages else (page, [])
-        page.pincount += 1
-        pages.append(page)
-    return len(pages), pages
+    pins: list[Pin] = []
+    done, err = 0, 0
+    while done < npages:
+        a = addr + done * PAGE_SIZE
+        vma = mm.find_vma(a)
+        err = -errno.EFAULT if vma is None else check_vma_flags(vma, write, longterm)
+        if err:
+            break
+        want = min(npages - done, (vma.end - a) // PAGE_SIZE)
+        store, first, n = _pin_segment(mm, vma, a, want, write, longterm)
+        if n:
+            pin = Pin(store, first, n)
+            store.pins.add(pin)
+            pins.append(pin)
+            done += n
+        if n < want and not (n == 1 and vma.file is not None and not vma.vm_flags & VM_MAYSHARE
+                             and not write and not longterm):
+            err = -errno.EFAULT                 # past the end of the file: SIGBUS
+            break
+    if err and not done:
+        return err, []
+    return done, pins
 
 
-def unpin_user_pages(pages: list[Page]) -> None:
-    for page in pages:
-        if page.pincount <= 0:
-            raise ValueError("unpin_user_pages(): page is not pinned")
-        page.pincount -= 1
+def unpin_user_pages(pins: list[Pin]) -> None:
+    for pin in pins:
+        if pin not in pin.store.pins:
+            raise ValueError("unpin_user_pages(): not pinned")
+        pin.store.pins.discard(pin)
 
 
-def memfd_pin_folios(file: File | None, start: int, end: int, max_folios: int | None = None
-                     ) -> tuple[int, list[Page]]:
+def pages_of(pins: list[Pin]) -> list[Page]:
+    """Every page of ``pins``, in order (materializes them; for small ranges)."""
+    return [pin.page(i) for pin in pins for i in range(pin.npages)]
+
+
+def memfd_pin_folios(file: File | None, start: int, end: int) -> tuple[int, list[Pin]]:
     """memfd_pin_folios(memfd, start, end (inclusive), ...): pins the page-cache
     pages of [start, end], allocating missing ones.  -EINVAL if start < 0,
     start > end, no file, not shmem/hugetlbfs, or end >= i_size.  (6.11+;
     pages are 4 KiB here, folios may be larger in the kernel.)"""
-    if start < 0 or start > end or file is None or max_folios == 0:
+    if start < 0 or start > end or file is None:
         return -errno.EINVAL, []
     inode = file.inode
     if inode.kind not in (SHMEM, HUGETLBFS):
@@ -95,24 +143,23 @@ def memfd_pin_folios(file: File | None, start: int, end: int, max_folios: int | 
     if end >= inode.i_size:
         return -errno.EINVAL, []
     first, last = start // PAGE_SIZE, end // PAGE_SIZE
-    if max_folios is not None:
-        last = min(last, first + max_folios - 1)
-    pages = [inode.mapping.find_or_create(i) for i in range(first, last + 1)]
-    for page in pages:
-        page.pincount += 1
-    return len(pages), pages
+    pin = Pin(inode.mapping, first, last - first + 1)
+    inode.mapping.pins.add(pin)
+    return pin.npages, [pin]
 
 
-def follow_pfnmap(mm: MM, addr: int, write: bool) -> Page | int:
-    """follow_pfnmap_start() as used by vfio type1's follow_fault_pfn() for a
-    VM_PFNMAP VMA (a BAR mmap): the backing page, -EFAULT if the VMA is not
-    VM_PFNMAP or a write is asked of a read-only PTE."""
+def follow_pfnmap(mm: MM, addr: int, npages: int, write: bool) -> tuple[int, list[Pin]]:
+    """follow_fault_pfn() -> follow_pfnmap_start(), as vfio type1's vaddr_get_pfns()
+    uses for a VM_PFNMAP VMA (a BAR mmap): the BAR pages behind [addr, +npages)
+    of one VMA (pfns are not refcounted: the Pin is not registered).  -EFAULT if
+    the VMA is not VM_PFNMAP or a write is asked of a read-only PTE."""
     vma = mm.find_vma(addr)
-    if vma is None or not vma.vm_flags & VM_PFNMAP or vma.pfn_page is None:
-        return -errno.EFAULT
+    if vma is None or not vma.vm_flags & VM_PFNMAP or vma.pfn_store is None:
+        return -errno.EFAULT, []
     if write and not vma.vm_flags & VM_WRITE:
-        return -errno.EFAULT
-    return vma.pfn_page(vma.pgoff_of(addr))
+        return -errno.EFAULT, []
+    n = min(npages, (vma.end - addr) // PAGE_SIZE)
+    return n, [Pin(vma.pfn_store, vma.pgoff_of(addr), n)]
 
 
 def process_vm_rw(mm: MM, addr: int, length: int, data: bytes | None) -> tuple[int, bytes]:

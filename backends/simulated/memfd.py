@@ -67,7 +67,7 @@ def memfd_create(profile, name: str, flags: int, noexec_scope: int = 0) -> Inode
 def memfd_wait_for_pins(inode: Inode) -> int:
     """memfd_wait_for_pins(): -EBUSY when a page-cache page still has extra
     references (FOLL_PIN) after the ~150 ms rescans (LAST_SCAN)."""
-    if any(p.pincount for p in inode.mapping.pages.values()):
+    if inode.mapping.pins:
         return -errno.EBUSY
     return 0
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from backends.host import (HPAGE_SIZE, MAP_FIXED, MAP_FIXED_NOREPLACE,
                            MAP_HUGETLB, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE,
                            PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, page_align)
-from .fs import CHARDEV, FMODE_READ, FMODE_WRITE, HUGETLBFS, SHMEM, File, Page, new_inode
+from .fs import CHARDEV, FMODE_READ, FMODE_WRITE, HUGETLBFS, SHMEM, File, Page, PageStore, new_inode
 
 # include/linux/mm.h
 VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
@@ -40,7 +40,7 @@ class VMA:
     vm_flags: int
     file: File | None = None
     pgoff: int = 0                              # in PAGE_SIZE units
-    pfn_page: object = None                     # VM_PFNMAP: callable(pgoff) -> Page
+    pfn_store: object = None                    # VM_PFNMAP: the BAR's PageStore
 
     def counts_writable(self, profile) -> bool:
         """Does this VMA hold an i_mmap_writable reference?  __vma_link_file():
@@ -58,7 +58,12 @@ class MM:
     """struct mm_struct: sorted VMAs + private (anonymous/COW) pages by vpn."""
     profile: object
     vmas: list[VMA] = field(default_factory=list)
-    anon: dict[int, Page] = field(default_factory=dict)
+    private: PageStore = field(default_factory=PageStore)
+
+    @property
+    def anon(self) -> dict[int, Page]:
+        """Private (anonymous / COW) pages by virtual page number."""
+        return self.private.pages
 
     # -- VMA tree ---------------------------------------------------------
     def find_vma(self, addr: int) -> VMA | None:
@@ -95,8 +100,8 @@ class MM:
             if v is None or v.start == addr:
                 continue
             self.unlink(v)
-            lo = VMA(v.start, addr, v.vm_flags, v.file, v.pgoff, v.pfn_page)
-            hi = VMA(addr, v.end, v.vm_flags, v.file, v.pgoff_of(addr), v.pfn_page)
+            lo = VMA(v.start, addr, v.vm_flags, v.file, v.pgoff, v.pfn_store)
+            hi = VMA(addr, v.end, v.vm_flags, v.file, v.pgoff_of(addr), v.pfn_store)
             self.link(lo)
             self.link(hi)
 
@@ -105,8 +110,7 @@ class MM:
         self.split(start, end)
         for v in self.intersecting(start, end):
             self.unlink(v)
-        for vpn in [n for n in self.anon if start <= n * PAGE_SIZE < end]:
-            del self.anon[vpn]
+        self.private.drop(start // PAGE_SIZE, -(-end // PAGE_SIZE))
 
     def unmap_mapping_range(self, inode, holebegin: int, holelen: int | None,
                             even_cows: bool) -> None:
@@ -119,10 +123,11 @@ class MM:
         for v in self.vmas:
             if v.file is None or v.file.inode is not inode or v.vm_flags & VM_SHARED:
                 continue
-            for vpn in [n for n in self.anon if v.start <= n * PAGE_SIZE < v.end]:
-                pg = v.pgoff_of(vpn * PAGE_SIZE)
-                if pg >= first and (last is None or pg <= last):
-                    del self.anon[vpn]
+            lo = max(first, v.pgoff)
+            hi = v.pgoff_of(v.end) if last is None else min(last + 1, v.pgoff_of(v.end))
+            if lo < hi:
+                base = v.start // PAGE_SIZE - v.pgoff
+                self.private.drop(base + lo, base + hi)
 
     # -- get_unmapped_area ---------------------------------------------------
     def get_unmapped_area(self, addr: int, length: int, flags: int, align: int) -> int:
@@ -171,7 +176,8 @@ class MM:
         the shared zero page), so the pinned page is the one later seen."""
         vpn = addr // PAGE_SIZE
         if vma.vm_flags & VM_PFNMAP:
-            return vma.pfn_page(vma.pgoff_of(addr)) if vma.pfn_page else -errno.EFAULT
+            page = vma.pfn_store.pages.get(vma.pgoff_of(addr)) if vma.pfn_store else None
+            return page if page is not None else -errno.EFAULT
         if vma.file is not None and vma.vm_flags & VM_MAYSHARE:
             return self.file_page(vma, addr, create=write or unshare or pin)
         page = self.anon.get(vpn)

@@ -9,7 +9,7 @@ Device nodes: ``register_chardev(path, factory)`` puts a character device at
 per-open device object, which may define
 
     ioctl(request: int, arg: bytes | int) -> (ret, out_bytes)   (default -ENOTTY)
-    mmap(file, vma) -> 0 | -errno     (set vma.vm_flags / vma.pfn_page; absent: -ENODEV)
+    mmap(file, vma) -> 0 | -errno     (set vma.vm_flags / vma.pfn_store; absent: -ENODEV)
     release() -> None                 (last close of the open file description)
 
 so that a later issue can put /dev/iommu and /dev/vfio/vfio models there.
@@ -24,7 +24,7 @@ from backends.host import (F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F
                            MAP_ANONYMOUS, O_ACCMODE, O_CLOEXEC, O_CREAT, O_EXCL, O_RDONLY,
                            O_TMPFILE, O_TRUNC, PAGE_SIZE, page_align)
 from .fs import (CHARDEV, DIR, DMABUF, EXT4, FALLOC_FL_MODE_MASK, FMODE_WRITE,
-                 HUGETLBFS, SHMEM, File, Inode, Page, ext4_fallocate, generic_write_begin,
+                 HUGETLBFS, SHMEM, File, Inode, Page, PageStore, ext4_fallocate, generic_write_begin,
                  new_inode, truncate_setsize, vfs_read, vfs_write)
 from .gup import memfd_pin_folios, pin_user_pages, process_vm_rw, unpin_user_pages
 from .memfd import memfd_create, memfd_fcntl
@@ -33,6 +33,7 @@ from .profiles import KernelProfile, get_profile
 from .shmem import (hugetlbfs_fallocate, hugetlbfs_setattr, shmem_fallocate, shmem_setattr,
                     shmem_write_begin)
 
+RLIM_INFINITY = (1 << 64) - 1
 DEFAULT_MOUNTS = {"/": EXT4, "/dev/shm": SHMEM, "/run": SHMEM, "/dev/hugepages": HUGETLBFS}
 PROC_FD = "/proc/self/fd/"
 
@@ -42,11 +43,14 @@ class SimHost(Host):
 
     ``profile``: a profile name or KernelProfile.  ``mounts``: path -> fs kind
     (``shmem``, ``hugetlbfs``, ``ext4``), longest prefix wins.  ``hugetlb_pages``:
-    free 2 MiB pages (None: unlimited); memfd_noexec: the vm.memfd_noexec sysctl.
+    free 2 MiB pages (None: unlimited); memfd_noexec: the vm.memfd_noexec sysctl;
+    rlimit_memlock (bytes) / cap_ipc_lock: what the IOMMU drivers check when
+    they account pinned pages.  VFIO devices: ``backends.simulated.vfio.install``.
     """
 
     def __init__(self, profile: str | KernelProfile = "7.2", *, mounts: dict | None = None,
-                 hugetlb_pages: int | None = None, memfd_noexec: int = 0):
+                 hugetlb_pages: int | None = None, memfd_noexec: int = 0,
+                 rlimit_memlock: int = RLIM_INFINITY, cap_ipc_lock: bool = False):
         self._profile = get_profile(profile)
         self.kernel_release = self._profile.name + ".0-sim"
         self.mounts = dict(DEFAULT_MOUNTS if mounts is None else mounts)
@@ -57,6 +61,12 @@ class SimHost(Host):
         self.mm = MM(self._profile)
         self.hugetlb_pages = hugetlb_pages
         self.memfd_noexec = memfd_noexec
+        # RLIMIT_MEMLOCK and CAP_IPC_LOCK of the process, and the counters the
+        # IOMMU drivers charge: mm->locked_vm, mm->pinned_vm, user->locked_vm (pages).
+        self.rlimit_memlock = rlimit_memlock
+        self.cap_ipc_lock = cap_ipc_lock
+        self.locked_vm = self.pinned_vm = self.user_locked_vm = 0
+        self.vfio_devices: list = []
 
     @property
     def profile(self) -> KernelProfile:
@@ -79,6 +89,13 @@ class SimHost(Host):
         models returning fds, e.g. VFIO_GROUP_GET_DEVICE_FD)."""
         return self._fd_install(File.open(inode, flags), flags)
 
+    def anon_inode_getfd(self, name: str, dev, flags: int = 2) -> int:
+        """anon_inode_getfd(): a new fd whose file is served by the device
+        object ``dev`` (e.g. a VFIO device fd from VFIO_GROUP_GET_DEVICE_FD)."""
+        file = File.open(new_inode(CHARDEV, i_mode=0o020600, name=name), flags)
+        file.dev = dev
+        return self._fd_install(file, flags)
+
     def dmabuf_export(self, size: int) -> int:
         """A dma-buf fd placeholder of ``size`` bytes (no mmap, no seals)."""
         return self.install_file(new_inode(DMABUF, i_size=size, name="dmabuf"))
@@ -89,14 +106,14 @@ class SimHost(Host):
 
     # ---- GUP, for the IOMMU simulators --------------------------------------
     def pin_user_pages(self, addr: int, npages: int, write: bool, longterm: bool = True):
-        """mm/gup.c pin_user_pages() on this process: (n pinned | -errno, [Page])."""
+        """mm/gup.c pin_user_pages() on this process: (n pinned | -errno, [Pin])."""
         return pin_user_pages(self.mm, addr, npages, write, longterm)
 
     def unpin_user_pages(self, pages) -> None:
         unpin_user_pages(pages)
 
     def memfd_pin_folios(self, fd_or_file, start: int, end: int):
-        """mm/gup.c memfd_pin_folios(file, start, end inclusive): (n | -errno, [Page])."""
+        """mm/gup.c memfd_pin_folios(file, start, end inclusive): (n | -errno, [Pin])."""
         file = self.fds.get(fd_or_file) if isinstance(fd_or_file, int) else fd_or_file
         return memfd_pin_folios(file, start, end)
 
@@ -346,17 +363,18 @@ class PfnmapDevice:
     pages are ``device.bar`` (shared by every open), readable by follow_pfnmap()
     but not by GUP (check_vma_flags() -> -EFAULT)."""
 
-    def __init__(self, bar: dict):
+    def __init__(self, bar: PageStore):
         self.bar = bar
 
     @classmethod
     def factory(cls, size: int):
-        bar = {i: Page() for i in range(page_align(size) // PAGE_SIZE)}
+        bar = PageStore()
+        bar.pages.update((i, Page()) for i in range(page_align(size) // PAGE_SIZE))
         return lambda host, file: cls(bar)
 
     def mmap(self, file, vma):
-        if vma.pgoff + (vma.end - vma.start) // PAGE_SIZE > len(self.bar):
+        if vma.pgoff + (vma.end - vma.start) // PAGE_SIZE > len(self.bar.pages):
             return -errno.EINVAL
         vma.vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND
-        vma.pfn_page = self.bar.get
+        vma.pfn_store = self.bar
         return 0

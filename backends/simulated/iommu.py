@@ -1,0 +1,191 @@
+"""What the IOMMU simulators share: the interval tree of mapped IOVA ranges,
+the IOMMU hardware a device sits behind, and its translation.
+
+* ``IovaTree``: non-overlapping ``[iova, last]`` nodes ordered by start, the
+  role of ``struct rb_root dma_list`` in drivers/vfio/vfio_iommu_type1.c and of
+  ``iopt->area_itree`` (lib/interval_tree.c) in drivers/iommu/iommufd.
+  Chunked sorted lists: O(log n) lookups, O(sqrt n) worst-case inserts, and
+  about 16 bytes per node of overhead, so a million live mappings stay cheap.
+* ``IommuHw``: what ``iommu_paging_domain_alloc()`` gives a device: the
+  aperture (``domain->geometry``), ``pgsize_bitmap`` and the reserved regions
+  (``iommu_get_resv_regions()``, e.g. the x86 MSI window).
+* ``Translation``: the protocol a domain's owner implements so a device can DMA
+  (backends/simulated/dma.py): ``iova_to_page(iova) -> (Pin, index, prot) | None``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+IOMMU_READ, IOMMU_WRITE = 1 << 0, 1 << 1       # include/linux/iommu.h
+
+# Intel VT-d: 0xfee00000-0xfeefffff is IOMMU_RESV_MSI (intel_iommu_get_resv_regions());
+# kernel-rig.md §4b saw IOVA_RANGES [0, 0xfedfffff], [0xfef00000, 0x7fffffffff] (39-bit AW).
+X86_MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF)
+_LOAD = 512
+
+
+class IovaTree:
+    """Nodes with ``.iova`` and ``.last`` (inclusive), never overlapping."""
+
+    __slots__ = ("_keys", "_nodes", "_maxes", "_len")
+
+    def __init__(self):
+        self._keys: list[list[int]] = []      # chunks of starts, sorted
+        self._nodes: list[list] = []          # the nodes, parallel to _keys
+        self._maxes: list[int] = []           # the last start of each chunk
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator:
+        for chunk in self._nodes:
+            yield from chunk
+
+    def insert(self, node) -> None:
+        key = node.iova
+        maxes = self._maxes
+        if not maxes:
+            self._keys.append([key])
+            self._nodes.append([node])
+            maxes.append(key)
+            self._len = 1
+            return
+        c = bisect_left(maxes, key)
+        if c == len(maxes):
+            c -= 1
+        keys, nodes = self._keys[c], self._nodes[c]
+        i = bisect_left(keys, key)
+        keys.insert(i, key)
+        nodes.insert(i, node)
+        maxes[c] = keys[-1]
+        self._len += 1
+        if len(keys) > 2 * _LOAD:
+            self._keys[c + 1:c + 1] = [keys[_LOAD:]]
+            self._nodes[c + 1:c + 1] = [nodes[_LOAD:]]
+            del keys[_LOAD:], nodes[_LOAD:]
+            maxes[c:c + 1] = [keys[-1], self._keys[c + 1][-1]]
+
+    def remove(self, node) -> None:
+        key = node.iova
+        c = bisect_left(self._maxes, key)
+        keys, nodes = self._keys[c], self._nodes[c]
+        i = bisect_left(keys, key)
+        if i == len(keys) or nodes[i] is not node:
+            raise KeyError(hex(key))
+        del keys[i], nodes[i]
+        self._len -= 1
+        if keys:
+            self._maxes[c] = keys[-1]
+        else:
+            del self._keys[c], self._nodes[c], self._maxes[c]
+
+    def _floor(self, key: int) -> tuple[int, int] | None:
+        """(chunk, index) of the node with the greatest start <= key."""
+        c = bisect_left(self._maxes, key)
+        if c < len(self._maxes):
+            i = bisect_right(self._keys[c], key) - 1
+            if i >= 0:
+                return c, i
+        if c == 0:
+            return None
+        return c - 1, len(self._keys[c - 1]) - 1
+
+    def find(self, iova: int):
+        """The node containing ``iova``, or None."""
+        pos = self._floor(iova)
+        if pos is None:
+            return None
+        node = self._nodes[pos[0]][pos[1]]
+        return node if node.last >= iova else None
+
+    def first_overlap(self, start: int, last: int):
+        """Any node intersecting [start, last], or None (the one with the greatest start <= last)."""
+        pos = self._floor(last)
+        if pos is None:
+            return None
+        node = self._nodes[pos[0]][pos[1]]
+        return node if node.last >= start else None
+
+    def overlapping(self, start: int, last: int) -> list:
+        """Every node intersecting [start, last], in IOVA order."""
+        pos = self._floor(start)
+        if pos is None:
+            c, i = 0, 0
+        else:
+            c, i = pos
+            if self._nodes[c][i].last < start:
+                i += 1
+        out = []
+        while c < len(self._nodes):
+            nodes = self._nodes[c]
+            while i < len(nodes):
+                node = nodes[i]
+                if node.iova > last:
+                    return out
+                out.append(node)
+                i += 1
+            c, i = c + 1, 0
+        return out
+
+    def holes(self, start: int, last: int) -> Iterator[tuple[int, int]]:
+        """The unmapped [start, last] ranges inside [start, last]."""
+        cur = start
+        for node in self.overlapping(start, last):
+            if node.iova > cur:
+                yield cur, node.iova - 1
+            cur = node.last + 1
+        if cur <= last:
+            yield cur, last
+
+
+@dataclass(frozen=True)
+class IommuHw:
+    """The IOMMU a device sits behind: what its paging domain offers.
+
+    ``aperture``: domain->geometry [start, end]; ``pgsize_bitmap``: supported
+    page sizes (the minimum is the domain's alignment); ``reserved``: the
+    iommu_get_resv_regions() ranges, inclusive.  The default is Intel VT-d as
+    QEMU's intel-iommu presents it (kernel-rig.md §4b: 39-bit aperture, MSI window).
+    """
+
+    aperture: tuple[int, int] = (0, (1 << 39) - 1)
+    pgsize_bitmap: int = 0x40201000                 # 4K | 2M | 1G (intel_iommu)
+    reserved: tuple[tuple[int, int], ...] = (X86_MSI_WINDOW,)
+
+    @property
+    def min_pgsize(self) -> int:
+        return self.pgsize_bitmap & -self.pgsize_bitmap
+
+
+# The iommufd selftest's mock domain (tools/testing/selftests/iommu/iommufd_utils.h):
+# MOCK_APERTURE_START 1<<24, MOCK_APERTURE_LAST (1<<31)-1, MOCK_PAGE_SIZE 2048.
+MOCK_IOMMU = IommuHw(aperture=(1 << 24, (1 << 31) - 1), pgsize_bitmap=2048 | (512 * 2048),
+                     reserved=())
+
+
+class Translation(Protocol):
+    """What a device's attached domain answers (type1 container, iommufd HWPT)."""
+
+    def iova_to_page(self, iova: int):
+        """(pin, index within pin, prot IOMMU_READ|IOMMU_WRITE) or None (fault)."""
+
+
+@dataclass(eq=False)
+class SimVfioDevice:
+    """A PCI function bound to vfio-pci (drivers/vfio/pci): its group, its
+    cdev index, the IOMMU it sits behind, its BARs, and what its DMA
+    currently translates through (``domain``: a ``Translation`` or None:
+    DMA is blocked, as with no domain attached).  ``faults`` logs DMA faults
+    like the DMAR fault reports (kernel-rig.md §4b)."""
+
+    name: str = "0000:00:01.0"
+    group: int = 1
+    cdev: int = 0
+    hw: IommuHw = IommuHw()
+    bars: dict[int, int] = field(default_factory=lambda: {0: 1 << 20})   # index -> size (edu: 1 MiB)
+    domain: object = None
+    faults: list = field(default_factory=list)
