@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backends.errors import UsageError, VfioEmuError
 from vmm_model import gallery
-from vmm_model.plan import BACKENDS, make_plan
+from vmm_model.plan import ALL_BACKENDS, BACKENDS, DEFAULT_KERNEL, make_plan
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list
 from vmm_model.report import NOT_RUN, document, render_plan
 from vmm_model.scenario import from_qemu_args, load_toml
@@ -39,29 +39,67 @@ def _scenarios(args, qemu_argv):
     return [gallery.load(args.scenario)]
 
 
+def kernel_arg(value: str | None) -> str | None:
+    """--kernel: a profile name, 'host' (this machine's kernel), or 'none'."""
+    from backends.simulated.profiles import get_profile, host_profile
+    if value in (None, "none"):
+        return None
+    if value == "host":
+        return host_profile().name
+    return get_profile(value).name
+
+
 def cmd_plan(args, qemu_argv) -> int:
     plans = []
+    kernel = kernel_arg(args.kernel)
     for sc in _scenarios(args, qemu_argv):
         qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
         backends = args.backend or sc.backend or "all"
         blist = list(BACKENDS) if backends == "all" else [backends]
         for b in blist:
-            if b not in BACKENDS:
+            if b not in ALL_BACKENDS:
                 raise UsageError(f"unknown backend {b!r}", where="--backend",
-                                 valid="type1, iommufd, all")
+                                 valid=", ".join(ALL_BACKENDS) + ", all")
             for q in qemus:
-                plans.append(make_plan(sc, q, b, args.policy))
+                plans.append(make_plan(sc, q, b, args.policy, kernel))
     with_others = not args.no_compare
     if args.json:
         json.dump(document(plans, with_others), sys.stdout, indent=1)
         print()
     else:
-        print("kernel column: 'not run' = the request is exact but no kernel answered it "
-              "(no simulated or real kernel backend is selected yet)\n")
+        if kernel is None:
+            print(f"kernel column: '{NOT_RUN}' = the request is exact but no kernel answered "
+                  "it (--kernel none)\n")
         print("\n\n".join(render_plan(p, with_others) for p in plans))
     if args.check and any(p.hazards or p.realize_error or (p.container and p.container.aborted)
                           for p in plans):
         return 1
+    return 0
+
+
+def cmd_compare(args, qemu_argv) -> int:
+    from vmm_model import compare
+    from backends.simulated.profiles import list_profiles
+    scs = _scenarios(args, qemu_argv)
+    if len(scs) != 1:
+        raise UsageError("compare takes one scenario (a .toml file, a gallery name, or QEMU "
+                         "arguments after --)", where="vfio-emu compare")
+    sc = scs[0]
+    qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in backends:
+        if b not in ALL_BACKENDS:
+            raise UsageError(f"unknown backend {b!r}", where="--backends", valid=", ".join(ALL_BACKENDS))
+    kernels = [kernel_arg(k.strip()) for k in args.kernels.split(",") if k.strip()]
+    if None in kernels or not kernels:
+        raise UsageError("compare needs simulated kernels", where="--kernels",
+                         valid=", ".join(list_profiles()) + ", host")
+    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy)
+    if args.json:
+        json.dump(compare.document(sc, plans, diffs), sys.stdout, indent=1)
+        print()
+    else:
+        print(compare.render(sc, plans, diffs))
     return 0
 
 
@@ -111,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                     "or give QEMU arguments after --")
     pl.add_argument("--qemu", help="QEMU version(s): " + ", ".join(QEMU_VERSIONS) + ", or all")
-    pl.add_argument("--backend", help="type1, iommufd or all")
+    pl.add_argument("--backend", help="type1, iommufd, compat or all (= type1 and iommufd)")
+    pl.add_argument("--kernel", default=DEFAULT_KERNEL,
+                    help=f"simulated kernel profile that answers the ioctls (default "
+                         f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")
     pl.add_argument("--policy", help="a registered policy name or module:callable")
     pl.add_argument("--json", action="store_true", help="versioned JSON")
     pl.add_argument("--check", action="store_true",
@@ -119,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--no-compare", action="store_true",
                     help="skip the other-QEMU-versions column")
     pl.set_defaults(func=cmd_plan)
+    c = sub.add_parser("compare", help="kernel answers that differ between backends, "
+                       "kernels and QEMU versions")
+    c.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
+                   "or give QEMU arguments after --")
+    c.add_argument("--backends", default="type1,iommufd,compat",
+                   help="comma list of type1, iommufd, compat (default: all three)")
+    c.add_argument("--kernels", default="6.12,7.2,7.2+fix",
+                   help="comma list of kernel profiles (default 6.12,7.2,7.2+fix; see 'profiles')")
+    c.add_argument("--qemu", help="QEMU version(s), comma list (default: the scenario's or "
+                   + DEFAULT_QEMU + ")")
+    c.add_argument("--policy", help="a registered policy name or module:callable")
+    c.add_argument("--json", action="store_true", help="versioned JSON")
+    c.set_defaults(func=cmd_compare)
     g = sub.add_parser("gallery", help="list the built-in scenarios")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gallery)

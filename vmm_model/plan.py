@@ -1,10 +1,11 @@
 """Plan: run a scenario through one QEMU version's container on one backend and
 collect what QEMU would ask the kernel, section by section.
 
-Kernel outcomes are not computed here: with the planning backends every ioctl
-is built exactly but not sent (``ret is None``), and the report says so.
-Static hazards that follow from the request alone (no kernel needed) are
-flagged with their source.
+With ``kernel=None`` every ioctl is built exactly but not sent (``ret is
+None``, "not run").  With a kernel profile the scenario is realized on
+``SimHost(kernel)`` and the real client sends each request to the simulated
+kernel (vmm_model/simulate.py), so every event carries the kernel's answer.
+Static hazards that follow from the request alone are flagged with their source.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from dataclasses import dataclass, field
 
 from backends.base import PLAN_BACKENDS
 from backends.errors import UsageError
+from backends.simulated.profiles import get_profile
 from vmm_model.container import Event, VFIOContainer, attach, realize_error
 from vmm_model.machine import Machine, build_machine
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
 from vmm_model.scenario import Scenario
 
-BACKENDS = ("type1", "iommufd")
+BACKENDS = ("type1", "iommufd")           # what "all" means
+ALL_BACKENDS = ("type1", "iommufd", "compat")
+DEFAULT_KERNEL = "7.2"
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Plan:
     machine: Machine | None = None
     container: VFIOContainer | None = None
     rejected: str | None = None          # QEMU refuses the configuration itself
+    kernel: str | None = None            # simulated kernel profile, None: not run
+    kernel_error: str | None = None      # the backend could not be set up on that kernel
     hazards: list[tuple[Event, str, str]] = field(default_factory=list)
 
     @property
@@ -42,10 +48,11 @@ class Plan:
         return realize_error(self.machine, self.container) if self.container else None
 
 
-def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None) -> Plan:
-    if backend not in PLAN_BACKENDS:
+def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,
+              kernel: str | None = None) -> Plan:
+    if backend not in ALL_BACKENDS:
         raise UsageError(f"unknown backend {backend!r}", where="--backend",
-                         valid=", ".join(BACKENDS) + ", all")
+                         valid=", ".join(ALL_BACKENDS) + ", all")
     pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
     plan = Plan(sc, qemu, backend, pname)
     try:
@@ -57,8 +64,16 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         build_machine(sc, own)       # bad in every version: raises, it is bad input
         plan.rejected = str(e)       # valid for the scenario's own QEMU, not this one
         return plan
-    plan.container = attach(plan.machine, VFIOContainer(PLAN_BACKENDS[backend](), qemu,
-                                                        policy_name=pname, policy=pfn))
+    if kernel is not None:
+        from vmm_model.simulate import simulate
+        plan.kernel = get_profile(kernel).name
+        with simulate(sc, qemu, backend, kernel, policy) as sim:
+            plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
+    else:
+        client = PLAN_BACKENDS["type1" if backend == "compat" else backend]()
+        client.name = backend
+        plan.container = attach(plan.machine, VFIOContainer(client, qemu,
+                                                            policy_name=pname, policy=pfn))
     plan.hazards = find_hazards(plan)
     return plan
 

@@ -7,8 +7,14 @@ happen inside fixtures.
 Fixtures:
   ``vfio_qemu``     the QemuVersion selected with ``--vfio-qemu`` (default 10.1)
   ``vfio_backend``  the backend name selected with ``--vfio-backend`` (default iommufd)
-  ``vfio_plan``     ``vfio_plan(scenario_or_path_or_gallery_name, qemu=None, backend=None)``
-                    returns a vmm_model.plan.Plan
+  ``vfio_kernel``   the simulated kernel profile selected with ``--vfio-kernel``
+                    (default 7.2; ``none`` = plan only, ``host`` = this machine's version)
+  ``vfio_plan``     ``vfio_plan(scenario_or_path_or_gallery_name, qemu=None, backend=None,
+                    kernel=...)`` returns a vmm_model.plan.Plan (events carry the
+                    simulated kernel's answers)
+  ``vfio_sim``      ``vfio_sim(scenario, qemu=None, backend=None, kernel=None)``: a live
+                    vmm_model.simulate.Simulation (host, machine, container, device for
+                    DMA), closed at teardown
 Markers:
   ``vfio_qemu(*versions)``  run the test only for those ``--vfio-qemu`` versions
 """
@@ -22,8 +28,10 @@ def pytest_addoption(parser):
     group = parser.getgroup("vfio-emu", "vfio-emu (VFIO DMA-mapping policy emulator)")
     group.addoption("--vfio-qemu", default="10.1",
                     help="QEMU version whose vfio_container_dma_map is emulated")
-    group.addoption("--vfio-backend", default="iommufd", choices=("type1", "iommufd"),
-                    help="IOMMU backend for vfio_plan")
+    group.addoption("--vfio-backend", default="iommufd", choices=("type1", "iommufd", "compat"),
+                    help="IOMMU backend for vfio_plan / vfio_sim")
+    group.addoption("--vfio-kernel", default="7.2",
+                    help="simulated kernel profile (vfio-emu profiles), 'host' or 'none'")
 
 
 def pytest_configure(config):
@@ -33,7 +41,8 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     return (f"vfio-emu: qemu={config.getoption('--vfio-qemu')} "
-            f"backend={config.getoption('--vfio-backend')}")
+            f"backend={config.getoption('--vfio-backend')} "
+            f"kernel={config.getoption('--vfio-kernel')}")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,21 +66,51 @@ def vfio_backend(request):
 
 
 @pytest.fixture
-def vfio_plan(vfio_qemu, vfio_backend):
+def vfio_kernel(request):
+    from vmm_model.cli import kernel_arg
+    return kernel_arg(request.config.getoption("--vfio-kernel"))
+
+
+def _scenario(scenario):
     from pathlib import Path
 
     from vmm_model import gallery
+    from vmm_model.scenario import Scenario, load_toml
+    if isinstance(scenario, Scenario):
+        return scenario
+    if Path(str(scenario)).exists():
+        return load_toml(scenario)
+    return gallery.load(str(scenario))
+
+
+_UNSET = object()
+
+
+@pytest.fixture
+def vfio_plan(vfio_qemu, vfio_backend, vfio_kernel):
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import get_qemu
-    from vmm_model.scenario import Scenario, load_toml
 
-    def plan(scenario, qemu=None, backend=None):
-        if isinstance(scenario, Scenario):
-            sc = scenario
-        elif Path(str(scenario)).exists():
-            sc = load_toml(scenario)
-        else:
-            sc = gallery.load(str(scenario))
-        return make_plan(sc, get_qemu(qemu) if qemu else vfio_qemu, backend or vfio_backend)
+    def plan(scenario, qemu=None, backend=None, kernel=_UNSET):
+        return make_plan(_scenario(scenario), get_qemu(qemu) if qemu else vfio_qemu,
+                         backend or vfio_backend, None,
+                         vfio_kernel if kernel is _UNSET else kernel)
 
     return plan
+
+
+@pytest.fixture
+def vfio_sim(vfio_qemu, vfio_backend, vfio_kernel):
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.simulate import simulate
+    sims = []
+
+    def sim(scenario, qemu=None, backend=None, kernel=None, **host_options):
+        s = simulate(_scenario(scenario), get_qemu(qemu) if qemu else vfio_qemu,
+                     backend or vfio_backend, kernel or vfio_kernel or "7.2", **host_options)
+        sims.append(s)
+        return s
+
+    yield sim
+    for s in sims:
+        s.close()

@@ -55,8 +55,7 @@ def event_json(ev: Event, others=None) -> dict:
          "flags": req.flag_names() if req else None,
          "ret": ev.result.ret if ev.result else None,
          "errno": errno_name(ev.result.ret) if ev.result else None,
-         "kernel": ("not_run" if ev.result and ev.result.ret is None else "ran")
-         if ev.result else None,
+         "kernel": ("not_run" if ev.result.ret is None else "ran") if ev.result else None,
          "note": ev.result.note if ev.result else "",
          "message": ev.message, "fatal": ev.fatal}
     if others is not None:
@@ -69,6 +68,7 @@ def plan_json(plan: Plan, with_others: bool = True) -> dict:
     return {"scenario": plan.scenario.name, "title": plan.scenario.title,
             "research": plan.scenario.research, "source": plan.scenario.source,
             "qemu": plan.qemu.name, "backend": plan.backend, "policy": plan.policy,
+            "kernel": plan.kernel, "kernel_error": plan.kernel_error,
             "rejected": plan.rejected, "realize_error": plan.realize_error,
             "aborted": plan.container.aborted if plan.container else None,
             "events": [event_json(ev, others.get(i, [])) for i, ev in enumerate(plan.events)],
@@ -91,9 +91,15 @@ def render_plan(plan: Plan, with_others: bool = True) -> str:
     head = f"== {sc.name}" + (f": {sc.title}" if sc.title else "")
     if sc.research:
         head += f"  ({sc.research})"
-    lines = [head, f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy}"]
+    kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
+    lines = [head, f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy}"
+                   f" · {kernel}"]
     if plan.rejected:
         lines.append(f"   QEMU {plan.qemu.name} rejects this configuration: {plan.rejected}")
+        return "\n".join(lines)
+    if plan.kernel_error:
+        lines.append(f"   the {plan.backend} backend cannot start on kernel {plan.kernel}: "
+                     f"{plan.kernel_error}")
         return "\n".join(lines)
     others = other_versions(sc, plan) if with_others else {}
     rows = [["GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",

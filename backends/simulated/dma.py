@@ -29,8 +29,8 @@ def _translate(dev: SimVfioDevice, iova: int, length: int, prot: int) -> list | 
                 "not mapped" if hit is None else "no permission"
             dev.faults.append((a, "write" if prot == IOMMU_WRITE else "read", reason))
             return -errno.EFAULT
-        pin, idx, _ = hit
-        off = a % PAGE_SIZE
+        pin, idx = hit[0], hit[1]
+        off = hit[3] if len(hit) > 3 else a % PAGE_SIZE    # iommufd: an area's page_offset
         n = min(length - done, PAGE_SIZE - off)
         out.append((pin.page(idx), off, n))
         done += n

@@ -94,6 +94,16 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     npages < 0 (iommufd and vfio pass page-aligned starts)."""
     if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
+    vma = mm.find_vma(addr)
+    if (npages and vma is not None and vma.file is None and addr + npages * PAGE_SIZE <= vma.end
+            and not vma.vm_flags & (VM_IO | VM_PFNMAP)
+            and vma.vm_flags & (VM_WRITE if write else VM_READ)):
+        # One anonymous VMA holds the whole range (the common case): the loop
+        # below in one step (check_vma_flags() passes, _pin_segment() is mm.private).
+        store = mm.private
+        pin = Pin(store, addr // PAGE_SIZE, npages)
+        store.pins.add(pin)
+        return npages, [pin]
     pins: list[Pin] = []
     done, err = 0, 0
     while done < npages:

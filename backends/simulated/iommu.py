@@ -83,6 +83,59 @@ class IovaTree:
         else:
             del self._keys[c], self._nodes[c], self._maxes[c]
 
+    def insert_free(self, node):
+        """Insert ``node`` unless it intersects a node already there: return
+        that node (nothing inserted) or None.  One search for the overlap
+        check and the insertion (vfio_find_dma() + vfio_link_dma())."""
+        key, last = node.iova, node.last
+        maxes = self._maxes
+        if not maxes:
+            self.insert(node)
+            return None
+        c = bisect_left(maxes, key)
+        if c == len(maxes):
+            c -= 1
+        keys, nodes = self._keys[c], self._nodes[c]
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] <= last:
+            return nodes[i]
+        prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
+        if prev is not None and prev.last >= key:
+            return prev
+        keys.insert(i, key)
+        nodes.insert(i, node)
+        maxes[c] = keys[-1]
+        self._len += 1
+        if len(keys) > 2 * _LOAD:
+            self._keys[c + 1:c + 1] = [keys[_LOAD:]]
+            self._nodes[c + 1:c + 1] = [nodes[_LOAD:]]
+            del keys[_LOAD:], nodes[_LOAD:]
+            maxes[c:c + 1] = [keys[-1], self._keys[c + 1][-1]]
+        return None
+
+    def remove_exact(self, start: int, last: int):
+        """Remove and return the node that is exactly [start, last], or None
+        (nothing removed).  One search (the exact unmap)."""
+        maxes = self._maxes
+        c = bisect_left(maxes, start)
+        if c == len(maxes):
+            return None
+        keys = self._keys[c]
+        i = bisect_left(keys, start)
+        if keys[i] != start:
+            return None
+        nodes = self._nodes[c]
+        node = nodes[i]
+        if node.last != last:
+            return None
+        del keys[i], nodes[i]
+        self._len -= 1
+        if keys:
+            maxes[c] = keys[-1]
+        else:
+            del self._keys[c], self._nodes[c], maxes[c]
+        return node
+
     def _floor(self, key: int) -> tuple[int, int] | None:
         """(chunk, index) of the node with the greatest start <= key."""
         c = bisect_left(self._maxes, key)
@@ -130,6 +183,24 @@ class IovaTree:
                 i += 1
             c, i = c + 1, 0
         return out
+
+    def iter_from(self, start: int) -> Iterator:
+        """Nodes in IOVA order from the one containing or following ``start``,
+        lazily (an allocator walking holes stops at the first fit)."""
+        pos = self._floor(start)
+        if pos is None:
+            c, i = 0, 0
+        else:
+            c, i = pos
+            if self._nodes[c][i].last < start:
+                i += 1
+        nodes = self._nodes
+        while c < len(nodes):
+            chunk = nodes[c]
+            while i < len(chunk):
+                yield chunk[i]
+                i += 1
+            c, i = c + 1, 0
 
     def holes(self, start: int, last: int) -> Iterator[tuple[int, int]]:
         """The unmapped [start, last] ranges inside [start, last]."""

@@ -291,7 +291,8 @@ def do_mmap(mm: MM, addr: int, length: int, prot: int, flags: int, file: File | 
             return err
     if inode is not None and inode.kind == HUGETLBFS:
         vm_flags |= VM_HUGETLB
-        if hugetlb_free is not None and hugetlb_free() < length // HPAGE_SIZE:
+        free = hugetlb_free() if hugetlb_free is not None else None
+        if free is not None and free < length // HPAGE_SIZE:
             if held:
                 file.inode.mapping.mapping_unmap_writable()
             return -errno.ENOMEM          # hugetlb_reserve_pages()

@@ -47,6 +47,10 @@ class KernelProfile:
     iommufd_unmap_enoent_if_nothing_removed: bool = False
     iommufd_map_pfnmap_errno: int = errno.EFAULT
     type1_dma_entry_limit: int = 65535
+    type1_nesting_extension: bool = True
+    iommufd_last_cmd_nr: int = 0x88
+    iommufd_alloc_iova_align_cap: bool = False
+    iommufd_liveupdate: bool = False
 
     def switches(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -104,32 +108,56 @@ SOURCES: dict[str, str] = {
         "EFAULT from check_vma_flags() (VM_IO|VM_PFNMAP) in every version; the 2025-10 EOPNOTSUPP "
         "patch was never merged (%s §2.1)" % R,
     "type1_dma_entry_limit": "module param dma_entry_limit default U16_MAX (%s §2.1)" % R,
+    "type1_nesting_extension":
+        "before 6.13: vfio_iommu_type1_check_extension(VFIO_TYPE1_NESTING_IOMMU) = 1 and SET_IOMMU(6) "
+        "opens a nesting v2 iommu (iommu_enable_nesting() at attach: EINVAL without an enable_nesting op, "
+        "e.g. VT-d). 6.13 renamed it __VFIO_RESERVED_TYPE1_NESTING_IOMMU: 0, SET_IOMMU(6) -> ENODEV "
+        "(%s §1.2, §2.5; the exact release of the type1 change is UNVERIFIED)" % R,
+    "iommufd_last_cmd_nr":
+        "the last _IOC_NR in iommufd_ioctl_ops[] (main.c): beyond it iommufd_fops_ioctl() goes to "
+        "the VFIO compat layer (ENOTTY) before get_user(size), inside it a NULL arg is EFAULT. "
+        "0x88 VFIO_IOAS (6.2), 0x8a GET_HW_INFO (6.6), 0x8c HWPT_GET_DIRTY_BITMAP (6.7), "
+        "0x8e FAULT_QUEUE_ALLOC (6.11), 0x92 IOAS_CHANGE_PROCESS (6.13), 0x94 HW_QUEUE_ALLOC (6.17); "
+        "from include/uapi/linux/iommufd.h history, release tags UNVERIFIED",
+    "iommufd_alloc_iova_align_cap":
+        "6.11, 8f6887349b2f 'iommufd: Protect against overflow of ALIGN() during iova allocation' "
+        "(Cc stable; 6.10.y review 2024-10-02): auto-IOVA alignment capped at HPAGE_SIZE and an "
+        "ALIGN() overflow skips the hole. Before: no cap, the overflow wrapped (syzbot). The 6.6.y "
+        "backport is NOT applied (point release UNVERIFIED)",
+    "iommufd_liveupdate":
+        "NOT MERGED: '[PATCH 00/14] iommu: Add live update state preservation' v1 (S. Khawaja, "
+        "2026-02-03, 20260203220948.2176157-1-skhawaja@google.com; seed 001): "
+        "IOMMU_HWPT_LU_SET_PRESERVE (0x95), seals cached at MAP_FILE, immutable IOAS (%s §5)" % R,
 }
 
 # One row per profile: (name, description, what changed since the previous row).
 _TIMELINE: list[tuple[str, str, dict]] = [
     ("6.1", "6.1 LTS: F_SEAL_WRITE refuses every shared mmap; no iommufd", {}),
     ("6.6", "6.6 LTS: iommufd, VFIO cdev, F_SEAL_EXEC", dict(
-        f_seal_exec=True, iommufd=True, vfio_cdev=True)),
+        f_seal_exec=True, iommufd=True, vfio_cdev=True, iommufd_last_cmd_nr=0x8a)),
     ("6.7", "6.7: RO shared mmap of a write-sealed memfd allowed", dict(
-        i_mmap_writable_counts_maywrite_only=True, ro_shared_mmap_of_write_sealed=True)),
+        i_mmap_writable_counts_maywrite_only=True, ro_shared_mmap_of_write_sealed=True,
+        iommufd_last_cmd_nr=0x8c)),
     ("6.12", "6.12.y after 8ec396d05d1b (regression fixed); memfd_pin_folios", dict(
-        memfd_pin_folios=True, mmap_region_unmaps_before_checks=False)),
+        memfd_pin_folios=True, mmap_region_unmaps_before_checks=False, iommufd_last_cmd_nr=0x8e,
+        iommufd_alloc_iova_align_cap=True)),
     ("6.12-regressed", "6.12 in the 5de195060b2e..8ec396d05d1b window (exact point releases UNVERIFIED)",
      dict(ro_shared_mmap_of_write_sealed=False)),
     ("6.13", "6.13: IOMMU_IOAS_MAP_FILE, CHANGE_PROCESS", dict(
         ro_shared_mmap_of_write_sealed=True, map_file=True, change_process=True,
-        map_file_fget_in_ioas=True)),
+        map_file_fget_in_ioas=True, iommufd_last_cmd_nr=0x92, type1_nesting_extension=False)),
     ("6.18", "6.18 LTS (as observed on 6.18.44): type1 EOVERFLOW, compat empty unmap 0", dict(
         type1_overflow_errno=errno.EOVERFLOW, type1_map_up_to_limit=True,
         compat_empty_unmap_ok=True, iommufd_unmap_enoent_if_nothing_removed=True,
-        seal_exec_denies_writable=True)),
+        seal_exec_denies_writable=True, iommufd_last_cmd_nr=0x94)),
     ("6.19", "6.19: MAP_FILE dmabuf, fget moved into iopt_map_file_pages", dict(
         map_file_dmabuf=True, map_file_fget_in_ioas=False, seal_exec_denies_writable=False)),
     ("7.1", "7.1", dict(seal_exec_denies_writable=True)),
     ("7.2", "7.2 (Debian 7.2.13): MAP_FILE WRITEABLE on an O_RDONLY / sealed fd succeeds", {}),
     ("7.2+fix", "7.2 + seed 000 'Require write access for writable MAP_FILE mappings'", dict(
         map_file_requires_fmode_write=True)),
+    ("7.2+lu", "7.2 + the 2026-02 iommufd live-update v1 series (NOT merged; seed 001)", dict(
+        iommufd_liveupdate=True, iommufd_last_cmd_nr=0x95)),
 ]
 
 
@@ -138,7 +166,8 @@ def _build() -> dict[str, KernelProfile]:
     for name, desc, changes in _TIMELINE:
         base = dict(prev)
         base.update(changes)
-        if name.endswith("-regressed"):        # a side branch: the next row starts from 6.12
+        if name.endswith("-regressed") or "+" in name:   # side branches: the next row starts
+                                                          # from the last mainline row
             out[name] = KernelProfile(name=name, description=desc, **base)
             continue
         prev = base

@@ -100,6 +100,16 @@ class SimHost(Host):
         """A dma-buf fd placeholder of ``size`` bytes (no mmap, no seals)."""
         return self.install_file(new_inode(DMABUF, i_size=size, name="dmabuf"))
 
+    def luo_preserve(self, fd: int) -> int:
+        """Preserve fd's file in the Live Update Orchestrator session (proposed
+        2026 LUO / memfd preservation series, not merged): what the iommufd
+        live-update v1 preserve ioctl checks (device.py).  -EBADF for a bad fd."""
+        file = self.fds.get(fd)
+        if file is None:
+            return -errno.EBADF
+        self.__dict__.setdefault("luo_files", set()).add(file)
+        return 0
+
     def file_of(self, fd: int) -> File | None:
         """fget(): the open file description behind fd (for the IOMMU models)."""
         return self.fds.get(fd)

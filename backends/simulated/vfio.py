@@ -52,6 +52,15 @@ class VfioGroup:
         self.container = None           # type1 container object
         self.iommufd = None              # iommufd ctx (compat)
         self.opened_devices = 0
+        self.release_pending = False     # group fd closed while devices are open
+
+    def release_container(self) -> None:
+        """vfio_group_fops_release(): vfio_group_detach_container() (type1) or
+        drop the iommufd reference (compat)."""
+        self.release_pending = False
+        if self.container is not None:
+            self.container.group_detach(self)
+        self.container = self.iommufd = None
 
 
 class VfioGroupFile:
@@ -81,6 +90,14 @@ class VfioGroupFile:
         if request == uapi.VFIO_GROUP_GET_DEVICE_FD:
             return self._get_device_fd(arg), (bytes(arg) if not isinstance(arg, int) else b"")
         return -errno.ENOTTY, (bytes(arg) if not isinstance(arg, int) else b"")
+
+    def release(self):
+        """Last close of the group fd.  Device fds hold the group file in the
+        kernel, so with devices still open the release waits for them."""
+        if self.group.opened_devices:
+            self.group.release_pending = True
+        else:
+            self.group.release_container()
 
     def _set_container(self, arg) -> int:
         """vfio_group_ioctl_set_container(): -EFAULT (get_user), -EBADF, -EINVAL
@@ -279,7 +296,11 @@ class VfioDeviceFile:
 
     def release(self):
         if self.group is not None:
+            if self.group.iommufd is not None and hasattr(self.group.iommufd, "compat_device_close"):
+                self.group.iommufd.compat_device_close(self.dev)     # vfio_df_iommufd_unbind()
             self.group.opened_devices -= 1
+            if self.group.release_pending and not self.group.opened_devices:
+                self.group.release_container()
         if self.ictx is not None:
             self.ictx.unbind(self.devid)
             self.ictx = None

@@ -1,0 +1,288 @@
+"""Boot a rig kernel under QEMU, run test sets in the guest, bring back JSON.
+
+research/kernel-rig.md §1 step 7 (QEMU command line) and §3 (/init):
+q35 + ``intel-iommu,intremap=on,caching-mode=on`` + N ``edu`` devices (bound
+to vfio-pci by /init), the host root read-only over 9p (tag ``host``) and a
+private writable run directory over 9p (tag ``rig``) at the same path in the
+guest.  The guest runs ``run.sh`` from that directory: one pytest run of the
+repo's venv python per test set, each writing ``results-SET.json`` through
+``backends.rig.guest_plugin``.  /init prints ``RIG: exit status N`` last;
+QEMU's own exit code does not carry it.
+
+The console goes to a file that is watched while the guest runs; a guest
+that outlives ``timeout`` is killed.  QEMU dies with this process
+(PR_SET_PDEATHSIG) and the run directory is removed on every path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from backends.errors import HostError, UsageError
+from backends.rig.initramfs import make_initramfs
+from backends.rig.kernels import Kernel
+from backends.rig.sets import TestSet
+
+SCHEMA = "vfio-emu-rig/1"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TIMEOUT = 900.0
+TAIL_LINES = 40
+ACCELS = ("tcg", "kvm", "auto")
+KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01   # include/uapi/linux/kvm.h
+
+
+def kvm_usable() -> bool:
+    """/dev/kvm opens, speaks API 12 and creates a VM (the node alone proves nothing)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if fcntl.ioctl(fd, KVM_GET_API_VERSION, 0) != 12:
+            return False
+        os.close(fcntl.ioctl(fd, KVM_CREATE_VM, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def venv_python() -> Path:
+    """The repo's venv python: it runs the test sets inside the guest (9p root)."""
+    py = REPO / ".venv" / "bin" / "python"
+    if not py.exists():
+        raise HostError("no virtualenv to run the guest's tests", where=str(py),
+                        valid="python3 -m venv .venv && .venv/bin/pip install -e '.[test]'")
+    return py
+
+
+def qemu_binary(qemu: str | None) -> str:
+    name = qemu or os.environ.get("VFIO_EMU_QEMU") or "qemu-system-x86_64"
+    path = shutil.which(name)
+    if path is None:
+        raise HostError(f"QEMU binary {name!r} not found", where="--qemu",
+                        valid="qemu-system-x86_64 on PATH (sh scripts/rig-deps.sh) or a path")
+    return path
+
+
+@dataclasses.dataclass
+class SetResult:
+    """One test set's pytest run in the guest."""
+    name: str
+    files: list[str]
+    exit_status: int | None          # pytest's, None if it never finished
+    seconds: float | None
+    tests: list[dict]                # guest_plugin records
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+        for t in self.tests:
+            c[t["outcome"]] += 1
+        return c
+
+    def failures(self) -> list[dict]:
+        return [t for t in self.tests if t["outcome"] in ("failed", "error")]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "files": self.files, "exit_status": self.exit_status,
+                "seconds": self.seconds, "counts": self.counts, "tests": self.tests}
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One boot: the kernel, the machine, the guest's exit status and each set's tests."""
+    kernel: dict                     # Kernel.summary(): name, version, config_hash, patches
+    qemu: str
+    accel: str
+    edu: int
+    exit_status: int | None          # from "RIG: exit status N"
+    error: str | None                # timeout, no exit line, missing results
+    boot_seconds: float | None       # QEMU start -> "RIG: kernel"
+    seconds: float
+    sets: list[SetResult]
+    console_tail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exit_status == 0 and all(
+            s.exit_status == 0 and not s.failures() for s in self.sets)
+
+    def to_json(self) -> dict:
+        return {"schema": SCHEMA, "kernel": self.kernel, "qemu": self.qemu,
+                "accel": self.accel, "edu_devices": self.edu, "ok": self.ok,
+                "exit_status": self.exit_status, "error": self.error,
+                "timings": {"boot": self.boot_seconds, "total": self.seconds},
+                "sets": [s.to_json() for s in self.sets], "console_tail": self.console_tail}
+
+
+def check_sets(kernel: str, sets: list[TestSet]) -> None:
+    """UsageError unless every set has test files and applies to ``kernel``."""
+    for s in sets:
+        if not s.files:
+            raise UsageError(f"test set {s.name!r} has no test files yet", where="--set")
+        if kernel not in s.kernels:
+            raise UsageError(f"test set {s.name!r} does not apply to kernel {kernel!r}",
+                             where="--set", valid=", ".join(s.kernels))
+
+
+def _check_path(p: Path, what: str) -> str:
+    s = str(p)
+    if re.search(r"[\s,'\"\\]", s):
+        raise UsageError(f"{what} path has a space, comma or quote; the guest's kernel "
+                         f"command line cannot carry it", where=s)
+    return s
+
+
+def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
+                pytest_args: list[str]) -> str:
+    q = shlex.quote
+    env = {"RIG_GUEST": "1", "RIG_KERNEL": kernel.name, "RIG_RELEASE": kernel.release,
+           "RIG_FEATURES": ",".join(kernel.features),
+           "RIG_PATCHES": ",".join(p["file"] for p in kernel.patches),
+           "RIG_SELFTESTS": kernel.selftests or "", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    lines = ["#!/bin/sh", "# written by backends/rig/boot.py; runs in the guest's chroot",
+             f"cd {q(str(REPO))} || exit 125",
+             "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()), "rc=0"]
+    for s in sets:
+        argv = [str(venv_python()), "-m", "pytest", "-p", "no:cacheprovider",
+                "-p", "backends.rig.guest_plugin", "--rig-json", str(out / f"results-{s.name}.json"),
+                "-v", *s.files, *pytest_args]
+        lines += [f"echo 'RIG: set {s.name} start'", " ".join(map(q, argv)),
+                  f"r=$?; echo \"RIG: set {s.name} exit status $r\"; [ $r = 0 ] || rc=$r"]
+    lines.append("exit $rc")
+    return "\n".join(lines) + "\n"
+
+
+def qemu_argv(qemu: str, kernel: Kernel, out: Path, accel: str, edu: int,
+              memory: str) -> list[str]:
+    """The QEMU command line of kernel-rig.md §1 step 7, plus the run directory."""
+    cmdline = (f"console=ttyS0 intel_iommu=on panic=-1 hugepages=128 "
+               f"rig.out={_check_path(out, 'run directory')} "
+               f"rig.bind={_check_path(REPO, 'repository')},{_check_path(kernel.dir, 'kernel')}")
+    argv = [qemu, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
+            "-m", memory, "-smp", "1", "-machine", "q35,kernel-irqchip=split",
+            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
+            "-device", "intel-iommu,intremap=on,caching-mode=on"]
+    argv += ["-device", "edu"] * edu
+    argv += ["-kernel", kernel.bzimage, "-initrd", str(out / "initrd.gz"), "-append", cmdline,
+             "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
+                        "multidevs=remap",
+             "-virtfs", f"local,path={out},mount_tag=rig,security_model=none,multidevs=remap"]
+    return argv
+
+
+def _die_with_parent():
+    """preexec_fn: QEMU gets SIGKILL when this process dies (prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: str = "tcg",
+        timeout: float = DEFAULT_TIMEOUT, edu: int = 1, memory: str = "2G",
+        pytest_args: list[str] | tuple[str, ...] = (),
+        echo: Callable[[str], None] | None = None) -> RunResult:
+    """Boot ``kernel``, run ``sets`` in one guest, return what happened.
+
+    Kernel refusals and test failures are results; bad arguments raise
+    UsageError, a host that can't run QEMU raises HostError.
+    """
+    check_sets(kernel.name, sets)
+    if accel not in ACCELS:
+        raise UsageError(f"unknown accelerator {accel!r}", where="--accel", valid=", ".join(ACCELS))
+    if not 1 <= edu <= 8:
+        raise UsageError(f"{edu} edu devices", where="--edu", valid="1 to 8")
+    if timeout <= 0:
+        raise UsageError(f"timeout {timeout}", where="--timeout", valid="seconds > 0")
+    if accel == "auto":
+        accel = "kvm" if kvm_usable() else "tcg"
+    elif accel == "kvm" and not kvm_usable():
+        raise HostError("/dev/kvm is missing or does not create VMs here", where="--accel kvm",
+                        valid="--accel tcg")
+    binary = qemu_binary(qemu)
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL).stdout.split("\n")[0].strip()
+    with tempfile.TemporaryDirectory(prefix="vfio-emu-rig-") as tmp:
+        out = Path(tmp)
+        (out / "run.sh").write_text(_run_script(kernel, sets, out, list(pytest_args)))
+        make_initramfs(out / "initrd.gz", [Path(m) for m in kernel.modules])
+        console = out / "console.log"
+        marks: dict[str, float] = {}
+        t0 = time.monotonic()
+        error = None
+        with open(console, "wb") as con:
+            proc = subprocess.Popen(qemu_argv(binary, kernel, out, accel, edu, memory),
+                                    stdin=subprocess.DEVNULL, stdout=con,
+                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            try:
+                error = _watch(proc, console, t0, timeout, marks, echo)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        seconds = round(time.monotonic() - t0, 1)
+        text = console.read_text(errors="replace")
+        m = re.findall(r"^RIG: exit status (\d+)\s*$", text, re.M)
+        status = int(m[-1]) if m else None
+        init_error = re.search(r"^RIG: error: (.*?)\s*$", text, re.M)
+        if init_error and error is None:
+            error = f"guest /init: {init_error[1]}"
+        if status is None and error is None:
+            error = f"the guest printed no 'RIG: exit status' line (QEMU exit {proc.returncode})"
+        results = [_set_result(s, out, text, marks) for s in sets]
+        if error is None and any(r.exit_status is not None and not r.tests for r in results):
+            error = "a test set finished without writing its results"
+    tail = "\n".join(text.splitlines()[-TAIL_LINES:])
+    return RunResult(kernel.summary(), version, accel, edu, status, error,
+                     marks.get("boot"), seconds, results, tail)
+
+
+def _watch(proc: subprocess.Popen, console: Path, t0: float, timeout: float,
+           marks: dict[str, float], echo: Callable[[str], None] | None) -> str | None:
+    """Follow the console until QEMU exits (None) or the timeout (an error)."""
+    pos, partial = 0, b""
+    with open(console, "rb") as f:
+        while True:
+            done = proc.poll() is not None
+            f.seek(pos)
+            chunk = f.read()
+            pos += len(chunk)
+            *lines, partial = (partial + chunk).split(b"\n")
+            now = round(time.monotonic() - t0, 1)
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip("\r")
+                if echo:
+                    echo(line)
+                if line.startswith("RIG: kernel ") and "boot" not in marks:
+                    marks["boot"] = now
+                m = re.match(r"RIG: set (\S+) (start|exit status)", line)
+                if m:
+                    marks[f"{m[1]} {m[2]}"] = now
+            if done:
+                return None
+            if now > timeout:
+                return f"guest timed out after {timeout:g} s; QEMU killed"
+            time.sleep(0.2)
+
+
+def _set_result(s: TestSet, out: Path, console: str, marks: dict[str, float]) -> SetResult:
+    m = re.findall(rf"^RIG: set {re.escape(s.name)} exit status (\d+)\s*$", console, re.M)
+    path = out / f"results-{s.name}.json"
+    tests = json.loads(path.read_text())["tests"] if path.exists() else []
+    start, end = marks.get(f"{s.name} start"), marks.get(f"{s.name} exit status")
+    secs = round(end - start, 1) if start is not None and end is not None else None
+    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests)

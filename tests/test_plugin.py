@@ -1,0 +1,38 @@
+"""The pytest plugin as a downstream VMM suite uses it (pytester runs a
+separate test session with the installed ``vfio_emu`` entry point)."""
+
+from __future__ import annotations
+
+pytest_plugins = ["pytester"]
+
+DOWNSTREAM = '''
+import errno
+import pytest
+from backends.simulated.dma import dma_read
+
+def test_plan_has_kernel_answers(vfio_plan):
+    p = vfio_plan("s17-bar-va-map", qemu="10.2", backend="iommufd")
+    bars = [ev for ev in p.events if ev.kind == "map" and ev.section.mr.ram_device]
+    assert {ev.result.ret for ev in bars} == {-errno.EFAULT}
+
+def test_plan_only(vfio_plan):
+    p = vfio_plan("s17-bar-va-map", qemu="10.2", kernel=None)
+    assert {ev.result.ret for ev in p.events if ev.kind == "map"} == {None}
+
+def test_sim_dma(vfio_sim):
+    sim = vfio_sim("s08-memfd-share-off", qemu="fixed")
+    rb = sim.machine.ramblocks[0]
+    sim.host.write_mem(rb.host + 0x200000, b"guest")
+    assert dma_read(sim.device, 0x200000, 5) == (5, b"guest")
+
+@pytest.mark.vfio_qemu("9.2")
+def test_only_for_9_2(vfio_qemu):
+    assert vfio_qemu.name == "9.2"
+'''
+
+
+def test_downstream_suite_uses_fixtures(pytester):
+    pytester.makepyfile(test_downstream=DOWNSTREAM)
+    r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-kernel", "7.2")
+    r.assert_outcomes(passed=3, skipped=1)
+    r.stdout.fnmatch_lines(["vfio-emu: qemu=10.1 backend=iommufd kernel=7.2"])

@@ -1,0 +1,209 @@
+"""The five seeds end to end: QEMU's policy + listener + a real client on the
+simulated kernel (vmm_model/simulate.py), then a simulated device's DMA
+(backends/simulated/dma.py) or the host's own calls show the consequence.
+
+Seeds: ../shared/seeds/000 (writable MAP_FILE of read-only files), 001 (iommufd
+live update needs seals at map time), 002 (private file-backed RAM mapped by
+file), 003 (RO shared mmap of a write-sealed memfd), 004 (VM_PFNMAP BARs).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from backends.host import (F_ADD_SEALS, F_SEAL_WRITE, MAP_SHARED, MFD_ALLOW_SEALING, PROT_READ,
+                           PROT_WRITE)
+from backends.simulated.dma import dma_read, dma_write
+from vmm_model import gallery
+from vmm_model.qemu_versions import get_qemu
+from vmm_model.simulate import simulate
+
+
+def _map_event(sim, gpa: int):
+    """The successful map event covering guest address ``gpa`` (iova == gpa without a vIOMMU)."""
+    for ev in sim.container.events:
+        if ev.kind == "map" and ev.iova <= gpa < ev.iova + ev.size:
+            return ev
+    raise AssertionError(f"no map event covers 0x{gpa:x}")
+
+
+GPA = 0x200000          # in ram-below-4g
+
+
+def _write_file(host, rb, off: int, data: bytes) -> None:
+    """Write the backing file through a shared mapping (hugetlbfs has no write())."""
+    base = off - off % rb.page_size
+    va = host.mmap(0, rb.page_size, PROT_READ | PROT_WRITE, MAP_SHARED, rb.fd, base)
+    assert va > 0 and host.write_mem(va + off - base, data) == len(data)
+    host.munmap(va, rb.page_size)
+
+
+# --- seed 002 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("qemu, backend, device_sees", [
+    ("10.1", "iommufd", b"FILE"),    # MAP_FILE of the private memfd: the page cache, stale
+    ("master", "iommufd", b"FILE"),
+    ("fixed", "iommufd", b"GUES"),   # seed 002's fix: private RAM mapped by VA
+    ("10.0", "iommufd", b"GUES"),    # before MAP_FILE existed in QEMU
+    ("10.1", "type1", b"GUES"),      # type1 has no dma_map_file
+    ("10.1", "compat", b"GUES"),
+])
+@pytest.mark.parametrize("scenario", ["s08-memfd-share-off", "s06-mem-path-hugetlbfs"])
+def test_seed002_private_file_ram_cow_divergence(scenario, qemu, backend, device_sees):
+    """Private (MAP_PRIVATE) file-backed guest RAM: the guest's write goes to a
+    COW copy; a device behind MAP_FILE reads the file's page instead."""
+    sc = gallery.load(scenario)
+    with simulate(sc, get_qemu(qemu), backend, "7.2") as sim:
+        assert sim.container.error is None
+        ev = _map_event(sim, GPA)
+        assert ev.result.ret == 0
+        rb = ev.section.mr.ram_block
+        off = ev.vaddr + (GPA - ev.iova) - rb.host
+        _write_file(sim.host, rb, off, b"FILE")                # what the file held
+        assert sim.host.write_mem(rb.host + off, b"GUEST") == 5  # the guest writes its RAM
+        assert dma_read(sim.device, GPA, 4) == (4, device_sees)
+        want_ioctl = "IOMMU_IOAS_MAP_FILE" if device_sees == b"FILE" else None
+        if want_ioctl:
+            assert ev.result.request.ioctl == want_ioctl
+
+
+# --- seed 000 -----------------------------------------------------------------------
+
+def test_seed000_device_writes_into_readonly_file_before_fix():
+    """§7 #38 on 7.2.13 (kernel-rig.md §4b): writable MAP_FILE of the O_RDONLY
+    fd succeeds and the device's DMA write lands in the read-only file."""
+    sc = gallery.load("s38-readonly-file-rom-off")
+    with simulate(sc, get_qemu("10.1"), "iommufd", "7.2") as sim:
+        ev = _map_event(sim, GPA)
+        assert (ev.result.ret, ev.result.request.ioctl) == (0, "IOMMU_IOAS_MAP_FILE")
+        assert ev.result.request.flag_names() == "FIXED_IOVA|WRITEABLE|READABLE"
+        assert dma_write(sim.device, GPA, b"DEVICE") == 6
+        rb = ev.section.mr.ram_block
+        assert sim.host.pread(rb.fd, 6, GPA - ev.iova + ev.vaddr - rb.host) == (6, b"DEVICE")
+
+
+def test_seed000_map_file_eperm_and_realize_fails_after_fix():
+    sc = gallery.load("s38-readonly-file-rom-off")
+    with simulate(sc, get_qemu("10.1"), "iommufd", "7.2+fix") as sim:
+        first = next(ev for ev in sim.container.events if ev.kind == "map")
+        assert first.result.ret == -errno.EPERM
+        assert sim.container.error is not None
+        assert "= -1 (Operation not permitted)" in sim.container.error
+        assert sim.container.error.startswith("Region ")
+
+
+def test_seed000_fixed_policy_maps_by_va_and_file_stays_intact():
+    sc = gallery.load("s38-readonly-file-rom-off")
+    with simulate(sc, get_qemu("fixed"), "iommufd", "7.2+fix") as sim:
+        ev = _map_event(sim, GPA)
+        assert (ev.result.ret, ev.result.request.ioctl) == (0, "IOMMU_IOAS_MAP")
+        assert dma_write(sim.device, GPA, b"DEVICE") == 6
+        rb = ev.section.mr.ram_block
+        off = GPA - ev.iova + ev.vaddr - rb.host
+        assert sim.host.read_mem(rb.host + off, 6) == (6, b"DEVICE")   # the guest's COW page
+        assert sim.host.pread(rb.fd, 6, off) == (6, bytes(6))          # the file is untouched
+
+
+@pytest.mark.parametrize("kernel, sealed_while_mapped", [("7.2", 0), ("7.2+fix", -errno.EBUSY)])
+def test_seed000_seal_write_vs_writable_map_file(kernel, sealed_while_mapped):
+    """With no device attached (nothing pinned), only the fix's
+    mapping_map_writable() makes F_ADD_SEALS(F_SEAL_WRITE) EBUSY while a
+    writable MAP_FILE exists; after the unmap the seal succeeds."""
+    from backends.iommufd import IommufdContainer
+    from backends.simulated import SimHost
+    from backends.simulated.vfio import install
+    with SimHost(kernel) as h:
+        install(h)
+        fd = h.memfd_create("guest", MFD_ALLOW_SEALING)
+        h.ftruncate(fd, 1 << 20)
+        with IommufdContainer(h) as c:
+            assert c.dma_map_file(0x100000, 1 << 20, fd, 0, readonly=False).ret == 0
+            assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == sealed_while_mapped
+            assert c.dma_unmap(0x100000, 1 << 20).ret == 0
+            assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == 0
+
+
+def test_seed000_pinned_pages_make_seal_ebusy_in_every_version():
+    """With a device attached the pages are pinned: EBUSY even for a READABLE-only
+    MAP_FILE (memfd_wait_for_pins(), research §4; kernel-rig.md §4b)."""
+    from backends.iommufd import IommufdContainer
+    from backends.simulated import SimHost
+    from backends.simulated.vfio import install
+    with SimHost("7.2") as h:
+        install(h)
+        fd = h.memfd_create("guest", MFD_ALLOW_SEALING)
+        h.ftruncate(fd, 1 << 20)
+        with IommufdContainer(h) as c:
+            c.attach_device("/dev/vfio/devices/vfio0")
+            assert c.dma_map_file(0x100000, 1 << 20, fd, 0, readonly=True).ret == 0
+            assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == -errno.EBUSY
+            assert c.dma_unmap(0x100000, 1 << 20).ret == 0
+            assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == 0
+
+
+# --- seed 003 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel, mmap_ok", [("6.6", False), ("6.7", True),
+                                             ("6.12-regressed", False), ("6.12", True),
+                                             ("7.2", True)])
+@pytest.mark.parametrize("backend", ["type1", "iommufd"])
+def test_seed003_ro_shared_mmap_of_write_sealed_memfd(kernel, mmap_ok, backend):
+    """A write-sealed memfd mapped MAP_SHARED PROT_READ (e.g. a sealed ROM image):
+    refused (EPERM) before 6.7 and in the 6.12 regression window; once mapped,
+    a READ-only DMA map of it works and the device reads the sealed bytes."""
+    from backends.iommufd import IommufdContainer
+    from backends.simulated import SimHost
+    from backends.simulated.vfio import install
+    from backends.type1 import Type1Container
+    if backend == "iommufd" and not SimHost(kernel).profile.vfio_cdev:
+        pytest.skip("no VFIO cdev on this kernel")
+    with SimHost(kernel) as h:
+        install(h)
+        fd = h.memfd_create("rom", MFD_ALLOW_SEALING)
+        h.pwrite(fd, b"SEALED-ROM", 0)
+        h.ftruncate(fd, 1 << 16)
+        assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == 0
+        va = h.mmap(0, 1 << 16, PROT_READ, MAP_SHARED, fd)
+        if not mmap_ok:
+            assert va == -errno.EPERM
+            return
+        assert va > 0
+        c = Type1Container(h, 1) if backend == "type1" else IommufdContainer(h)
+        with c:
+            if backend == "iommufd":
+                c.attach_device("/dev/vfio/devices/vfio0")
+            assert c.dma_map(0x100000, 1 << 16, va, readonly=True).ret == 0
+            dev = h.vfio_devices[0]
+            assert dma_read(dev, 0x100000, 10) == (10, b"SEALED-ROM")
+            assert dma_write(dev, 0x100000, b"x") == -errno.EFAULT      # IOMMU READ only
+            assert c.dma_map(0x200000, 1 << 16, va, readonly=False).ret == -errno.EFAULT
+
+
+# --- seed 004 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend, bar_ret", [("type1", 0), ("iommufd", -errno.EFAULT),
+                                              ("compat", -errno.EFAULT)])
+def test_seed004_bar_pfnmap(backend, bar_ret):
+    """A BAR (ram_device, VM_PFNMAP) mapped by VA: type1 follows the PFNs,
+    iommufd and compat refuse with EFAULT; QEMU warns once and continues."""
+    sc = gallery.load("s17-bar-va-map")
+    with simulate(sc, get_qemu("10.2"), backend, "7.2") as sim:
+        bars = [ev for ev in sim.container.events if ev.kind == "map" and ev.section.mr.ram_device]
+        assert bars and {ev.result.ret for ev in bars} == {bar_ret}
+        assert sim.container.error is None and sim.container.aborted is None
+        ram = [ev for ev in sim.container.events if ev.kind == "map" and not ev.section.mr.ram_device]
+        assert {ev.result.ret for ev in ram} == {0}
+        if bar_ret:
+            # warn_report_once + the P2P hint (aaec00422ba6, 10.0+), then silence
+            assert bars[0].message.startswith("warning: vfio_container_dma_map(")
+            assert "= -14 (Bad address)" in bars[0].message and "peer-to-peer" in bars[0].message
+            assert all(ev.message.startswith("(warned once already)") for ev in bars[1:])
+            if backend == "iommufd":     # iommufd_backend_map_dma(): "PCI BAR?" on EFAULT
+                assert bars[0].result.warnings == ["IOMMU_IOAS_MAP failed: Bad address, PCI BAR?"]
+        else:
+            bar = bars[0]
+            assert dma_write(sim.device, bar.iova, b"p2p") == 3               # peer-to-peer
+            vma = sim.host.mm.find_vma(bar.vaddr)
+            assert bytes(vma.pfn_store.pages[vma.pgoff_of(bar.vaddr)].data[:3]) == b"p2p"

@@ -1,0 +1,95 @@
+"""``vfio-emu compare``: one scenario under several backends x kernels x QEMU
+versions, showing only the sections whose kernel answer differs.
+
+Each column is one (QEMU, backend, kernel) run on the simulated kernel.  A row
+is one listener event (path + guest range); a cell is ``IOCTL errno`` (``0``
+for success, ``skip``/``warn``/``error`` for listener outcomes without an
+ioctl).  Rows where every column has the same errno are left out; the footer
+says what each column's QEMU did in the end (realize failure, abort).
+"""
+
+from __future__ import annotations
+
+from backends.base import errno_name
+from vmm_model.plan import Plan, make_plan
+from vmm_model.scenario import Scenario
+
+SCHEMA_VERSION = 1
+_SHORT = {"VFIO_IOMMU_MAP_DMA": "MAP_DMA", "VFIO_IOMMU_UNMAP_DMA": "UNMAP_DMA",
+          "IOMMU_IOAS_MAP": "IOAS_MAP", "IOMMU_IOAS_MAP_FILE": "MAP_FILE",
+          "IOMMU_IOAS_UNMAP": "IOAS_UNMAP"}
+
+
+def _row_key(ev) -> tuple:
+    s = ev.section
+    gpa = (s.offset_within_address_space, s.end) if s else (ev.iova, ev.iova + ev.size)
+    return ev.path, gpa
+
+
+def _cell(ev) -> tuple[str, int | None]:
+    """(text, ret) of one event: ret None for events without a kernel answer."""
+    if ev.kind in ("map", "unmap") and ev.result is not None:
+        r = ev.result
+        name = _SHORT.get(r.request.ioctl, r.request.ioctl) if r.request else "no ioctl"
+        if r.ret is None:
+            return f"{name} not run", None
+        return (f"{name} 0" if r.ret == 0 else f"{name} {errno_name(r.ret)}"), r.ret
+    return ev.kind, None
+
+
+def column_name(p: Plan) -> str:
+    return f"{p.backend}/{p.kernel}/qemu-{p.qemu.name}"
+
+
+def outcome(p: Plan) -> str:
+    if p.rejected:
+        return f"QEMU rejects: {p.rejected}"
+    if p.kernel_error:
+        return f"cannot start: {p.kernel_error}"
+    if p.realize_error:
+        return f"realize fails: {p.realize_error}"
+    if p.container and p.container.aborted:
+        return f"aborts: {p.container.aborted}"
+    return "runs"
+
+
+def compare(sc: Scenario, qemus, backends, kernels, policy=None) -> tuple[list[Plan], list[dict]]:
+    """Run every combination; return the plans and the differing rows
+    ({"path", "gpa", "cells": [text per column]})."""
+    plans = [make_plan(sc, q, b, policy, k) for q in qemus for b in backends for k in kernels]
+    rows: dict[tuple, list] = {}
+    for i, p in enumerate(plans):
+        for ev in p.events:
+            if ev.kind not in ("map", "unmap", "error", "warn"):
+                continue
+            rows.setdefault(_row_key(ev), [None] * len(plans))[i] = _cell(ev)
+    diffs = []
+    for (path, gpa), cells in rows.items():
+        values = {"absent" if c is None else c[1] if c[1] is not None else c[0] for c in cells}
+        if len(values) > 1:
+            diffs.append({"path": path, "gpa": [gpa[0], gpa[1]],
+                          "cells": [c[0] if c else "-" for c in cells]})
+    return plans, diffs
+
+
+def render(sc: Scenario, plans: list[Plan], diffs: list[dict]) -> str:
+    cols = [column_name(p) for p in plans]
+    lines = [f"== {sc.name}" + (f": {sc.title}" if sc.title else "")]
+    if not diffs:
+        lines.append("   every column gives the same kernel answers")
+    else:
+        rows = [["section", *cols]]
+        for d in diffs:
+            rows.append([f"{d['path']} [0x{d['gpa'][0]:x}, 0x{d['gpa'][1]:x})", *d["cells"]])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["   " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append("   outcome:")
+    lines += [f"     {c}: {outcome(p)}" for c, p in zip(cols, plans)]
+    return "\n".join(lines)
+
+
+def document(sc: Scenario, plans: list[Plan], diffs: list[dict]) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "tool": "vfio-emu compare", "scenario": sc.name,
+            "columns": [{"name": column_name(p), "qemu": p.qemu.name, "backend": p.backend,
+                         "kernel": p.kernel, "outcome": outcome(p)} for p in plans],
+            "differences": diffs}

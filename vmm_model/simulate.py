@@ -1,0 +1,215 @@
+"""Run a scenario end to end: QEMU's guest RAM allocated on a Host the way QEMU
+allocates it, a real client (backends/type1.py, backends/iommufd.py) attached
+to a vfio-pci device, and QEMU's listener replaying the flat view through the
+version's policy.  On ``SimHost(profile)`` every ioctl is answered by the
+simulated kernel; a simulated device can then DMA (backends/simulated/dma.py).
+
+    with simulate(scenario, get_qemu("10.1"), "iommufd", "7.2") as sim:
+        sim.host.write_mem(rb.host, b"guest")          # the guest writes RAM
+        dma_read(sim.device, iova, 5)                  # the device reads it back
+
+Allocation follows QEMU (research qemu-vfio-dma-map.md §4.2-§4.4):
+qemu_ram_alloc_internal() (anonymous mmap, or a memfd for RAM_SHARED from 10.0),
+qemu_memfd_create() (MFD_ALLOW_SEALING only when seals are asked for, then
+F_ADD_SEALS), file_ram_open() + file_ram_alloc() (O_RDONLY for readonly=on,
+MAP_SHARED for share=on, PROT_READ only for rom=on), memory-backend-shm
+(shm_open + ftruncate), and a VFIO BAR as a VM_PFNMAP mmap (plus its dma-buf fd
+where the QEMU version exports one).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from backends.errors import HostError, UsageError
+from backends.host import (F_ADD_SEALS, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING,
+                           MFD_CLOEXEC, MFD_HUGETLB, O_CREAT, O_RDONLY, O_RDWR, PROT_READ,
+                           PROT_WRITE, Host)
+from backends.host import F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE
+from vmm_model.container import VFIOContainer, attach
+from vmm_model.machine import Machine, build_machine
+from vmm_model.memory import RAMBlock, RamFlags
+from vmm_model.qemu_versions import QemuVersion
+from vmm_model.scenario import Scenario
+
+BACKENDS = ("type1", "iommufd", "compat")
+_SEALS = {"F_SEAL_SEAL": F_SEAL_SEAL, "F_SEAL_SHRINK": F_SEAL_SHRINK,
+          "F_SEAL_GROW": F_SEAL_GROW, "F_SEAL_WRITE": F_SEAL_WRITE}
+_FS_KIND = {"tmpfs": "shmem", "hugetlbfs": "hugetlbfs"}
+
+
+class HostAllocator:
+    """Allocates each RAMBlock on ``host`` with the calls QEMU makes; a failing
+    call raises HostError naming the call, the block and the errno."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self.bars = 0
+
+    def _check(self, ret: int, call: str, rb: RAMBlock) -> int:
+        if ret < 0:
+            import os
+            raise HostError(f"{call} for RAMBlock {rb.idstr} failed: {os.strerror(-ret)}",
+                            where=rb.idstr)
+        return ret
+
+    def alloc(self, rb: RAMBlock, wants_fd: bool) -> None:
+        h, b, size = self.host, rb.backing, rb.max_length
+        shared = rb.is_shared()
+        prot = PROT_READ | (0 if rb.flags & RamFlags.RAM_READONLY else PROT_WRITE)
+        flags = MAP_SHARED if shared else MAP_PRIVATE
+        fd = -1
+        if b.kind == "memfd":
+            sealing = set(b.seals) != {"F_SEAL_SEAL"}
+            mfd = MFD_CLOEXEC | (MFD_ALLOW_SEALING if sealing else 0) | (MFD_HUGETLB if b.hugetlb else 0)
+            fd = self._check(h.memfd_create(b.path or rb.idstr, mfd), "memfd_create", rb)
+            self._check(h.ftruncate(fd, size), "ftruncate", rb)
+            if sealing:
+                seals = sum(_SEALS[s] for s in b.seals)
+                self._check(h.fcntl(fd, F_ADD_SEALS, seals), "fcntl(F_ADD_SEALS)", rb)
+        elif b.kind in ("file", "shm"):
+            path = b.path if b.kind == "file" else "/dev/shm" + b.path
+            parent = path.rsplit("/", 1)[0] or "/"
+            if hasattr(h, "add_dir"):
+                h.add_dir(parent, _FS_KIND.get(b.fs or "", "ext4") if b.kind == "file" else "shmem")
+            # file_ram_open(): create the file if missing; a directory gets a fresh
+            # mkstemp() file "qemu_back_mem.<idstr>.XXXXXX" (then unlinked).
+            fd = h.open(path, O_RDWR | O_CREAT)
+            if fd == -errno.EISDIR:
+                path = f"{path.rstrip('/')}/qemu_back_mem.{rb.idstr}.{self.bars:06d}"
+                self.bars += 1
+                fd = h.open(path, O_RDWR | O_CREAT)
+            self._check(fd, f"open({path})", rb)
+            self._check(h.ftruncate(fd, max(size + rb.fd_offset, 0)), "ftruncate", rb)
+            if b.open_flags == "O_RDONLY":
+                h.close(fd)
+                fd = self._check(h.open(path, O_RDONLY), f"open({path}, O_RDONLY)", rb)
+        elif b.kind in ("pfnmap", "dmabuf"):
+            from backends.simulated import PfnmapDevice
+            if not hasattr(h, "register_chardev"):
+                raise UsageError(f"RAMBlock {rb.idstr}: BAR sections need a simulated host",
+                                 where=rb.idstr)
+            node = f"/dev/vfio-emu-bar{self.bars}"
+            self.bars += 1
+            h.register_chardev(node, PfnmapDevice.factory(size))
+            bar_fd = self._check(h.open(node, O_RDWR), f"open({node})", rb)
+            rb.host = self._check(h.mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, bar_fd),
+                                  "mmap(BAR)", rb)
+            if wants_fd:     # one dma-buf per BAR region; this block is at fd_offset in it
+                rb.fd = self._check(h.dmabuf_export(rb.fd_offset + size),
+                                    "VFIO_DEVICE_FEATURE_DMA_BUF", rb)
+            return
+        else:                                   # anon, epc
+            flags |= MAP_ANONYMOUS
+        rb.host = self._check(h.mmap(0, size, prot, flags, fd, rb.fd_offset if fd >= 0 else 0),
+                              "mmap", rb)
+        if wants_fd:
+            rb.fd = fd
+
+
+class Simulation:
+    """A scenario realized on ``host`` with a backend client attached: the
+    machine (RAMBlocks with real addresses and fds), the VFIOContainer (events
+    with the kernel's answers) and the vfio-pci devices (for DMA).
+    ``error`` is set when the backend could not even be set up (e.g. no
+    /dev/iommu on that kernel); ``close()`` releases everything."""
+
+    def __init__(self, host, machine: Machine | None, container: VFIOContainer | None,
+                 client=None, error: str | None = None):
+        self.host, self.machine, self.container, self.client = host, machine, container, client
+        self.error = error
+
+    @property
+    def device(self):
+        return self.host.vfio_devices[0]
+
+    def block(self, idstr: str) -> RAMBlock:
+        for rb in self.machine.ramblocks:
+            if rb.idstr == idstr:
+                return rb
+        raise UsageError(f"no RAMBlock {idstr!r}",
+                         valid=", ".join(rb.idstr for rb in self.machine.ramblocks))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.host.close_all()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_client(host, backend: str):
+    """QEMU's vfio_attach_device() for the first vfio-pci device of ``host``:
+    type1 (group + /dev/vfio/vfio, SET_IOMMU type1v2), compat (the same on
+    /dev/iommu) or iommufd (IOAS + cdev bind/attach)."""
+    from backends.iommufd import IommufdContainer, compat_container
+    from backends.type1 import Type1Container
+    dev = host.vfio_devices[0]
+    if backend == "type1":
+        client = Type1Container(host, dev.group)
+    elif backend == "compat":
+        client = compat_container(host, dev.group)
+    elif backend == "iommufd":
+        client = IommufdContainer(host)
+        try:
+            client.attach_device(f"/dev/vfio/devices/vfio{dev.cdev}")
+        except BaseException:
+            client.close()
+            raise
+    else:
+        raise UsageError(f"unknown backend {backend!r}", where="--backend", valid=", ".join(BACKENDS))
+    if backend != "iommufd":
+        try:
+            fd = client.get_device_fd(dev.name)
+        except BaseException:
+            client.close()
+            raise
+        client.device_fds = getattr(client, "device_fds", []) + [fd]
+    return client
+
+
+def _cpr_source(host, machine: Machine, client, qemu, pname, pfn) -> None:
+    """What an incoming CPR QEMU inherits on a type1 container: the old QEMU's
+    mappings with their vaddrs invalidated (vfio_legacy_cpr_reboot_notifier():
+    VFIO_IOMMU_UNMAP_DMA with FLAG_VADDR|FLAG_ALL), so the incoming VADDR maps
+    rebind them (hw/vfio/cpr-legacy.c, 10.1+)."""
+    from backends import uapi
+    machine.cpr_incoming = False
+    attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
+    machine.cpr_incoming = True
+    c = uapi.codec("vfio_iommu_type1_dma_unmap")
+    flags = uapi.VFIO_DMA_UNMAP_FLAG_VADDR | uapi.VFIO_DMA_UNMAP_FLAG_ALL
+    host.ioctl(client.fd, uapi.VFIO_IOMMU_UNMAP_DMA, c.pack(c.size, flags, 0, 0))
+
+
+def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
+             devices=None, **host_options) -> Simulation:
+    """Realize ``sc`` on ``SimHost(kernel, **host_options)`` with ``backend``."""
+    from backends.simulated import SimHost
+    from backends.simulated.iommu import IommuHw, SimVfioDevice
+    from backends.simulated.vfio import install
+    from vmm_model.policy import get_policy
+
+    host = SimHost(kernel, **host_options)
+    try:
+        machine = build_machine(sc, qemu, HostAllocator(host))
+        if devices is None:
+            hw = IommuHw(pgsize_bitmap=machine.iommu_pgsizes) if machine.iommu_pgsizes else IommuHw()
+            devices = [SimVfioDevice(hw=hw)]
+        install(host, devices)
+        try:
+            client = open_client(host, backend)
+        except HostError as e:
+            return Simulation(host, machine, None, error=str(e))
+        pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
+        if machine.cpr_incoming and backend != "iommufd":
+            _cpr_source(host, machine, client, qemu, pname, pfn)
+        container = attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
+        return Simulation(host, machine, container, client)
+    except BaseException:
+        host.close_all()
+        raise
