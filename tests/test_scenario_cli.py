@@ -139,7 +139,8 @@ def test_plan_json_schema(capsys):
     p = doc["plans"][0]
     assert (p["qemu"], p["backend"], p["policy"]) == ("10.1", "iommufd", "fd")
     ev = next(e for e in p["events"] if e["iova"] == 0x100000000)
-    assert ev["ioctl"] == "IOMMU_IOAS_MAP_FILE" and ev["kernel"] == "not_run" and ev["ret"] is None
+    assert ev["ioctl"] == "IOMMU_IOAS_MAP_FILE" and ev["kernel"] == "ran" and ev["ret"] == 0
+    assert p["kernel"] == "7.2" and p["kernel_error"] is None
     assert ev["fields"]["start"] == 0x80000000
     assert {"versions": ["7.2", "8.2", "9.0", "9.2", "10.0", "fixed", "fixed+dmabuf"],
             "decision": "IOMMU_IOAS_MAP FIXED_IOVA|WRITEABLE|READABLE"} in ev["other_qemu"]
@@ -149,6 +150,22 @@ def test_plan_json_schema(capsys):
 def test_check_exit_status(capsys):
     assert run(capsys, "plan", "s06", "--check", "--no-compare")[0] == 1
     assert run(capsys, "plan", "s07", "--check", "--no-compare")[0] == 0
+
+
+def test_plan_without_kernel_is_not_run(capsys):
+    rc, out, err = run(capsys, "plan", "s06", "--json", "--kernel", "none", "--no-compare")
+    ev = next(e for e in json.loads(out)["plans"][0]["events"] if e["iova"] == 0x100000000)
+    assert (ev["kernel"], ev["ret"]) == ("not_run", None)
+
+
+def test_plan_kernel_answers_differ_by_profile(capsys):
+    """s38 (seed 000): MAP_FILE of the O_RDONLY fd works on 7.2.13, EPERM with the fix,
+    ENOTTY before 6.13 (QEMU 10.1 has no fallback): realize fails."""
+    for kernel, errno_, fails in (("7.2", None, False), ("7.2+fix", "EPERM", True),
+                                  ("6.12", "ENOTTY", True)):
+        doc = json.loads(run(capsys, "plan", "s38", "--json", "--kernel", kernel, "--no-compare")[1])
+        p = doc["plans"][0]
+        assert p["events"][0]["errno"] == (errno_ or "") and bool(p["realize_error"]) == fails
 
 
 def test_plan_whole_gallery(capsys):
@@ -161,7 +178,7 @@ def test_command_line_fragment(capsys):
     rc, out, err = run(capsys, "plan", "--qemu", "10.1", "--backend", "iommufd", "--",
                        "-m", "4G", "-mem-path", "/dev/hugepages")
     assert rc == 0
-    assert "IOMMU_IOAS_MAP_FILE  iova=0x100000000 length=0x80000000 fd=10 start=0x80000000" in out
+    assert "IOMMU_IOAS_MAP_FILE  iova=0x100000000 length=0x80000000 fd=3 start=0x80000000" in out
     assert "HAZARD [private-map-file]" in out
 
 
@@ -185,3 +202,27 @@ def test_memfd_seal_off_still_has_f_seal_seal():
                     '"memory-backend-memfd"\nid = "m"\nsize = "1G"\nseal = false\n', "x.toml", "x")
     m = make_plan(sc, get_qemu("10.1"), "iommufd").machine
     assert m.regions["m"].ram_block.backing.seals == ("F_SEAL_SEAL",)
+
+
+def test_compare_prints_only_differences(capsys):
+    rc, out, err = run(capsys, "compare", "s17-bar-va-map", "--kernels", "7.2", "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["schema_version"] == 1
+    assert [c["name"] for c in doc["columns"]] == ["type1/7.2/qemu-10.2", "iommufd/7.2/qemu-10.2",
+                                                  "compat/7.2/qemu-10.2"]
+    assert [d["cells"] for d in doc["differences"]] == [["MAP_DMA 0", "IOAS_MAP EFAULT",
+                                                          "MAP_DMA EFAULT"]] * 3
+    assert all(d["gpa"][0] >= 0xE0000000 for d in doc["differences"])   # RAM rows agree: hidden
+    rc, out, err = run(capsys, "compare", "s17-bar-va-map", "--kernels", "7.2", "--backends", "type1")
+    assert "every column gives the same kernel answers" in out
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["compare", "s17-bar-va-map", "--kernels", "none"], "--kernels"),
+    (["compare", "s17-bar-va-map", "--kernels", "5.4"], "unknown kernel profile"),
+    (["compare", "s17-bar-va-map", "--backends", "vfio-user"], "--backends"),
+    (["compare"], "compare takes one scenario"),
+])
+def test_compare_bad_arguments(capsys, args, expect):
+    rc, out, err = run(capsys, *args)
+    assert rc == 2 and expect in err and err.count("\n") == 1

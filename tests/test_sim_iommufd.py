@@ -31,10 +31,6 @@ FIXED, W, R = uapi.IOMMU_IOAS_MAP_FIXED_IOVA, uapi.IOMMU_IOAS_MAP_WRITEABLE, uap
 E = errno
 
 
-def neg(e: int) -> int:
-    return -e
-
-
 class Env:
     """A SimHost with VFIO devices installed and /dev/iommu open.
 
@@ -768,7 +764,7 @@ def test_destroy_in_use_is_ebusy_until_detached(env):
     assert ret == 0
     assert env.destroy(ioas) == -E.EBUSY
     assert env.destroy(hwpt) == -E.EBUSY
-    devid = env.ctx.compat_devs or 2
+    devid = next(i for i, o in env.ctx.objects.items() if o.kind == "DEVICE")
     assert env.destroy(devid) == -E.EBUSY
     assert env.close_dev() == 0
     assert env.destroy(hwpt) == -E.ENOENT          # the auto domain died with the device

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from backends import uapi
 from backends.host import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, O_CREAT, O_RDWR, PAGE_SIZE,
@@ -276,7 +276,9 @@ def test_map_spanning_two_vmas_pins_both():
     b = t.h.mmap(a + 2 * P, 2 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | 0x10)   # MAP_FIXED, adjacent
     assert b == a + 2 * P
     assert t.map(0x100000, 4 * P, a) == 0
-    assert t.h.locked_vm == 4 and t.pins() >= 1
+    assert t.h.locked_vm == 4 and t.pins() == 2
+    t.h.write_mem(a + 2 * P - 2, b"abcd")
+    assert dma_read(t.devs[0], 0x100000 + 2 * P - 2, 4) == (4, b"abcd")   # across the two pins
 
 
 def test_map_shared_file_on_writeback_fs_write_efault():
@@ -386,6 +388,21 @@ def test_vaddr_update_flow_cpr():
     assert t.iommu.vaddr_invalid_count == 1 and not t.iommu.all_dmas()[0].vaddr_invalid
     assert t.map(0x200000, P, b, flags=VADDR) == 0
     assert t.unmap(0, 0, ALL) == (0, 3 * P) and t.h.locked_vm == 0
+
+
+def test_attach_while_vaddr_invalid_ebusy():
+    """vfio_iommu_type1_attach_group(): -EBUSY while any vaddr is invalid (the
+    attach could need to pin)."""
+    devs = [SimVfioDevice(group=1), SimVfioDevice(name="0000:00:02.0", group=2, cdev=1)]
+    t = setup(devices=devs)
+    a = t.anon(P)
+    assert t.map(0x100000, P, a) == 0
+    assert t.unmap(0, 0, ALL | UVADDR) == (0, P)
+    g2 = t.h.open("/dev/vfio/2", O_RDWR)
+    assert t.h.ioctl(g2, uapi.VFIO_GROUP_SET_CONTAINER, s32(t.c))[0] == -E.EBUSY
+    assert t.map(0x100000, P, a, flags=VADDR) == 0
+    assert t.h.ioctl(g2, uapi.VFIO_GROUP_SET_CONTAINER, s32(t.c))[0] == 0
+    assert devs[1].domain is devs[0].domain                        # same IommuHw: one domain
 
 
 # ---- research §2.2: UNMAP -----------------------------------------------------------

@@ -36,6 +36,7 @@ PATCH_DIR = Path(__file__).parent / "patches"
 LOG_TAIL = 40
 
 # kernel-rig.md §2: on top of ``make tinyconfig`` (x86_64); every line must stick.
+# + CROSS_MEMORY_ATTACH: process_vm_readv/writev, behind LinuxHost.read_mem/write_mem.
 FRAGMENT = """\
 CONFIG_64BIT=y
 CONFIG_SMP=y
@@ -71,6 +72,7 @@ CONFIG_SYSFS=y
 CONFIG_TMPFS=y
 CONFIG_TMPFS_POSIX_ACL=y
 CONFIG_MEMFD_CREATE=y
+CONFIG_CROSS_MEMORY_ATTACH=y
 CONFIG_HUGETLBFS=y
 CONFIG_TRANSPARENT_HUGEPAGE=y
 CONFIG_UNIX98_PTYS=y
@@ -529,9 +531,8 @@ def _make_built(sp: KernelSpec, version: str, b: _Builder,
         tmp.rename(linux)
     patches = json.loads((b.dir / "patches.json").read_text())
     build = linux / "build"
-    if not (build / ".config").exists():
-        with b.step("configure"):
-            _configure(linux, b)
+    with b.step("configure"):            # again on a resumed build: a no-op for make
+        _configure(linux, b)
     jobs = str(os.cpu_count() or 1)
     with b.step("make bzImage"):
         b.run("make", "-C", linux, "O=build", f"-j{jobs}", "bzImage")

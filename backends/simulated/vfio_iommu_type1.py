@@ -42,6 +42,13 @@ Kernel-faithful details worth knowing:
     and when it is removed vfio_unmap_unpin()'s ``while (iova < end)`` never
     runs: its pins and locked_vm leak.  Kept here (``top_dmas``), because the
     vfio selftest vfio_dma_map_limit_test exists for it.
+
+Not modelled: mdev pin_pages/dma_rw (vfio_pfn lists; emulated groups only
+change accounting and UPDATE_VADDR), iommu_map() failures inside the IOMMU
+driver (a mapping replayed into a domain whose aperture does not hold it is
+accepted), interrupt-remapping (assumed present: no EPERM at attach), the
+per-dma dirty bitmaps (what they would hold is derived: every page of an
+IOMMU-mapped dma is dirty while an IOMMU-backed group is attached).
 """
 
 from __future__ import annotations
@@ -59,7 +66,6 @@ PAGE_SHIFT = 12
 U64_MAX = (1 << 64) - 1
 _2_64 = 1 << 64
 PAGE_MASK = U64_MAX & ~(PAGE_SIZE - 1)          # unsigned long PAGE_MASK
-U32_MAX = (1 << 32) - 1
 INT_MAX = (1 << 31) - 1
 
 # drivers/vfio/vfio_iommu_type1.c
@@ -102,6 +108,7 @@ _RANGE_SIZE = uapi.sizeof("vfio_iommu_type1_dirty_bitmap_get")           # 40
 _RANGE_BITMAP = uapi.offsetof("vfio_iommu_type1_dirty_bitmap_get", "bitmap")
 _QQ = struct.Struct("<QQ")
 _Q = struct.Struct("<Q")
+_MAP_DMA, _UNMAP_DMA = uapi.VFIO_IOMMU_MAP_DMA, uapi.VFIO_IOMMU_UNMAP_DMA
 _map_unpack = _MAP.unpack_from
 _unmap_unpack = _UNMAP.unpack_from
 _q_pack = _Q.pack
@@ -241,6 +248,7 @@ class VfioIommu:
         self.dirty_page_tracking = False
         self.up_to_limit = self.profile.type1_map_up_to_limit
         self.overflow_errno = self.profile.type1_overflow_errno
+        self.fast_unmap = v2 and self.up_to_limit     # see vfio_iommu_type1_unmap_dma()
 
     # ---- the dma_list -----------------------------------------------------------
     def groups(self) -> list:
@@ -478,7 +486,7 @@ class VfioIommu:
         argsz, flags, iova, size = _unmap_unpack(buf)
         if argsz < _UNMAP_MINSZ or flags & ~UNMAP_MASK:
             return -errno.EINVAL, out
-        if not flags and self.v2 and self.up_to_limit:
+        if not flags and self.fast_unmap:
             # Fast path: v2, a range that is exactly one dma (what QEMU does):
             # the checks of vfio_dma_do_unmap() pass and vfio_remove_dma() it.
             mask = self.pgmask
@@ -552,12 +560,8 @@ class VfioIommu:
             return self._do_unmap_pre618(flags, iova, size, iova_end, bitmap)
         if self.v2 and not unmap_all:
             dma = tree.find(iova)
-            if dma is not None:
-                if dma.iova != iova:
-                    return -errno.EINVAL, 0
-                if dma.last == iova_end and not invalidate_vaddr and bitmap is None:
-                    self.vfio_remove_dma(dma)            # the common exact unmap
-                    return 0, size
+            if dma is not None and dma.iova != iova:
+                return -errno.EINVAL, 0
             dma = tree.find(iova_end)
             if dma is not None and dma.last != iova_end:
                 return -errno.EINVAL, 0
@@ -1077,14 +1081,11 @@ class VfioContainer:
         here; everything else goes to the driver (vfio_iommu_type1_ioctl():
         unknown -> ENOTTY), or -EINVAL with no driver set."""
         iommu = self.iommu
-        if request == uapi.VFIO_IOMMU_MAP_DMA:
-            if iommu is None or isinstance(arg, int):
-                return self._other(request, arg)
-            return iommu.vfio_iommu_type1_map_dma(arg), (arg if type(arg) is bytes else bytes(arg))
-        if request == uapi.VFIO_IOMMU_UNMAP_DMA:
-            if iommu is None or isinstance(arg, int):
-                return self._other(request, arg)
-            return iommu.vfio_iommu_type1_unmap_dma(arg)
+        if iommu is not None and type(arg) is bytes:           # the hot path
+            if request == _MAP_DMA:
+                return iommu.vfio_iommu_type1_map_dma(arg), arg
+            if request == _UNMAP_DMA:
+                return iommu.vfio_iommu_type1_unmap_dma(arg)
         return self._other(request, arg)
 
     def _other(self, request: int, arg):

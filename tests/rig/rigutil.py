@@ -31,7 +31,7 @@ class Raw:
     def __init__(self, host):
         self.host = host
 
-    def ioctl(self, fd: int, request: int, name: str, **fields) -> tuple[int, dict]:
+    def ioctl(self, fd: int, request: int, name: str, /, **fields) -> tuple[int, dict]:
         c = uapi.codec(name)
         vals = dict.fromkeys(c.names, 0)
         vals[c.names[0]] = c.size                    # argsz / size
