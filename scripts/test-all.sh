@@ -16,6 +16,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
 rc=0
-.venv/bin/python -m pytest -n 2 -q "$@" || rc=$?
+# The real-kernel rig (-m rig, backends/rig) is not part of the default run yet.
+.venv/bin/python -m pytest -n 2 -q -m "${VFIO_EMU_TEST_MARK:-not rig}" "$@" || rc=$?
 [ "$rc" = 5 ] && { echo "no tests were collected" >&2; exit 1; }
 exit "$rc"
