@@ -182,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--kernel", help="one profile: a name or 'host' (the running kernel)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_profiles)
+    from backends.probe import register as register_probe
+    from backends.rig.cli import register as register_rig
     from vmm_model.qemu.cli import register
     register(sub)
+    register_probe(sub)
+    register_rig(sub)
     return p
 
 
