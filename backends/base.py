@@ -87,14 +87,13 @@ class DmaResult:
         return errno_name(self.ret)
 
 
-def errno_name(self) -> str:
-        return errno_name(self.ret)
+_KERNEL_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP"}   # Python calls 95 ENOTSUP; the kernel EOPNOTSUPP
 
 
 def errno_name(ret: int | None) -> str:
     if not ret:
         return ""
-    return errno.errorcode.get(-ret, f"E{-ret}")
+    return _KERNEL_NAMES.get(-ret) or errno.errorcode.get(-ret, f"E{-ret}")
 
 
 def strerror(ret: int) -> str:

@@ -164,11 +164,10 @@ def open_client(host, backend: str):
         raise UsageError(f"unknown backend {backend!r}", where="--backend", valid=", ".join(BACKENDS))
     if backend != "iommufd":
         try:
-            fd = client.get_device_fd(dev.name)
+            client.get_device_fd(dev.name)          # the client keeps and closes it
         except BaseException:
             client.close()
             raise
-        client.device_fds = getattr(client, "device_fds", []) + [fd]
     return client
 
 

@@ -16,7 +16,6 @@ that outlives ``timeout`` is killed.  QEMU dies with this process
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import fcntl
 import json
@@ -24,7 +23,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from backends.errors import HostError, UsageError
+from backends.rig import die_with_parent
 from backends.rig.initramfs import make_initramfs
 from backends.rig.kernels import Kernel
 from backends.rig.sets import TestSet
@@ -193,11 +192,6 @@ def qemu_argv(qemu: str, kernel: Kernel, out: Path, accel: str, edu: int,
     return argv
 
 
-def _die_with_parent():
-    """preexec_fn: QEMU gets SIGKILL when this process dies (prctl PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
 def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: str = "tcg",
         timeout: float = DEFAULT_TIMEOUT, edu: int = 1, memory: str = "2G",
         pytest_args: list[str] | tuple[str, ...] = (),
@@ -233,7 +227,7 @@ def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: 
         with open(console, "wb") as con:
             proc = subprocess.Popen(qemu_argv(binary, kernel, out, accel, edu, memory),
                                     stdin=subprocess.DEVNULL, stdout=con,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
             try:
                 error = _watch(proc, console, t0, timeout, marks, echo)
             finally:

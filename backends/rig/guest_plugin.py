@@ -36,10 +36,13 @@ class _Recorder:
             t["message"] = report.longreprtext[-MESSAGE_MAX:]
 
     def pytest_collectreport(self, report):
-        if report.failed:
+        """A module that failed to import (error) or skipped itself whole (skipped)."""
+        if report.failed or report.skipped:
+            lr = report.longrepr
             self.tests[report.nodeid or "collection"] = {
-                "nodeid": report.nodeid or "collection", "outcome": "error", "duration": 0.0,
-                "message": report.longreprtext[-MESSAGE_MAX:]}
+                "nodeid": report.nodeid or "collection",
+                "outcome": "error" if report.failed else "skipped", "duration": 0.0,
+                "message": (lr[2] if isinstance(lr, tuple) else report.longreprtext)[-MESSAGE_MAX:]}
 
     def pytest_sessionfinish(self, session, exitstatus):
         with open(self.path, "w") as f:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from backends.errors import HostError, UsageError
+from backends.rig import die_with_parent
 from backends.rig.apt import Apt
 
 PATCH_DIR = Path(__file__).parent / "patches"
@@ -397,7 +398,7 @@ class _Builder:
             log.flush()
             argv = (["nice", "-n", "10"] if nice else []) + [str(c) for c in cmd]
             r = subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         if r.returncode:
             tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-LOG_TAIL:])
             raise BuildError(f"{cmd[0]} {' '.join(map(str, cmd[1:3]))} ... failed "

@@ -10,7 +10,9 @@ the IOMMU hardware a device sits behind, and its translation.
   aperture (``domain->geometry``), ``pgsize_bitmap`` and the reserved regions
   (``iommu_get_resv_regions()``, e.g. the x86 MSI window).
 * ``Translation``: the protocol a domain's owner implements so a device can DMA
-  (backends/simulated/dma.py): ``iova_to_page(iova) -> (Pin, index, prot) | None``.
+  (backends/simulated/dma.py): ``iova_to_page(iova) -> (Pin, index, prot[, offset]) | None``
+  (``offset``: the byte in the page, when it is not ``iova % PAGE_SIZE``; iommufd areas
+  mapped at a sub-page IOVA alignment).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ type1 and iommufd stay in their own modules:
       -> 0 | -errno; device_open(dev) -> 0 | -errno (needs SET_IOMMU done)
   iommufd ctx (/dev/iommu):           compat_group_attach(group) -> 0 | -errno
       (iommufd_vfio_compat_ioas_create); compat_device_open(dev) -> 0 | -errno
-      (bind + attach to the compat IOAS); bind(dev) -> (0, devid) | (-errno, 0);
+      (bind + attach to the compat IOAS); compat_device_close(dev) (optional:
+      vfio_df_iommufd_unbind()); bind(dev) -> (0, devid) | (-errno, 0);
       attach(devid, pt_id) -> (0, hwpt_id) | (-errno, 0); detach(devid); unbind(devid)
 
 Each ``SimVfioDevice`` (iommu.py) is the physical function; its BARs are
