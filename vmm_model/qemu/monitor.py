@@ -107,15 +107,27 @@ class QmpMonitor(Monitor):
             raise QmpConnectError(f"no such socket: {self.path}",
                                   valid="the path given to QEMU's "
                                         "-qmp unix:PATH,server=on,wait=off")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as e:
-            sock.close()
+        # QEMU binds the socket before it listens: a fresh socket can refuse for a
+        # moment (seen under load), so ECONNREFUSED is retried for up to a second.
+        deadline = time.monotonic() + min(self.timeout, 1.0)
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+                break
+            except ConnectionRefusedError:
+                sock.close()
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                e = ConnectionRefusedError(111, "Connection refused")
+            except OSError as oe:
+                sock.close()
+                e = oe
             raise QmpConnectError(f"cannot connect to {self.path}: {e.strerror or e} "
                                   "(is QEMU still running?)",
-                                  valid="a QMP socket of a running QEMU") from None
+                                  valid="a QMP socket of a running QEMU")
         try:
             cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                    struct.calcsize("3i"))
