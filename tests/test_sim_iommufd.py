@@ -1057,6 +1057,90 @@ def test_compat_map_dma():
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, 0)[0] == -E.EFAULT
 
 
+def _compat_map_row(row: str):
+    """One compat MAP_DMA row of §2.1 (VT-d domain attached, TYPE1v2)."""
+    e, ioas = _compat()
+    va = e.mem(8)
+
+    def m(**kw):
+        return e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(**kw))[0]
+    if row == "size not aligned":
+        return m(vaddr=va, iova=0x100000, size=P + 1)
+    if row == "vaddr not aligned":
+        return m(vaddr=va + 8, iova=0x100000)
+    if row == "vaddr+size overflows":
+        return m(vaddr=(1 << 64) - P, iova=0x100000, size=P)
+    if row == "reserved region / outside aperture":
+        return m(vaddr=va, iova=0xFEE00000), m(vaddr=va, iova=1 << 39)
+    if row == "half unmapped":
+        assert e.h.munmap(va + 4 * P, 4 * P) == 0
+        return m(vaddr=va, iova=0x100000, size=8 * P)
+    if row == "write on a read-only vma / read only":
+        ro = e.mem(1, prot=PROT_READ)
+        return m(vaddr=ro, iova=0x100000), m(flags=1, vaddr=ro, iova=0x100000)
+    if row == "pfnmap bar":
+        bar = e.h.mmap(0, P, RW, MAP_SHARED, e.cdevs[0], region_offset(0))
+        return m(vaddr=bar, iova=0x100000)
+    if row == "rlimit memlock":
+        e.h.rlimit_memlock = 2 * P
+        return m(vaddr=va, iova=0x100000, size=4 * P)
+    if row == "no per-container count limit (66000 maps)":
+        c = uapi.codec("vfio_iommu_type1_dma_map")
+        return max(e.vfio(uapi.VFIO_IOMMU_MAP_DMA, c.pack(32, 3, va, (i + 1) * P, P))[0]
+                   for i in range(66000))
+    raise AssertionError(row)
+
+
+COMPAT_MAP_ROWS = [("size not aligned", -E.EINVAL), ("vaddr not aligned", -E.EINVAL),
+                   ("vaddr+size overflows", -E.EOVERFLOW),
+                   ("reserved region / outside aperture", (-E.EINVAL, -E.EINVAL)),
+                   ("half unmapped", -E.EFAULT), ("write on a read-only vma / read only", (-E.EFAULT, 0)),
+                   ("pfnmap bar", -E.EFAULT), ("rlimit memlock", -E.ENOMEM),
+                   ("no per-container count limit (66000 maps)", 0)]
+
+
+@pytest.mark.parametrize("row,expect", COMPAT_MAP_ROWS, ids=[r for r, _ in COMPAT_MAP_ROWS])
+def test_compat_map_dma_rows(row, expect):
+    """§2.1 compat column: the same iopt_map_user_pages() as native, fixed IOVA."""
+    assert _compat_map_row(row) == expect
+
+
+def test_compat_unmap_rows():
+    """§2.2 compat column: no alignment check in v2 (whole areas), overflow,
+    several whole areas summed."""
+    e, _ = _compat()
+    va = e.mem(8)
+    for i in range(3):
+        assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=va, iova=0x100000 + 2 * i * P))[0] == 0
+    ret, out = e.vfio(uapi.VFIO_IOMMU_UNMAP_DMA, _dma_unmap(iova=0x100000 - 5, size=6 * P))
+    assert (ret, uapi.parse("vfio_iommu_type1_dma_unmap", out).size) == (0, 3 * P)
+    assert e.vfio(uapi.VFIO_IOMMU_UNMAP_DMA, _dma_unmap(iova=(1 << 64) - P, size=2 * P))[0] == -E.EOVERFLOW
+
+
+def test_compat_set_iommu_type1_with_mappings_is_einval():
+    """iopt_disable_large_pages(): domains already hold mappings -> EINVAL."""
+    e, _ = _compat(set_iommu=0)
+    assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=e.mem(1), iova=0x100000))[0] == 0
+    assert e.vfio(uapi.VFIO_SET_IOMMU, uapi.VFIO_TYPE1_IOMMU)[0] == -E.EINVAL
+    assert e.vfio(uapi.VFIO_SET_IOMMU, uapi.VFIO_TYPE1v2_IOMMU)[0] == 0
+
+
+def test_compat_v1_cannot_split_a_dmabuf_area():
+    """iopt_area_split(): dma-buf areas cannot be split (6.19+) -> EOPNOTSUPP."""
+    e, ioas = _compat(set_iommu=uapi.VFIO_TYPE1_IOMMU)
+    dfd = e.h.dmabuf_export(4 * P)
+    assert e.map_file(ioas, dfd, 0, 4 * P, 0x100000)[0] == 0
+    assert e.vfio(uapi.VFIO_IOMMU_UNMAP_DMA, _dma_unmap(iova=0x101000, size=P))[0] == -E.EOPNOTSUPP
+
+
+def test_native_no_mapping_count_limit(env):
+    """No per-IOAS count limit (type1's dma_entry_limit is 65535)."""
+    ioas, va = env.ioas(), env.mem(1)
+    c = uapi.codec("iommu_ioas_map")
+    assert max(env.raw(uapi.IOMMU_IOAS_MAP, c.pack(40, FIXED | R | W, ioas, 0, va, P, (i + 1) * P))[0]
+               for i in range(66000)) == 0
+
+
 @pytest.mark.parametrize("profile,empty", [("6.13", -E.ENOENT), ("6.18", 0), ("7.2", 0)])
 def test_compat_unmap_empty_range(profile, empty):
     """afb47765f923 (6.18, profile.compat_empty_unmap_ok): empty range -> 0, else
@@ -1464,6 +1548,40 @@ def test_property_random_sequences(ops, profile):
     e.h.close_all()
     assert e.counters() == (0, 0, 0)
     assert all(d.domain is None for d in e.devs)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 15), st.integers(1, 6)), max_size=30))
+def test_property_compat_v1_splits_keep_pins_exact(ops):
+    """VFIO TYPE1 (v1) compat: random MAP_DMA / sub-range UNMAP_DMA.  Split areas
+    share their iopt_pages; a page stays pinned exactly while some area covers it,
+    and every remaining byte still DMAs to the process page it was mapped from."""
+    from backends.simulated.io_pagetable import iopt_pages_of
+    from backends.simulated.pages import area_index, npinned
+    e, ioas = _compat(set_iommu=uapi.VFIO_TYPE1_IOMMU)
+    va = e.mem(32, fill=bytes(range(256)) * 512)
+    iopt = e.ctx.get_ioas(ioas).iopt
+    for is_map, x, n in ops:
+        iova = 0x100000 + x * P
+        if is_map:
+            e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=va + x * P, iova=iova, size=n * P))
+        else:
+            e.vfio(uapi.VFIO_IOMMU_UNMAP_DMA, _dma_unmap(iova=iova, size=n * P))
+        want = 0
+        for pages in iopt_pages_of(iopt):
+            idx = set()
+            for a in iopt.area_itree:
+                if a.pages is pages:
+                    lo, hi = area_index(a)
+                    idx.update(range(lo, hi + 1))
+            assert npinned(pages) == len(idx)
+            want += len(idx)
+        assert e.counters()[:2] == (want, want)
+        for a in iopt.area_itree:
+            off = a.iova - 0x100000
+            assert dma_read(e.devs[0], a.iova, 8) == (8, e.h.read_mem(va + off, 8)[1])
+    assert e.vfio(uapi.VFIO_IOMMU_UNMAP_DMA, _dma_unmap(flags=uapi.VFIO_DMA_UNMAP_FLAG_ALL, size=0))[0] == 0
+    assert e.counters() == (0, 0, 0)
 
 
 REQUESTS = [ioc.nr for ioc in uapi.IOCTLS.values() if ioc.fd in ("iommufd", "container")] + \

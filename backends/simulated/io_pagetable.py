@@ -312,14 +312,12 @@ def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: i
         IOPT_PAGES_ACCOUNT_MM if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM else IOPT_PAGES_ACCOUNT_USER
     pages = IoptPages(host.mm, down, (length + start_byte + _PAGE_LEFT) >> PAGE_SHIFT,
                       bool(iommu_prot & IOMMU_WRITE), mode)
-    elms = [(pages, start_byte, length)]
-    if flags or iopt.lu_immutable:
-        return iopt_map_pages(iopt, elms, length, iova, iommu_prot, flags)
     align = iopt.iova_alignment - 1
     last = iova + length - 1
-    if (align and (length & align or iova & align or start_byte & align)) or last > ULONG_MAX \
+    if flags or iopt.lu_immutable or last > ULONG_MAX \
+            or (align and (length & align or iova & align or start_byte & align)) \
             or (iopt.reserved and iopt_reserved_iter_first(iopt, iova, last) is not None):
-        return iopt_map_pages(iopt, elms, length, iova, iommu_prot, flags)
+        return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)
     area = IoptArea(iova, last, pages, start_byte, iommu_prot)
     if iopt.area_itree.insert_free(area) is not None:
         return _EEXIST, 0

@@ -157,13 +157,14 @@ def iommufd_ioas_map(ictx, cmd, buf, size):
     ioas = ictx.objects.get(ioas_id)
     if type(ioas) is not Ioas:
         return _ENOENT, buf
-    rc, iova = iopt_map_user_pages(ictx, ioas.iopt, iova, uptr, length,
-                                   (flags & WRITEABLE) | ((flags & READABLE) >> 2),
-                                   0 if flags & FIXED else IOPT_ALLOC_IOVA)
+    rc, out_iova = iopt_map_user_pages(ictx, ioas.iopt, iova, uptr, length,
+                                       (flags & WRITEABLE) | ((flags & READABLE) >> 2),
+                                       0 if flags & FIXED else IOPT_ALLOC_IOVA)
     if rc:
         return rc, buf
-    new = _MAP_pack(sz, flags, ioas_id, reserved, uptr, length, iova)
-    return 0, (new if size == 40 and len(buf) == 40 else respond(buf, size, new))
+    if out_iova == iova and size == 40 and len(buf) == 40:
+        return 0, buf                          # the struct written back is the one sent
+    return 0, respond(buf, size, _MAP_pack(sz, flags, ioas_id, reserved, uptr, length, out_iova))
 
 
 def iommufd_ioas_map_file(ictx, cmd, buf, size):
@@ -273,8 +274,9 @@ def iommufd_ioas_unmap(ictx, cmd, buf, size):
                 rc = _ENOENT
     if rc:
         return rc, buf
-    new = _UNMAP_pack(sz, ioas_id, iova, unmapped)
-    return 0, (new if size == 24 and len(buf) == 24 else respond(buf, size, new))
+    if unmapped == length and size == 24 and len(buf) == 24:
+        return 0, buf
+    return 0, respond(buf, size, _UNMAP_pack(sz, ioas_id, iova, unmapped))
 
 
 def iommufd_option_rlimit_mode(ictx, op: int, object_id: int, val: int):

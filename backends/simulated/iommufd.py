@@ -73,11 +73,13 @@ def _op_table(profile) -> dict[int, tuple]:
     ops = {}
     for name, fn in want:
         ioc = uapi.IOCTLS[name]
-        ops[ioc.nr] = (fn, ioc.size, ioc.min_size)
+        ops[ioc.nr] = (fn, ioc.size, ioc.min_size, ioc.size.to_bytes(4, "little"))
     if profile.iommufd_liveupdate:
         sd = uapi.PROPOSED_STRUCTS["iommu_hwpt_lu_set_preserve"]
         ops[uapi.IOMMU_HWPT_LU_SET_PRESERVE] = (iommufd_hwpt_lu_set_preserve, sd.size,
-                                                uapi.offsetofend(sd.name, "hwpt_token"))
+                                                uapi.offsetofend(sd.name, "hwpt_token"),
+                                                sd.size.to_bytes(4, "little"))
+    assert all(r & 0xFF <= profile.iommufd_last_cmd_nr for r in ops)
     return ops
 
 
@@ -160,6 +162,9 @@ class IommufdCtx:
     # ---- the ioctl ---------------------------------------------------------------------
     def ioctl(self, request: int, arg):
         """iommufd_fops_ioctl(); see the module docstring for the framing."""
+        op = self.ops.get(request)
+        if op is not None and type(arg) is bytes and len(arg) == op[1] and arg[:4] == op[3]:
+            return op[0](self, arg, arg, op[1])     # the common case: size == sizeof == buffer
         nr = request & 0xFF
         if nr < IOMMUFD_CMD_BASE or nr > self.last_nr:
             return iommufd_vfio_ioctl(self, request, arg)
@@ -172,10 +177,9 @@ class IommufdCtx:
         n = len(buf)
         if n < 4:
             return _EFAULT, buf
-        op = self.ops.get(request)
         if op is None:
             return _ENOTTY, buf
-        handler, ksize, min_size = op
+        handler, ksize, min_size, _ = op
         size = buf[0] | buf[1] << 8 | buf[2] << 16 | buf[3] << 24
         if size < min_size:
             return _EINVAL, buf
