@@ -1,15 +1,16 @@
 #!/bin/sh
 # Debian packages the kernel rig needs (research/kernel-rig.md §1 step 0):
-# a kernel build (bison flex libelf-dev libssl-dev bc), the iommufd selftests
-# (libcap-dev), the initramfs (busybox-static cpio; kmod/zstd/xz to read
-# Debian's module packages) and QEMU.
+# a kernel build (build-essential bc bison flex libelf-dev libssl-dev patch,
+# xz-utils for linux-source's .tar.xz), the iommufd selftests (libcap-dev),
+# the initramfs (busybox-static; kmod's depmod, xz/zstd for Debian's module
+# packages), apt's keyring for the private sid/bookworm lists, and QEMU.
 #
 #   sudo sh scripts/rig-deps.sh
 set -eu
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-pkgs="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils zstd kmod
-      libcap-dev busybox-static qemu-system-x86 debian-archive-keyring util-linux"
+pkgs="build-essential bc bison flex libelf-dev libssl-dev patch xz-utils zstd kmod
+      libcap-dev busybox-static qemu-system-x86 debian-archive-keyring"
 missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done)
 [ -z "$missing" ] && exit 0
 $SUDO apt-get update -qq

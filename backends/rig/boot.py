@@ -16,6 +16,7 @@ that outlives ``timeout`` is killed.  QEMU dies with this process
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -23,8 +24,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,7 +43,13 @@ SCHEMA = "vfio-emu-rig/1"
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TIMEOUT = 900.0
 TAIL_LINES = 40
+RUN_PREFIX = "vfio-emu-rig-"                  # + pid + random: the run directory in /tmp
 ACCELS = ("tcg", "kvm", "auto")
+# The root is read-only in the guest and Python is ~20x slower under TCG:
+# no cache, no xdist, no hypothesis plugin (its import alone costs a minute
+# there; @given still works without it).
+GUEST_PYTEST_OPTS = ("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:xdist.looponfail",
+                     "-p", "no:hypothesispytest")
 KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01   # include/uapi/linux/kvm.h
 
 
@@ -165,7 +175,7 @@ def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
              f"cd {q(str(REPO))} || exit 125",
              "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()), "rc=0"]
     for s in sets:
-        argv = [str(venv_python()), "-m", "pytest", "-p", "no:cacheprovider",
+        argv = [str(venv_python()), "-m", "pytest", *GUEST_PYTEST_OPTS,
                 "-p", "backends.rig.guest_plugin", "--rig-json", str(out / f"results-{s.name}.json"),
                 "-v", *s.files, *pytest_args]
         lines += [f"echo 'RIG: set {s.name} start'", " ".join(map(q, argv)),
@@ -195,8 +205,10 @@ def qemu_argv(qemu: str, kernel: Kernel, out: Path, accel: str, edu: int,
 def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: str = "tcg",
         timeout: float = DEFAULT_TIMEOUT, edu: int = 1, memory: str = "2G",
         pytest_args: list[str] | tuple[str, ...] = (),
-        echo: Callable[[str], None] | None = None) -> RunResult:
-    """Boot ``kernel``, run ``sets`` in one guest, return what happened.
+        echo: Callable[[str], None] | None = None,
+        console_log: Path | None = None) -> RunResult:
+    """Boot ``kernel``, run ``sets`` in one guest, return what happened
+    (``console_log``: where to keep the whole console).
 
     Kernel refusals and test failures are results; bad arguments raise
     UsageError, a host that can't run QEMU raises HostError.
@@ -216,7 +228,9 @@ def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: 
     binary = qemu_binary(qemu)
     version = subprocess.run([binary, "--version"], capture_output=True, text=True,
                              stdin=subprocess.DEVNULL).stdout.split("\n")[0].strip()
-    with tempfile.TemporaryDirectory(prefix="vfio-emu-rig-") as tmp:
+    _remove_orphaned_run_dirs()
+    with _sigterm_as_exit(), \
+            tempfile.TemporaryDirectory(prefix=f"{RUN_PREFIX}{os.getpid()}-") as tmp:
         out = Path(tmp)
         (out / "run.sh").write_text(_run_script(kernel, sets, out, list(pytest_args)))
         make_initramfs(out / "initrd.gz", [Path(m) for m in kernel.modules])
@@ -236,19 +250,47 @@ def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: 
                 proc.wait()
         seconds = round(time.monotonic() - t0, 1)
         text = console.read_text(errors="replace")
+        if console_log is not None:
+            shutil.copyfile(console, console_log)
         m = re.findall(r"^RIG: exit status (\d+)\s*$", text, re.M)
         status = int(m[-1]) if m else None
         init_error = re.search(r"^RIG: error: (.*?)\s*$", text, re.M)
         if init_error and error is None:
             error = f"guest /init: {init_error[1]}"
         if status is None and error is None:
-            error = f"the guest printed no 'RIG: exit status' line (QEMU exit {proc.returncode})"
+            said = re.search(r"^qemu(?:-system-\w+)?: (.*?)\s*$|Kernel panic - (.*?)\s*$",
+                             text, re.M)
+            error = (f"the guest printed no 'RIG: exit status' line (QEMU exit "
+                     f"{proc.returncode}" + (f": {said[1] or said[2]})" if said else ")"))
         results = [_set_result(s, out, text, marks) for s in sets]
         if error is None and any(r.exit_status is not None and not r.tests for r in results):
             error = "a test set finished without writing its results"
     tail = "\n".join(text.splitlines()[-TAIL_LINES:])
     return RunResult(kernel.summary(), version, accel, edu, status, error,
                      marks.get("boot"), seconds, results, tail)
+
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM (timeout(1), a CI runner) raises SystemExit, so the run directory
+    and QEMU are cleaned up as on any other exit (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _remove_orphaned_run_dirs() -> None:
+    """Run directories of rig processes that died by SIGKILL (their pid is in the name)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}*-*"):
+        pid = d.name[len(RUN_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _watch(proc: subprocess.Popen, console: Path, t0: float, timeout: float,

@@ -9,17 +9,16 @@
 the sets and prints one line per set (``--json``: the vfio-emu-rig/1
 document).  Exit status 0 when every test passed, 1 when a test failed or the
 guest timed out or crashed (the console tail is shown), 2 on bad arguments.
-Wired into vmm_model/cli.py by ``register(subparsers)``; runs alone as
-``python -m backends.rig.cli``.
+Wired into vmm_model/cli.py by ``register(subparsers)``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from pathlib import Path
 
-from backends.errors import UsageError, VfioEmuError
+from backends.errors import UsageError
 from backends.rig import kernels
 from backends.rig.boot import ACCELS, DEFAULT_TIMEOUT, RunResult, check_sets, run
 from backends.rig.sets import SETS, get_set
@@ -92,7 +91,8 @@ def describe(r: RunResult) -> str:
     if r.error or r.exit_status != 0:
         out.append(f"  guest exit status {r.exit_status}; {r.error or 'tests failed'}")
         if r.error:
-            out.append("  console tail:\n" + "\n".join("    " + ln for ln in r.console_tail.splitlines()))
+            out.append("  console tail:")
+            out += ["    " + ln for ln in r.console_tail.splitlines()]
     return "\n".join(out)
 
 
@@ -103,7 +103,7 @@ def cmd_run(args, extra) -> int:
     k = _get_kernel(args.kernel, args.offline)
     echo = (lambda ln: print(ln, file=sys.stderr, flush=True)) if args.verbose else None
     r = run(k, sets, qemu=args.qemu, accel=args.accel, timeout=args.timeout, edu=args.edu,
-            pytest_args=extra or (), echo=echo)
+            pytest_args=extra or (), echo=echo, console_log=args.console)
     if args.json:
         json.dump(r.to_json(), sys.stdout, indent=1)
         print()
@@ -116,7 +116,8 @@ def register(subparsers):
     """Add ``rig`` to vfio-emu's subcommands (``func(args, extra_argv)``)."""
     p = subparsers.add_parser("rig", help="real kernels under QEMU (vIOMMU + edu): build, run "
                               "test sets in the guest")
-    sub = p.add_subparsers(dest="rig_cmd", required=True, parser_class=type(p))
+    sub = p.add_subparsers(dest="rig_cmd", required=True, metavar="{list,build,run}",
+                           parser_class=type(p))
     ls = sub.add_parser("list", help="the kernels (and what is cached) and the test sets")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
@@ -137,31 +138,6 @@ def register(subparsers):
     r.add_argument("--offline", action="store_true", help="use the cached kernel, not the mirror")
     r.add_argument("--json", action="store_true", help="the vfio-emu-rig/1 result document")
     r.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
+    r.add_argument("--console", type=Path, metavar="FILE", help="keep the whole console in FILE")
     r.set_defaults(func=cmd_run)
     return p
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message, where=self.prog)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m backends.rig.cli ...`` = ``vfio-emu rig ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = None
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
-    top = _Parser(prog="vfio-emu")
-    register(top.add_subparsers(dest="cmd", required=True, parser_class=_Parser))
-    try:
-        args = top.parse_args(["rig", *argv])
-        return args.func(args, extra)
-    except VfioEmuError as e:
-        print(f"vfio-emu: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,8 @@ Two kinds, one table (``KERNELS``):
 
 Cache: ``$VFIO_EMU_RIG_CACHE`` or ``${XDG_CACHE_HOME:-~/.cache}/vfio-emu/rig``;
 one directory per kernel keyed by the Debian version, the config fragment's
-hash and the patches' hash; ``kernel.json`` in it marks a finished kernel.
+hash and the patches' hash; ``kernel.json`` in it marks a finished kernel, and
+finishing one removes the other directories of the same kernel name.
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ def mail_diff(text: str) -> str:
 
     Mail archives drop the leading space of context lines and turn tabs into
     spaces: lines inside a hunk that are not ``+``/``-``/``\\`` become context
-    again, and each hunk header gets its line counts recomputed.  Apply with
-    ``fit_to_tree`` then restores the tree's exact context lines.
+    again, and each hunk header gets its line counts recomputed.
+    ``fit_to_tree`` then restores the tree's exact lines and indentation.
     """
     lines = text.splitlines()
     try:
@@ -249,7 +250,7 @@ def mail_diff(text: str) -> str:
         out.extend(hunk)
 
     for ln in lines[start:]:
-        if ln == "-- " or ln.startswith("-- ") and not ln.strip("- "):
+        if ln.rstrip() == "--":
             break                                   # signature
         if ln.startswith(("diff --git ", "index ", "--- ", "+++ ", "new file", "deleted file")):
             flush()
@@ -463,6 +464,9 @@ def get(name: str, *, progress: Callable[[str], None] = lambda s: None,
             k = _make_stock(sp, version, b, Apt(root, sp.suite))
         k.timings = b.timings
         (kdir / "kernel.json").write_text(json.dumps(k.to_json(), indent=1) + "\n")
+        for old in kroot.iterdir():      # older versions and configs of this kernel
+            if old != kdir:
+                shutil.rmtree(old, ignore_errors=True)
         return k
 
 
@@ -532,8 +536,9 @@ def _make_built(sp: KernelSpec, version: str, b: _Builder,
         tmp.rename(linux)
     patches = json.loads((b.dir / "patches.json").read_text())
     build = linux / "build"
-    with b.step("configure"):            # again on a resumed build: a no-op for make
-        _configure(linux, b)
+    if not base:                         # a copied build dir has the base's checked .config
+        with b.step("configure"):        # again on a resumed build: a no-op for make
+            _configure(linux, b)
     jobs = str(os.cpu_count() or 1)
     with b.step("make bzImage"):
         b.run("make", "-C", linux, "O=build", f"-j{jobs}", "bzImage")

@@ -25,7 +25,8 @@ class TestSet:
 
 
 SETS: dict[str, TestSet] = {s.name: s for s in (
-    TestSet("probe", ("tests/rig/test_probe_iommufd.py", "tests/rig/test_probe_type1.py"), BUILT + STOCK,
+    TestSet("probe", ("tests/rig/test_probe_iommufd.py", "tests/rig/test_probe_type1.py"),
+            BUILT + STOCK,
             "kernel-rig.md §4: iommufd 4a/4b rows, type1 4c rows, on the guest kernel"),
     TestSet("selftests", ("tests/rig/test_selftests.py",), BUILT,
             "the kernel's tools/testing/selftests/iommu iommufd + iommufd_fail_nth"),

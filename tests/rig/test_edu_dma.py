@@ -19,7 +19,8 @@ from backends.rig.edu import (EDU_BUFFER_SIZE, EDU_DMA_MASK, Edu, edu_devices,
                               group_device_fd, iommu_group)
 
 PAGE = 0x1000
-PATTERN = bytes(range(256)) * 16                 # one page
+N = 0xFFF                                        # the most one edu transfer may move
+PATTERN = (bytes(range(256)) * 16)[:N]
 
 
 @contextlib.contextmanager
@@ -73,9 +74,9 @@ def test_type1_round_trip(raw, type1_edu):
     raw.fill(src, PATTERN)
     assert raw.dma_map(container, src, 0x100000, PAGE) == 0
     assert raw.dma_map(container, dst, 0x200000, PAGE) == 0
-    edu.dma_to_device(0x100000, PAGE)
-    edu.dma_from_device(0x200000, PAGE)
-    assert raw.read(dst, PAGE) == PATTERN
+    edu.dma_to_device(0x100000, N)
+    edu.dma_from_device(0x200000, N)
+    assert raw.read(dst, N) == PATTERN
 
 
 def test_type1_buffer_helpers_at_an_offset(raw, type1_edu):
@@ -107,18 +108,18 @@ def test_iommufd_cdev_round_trip(raw, iommufd_edu):
     raw.fill(src, PATTERN)
     assert raw.ioas_map(iommufd, ioas, src, PAGE, iova=0x100000)[0] == 0
     assert raw.ioas_map(iommufd, ioas, dst, PAGE, iova=0x200000)[0] == 0
-    edu.dma_to_device(0x100000, PAGE)
-    edu.dma_from_device(0x200000, PAGE)
-    assert raw.read(dst, PAGE) == PATTERN
+    edu.dma_to_device(0x100000, N)
+    edu.dma_from_device(0x200000, N)
+    assert raw.read(dst, N) == PATTERN
 
 
 def test_iommufd_map_file_memfd_round_trip(raw, iommufd_edu):
     iommufd, ioas, edu = iommufd_edu
     fd = raw.memfd(2 * PAGE, PATTERN)
     assert raw.map_file(iommufd, ioas, fd, 0, 2 * PAGE, iova=0x100000)[0] == 0
-    edu.dma_to_device(0x100000, PAGE)
-    edu.dma_from_device(0x101000, PAGE)
-    assert raw.host.pread(fd, PAGE, PAGE) == (PAGE, PATTERN)
+    edu.dma_to_device(0x100000, N)
+    edu.dma_from_device(0x101000, N)
+    assert raw.host.pread(fd, N, PAGE) == (N, PATTERN)
 
 
 def test_iommufd_write_to_read_only_iova_faults(raw, iommufd_edu):
@@ -170,3 +171,5 @@ def test_helper_refuses_iovas_beyond_the_dma_mask_and_buffer(raw, type1_edu):
         edu.dma_to_device(EDU_DMA_MASK + 1, 16)
     with pytest.raises(UsageError, match="buffer"):
         edu.dma_from_device(0x100000, 16, offset=EDU_BUFFER_SIZE - 8)
+    with pytest.raises(UsageError, match="buffer"):
+        edu.dma_to_device(0x100000, EDU_BUFFER_SIZE)
