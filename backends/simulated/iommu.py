@@ -59,9 +59,12 @@ class IovaTree:
         c = bisect_left(maxes, key)
         if c == len(maxes):
             c -= 1
-        keys, nodes = self._keys[c], self._nodes[c]
-        i = bisect_left(keys, key)
-        keys.insert(i, key)
+        self._insert_at(c, bisect_left(self._keys[c], key), node)
+
+    def _insert_at(self, c: int, i: int, node) -> None:
+        """Put ``node`` at index i of chunk c; split the chunk when it grows too long."""
+        keys, nodes, maxes = self._keys[c], self._nodes[c], self._maxes
+        keys.insert(i, node.iova)
         nodes.insert(i, node)
         maxes[c] = keys[-1]
         self._len += 1
@@ -104,15 +107,7 @@ class IovaTree:
         prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
         if prev is not None and prev.last >= key:
             return prev
-        keys.insert(i, key)
-        nodes.insert(i, node)
-        maxes[c] = keys[-1]
-        self._len += 1
-        if len(keys) > 2 * _LOAD:
-            self._keys[c + 1:c + 1] = [keys[_LOAD:]]
-            self._nodes[c + 1:c + 1] = [nodes[_LOAD:]]
-            del keys[_LOAD:], nodes[_LOAD:]
-            maxes[c:c + 1] = [keys[-1], self._keys[c + 1][-1]]
+        self._insert_at(c, i, node)
         return None
 
     def remove_exact(self, start: int, last: int):
@@ -167,23 +162,11 @@ class IovaTree:
 
     def overlapping(self, start: int, last: int) -> list:
         """Every node intersecting [start, last], in IOVA order."""
-        pos = self._floor(start)
-        if pos is None:
-            c, i = 0, 0
-        else:
-            c, i = pos
-            if self._nodes[c][i].last < start:
-                i += 1
         out = []
-        while c < len(self._nodes):
-            nodes = self._nodes[c]
-            while i < len(nodes):
-                node = nodes[i]
-                if node.iova > last:
-                    return out
-                out.append(node)
-                i += 1
-            c, i = c + 1, 0
+        for node in self.iter_from(start):
+            if node.iova > last:
+                break
+            out.append(node)
         return out
 
     def iter_from(self, start: int) -> Iterator:

@@ -327,8 +327,17 @@ class VfioIommu:
         """vfio_pin_map_dma(): pin (vfio_pin_pages_remote()) and map run by
         run; any failure -> vfio_remove_dma() undoes the whole mapping (unpin,
         uncharge, unlink).  vfio_dma_do_map() has the one-run fast path."""
-        limit = self._limit()
-        npage = size >> PAGE_SHIFT
+        ret = self._pin_runs(dma, self._limit())
+        if ret:
+            self.vfio_remove_dma(dma)
+        return ret
+
+    def _pin_runs(self, dma: vfio_dma, limit: int) -> int:
+        """The loop of vfio_pin_map_dma()/vfio_iommu_replay(): vfio_pin_pages_remote()
+        run by run over the whole dma, vfio_lock_acct() per run.  The pins made,
+        even on failure, stay in dma.pins and the dma is marked iommu_mapped, so
+        vfio_unmap_unpin() undoes exactly them.  0 or the first -errno."""
+        npage = dma.size >> PAGE_SHIFT
         got, charged, done, ret = [], 0, 0, 0
         while done < npage:
             n, pins = self.vfio_pin_pages_remote(dma, dma.vaddr + (done << PAGE_SHIFT),
@@ -341,10 +350,8 @@ class VfioIommu:
                 charged += n
             done += n
         dma.pins = tuple(got)
-        self.host.locked_vm += charged          # vfio_lock_acct() per run
+        self.host.locked_vm += charged
         dma.state |= DMA_IOMMU_MAPPED
-        if ret:
-            self.vfio_remove_dma(dma)
         return ret
 
     def vfio_unmap_unpin(self, dma: vfio_dma) -> None:
@@ -791,20 +798,7 @@ class VfioIommu:
                 continue
             if dma.last == U64_MAX and not self.up_to_limit:
                 continue                     # <6.18: ``while (iova < dma->iova + dma->size)``
-            npage, done, got, charged = dma.size >> PAGE_SHIFT, 0, [], 0
-            while done < npage:
-                n, pins = self.vfio_pin_pages_remote(dma, dma.vaddr + (done << PAGE_SHIFT),
-                                                     npage - done, limit, charged)
-                if n < 0:
-                    ret = n
-                    break
-                got += pins
-                if pins[0] in pins[0].store.pins:
-                    charged += n
-                done += n
-            dma.pins = tuple(got)
-            self.host.locked_vm += charged
-            dma.iommu_mapped = True
+            ret = self._pin_runs(dma, limit)
             newly.append(dma)
             if ret:
                 break
