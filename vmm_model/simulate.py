@@ -44,7 +44,7 @@ class HostAllocator:
 
     def __init__(self, host: Host):
         self.host = host
-        self.bars = 0
+        self.serial = 0                 # numbers BAR nodes and mkstemp() names
 
     def _check(self, ret: int, call: str, rb: RAMBlock) -> int:
         if ret < 0:
@@ -76,8 +76,8 @@ class HostAllocator:
             # mkstemp() file "qemu_back_mem.<idstr>.XXXXXX" (then unlinked).
             fd = h.open(path, O_RDWR | O_CREAT)
             if fd == -errno.EISDIR:
-                path = f"{path.rstrip('/')}/qemu_back_mem.{rb.idstr}.{self.bars:06d}"
-                self.bars += 1
+                path = f"{path.rstrip('/')}/qemu_back_mem.{rb.idstr}.{self.serial:06d}"
+                self.serial += 1
                 fd = h.open(path, O_RDWR | O_CREAT)
             self._check(fd, f"open({path})", rb)
             self._check(h.ftruncate(fd, max(size + rb.fd_offset, 0)), "ftruncate", rb)
@@ -89,8 +89,8 @@ class HostAllocator:
             if not hasattr(h, "register_chardev"):
                 raise UsageError(f"RAMBlock {rb.idstr}: BAR sections need a simulated host",
                                  where=rb.idstr)
-            node = f"/dev/vfio-emu-bar{self.bars}"
-            self.bars += 1
+            node = f"/dev/vfio-emu-bar{self.serial}"
+            self.serial += 1
             h.register_chardev(node, PfnmapDevice.factory(size))
             bar_fd = self._check(h.open(node, O_RDWR), f"open({node})", rb)
             rb.host = self._check(h.mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, bar_fd),
