@@ -71,6 +71,9 @@ class VfioGroupFile:
         self.host, self.group = host, group
 
     def ioctl(self, request, arg):
+        """vfio_group_fops_unl_ioctl(): GET_STATUS (-EINVAL argsz < minsz = 8,
+        vfio_group_ioctl_get_status()), SET/UNSET_CONTAINER, GET_DEVICE_FD;
+        anything else -ENOTTY."""
         g = self.group
         if request == uapi.VFIO_GROUP_GET_STATUS:
             buf = bytes(arg) if not isinstance(arg, int) else b""
@@ -178,6 +181,8 @@ class VfioDeviceFile:
         return self.group is not None or self.ictx is not None
 
     def ioctl(self, request, arg):
+        """vfio_device_fops_unl_ioctl() (6.6+ cdev rules): BIND first; any other
+        ioctl on an unbound cdev -EINVAL; unknown -ENOTTY."""
         buf = bytes(arg) if not isinstance(arg, int) else b""
         if request == uapi.VFIO_DEVICE_BIND_IOMMUFD:
             return self._bind(buf)
@@ -240,6 +245,8 @@ class VfioDeviceFile:
         return 0, bytes(out)
 
     def _detach(self, buf: bytes):
+        """vfio_df_ioctl_detach_pt(): -EINVAL argsz < offsetofend(flags), flags
+        set, or not bound through the cdev; then iommufd_device_detach()."""
         if self._minsz("vfio_device_detach_iommufd_pt", "flags", buf) is None or self.ictx is None:
             return -errno.EINVAL, buf
         if int.from_bytes(buf[4:8], "little"):
