@@ -17,6 +17,11 @@ from .mmap import (MM, VM_IO, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_S
                    VMA)
 
 
+PAGE_SHIFT, PAGE_MASK = 12, PAGE_SIZE - 1
+# check_vma_flags() passes for these bits of an anonymous VMA: VM_IO/VM_PFNMAP
+# clear and VM_WRITE (FOLL_WRITE) or VM_READ set.
+_FAST_WRITE, _FAST_READ = VM_IO | VM_PFNMAP | VM_WRITE, VM_IO | VM_PFNMAP | VM_READ
+
 def writable_file_mapping_allowed(vma: VMA, longterm: bool) -> bool:
     """writable_file_mapping_allowed(): a FOLL_LONGTERM write pin of a shared
     writable mapping of a file on a writeback filesystem (vma_needs_dirty_tracking())
@@ -92,16 +97,15 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     of a shared mapping are page-cache pages, of a private one the process's
     own copies; ``Pin.page(i)`` gives them.  -EINVAL for a misaligned addr or
     npages < 0 (iommufd and vfio pass page-aligned starts)."""
-    if addr % PAGE_SIZE or npages < 0:
+    if addr & PAGE_MASK or npages < 0:
         return -errno.EINVAL, []
     vma = mm.find_vma(addr)
-    if (npages and vma is not None and vma.file is None and addr + npages * PAGE_SIZE <= vma.end
-            and not vma.vm_flags & (VM_IO | VM_PFNMAP)
-            and vma.vm_flags & (VM_WRITE if write else VM_READ)):
+    if (vma is not None and vma.file is None and npages and addr + (npages << PAGE_SHIFT) <= vma.end
+            and vma.vm_flags & (_FAST_WRITE if write else _FAST_READ) == (VM_WRITE if write else VM_READ)):
         # One anonymous VMA holds the whole range (the common case): the loop
         # below in one step (check_vma_flags() passes, _pin_segment() is mm.private).
         store = mm.private
-        pin = Pin(store, addr // PAGE_SIZE, npages)
+        pin = Pin(store, addr >> PAGE_SHIFT, npages)
         store.pins.add(pin)
         return npages, [pin]
     pins: list[Pin] = []

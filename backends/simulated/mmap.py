@@ -59,6 +59,7 @@ class MM:
     profile: object
     vmas: list[VMA] = field(default_factory=list)
     private: PageStore = field(default_factory=PageStore)
+    starts: list[int] = field(default_factory=list)    # vmas' starts, for bisect
 
     @property
     def anon(self) -> dict[int, Page]:
@@ -68,9 +69,11 @@ class MM:
     # -- VMA tree ---------------------------------------------------------
     def find_vma(self, addr: int) -> VMA | None:
         """The VMA containing addr, or None."""
-        i = bisect.bisect_right([v.start for v in self.vmas], addr) - 1
-        if i >= 0 and self.vmas[i].end > addr:
-            return self.vmas[i]
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0:
+            vma = self.vmas[i]
+            if vma.end > addr:
+                return vma
         return None
 
     def intersecting(self, start: int, end: int) -> list[VMA]:
@@ -79,7 +82,9 @@ class MM:
     def link(self, vma: VMA) -> None:
         """vma_link() -> __vma_link_file(): mapping_allow_writable() for a
         counting VMA; the file gains a reference."""
-        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+        i = bisect.bisect(self.starts, vma.start)
+        self.starts.insert(i, vma.start)
+        self.vmas.insert(i, vma)
         if vma.file is not None:
             vma.file.refs += 1
             if vma.counts_writable(self.profile):
@@ -87,7 +92,8 @@ class MM:
 
     def unlink(self, vma: VMA) -> None:
         """__remove_shared_vm_struct(): mapping_unmap_writable(); fput()."""
-        self.vmas.remove(vma)
+        i = self.vmas.index(vma)
+        del self.vmas[i], self.starts[i]
         if vma.file is not None:
             if vma.counts_writable(self.profile):
                 vma.file.inode.mapping.mapping_unmap_writable()

@@ -321,12 +321,11 @@ class SimHost(Host):
     def ioctl(self, fd, request, arg=0):
         """vfs_ioctl(): -EBADF; -ENOTTY unless the file's device model handles it."""
         file = self.fds.get(fd)
-        if file is None:
-            return -errno.EBADF, (bytes(arg) if not isinstance(arg, int) else b"")
-        dev = file.dev
-        if dev is None or not hasattr(dev, "ioctl"):
-            return -errno.ENOTTY, (bytes(arg) if not isinstance(arg, int) else b"")
-        return dev.ioctl(request, arg)
+        ioctl = getattr(file.dev, "ioctl", None) if file is not None else None
+        if ioctl is None:
+            return (-errno.EBADF if file is None else -errno.ENOTTY,
+                    bytes(arg) if not isinstance(arg, int) else b"")
+        return ioctl(request, arg)
 
     # ---- memory ------------------------------------------------------------------
     def _hugetlb_free(self):
