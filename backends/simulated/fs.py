@@ -35,6 +35,18 @@ class Page:
         self.data = bytearray(data) if data is not None else bytearray(PAGE_SIZE)
 
 
+class Held(dict):
+    """What a pin kept of pages its store dropped: the pages by index, and the
+    dropped ``ranges`` [lo, hi) (a dropped page never touched is a fresh zero
+    page of the pin's own)."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self):
+        super().__init__()
+        self.ranges: list[tuple[int, int]] = []
+
+
 class Pin:
     """A FOLL_PIN reference on ``npages`` consecutive pages ``first..`` of a
     ``PageStore`` (gup.py makes them).  Pages are materialized on first use,
@@ -42,22 +54,22 @@ class Pin:
     (munmap, truncate, hole punch) stays with the pin (``held``), as the
     kernel's pinned folio outlives its removal from the page cache or the mm."""
 
-    __slots__ = ("store", "first", "npages", "held", "detached")
+    __slots__ = ("store", "first", "npages", "held")
 
     def __init__(self, store: "PageStore", first: int, npages: int):
         self.store, self.first, self.npages = store, first, npages
-        self.held: dict[int, Page] | None = None
-        self.detached: list[tuple[int, int]] | None = None
+        self.held: Held | None = None
 
     def page(self, i: int) -> Page:
         """The pinned page ``i`` (0-based within the pin)."""
         idx = self.first + i
-        if self.held is not None:
-            page = self.held.get(idx)
+        held = self.held
+        if held is not None:
+            page = held.get(idx)
             if page is not None:
                 return page
-            if any(lo <= idx < hi for lo, hi in self.detached):
-                page = self.held[idx] = Page()
+            if any(lo <= idx < hi for lo, hi in held.ranges):
+                page = held[idx] = Page()
                 return page
         pages = self.store.pages
         page = pages.get(idx)
@@ -71,12 +83,12 @@ class Pin:
         if lo >= hi:
             return
         if self.held is None:
-            self.held, self.detached = {}, []
-        pages = self.store.pages
+            self.held = Held()
+        held, pages = self.held, self.store.pages
         for idx in (range(lo, hi) if hi - lo <= len(pages) else [i for i in pages if lo <= i < hi]):
-            if idx in pages and idx not in self.held:
-                self.held[idx] = pages[idx]
-        self.detached.append((lo, hi))
+            if idx in pages and idx not in held:
+                held[idx] = pages[idx]
+        held.ranges.append((lo, hi))
 
 
 class PageStore:

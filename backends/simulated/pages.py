@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 
 from backends.host import PAGE_SIZE
-from .fs import FMODE_WRITE, Pin
+from .fs import FMODE_WRITE, Held, Pin
 from .gup import memfd_pin_folios, pin_user_pages
 from .memfd import memfd_get_seals
 from .mmap import VM_IO, VM_PFNMAP
@@ -294,8 +294,9 @@ def _slice_pin(pin: Pin, off: int, n: int) -> Pin:
     new = Pin(pin.store, pin.first + off, n)
     if pin.held is not None:
         lo, hi = new.first, new.first + n
-        new.held = {i: p for i, p in pin.held.items() if lo <= i < hi}
-        new.detached = [(max(a, lo), min(b, hi)) for a, b in pin.detached if a < hi and b > lo]
+        new.held = Held()
+        new.held.update((i, p) for i, p in pin.held.items() if lo <= i < hi)
+        new.held.ranges = [(max(a, lo), min(b, hi)) for a, b in pin.held.ranges if a < hi and b > lo]
     pin.store.pins.add(new)
     return new
 
