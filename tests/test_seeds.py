@@ -143,6 +143,71 @@ def test_seed000_pinned_pages_make_seal_ebusy_in_every_version():
             assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == 0
 
 
+# --- seed 001 -----------------------------------------------------------------------
+# Live update v1 (NOT merged; research §5, profile 7.2+lu): the VMM preserves the
+# RAM files in the LUO session, then marks the HWPT (IOMMU_HWPT_LU_SET_PRESERVE).
+# check_iopt_pages_preserved() wants every area a file with SEAL|GROW|SHRINK cached
+# at MAP_FILE time.
+
+LU_SEALS = {"F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK"}
+
+
+def _lu_preserve(sim, token: int = 1) -> int:
+    """Preserve every mapped RAMBlock fd in the LUO session, then mark the
+    device's HWPT: the ioctl's return value."""
+    from backends import uapi
+    for ev in sim.container.events:
+        rb = ev.section.mr.ram_block if ev.kind == "map" else None
+        if rb is not None and rb.fd >= 0:
+            assert sim.host.luo_preserve(rb.fd) == 0
+    (_, _, _, hwpt), = sim.client.devices
+    c = uapi.codec("iommu_hwpt_lu_set_preserve")
+    return sim.host.ioctl(sim.client.fd, uapi.IOMMU_HWPT_LU_SET_PRESERVE,
+                          c.pack(c.size, hwpt, token))[0]
+
+
+def test_seed001_qemu_aux_memfd_rom_blocks_preserve_until_it_is_gone():
+    """QEMU 10.2, aux-ram-share, sealed memfd RAM: every section is MAP_FILE,
+    but pc.bios's aux memfd (qemu_memfd_create(name, 0, 0, ...): no
+    MFD_ALLOW_SEALING) has only F_SEAL_SEAL, so the HWPT cannot be preserved
+    (EINVAL).  Without that area it is, and the IOAS is then immutable: QEMU's
+    own map/unmap get EBUSY."""
+    sc = gallery.load("seed001-live-update-memfd")
+    with simulate(sc, get_qemu("10.2"), "iommufd", "7.2+lu") as sim:
+        maps = [ev for ev in sim.container.events if ev.kind == "map"]
+        assert {(ev.result.ret, ev.result.request.ioctl) for ev in maps} == {(0, "IOMMU_IOAS_MAP_FILE")}
+        assert set(sim.block("ram0").backing.seals) >= LU_SEALS
+        assert sim.block("pc.bios").backing.seals == ("F_SEAL_SEAL",)
+        assert _lu_preserve(sim) == -errno.EINVAL
+        bios = next(ev for ev in maps if ev.section.mr.ram_block.idstr == "pc.bios")
+        assert sim.container.dma_unmap(bios.iova, bios.size).ret == 0
+        assert _lu_preserve(sim) == 0
+        low = next(ev for ev in maps if ev.iova == 0xc0000)              # ram0, read-only
+        assert sim.container.dma_unmap(low.iova, low.size).ret == -errno.EBUSY
+        r = sim.container.dma_map(bios.iova, bios.size, bios.vaddr, True, bios.section.mr)
+        assert (r.ret, r.request.ioctl) == (-errno.EBUSY, "IOMMU_IOAS_MAP_FILE")
+
+
+@pytest.mark.parametrize("qemu, scenario", [("10.0", "seed001-live-update-memfd"),
+                                            ("10.2", "s02-default-ram")])
+def test_seed001_va_mapped_ram_cannot_be_preserved(qemu, scenario):
+    """RAM mapped by VA (QEMU before MAP_FILE, or anonymous RAM) is an
+    IOPT_ADDRESS_USER area: EINVAL, whatever the seals."""
+    sc = gallery.load(scenario)
+    with simulate(sc, get_qemu(qemu), "iommufd", "7.2+lu") as sim:
+        ram = [ev for ev in sim.container.events
+               if ev.kind == "map" and ev.section.mr.ram_block.idstr in ("ram0", "pc.ram")]
+        assert ram and {ev.result.request.ioctl for ev in ram} == {"IOMMU_IOAS_MAP"}
+        assert _lu_preserve(sim) == -errno.EINVAL
+
+
+def test_seed001_needs_the_lu_kernel():
+    """Without the (unmerged) series the ioctl does not exist: ENOTTY."""
+    sc = gallery.load("seed001-live-update-memfd")
+    with simulate(sc, get_qemu("10.2"), "iommufd", "7.2") as sim:
+        assert _lu_preserve(sim) == -errno.ENOTTY
+
+
 # --- seed 003 -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("kernel, mmap_ok", [("6.6", False), ("6.7", True),
