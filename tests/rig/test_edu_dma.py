@@ -1,11 +1,14 @@
 """edu DMA through the emulated VT-d (backends/rig/edu.py, research/kernel-rig.md §4):
 round trips with type1 (group device fd) and iommufd (cdev + IOAS, also a
-MAP_FILE memfd), the bounce-page buffer helpers, and writes to a read-only or
-unmapped IOVA, which fault (DMAR) and change nothing."""
+MAP_FILE memfd), the bounce-page buffer helpers, writes to a read-only or
+unmapped IOVA, which fault (DMAR) and change nothing, and seeds 002 (COW
+divergence) and 004 (an mmap of BAR0) with real pages.  Seed 000's device
+write into a read-only file is in test_probe_iommufd.py (§4b)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 
@@ -173,3 +176,59 @@ def test_helper_refuses_iovas_beyond_the_dma_mask_and_buffer(raw, type1_edu):
         edu.dma_from_device(0x100000, 16, offset=EDU_BUFFER_SIZE - 8)
     with pytest.raises(UsageError, match="buffer"):
         edu.dma_to_device(0x100000, EDU_BUFFER_SIZE)
+
+
+# --- the seeds with real pages ------------------------------------------------------
+
+def test_seed002_private_file_ram_cow_divergence(raw, iommufd_edu):
+    """Seed 002: private (MAP_PRIVATE) file-backed guest RAM mapped for DMA both
+    by file and by VA, then the guest writes.  The write goes to the process's
+    COW copy: the device reads the file's stale page through MAP_FILE and the
+    guest's bytes through the VA map (the write pin broke COW at MAP time)."""
+    from backends.host import MAP_PRIVATE, PROT_READ, PROT_WRITE
+    iommufd, ioas, edu = iommufd_edu
+    fd = raw.memfd(PAGE, b"FILE" * 16)
+    ram = raw.host.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0)
+    assert ram > 0, ram
+    bounce = raw.anon(PAGE)
+    assert raw.map_file(iommufd, ioas, fd, 0, PAGE, iova=0x100000)[0] == 0
+    assert raw.ioas_map(iommufd, ioas, ram, PAGE, iova=0x200000)[0] == 0
+    assert raw.ioas_map(iommufd, ioas, bounce, PAGE, iova=0x300000)[0] == 0
+    raw.fill(ram, b"GUEST" * 12)                                # the guest writes its RAM
+    edu.dma_to_device(0x100000, 60)
+    assert edu.read_buffer(60, iova=0x300000, vaddr=bounce) == b"FILE" * 15
+    edu.dma_to_device(0x200000, 60)
+    assert edu.read_buffer(60, iova=0x300000, vaddr=bounce) == b"GUEST" * 12
+    assert raw.host.pread(fd, 60, 0) == (60, b"FILE" * 15)      # the file never changed
+
+
+def _bar0(raw, device_fd: int) -> tuple[int, int]:
+    """(vaddr, size) of an mmap of edu's BAR0 (1 MiB of MMIO: VM_PFNMAP)."""
+    from backends.host import MAP_SHARED, PROT_READ, PROT_WRITE
+    edu = Edu(raw.host, device_fd)
+    size = 1 << 20
+    va = raw.host.mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, device_fd, edu.region_offset(0))
+    assert va > 0, va
+    return va, size
+
+
+def test_seed004_type1_maps_an_mmap_of_bar0(raw, type1, edu_bdf):
+    """Seed 004: type1 follows the VM_PFNMAP pfns (vaddr_get_pfn -> follow_fault_pfn)."""
+    container, group = type1
+    dev = group_device_fd(raw.host, group, edu_bdf)
+    assert dev >= 0, dev
+    try:
+        va, size = _bar0(raw, dev)
+        assert raw.dma_map(container, va, 0x400000, size) == 0
+        assert raw.dma_unmap(container, 0x400000, size)[0] == 0
+        raw.host.munmap(va, size)
+    finally:
+        raw.host.close(dev)
+
+
+def test_seed004_iommufd_refuses_an_mmap_of_bar0_efault(raw, iommufd_edu, attached):
+    """Seed 004: iommufd pins with pin_user_pages(): a VM_PFNMAP VMA is EFAULT."""
+    iommufd, ioas, _ = iommufd_edu
+    va, size = _bar0(raw, attached[0])
+    assert raw.ioas_map(iommufd, ioas, va, size, iova=0x400000)[0] == -errno.EFAULT
+    raw.host.munmap(va, size)
