@@ -29,6 +29,7 @@ from backends.host import (F_ADD_SEALS, F_GET_SEALS, F_GETFL, F_SEAL_EXEC, F_SEA
                            PAGE_SIZE)
 from backends.simulated import SimHost, host_profile
 from backends.simulated.fs import EXT4, SHMEM
+from steps import rle, result
 
 ARENA = 0x2000_0000_0000          # far below the mmap base: Python never allocates here
 SPAN = 64 * PAGE_SIZE             # per mapping slot: 16 pages used, the rest a guard gap
@@ -65,23 +66,6 @@ def make_sim() -> SimHost:
                   hugetlb_pages=0, memfd_noexec=_sysctl("/proc/sys/vm/memfd_noexec", 0))
     sim.add_dir(EXT4_DIR)
     return sim
-
-
-NAMES = {**errno.errorcode, errno.EOPNOTSUPP: "EOPNOTSUPP"}
-
-
-def _err(r: int):
-    return NAMES.get(-r, r) if r < 0 else r
-
-
-def _rle(data: bytes) -> list:
-    out = []
-    for b in data:
-        if out and out[-1][0] == b:
-            out[-1][1] += 1
-        else:
-            out.append([b, 1])
-    return [tuple(x) for x in out]
 
 
 class Reject(Exception):
@@ -123,22 +107,22 @@ class Runner:
             r = h.close(fd)
             if r == 0:
                 self.fds[self.fds.index(fd)] = None
-            return _err(r)
+            return result(r)
         if name == "ftruncate":
-            return _err(h.ftruncate(self.fd(a[0]), a[1]))
+            return result(h.ftruncate(self.fd(a[0]), a[1]))
         if name == "fallocate":
-            return _err(h.fallocate(self.fd(a[0]), a[1], a[2], a[3]))
+            return result(h.fallocate(self.fd(a[0]), a[1], a[2], a[3]))
         if name == "add_seals":
-            return _err(h.fcntl(self.fd(a[0]), F_ADD_SEALS, a[1]))
+            return result(h.fcntl(self.fd(a[0]), F_ADD_SEALS, a[1]))
         if name == "get_seals":
-            return _err(h.fcntl(self.fd(a[0]), F_GET_SEALS))
+            return result(h.fcntl(self.fd(a[0]), F_GET_SEALS))
         if name == "getfl":
-            return _err(h.fcntl(self.fd(a[0]), F_GETFL))
+            return result(h.fcntl(self.fd(a[0]), F_GETFL))
         if name == "pwrite":
-            return _err(h.pwrite(self.fd(a[0]), bytes([a[3]]) * a[2], a[1]))
+            return result(h.pwrite(self.fd(a[0]), bytes([a[3]]) * a[2], a[1]))
         if name == "pread":
             r, data = h.pread(self.fd(a[0]), a[2], a[1])
-            return _err(r), _rle(data)
+            return result(r), rle(data)
         if name == "mmap":
             k, npages, prot, mtype, pgoff = a
             hint = ARENA + self.maps * SPAN
@@ -149,7 +133,7 @@ class Runner:
             if r >= 0:
                 self.maps += 1
                 return "hint" if r == hint else "elsewhere"
-            return _err(r)
+            return result(r)
         if name == "mmap_fixed":
             m, poff, npages, prot, mtype, k, pgoff, noreplace = a
             if not self.maps:
@@ -159,22 +143,22 @@ class Runner:
                 (MAP_ANONYMOUS if k is None else 0)
             r = self._guarded(h.mmap, addr, npages * PAGE_SIZE, prot, flags,
                               -1 if k is None else self.fd(k), pgoff * PAGE_SIZE)
-            return "fixed" if r == addr else _err(r)
+            return "fixed" if r == addr else result(r)
         if not self.maps:
             return "no-slot"
         if name == "munmap":
-            return _err(self._guarded(h.munmap, self.base(a[0]) + a[1] * PAGE_SIZE, a[2] * PAGE_SIZE))
+            return result(self._guarded(h.munmap, self.base(a[0]) + a[1] * PAGE_SIZE, a[2] * PAGE_SIZE))
         if name == "mprotect":
-            return _err(self._guarded(h.mprotect, self.base(a[0]) + a[1] * PAGE_SIZE,
+            return result(self._guarded(h.mprotect, self.base(a[0]) + a[1] * PAGE_SIZE,
                                       a[2] * PAGE_SIZE, a[3]))
         if name == "read":
             addr = self.base(a[0]) + a[1]
             self._check_free(addr, a[2])
             r, data = h.read_mem(addr, a[2])
-            return _err(r), _rle(data)
+            return result(r), rle(data)
         if name == "write":
             addr = self.base(a[0]) + a[1]
-            return _err(self._guarded(h.write_mem, addr, bytes([a[3]]) * a[2]))
+            return result(self._guarded(h.write_mem, addr, bytes([a[3]]) * a[2]))
         raise ValueError(op)
 
     def _guarded(self, fn, *args):
@@ -187,7 +171,7 @@ class Runner:
         if r >= 0:
             self.fds.append(r)
             return "fd"
-        return _err(r)
+        return result(r)
 
 
 def run_both(real_host, ops):

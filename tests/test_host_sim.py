@@ -42,8 +42,11 @@ def test_profile_names_and_unknown_name():
 
 @pytest.mark.parametrize("release,name", [("6.18.44-fc-v782", "6.18"), ("6.12.9", "6.12"),
                                           ("6.15.1", "6.13"), ("7.2.13-amd64", "7.2"),
-                                          ("6.5.0", "6.1"), ("8.0", "7.2")])
+                                          ("6.5.0", "6.1"), ("8.0", "7.2"),
+                                          ("6.12.8-1-amd64", "6.12-regressed"),
+                                          ("6.12", "6.12-regressed"), ("6.12.95", "6.12")])
 def test_host_profile_nearest_lower(release, name):
+    """6.12.0-6.12.8 carry 5de195060b2e without its fix 8ec396d05d1b (6.12.9)."""
     assert host_profile(release).name == name
 
 
@@ -74,7 +77,8 @@ def test_format_and_json():
 # ---- §4 rows on other kernel versions ------------------------------------------
 
 @pytest.mark.parametrize("profile,expect", [
-    ("6.1", -errno.EPERM), ("6.6", -errno.EPERM),                 # <6.7: mapping_map_writable() on VM_SHARED
+    ("6.6", -errno.EPERM),                                        # <6.7: mapping_map_writable() on VM_SHARED
+    ("6.1", "ok"),                      # the 2025-07 6.1.y backport (Debian 6.1.176, rig run 2026-11-24)
     ("6.7", "ok"), ("6.12", "ok"), ("6.13", "ok"), ("7.2", "ok"),  # 158978945f31 (seed 003)
     ("6.12-regressed", -errno.EPERM),                             # 5de195060b2e..8ec396d05d1b window
 ])

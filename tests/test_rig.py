@@ -29,7 +29,7 @@ from backends.rig import kernels
 from backends.rig.boot import REPO, check_sets, run
 from backends.rig.cli import describe
 from backends.rig.initramfs import make_initramfs
-from backends.rig.sets import SETS
+from backends.rig.sets import SETS, TestSet
 
 COMBOS = [(k, s.name) for s in SETS.values() for k in s.kernels]
 TOOLS = ("make", "gcc", "bison", "flex", "bc", "patch", "depmod", "dpkg-deb", "apt-get")
@@ -170,7 +170,40 @@ def test_bad_arguments_are_one_line_usage_errors():
         assert r.returncode == 2 and r.stdout == "", (args, r)
         assert r.stderr.count("\n") == 1 and text in r.stderr, (args, r.stderr)
     with pytest.raises(UsageError, match="no test files yet"):
-        check_sets("iommufd-7.2", [SETS["clients"]])
+        check_sets("iommufd-7.2", [TestSet("empty", (), ("iommufd-7.2",))])
+
+
+def test_every_set_has_its_files():
+    """clients and differential (issue 7) are filled; every file exists."""
+    assert SETS["clients"].files == ("tests/rig/test_clients_real.py",)
+    assert SETS["differential"].files == ("tests/rig/test_differential.py",)
+    assert all((REPO / f).is_file() for s in SETS.values() for f in s.files)
+
+
+def _rigutil():
+    sys.path.insert(0, str(REPO / "tests" / "rig"))
+    try:
+        import rigutil
+    finally:
+        sys.path.pop(0)
+    return rigutil
+
+
+@pytest.mark.parametrize("kernel,release,features,profile,iommufd", [
+    ("iommufd-7.2", "7.2.13", {"type1", "iommufd", "selftests"}, "7.2", True),
+    ("iommufd-7.2+fix", "7.2.13", {"type1", "iommufd", "selftests", "map_file_requires_fmode_write"},
+     "7.2+fix", True),
+    ("debian-6.1", "6.1.0-50-amd64", {"type1"}, "6.1", False),
+    ("debian-6.12", "6.12.95+deb12-amd64", {"type1"}, "6.12", False),
+    ("debian-7.2", "7.2.13+deb14-amd64", {"type1"}, "7.2", False)])
+def test_differential_simulates_each_rig_kernel(kernel, release, features, profile, iommufd):
+    """The differential set's SimHost profile per guest kernel (rigutil.sim_profile):
+    the release's profile, +fix for seed 000's patch, no /dev/iommu or cdev without
+    CONFIG_IOMMUFD (Debian's stock configs)."""
+    assert kernel in kernels.KERNELS and kernel in SETS["differential"].kernels
+    p = _rigutil().sim_profile(kernel, release, features)
+    assert (p.name, p.iommufd, p.vfio_cdev) == (profile, iommufd, iommufd)
+    assert p.map_file_requires_fmode_write == kernel.endswith("+fix")
 
 
 @pytest.mark.rig

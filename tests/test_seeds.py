@@ -145,33 +145,40 @@ def test_seed000_pinned_pages_make_seal_ebusy_in_every_version():
 
 # --- seed 001 -----------------------------------------------------------------------
 # Live update v1 (NOT merged; research §5, profile 7.2+lu): the VMM preserves the
-# RAM files in the LUO session, then marks the HWPT (IOMMU_HWPT_LU_SET_PRESERVE).
-# check_iopt_pages_preserved() wants every area a file with SEAL|GROW|SHRINK cached
-# at MAP_FILE time.
+# RAM files in the LUO session, marks the HWPT (IOMMU_HWPT_LU_SET_PRESERVE), then
+# preserves the iommufd fd, whose iommufd_save_hwpts() runs
+# check_iopt_pages_preserved(): every area a file with SEAL|GROW|SHRINK cached at
+# MAP_FILE time.
 
 LU_SEALS = {"F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK"}
 
 
-def _lu_preserve(sim, token: int = 1) -> int:
-    """Preserve every mapped RAMBlock fd in the LUO session, then mark the
-    device's HWPT: the ioctl's return value."""
+def _lu_mark(sim, token: int = 1) -> int:
+    """IOMMU_HWPT_LU_SET_PRESERVE on the device's HWPT."""
     from backends import uapi
-    for ev in sim.container.events:
-        rb = ev.section.mr.ram_block if ev.kind == "map" else None
-        if rb is not None and rb.fd >= 0:
-            assert sim.host.luo_preserve(rb.fd) == 0
     (_, _, _, hwpt), = sim.client.devices
     c = uapi.codec("iommu_hwpt_lu_set_preserve")
     return sim.host.ioctl(sim.client.fd, uapi.IOMMU_HWPT_LU_SET_PRESERVE,
                           c.pack(c.size, hwpt, token))[0]
 
 
+def _lu_preserve(sim) -> int:
+    """Preserve every mapped RAMBlock fd, mark the HWPT, preserve the iommufd fd:
+    the last step's answer."""
+    for ev in sim.container.events:
+        rb = ev.section.mr.ram_block if ev.kind == "map" else None
+        if rb is not None and rb.fd >= 0:
+            assert sim.host.luo_preserve(rb.fd) == 0
+    assert _lu_mark(sim) == 0
+    return sim.host.luo_preserve(sim.client.fd)
+
+
 def test_seed001_qemu_aux_memfd_rom_blocks_preserve_until_it_is_gone():
     """QEMU 10.2, aux-ram-share, sealed memfd RAM: every section is MAP_FILE,
     but pc.bios's aux memfd (qemu_memfd_create(name, 0, 0, ...): no
     MFD_ALLOW_SEALING) has only F_SEAL_SEAL, so the HWPT cannot be preserved
-    (EINVAL).  Without that area it is, and the IOAS is then immutable: QEMU's
-    own map/unmap get EBUSY."""
+    (EINVAL; the IOAS stays mutable).  Without that area it is, and the IOAS is
+    then immutable: QEMU's own map/unmap get EBUSY."""
     sc = gallery.load("seed001-live-update-memfd")
     with simulate(sc, get_qemu("10.2"), "iommufd", "7.2+lu") as sim:
         maps = [ev for ev in sim.container.events if ev.kind == "map"]
@@ -205,7 +212,7 @@ def test_seed001_needs_the_lu_kernel():
     """Without the (unmerged) series the ioctl does not exist: ENOTTY."""
     sc = gallery.load("seed001-live-update-memfd")
     with simulate(sc, get_qemu("10.2"), "iommufd", "7.2") as sim:
-        assert _lu_preserve(sim) == -errno.ENOTTY
+        assert _lu_mark(sim) == -errno.ENOTTY
 
 
 # --- seed 003 -----------------------------------------------------------------------

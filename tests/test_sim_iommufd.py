@@ -1039,14 +1039,16 @@ def test_compat_container_calls(env):
 
 
 def test_compat_map_dma():
-    """iommufd_vfio_map_dma(): EINVAL argsz/flags (VADDR too); no R/W accepted;
-    EEXIST; EOVERFLOW; EFAULT with a domain; alignment EINVAL."""
+    """iommufd_vfio_map_dma(): EINVAL argsz/flags (VADDR too); no R/W: accepted by
+    the compat layer, refused by the VT-d domain's map (EINVAL, rig run iommufd-7.2
+    2026-11-24); EEXIST; EOVERFLOW; EFAULT with a domain; alignment EINVAL."""
     e, ioas = _compat()
     va = e.mem(4)
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(argsz=31, vaddr=va))[0] == -E.EINVAL
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(flags=7, vaddr=va))[0] == -E.EINVAL
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(flags=1 << 31, vaddr=va))[0] == -E.EINVAL
-    assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(flags=0, vaddr=va, iova=0x100000))[0] == 0
+    assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(flags=0, vaddr=va, iova=0x100000))[0] == -E.EINVAL
+    assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=va, iova=0x100000))[0] == 0
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=va, iova=0x100000))[0] == -E.EEXIST
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=va, size=0, iova=0x200000))[0] == -E.EINVAL
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(vaddr=va, iova=0x200800))[0] == -E.EINVAL
@@ -1402,7 +1404,9 @@ def test_rig_4b_edu_attached(step, expect):
 
 
 # ============================================================================
-# seed 001 / research §5: live update v1 (NOT merged), profile 7.2+lu
+# seed 001 / research §5: live update v1 (NOT merged), profile 7.2+lu.
+# 10/14: IOMMU_HWPT_LU_SET_PRESERVE only marks; 11/14: preserving the iommufd fd
+# in the LUO session (iommufd_save_hwpts()) checks every marked HWPT.
 # ============================================================================
 
 LU_SEALS = F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK
@@ -1416,15 +1420,21 @@ def _lu_env():
     return e, ioas, hwpt
 
 
-def _preserve(e: Env, hwpt: int, token: int = 1) -> int:
+def _mark(e: Env, hwpt: int, token: int = 1) -> int:
     return e.call("IOMMU_HWPT_LU_SET_PRESERVE", hwpt_id=hwpt, hwpt_token=token)[0]
+
+
+def _preserve(e: Env, hwpt: int, token: int = 1) -> int:
+    """Mark the HWPT, then preserve the iommufd fd: what iommufd_save_hwpts() says."""
+    assert _mark(e, hwpt, token) == 0
+    return e.h.luo_preserve(e.fd)
 
 
 def test_lu_only_on_the_lu_profile():
     e = Env("7.2")
     ioas = e.ioas()
     _, hwpt = e.attach(ioas)
-    assert _preserve(e, hwpt) == -E.ENOTTY
+    assert _mark(e, hwpt) == -E.ENOTTY
 
 
 def test_lu_seal_after_map_is_einval_seal_before_is_preserved():
@@ -1438,9 +1448,9 @@ def test_lu_seal_after_map_is_einval_seal_before_is_preserved():
     e, ioas, hwpt = _lu_env()
     fd = e.memfd(4 * P, LU_SEALS)
     assert e.map_file(ioas, fd, 0, 4 * P, 0x100000)[0] == 0
-    assert _preserve(e, hwpt) == -E.ENOENT        # not in the LUO session (errno UNVERIFIED)
+    assert _preserve(e, hwpt) == -E.ENOENT        # the file is not in the session yet
     assert e.h.luo_preserve(fd) == 0
-    assert _preserve(e, hwpt) == 0
+    assert e.h.luo_preserve(e.fd) == 0
 
 
 def test_lu_va_area_and_missing_seals_are_einval():
@@ -1454,6 +1464,15 @@ def test_lu_va_area_and_missing_seals_are_einval():
     assert _preserve(e, hwpt) == -E.EINVAL
 
 
+def test_lu_a_failed_preserve_leaves_the_ioas_mutable_an_unmarked_hwpt_is_not_checked():
+    e, ioas, hwpt = _lu_env()
+    assert e.map(ioas, e.mem(), P, 0x100000)[0] == 0
+    assert e.h.luo_preserve(e.fd) == 0                  # nothing marked: nothing checked
+    assert _preserve(e, hwpt) == -E.EINVAL
+    assert e.unmap(ioas, 0x100000, P)[0] == 0           # iommufd_set_ioas_mutable()
+    assert e.h.luo_preserve(e.fd) == 0                  # an empty IOAS passes
+
+
 def test_lu_after_preserve_map_unmap_copy_ebusy_token_reuse_eaddrinuse():
     e, ioas, hwpt = _lu_env()
     fd = e.memfd(4 * P, LU_SEALS | F_SEAL_WRITE)
@@ -1465,12 +1484,13 @@ def test_lu_after_preserve_map_unmap_copy_ebusy_token_reuse_eaddrinuse():
     assert e.unmap(ioas, 0x100000, 4 * P)[0] == -E.EBUSY
     assert e.unmap(ioas, 0, U64_MAX)[0] == -E.EBUSY
     assert e.copy(ioas, ioas, P, 0x100000, 0x900000, flags=R)[0] == -E.EBUSY
+    assert _mark(e, hwpt, 7) == 0                       # re-marking the same HWPT
     other = e.ioas()
     ret, hwpt2 = e.attach(other, 1)
     assert ret == 0
-    assert _preserve(e, hwpt2, 7) == -E.EADDRINUSE
-    assert _preserve(e, 999, 8) == -E.ENOENT
-    assert _preserve(e, ioas, 8) == -E.ENOENT              # an IOAS is not an HWPT
+    assert _mark(e, hwpt2, 7) == -E.EADDRINUSE
+    assert _mark(e, 999, 8) == -E.ENOENT
+    assert _mark(e, ioas, 8) == -E.ENOENT               # an IOAS is not an HWPT
 
 
 # ============================================================================

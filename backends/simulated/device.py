@@ -158,10 +158,6 @@ def iommufd_hwpt_paging_destroy(ictx, hwpt: HwptPaging) -> None:
     if hwpt in ioas.hwpt_list:
         ioas.hwpt_list.remove(hwpt)
     iopt_table_remove_domain(ioas.iopt, hwpt)
-    if hwpt.lu_token is not None:
-        ictx.lu_tokens.pop(hwpt.lu_token, None)
-        if not any(h.lu_token is not None for h in ioas.hwpt_list):
-            ioas.iopt.lu_immutable = False
     ioas.users -= 1
     hwpt.ioas = None
 
@@ -349,21 +345,23 @@ def iommufd_hwpt_alloc(ictx, cmd, buf, size):
 
 
 # ---- live update v1 (NOT merged) ------------------------------------------------
+# "[PATCH 00/14] iommu: Add live update state preservation" (S. Khawaja, 2026-02-03,
+# 20260203220948.2176157-1-skhawaja@google.com; research §5).  Patch 10/14's ioctl
+# only marks an HWPT; patch 11/14's iommufd_save_hwpts() checks the marked HWPTs
+# when the iommufd fd itself is preserved in the LUO session (its .preserve).
 
 _LU = uapi.codec("iommu_hwpt_lu_set_preserve")
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW = uapi.F_SEAL_SEAL, uapi.F_SEAL_SHRINK, uapi.F_SEAL_GROW
 LU_REQUIRED_SEALS = F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK
-LUO_NOT_PRESERVED_ERRNO = errno.ENOENT     # liveupdate_get_token_outgoing(): UNVERIFIED
 
 
 def check_iopt_pages_preserved(ictx, hwpt: HwptPaging) -> int:
-    """check_iopt_pages_preserved() (v1 patch 11/14, research §5): every area of
-    the IOAS must be a MAP_FILE area (user VA or dma-buf -> -EINVAL) whose seals
-    *cached at map time* hold SEAL|GROW|SHRINK (-EINVAL), and whose file is
-    preserved in the LUO session (``host.luo_preserve(fd)``; otherwise the
-    error of liveupdate_get_token_outgoing(), whose errno is UNVERIFIED:
-    -ENOENT here)."""
-    preserved = getattr(ictx.host, "luo_files", ())
+    """check_iopt_pages_preserved() (11/14): every area of the IOAS must be a
+    MAP_FILE area (user VA or dma-buf -> -EINVAL) whose seals *cached at map
+    time* hold SEAL|GROW|SHRINK (-EINVAL), and whose file is already preserved
+    in the session: liveupdate_get_token_outgoing()'s error as is, -ENOENT
+    ("-ENOENT if the file is not preserved in this session", luo_file.c)."""
+    preserved = ictx.host.luo_files
     for area in hwpt.ioas.iopt.area_itree:
         pages = area.pages
         if pages.type != IOPT_ADDRESS_FILE:
@@ -371,36 +369,46 @@ def check_iopt_pages_preserved(ictx, hwpt: HwptPaging) -> int:
         if pages.seals & LU_REQUIRED_SEALS != LU_REQUIRED_SEALS:
             return _EINVAL
         if pages.source not in preserved:
-            return -LUO_NOT_PRESERVED_ERRNO
+            return _ENOENT
     return 0
 
 
 def iommufd_hwpt_lu_set_preserve(ictx, cmd, buf, size):
-    """IOMMU_HWPT_LU_SET_PRESERVE (0x95, live update v1, profile.iommufd_liveupdate;
-    NOT merged): -ENOENT not an HWPT -> -EADDRINUSE token already used in this
-    iommufd -> -EINVAL HWPT without a domain -> check_iopt_pages_preserved() ->
-    the IOAS becomes immutable (map/copy/unmap -EBUSY).  The order of these
-    checks is UNVERIFIED; iommu_domain_preserve() (VT-d only in phase 1) always
-    succeeds here."""
+    """IOMMU_HWPT_LU_SET_PRESERVE (0x95, 10/14, profile.iommufd_liveupdate):
+    iommufd_get_hwpt_paging() -ENOENT -> another marked HWPT of this iommufd
+    holds the token -EADDRINUSE (re-marking the same HWPT is fine) -> marked.
+    Nothing else is checked here (iommufd_save_hwpts())."""
     _, hwpt_id, token = _LU.unpack(cmd)
     hwpt = ictx.objects.get(hwpt_id)
     if type(hwpt) is not HwptPaging:
         return _ENOENT, buf
-    if token in ictx.lu_tokens:
-        return -errno.EADDRINUSE, buf
-    if hwpt.ioas is None or hwpt.hw is None:
-        return _EINVAL, buf
-    rc = check_iopt_pages_preserved(ictx, hwpt)
-    if rc:
-        return rc, buf
-    if hwpt.lu_token is not None:
-        ictx.lu_tokens.pop(hwpt.lu_token, None)
+    for other in ictx.objects.values():
+        if type(other) is HwptPaging and other is not hwpt and other.lu_token == token:
+            return -errno.EADDRINUSE, buf
     hwpt.lu_token = token
-    ictx.lu_tokens[token] = hwpt
-    hwpt.ioas.iopt.lu_immutable = True
     return 0, buf
+
+
+def iommufd_save_hwpts(ictx) -> int:
+    """iommufd_save_hwpts() (11/14), from the iommufd fd's live-update .preserve:
+    for each marked HWPT its IOAS becomes immutable first (map/copy/unmap
+    -EBUSY), then no domain -EINVAL -> check_iopt_pages_preserved();
+    iommu_domain_preserve() (VT-d only in phase 1) always succeeds here.  On an
+    error every IOAS is made mutable again (iommufd_set_ioas_mutable())."""
+    for hwpt in [o for o in ictx.objects.values() if type(o) is HwptPaging]:
+        if hwpt.lu_token is None or hwpt.ioas is None:
+            continue
+        hwpt.ioas.iopt.lu_immutable = True
+        rc = _EINVAL if hwpt.hw is None else check_iopt_pages_preserved(ictx, hwpt)
+        if rc:
+            for obj in ictx.objects.values():
+                if type(obj) is Ioas:
+                    obj.iopt.lu_immutable = False
+            return rc
+    return 0
 
 
 __all__ = ["HwptPaging", "IommufdDevice", "IommufdGroup", "iommufd_device_bind",
            "iommufd_device_unbind", "iommufd_device_attach", "iommufd_device_detach",
-           "iommufd_hwpt_alloc", "iommufd_hwpt_lu_set_preserve", "iommufd_hwpt_paging_destroy"]
+           "iommufd_hwpt_alloc", "iommufd_hwpt_lu_set_preserve", "iommufd_hwpt_paging_destroy",
+           "iommufd_save_hwpts"]

@@ -235,8 +235,8 @@ def iopt_insert_area(iopt: IoPagetable, pages, iova: int, start_byte: int, lengt
 
 def iopt_alloc_area_pages(iopt: IoPagetable, elms: list, length: int, iova: int,
                           iommu_prot: int, flags: int) -> tuple[int, int, list]:
-    """iopt_alloc_area_pages(): live update v1: -EBUSY once preserved (where in
-    the order UNVERIFIED) -> -EINVAL length 0 or not aligned -> iopt_alloc_iova()
+    """iopt_alloc_area_pages(): live update v1: -EBUSY once preserved (11/14: the
+    first check under iova_rwsem) -> -EINVAL length 0 or not aligned -> iopt_alloc_iova()
     (auto; guided by the first source address) or iopt_check_iova() (FIXED) ->
     one area per (pages, start_byte, length) element."""
     if iopt.lu_immutable:

@@ -171,8 +171,9 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
     """iommufd_ioas_map_file() (6.13+, profile.map_file): -EOPNOTSUPP flags ->
     -EOVERFLOW -> -EINVAL no R/W -> -ENOENT ioas -> 6.13-6.18
     (profile.map_file_fget_in_ioas): fget() here, -EBADF returns without
-    iommufd_put_object(), leaking an IOAS reference (a later DESTROY is -EBUSY;
-    code-read, UNVERIFIED) -> iopt_map_file_pages(); 6.19+: the fd is resolved in
+    iommufd_put_object(), leaking an IOAS reference (a later DESTROY is -EBUSY:
+    iommufd_object_remove()'s refcount_dec_if_one(); code-read, not run) ->
+    iopt_map_file_pages(); 6.19+: the fd is resolved in
     iopt_map_file_pages() after its length checks (dma-buf first)."""
     sz, flags, ioas_id, fd, start, length, iova = _MAP_FILE.unpack(cmd)
     if flags & ~_MAP_FLAGS:

@@ -35,7 +35,8 @@ import errno
 from backends import uapi
 from .device import (HwptPaging, IommufdDevice, iommufd_device_attach, iommufd_device_bind,
                      iommufd_device_detach, iommufd_device_unbind, iommufd_hwpt_alloc,
-                     iommufd_hwpt_lu_set_preserve, iommufd_hwpt_paging_destroy)
+                     iommufd_hwpt_lu_set_preserve, iommufd_hwpt_paging_destroy,
+                     iommufd_save_hwpts)
 from .io_pagetable import iopt_unmap_all
 from .ioas import (Ioas, iommufd_ioas_alloc_ioctl, iommufd_ioas_allow_iovas,
                    iommufd_ioas_change_process, iommufd_ioas_copy, iommufd_ioas_iova_ranges,
@@ -105,7 +106,6 @@ class IommufdCtx:
         self.vfio_ioas: Ioas | None = None
         self.no_iommu_mode = False
         self.igroups: dict = {}
-        self.lu_tokens: dict[int, HwptPaging] = {}
         self.compat_devs: dict[int, IommufdDevice] = {}
         self.released = False
 
@@ -198,6 +198,10 @@ class IommufdCtx:
         return handler(self, buf[:size] + bytes(ksize - size), buf, size)
 
     # ---- vfio.py hooks -------------------------------------------------------------------
+    def liveupdate_preserve(self) -> int:
+        """The iommufd fd's live-update .preserve (v1 11/14): iommufd_save_hwpts()."""
+        return iommufd_save_hwpts(self)
+
     def bind(self, dev) -> tuple[int, int]:
         """VFIO_DEVICE_BIND_IOMMUFD -> iommufd_device_bind(): (0, devid)."""
         return iommufd_device_bind(self, dev)

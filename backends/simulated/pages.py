@@ -33,6 +33,7 @@ import errno
 
 from backends.host import PAGE_SIZE
 from .fs import FMODE_WRITE, Held, Pin
+from .iommu import IOMMU_READ, IOMMU_WRITE
 from .gup import memfd_pin_folios, pin_user_pages
 from .memfd import memfd_get_seals
 from .mmap import VM_IO, VM_PFNMAP
@@ -306,7 +307,16 @@ def iopt_area_fill_domain(area, host) -> int:
     the indexes no other domain area covers yet (a second domain or an area
     that overlaps another one re-uses the pins: the kernel reads the pfns back
     from the storage domain).  dma-buf pages pin nothing (a revoked one maps
-    nothing, T71 iopt_dmabuf_revoked())."""
+    nothing, T71 iopt_dmabuf_revoked()).
+
+    -EINVAL for an area with neither IOMMU_READ nor IOMMU_WRITE (only the VFIO
+    compat MAP_DMA makes one): the IOMMU driver's map refuses it, VT-d's
+    __domain_mapping() "(prot & (DMA_PTE_READ|DMA_PTE_WRITE)) == 0" and, with
+    generic PT (7.x), pt_iommu map_range() WARN_ON(!(prot & (IOMMU_READ |
+    IOMMU_WRITE))) in drivers/iommu/generic_pt/iommu_pt.h; rig run iommufd-7.2
+    2026-11-24 (compat MAP_DMA flags=0 with edu attached: EINVAL)."""
+    if not area.iommu_prot & (IOMMU_READ | IOMMU_WRITE):
+        return _EINVAL
     pages = area.pages
     das = pages.domain_areas
     if pages.type == IOPT_ADDRESS_DMABUF:

@@ -7,8 +7,8 @@ anywhere else.  Research references are to /work/shared/research/.
 
 What a profile name means: "X.Y" is the X.Y series as documented by the research
 (kernel-iommu-errno.md §3): mainline X.Y plus the stable backports whose landing
-in that series is documented or observed.  Backports whose landing is only
-claimed ("point releases UNVERIFIED") are *not* applied and say so in SOURCES.
+in that series is documented or observed.  Other backports are named in
+SOURCES with their point releases and not applied.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class KernelProfile:
     iommufd_map_pfnmap_errno: int = errno.EFAULT
     type1_dma_entry_limit: int = 65535
     type1_nesting_extension: bool = True
+    vfio_info_cap_aligned: bool = False
     iommufd_last_cmd_nr: int = 0x88
     iommufd_alloc_iova_align_cap: bool = False
     iommufd_liveupdate: bool = False
@@ -64,23 +65,30 @@ SOURCES: dict[str, str] = {
                    "F_ADD_SEALS(F_SEAL_EXEC) and memfd_create(MFD_EXEC|MFD_NOEXEC_SEAL) -> EINVAL" % R,
     "i_mmap_writable_counts_maywrite_only":
         "6.7, 'mm: drop the assumption that VM_SHARED always implies writable' (seed 003): "
-        "i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, every VM_SHARED VMA",
+        "i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, every VM_SHARED VMA. "
+        "In 6.1.y via the 2025-07 stable backport (Isaac Manjarres): F_SEAL_WRITE succeeds "
+        "with a MAP_SHARED PROT_READ mapping of an F_SEAL_FUTURE_WRITE memfd on Debian 6.1.176, "
+        "rig run debian-6.1 2026-11-24; not applied to 6.6 (6.6.y not observed)",
     "ro_shared_mmap_of_write_sealed":
         "6.7, 158978945f31 'mm: perform the mapping_map_writable() check after call_mmap()' (seed 003, "
         "%s §3/§4); regressed by 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour', "
         "fixed by 8ec396d05d1b 'mm: reinstate ability to map write-sealed memfd mappings read-only' "
         "(6.13-rc, 6.12-stable review 2025-01-06). The 2025-07 backport to 5.4..6.6 stable "
-        "(Isaac Manjarres) is NOT applied: its point releases are UNVERIFIED" % R,
+        "(Isaac Manjarres; queued for 6.1.149 and 6.6.103, stable reviews 2025-08-26) is applied "
+        "to 6.1 only: observed on Debian 6.1.176 (MAP_SHARED PROT_READ of an F_SEAL_WRITE memfd "
+        "maps), rig run debian-6.1 2026-11-24; the 6.6 profile models 6.6.0-6.6.102" % R,
     "seal_exec_denies_writable":
         "3b041514cb6e 'memfd: deny writeable mappings when implying SEAL_WRITE' (Cc stable): the "
         "F_SEAL_EXEC implied seals are added before mapping_deny_writable(). Observed on 6.18.44 "
         "(F_SEAL_EXEC with a shared RW mapping -> EBUSY). Before it, WRITE was implied without "
-        "mapping_deny_writable() (%s §4 quirk). First mainline release and the 6.19.y status "
-        "are UNVERIFIED" % R,
+        "mapping_deny_writable() (%s §4 quirk). Mainline 7.1 (7.1-rc); stable 6.6.143, 6.12.93, "
+        "6.18.35, 7.0.12; 6.19.y never fixed (OSV CVE-2026-63952 affected ranges)" % R,
     "mmap_region_unmaps_before_checks":
         "before 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour' (6.12-rc): "
         "mmap_region() unmapped the old range of a MAP_FIXED mapping before mapping_map_writable()/"
-        "->mmap(), so their failure left a hole. Stable backports to 6.1.y/6.6.y NOT applied (UNVERIFIED)",
+        "->mmap(), so their failure left a hole. The CVE-2024-53096 backports (6.1.119, 6.6.63) "
+        "move only arch_validate_flags()/mapping_map_writable() before the unmap; an ->mmap() "
+        "failure still leaves a hole there (code-read). Not applied: the profiles model .0",
     "memfd_pin_folios": "6.11, mm/gup.c memfd_pin_folios() (added for udmabuf); used by iommufd MAP_FILE",
     "iommufd": "6.2, /dev/iommu, IOAS ioctls, IOMMU_OPTION, VFIO compat (%s §3)" % R,
     "vfio_cdev": "6.6, VFIO_DEVICE_BIND_IOMMUFD, /dev/vfio/devices/vfioX (%s §3)" % R,
@@ -88,7 +96,8 @@ SOURCES: dict[str, str] = {
     "change_process": "6.13, IOMMU_IOAS_CHANGE_PROCESS (%s §3)" % R,
     "map_file_fget_in_ioas":
         "6.13-6.18: fget() in iommufd_ioas_map_file() after the IOAS lookup; EBADF leaks the IOAS "
-        "reference (code-read). 6.19: 'iommufd: Have iopt_map_file_pages convert the fd to a file' (%s §2.3)" % R,
+        "reference (code-read of ioas.c 6.13-6.18 + main.c iommufd_object_remove(); not run; no stable "
+        "fix found). 6.19: 'iommufd: Have iopt_map_file_pages convert the fd to a file' (%s §2.3)" % R,
     "map_file_dmabuf": "6.19, IOPT_ADDRESS_DMABUF, VFIO_DEVICE_FEATURE_DMA_BUF (%s §3)" % R,
     "map_file_requires_fmode_write":
         "seed 000 '[PATCH] iommu/iommufd: Require write access for writable MAP_FILE mappings' "
@@ -100,7 +109,8 @@ SOURCES: dict[str, str] = {
     "type1_map_up_to_limit": "6.18, ef270ec44637 'handle DMA map/unmap up to the addressable limit' (%s §3)" % R,
     "compat_empty_unmap_ok":
         "6.18, afb47765f923 'iommufd: Make vfio_compat's unmap succeed if the range is already empty'; "
-        "before: ENOENT. Stable backports to 6.12.y/6.17.y NOT applied (point release UNVERIFIED) (%s §2.2)" % R,
+        "before: ENOENT. Stable 6.6.117 / 6.12.59 / 6.17.9 (2025-11-24), not applied: the profiles "
+        "model .0 (%s §2.2)" % R,
     "iommufd_unmap_enoent_if_nothing_removed":
         "6.18: native IOAS_UNMAP ENOENT comes from 'if (!unmapped) rc = -ENOENT' in iommufd_ioas_unmap(); "
         "before, from iopt_unmap_iova_range()'s 'rc = -ENOENT' init. Same errno (%s §2.2)" % R,
@@ -112,7 +122,12 @@ SOURCES: dict[str, str] = {
         "before 6.13: vfio_iommu_type1_check_extension(VFIO_TYPE1_NESTING_IOMMU) = 1 and SET_IOMMU(6) "
         "opens a nesting v2 iommu (iommu_enable_nesting() at attach: EINVAL without an enable_nesting op, "
         "e.g. VT-d). 6.13 renamed it __VFIO_RESERVED_TYPE1_NESTING_IOMMU: 0, SET_IOMMU(6) -> ENODEV "
-        "(%s §1.2, §2.5; the exact release of the type1 change is UNVERIFIED)" % R,
+        "(%s §1.2, §2.5; 35890f85573c 'vfio: Remove VFIO_TYPE1_NESTING_IOMMU', 6.13 merge window)" % R,
+    "vfio_info_cap_aligned":
+        "6.6, a881b496941f 'vfio: align capability structures' (vfio 6.6 pull): vfio_info_cap_add() "
+        "rounds each cap to ALIGN(size, sizeof(u64)), so VFIO_IOMMU_GET_INFO's chain is 120 bytes "
+        "(DMA_AVAIL padded to 16); before, the caps are packed (116). Debian 6.1.176: 116, rig run "
+        "debian-6.1 2026-11-24",
     "iommufd_last_cmd_nr":
         "the last _IOC_NR in iommufd_ioctl_ops[] (main.c): beyond it iommufd_fops_ioctl() goes to "
         "the VFIO compat layer (ENOTTY) before get_user(size), inside it a NULL arg is EFAULT. "
@@ -120,28 +135,34 @@ SOURCES: dict[str, str] = {
         "0x8e FAULT_QUEUE_ALLOC (6.11), 0x92 IOAS_CHANGE_PROCESS (6.13), 0x94 HW_QUEUE_ALLOC (6.17); "
         "from include/uapi/linux/iommufd.h history, release tags UNVERIFIED",
     "iommufd_alloc_iova_align_cap":
-        "6.11, 8f6887349b2f 'iommufd: Protect against overflow of ALIGN() during iova allocation' "
-        "(Cc stable; 6.10.y review 2024-10-02): auto-IOVA alignment capped at HPAGE_SIZE and an "
-        "ALIGN() overflow skips the hole. Before: no cap, the overflow wrapped (syzbot). The 6.6.y "
-        "backport is NOT applied (point release UNVERIFIED)",
+        "6.12 (6.12-rc1), 8f6887349b2f 'iommufd: Protect against overflow of ALIGN() during iova "
+        "allocation': auto-IOVA alignment capped at HPAGE_SIZE and an ALIGN() overflow skips the "
+        "hole. Before: no cap, the overflow wrapped (syzbot). Stable 6.6.54, 6.10.y, 6.11.2 "
+        "(reviews 2024-10-02); the 6.6.54 backport is not applied to the 6.6 profile",
     "iommufd_liveupdate":
         "NOT MERGED: '[PATCH 00/14] iommu: Add live update state preservation' v1 (S. Khawaja, "
         "2026-02-03, 20260203220948.2176157-1-skhawaja@google.com; seed 001): "
-        "IOMMU_HWPT_LU_SET_PRESERVE (0x95), seals cached at MAP_FILE, immutable IOAS (%s §5)" % R,
+        "IOMMU_HWPT_LU_SET_PRESERVE (0x95, 10/14: marks), seals cached at MAP_FILE, checks and an "
+        "immutable IOAS when the iommufd fd is preserved (11/14 iommufd_save_hwpts()) (%s §5)" % R,
 }
 
 # One row per profile: (name, description, what changed since the previous row).
 _TIMELINE: list[tuple[str, str, dict]] = [
-    ("6.1", "6.1 LTS: F_SEAL_WRITE refuses every shared mmap; no iommufd", {}),
-    ("6.6", "6.6 LTS: iommufd, VFIO cdev, F_SEAL_EXEC", dict(
-        f_seal_exec=True, iommufd=True, vfio_cdev=True, iommufd_last_cmd_nr=0x8a)),
+    ("6.1", "6.1 LTS as Debian 6.1.176: RO shared mmap of a write-sealed memfd allowed "
+            "(2025-07 stable backport, observed); no iommufd", dict(
+        i_mmap_writable_counts_maywrite_only=True, ro_shared_mmap_of_write_sealed=True)),
+    ("6.6", "6.6 LTS: iommufd, VFIO cdev, F_SEAL_EXEC; F_SEAL_WRITE refuses every shared mmap "
+            "(the 6.1.y backport not observed on 6.6.y)", dict(
+        f_seal_exec=True, iommufd=True, vfio_cdev=True, iommufd_last_cmd_nr=0x8a,
+        vfio_info_cap_aligned=True, i_mmap_writable_counts_maywrite_only=False,
+        ro_shared_mmap_of_write_sealed=False)),
     ("6.7", "6.7: RO shared mmap of a write-sealed memfd allowed", dict(
         i_mmap_writable_counts_maywrite_only=True, ro_shared_mmap_of_write_sealed=True,
         iommufd_last_cmd_nr=0x8c)),
     ("6.12", "6.12.y after 8ec396d05d1b (regression fixed); memfd_pin_folios", dict(
         memfd_pin_folios=True, mmap_region_unmaps_before_checks=False, iommufd_last_cmd_nr=0x8e,
         iommufd_alloc_iova_align_cap=True)),
-    ("6.12-regressed", "6.12 in the 5de195060b2e..8ec396d05d1b window (exact point releases UNVERIFIED)",
+    ("6.12-regressed", "6.12.0-6.12.8: 5de195060b2e (6.12) until 8ec396d05d1b reached 6.12.9",
      dict(ro_shared_mmap_of_write_sealed=False)),
     ("6.13", "6.13: IOMMU_IOAS_MAP_FILE, CHANGE_PROCESS", dict(
         ro_shared_mmap_of_write_sealed=True, map_file=True, change_process=True,
@@ -201,12 +222,22 @@ def _version(s: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+# Point releases that fall in a side profile: (series, first, last point release, profile).
+POINT_RELEASES = [("6.12", 0, 8, "6.12-regressed")]     # 8ec396d05d1b reached 6.12.9
+
+
 def host_profile(release: str | None = None) -> KernelProfile:
     """The profile for ``release`` (default: this machine's ``uname -r``): the
-    nearest known mainline profile at or below it (6.18.44 -> "6.18").
-    Side profiles (``6.12-regressed``, ``7.2+fix``) are never chosen."""
+    nearest known mainline profile at or below it (6.18.44 -> "6.18"), or the
+    side profile POINT_RELEASES names (6.12.5 -> "6.12-regressed").  ``7.2+fix``
+    and other patched profiles are never chosen."""
     import platform
-    want = _version(release or platform.release())
+    release = release or platform.release()
+    m = re.match(r"(\d+\.\d+)(?:\.(\d+))?", release)
+    for series, first, last, name in POINT_RELEASES:
+        if m and m[1] == series and first <= int(m[2] or 0) <= last:
+            return PROFILES[name]
+    want = _version(release)
     best = None
     for name in PROFILES:
         if not re.fullmatch(r"\d+\.\d+", name):

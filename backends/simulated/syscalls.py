@@ -6,7 +6,8 @@ per-version differences come from ``self.profile`` (profiles.py).
 
 Device nodes: ``register_chardev(path, factory)`` puts a character device at
 ``path``.  ``factory(host, file)`` is called on every open() and returns the
-per-open device object, which may define
+per-open device object (or -errno: the driver's open refused, open() fails),
+which may define
 
     ioctl(request: int, arg: bytes | int) -> (ret, out_bytes)   (default -ENOTTY)
     mmap(file, vma) -> 0 | -errno     (set vma.vm_flags / vma.pfn_store; absent: -ENODEV)
@@ -66,6 +67,7 @@ class SimHost(Host):
         self.rlimit_memlock = rlimit_memlock
         self.cap_ipc_lock = cap_ipc_lock
         self.locked_vm = self.pinned_vm = self.user_locked_vm = 0
+        self.luo_files: set[File] = set()             # luo_preserve()
         self.vfio_devices: list = []
 
     @property
@@ -102,13 +104,17 @@ class SimHost(Host):
 
     def luo_preserve(self, fd: int) -> int:
         """Preserve fd's file in the Live Update Orchestrator session (proposed
-        2026 LUO / memfd preservation series, not merged): what the iommufd
-        live-update v1 preserve ioctl checks (device.py).  -EBADF for a bad fd."""
+        2026 LUO / memfd preservation series, not merged; research §5).  A file
+        with a live-update handler (/dev/iommu: iommufd_save_hwpts(), device.py)
+        runs its checks and is not preserved when they fail.  -EBADF for a bad fd."""
         file = self.fds.get(fd)
         if file is None:
             return -errno.EBADF
-        self.__dict__.setdefault("luo_files", set()).add(file)
-        return 0
+        preserve = getattr(file.dev, "liveupdate_preserve", None)
+        rc = preserve() if preserve is not None else 0
+        if rc == 0:
+            self.luo_files.add(file)
+        return rc
 
     def file_of(self, fd: int) -> File | None:
         """fget(): the open file description behind fd (for the IOMMU models)."""
@@ -200,6 +206,8 @@ class SimHost(Host):
         file = File.open(inode, flags)
         if inode.kind == CHARDEV:
             file.dev = inode.chardev(self, file)
+            if type(file.dev) is int:                 # the driver's ->open() refused
+                return file.dev
         if flags & O_TRUNC and acc != O_RDONLY and inode.kind in (SHMEM, EXT4, HUGETLBFS):
             err = self._setattr_size(inode, 0)
             if err:

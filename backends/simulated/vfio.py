@@ -54,11 +54,25 @@ class VfioGroup:
         self.iommufd = None              # iommufd ctx (compat)
         self.opened_devices = 0
         self.release_pending = False     # group fd closed while devices are open
+        self.opened_file = False         # group->opened_file: the one open of /dev/vfio/N
+        self.cdev_device_open_cnt = 0    # devices of the group bound through their cdev
+
+    def open(self, host, file):
+        """vfio_group_fops_open(): -EBUSY while a device of the group is bound
+        through its cdev (cdev_device_open_cnt, 6.6+), then -EBUSY when the group
+        is already open ("Do we need multiple instances of the group open?  Seems
+        not."; the file stays open while a device fd holds it).  drivers/vfio/group.c;
+        rig run iommufd-7.2 2026-11-24."""
+        if self.cdev_device_open_cnt or self.opened_file:
+            return -errno.EBUSY
+        self.opened_file = True
+        return VfioGroupFile(host, self)
 
     def release_container(self) -> None:
         """vfio_group_fops_release(): vfio_group_detach_container() (type1) or
-        drop the iommufd reference (compat)."""
+        drop the iommufd reference (compat); the group can be opened again."""
         self.release_pending = False
+        self.opened_file = False
         if self.container is not None:
             self.container.group_detach(self)
         self.container = self.iommufd = None
@@ -130,11 +144,14 @@ class VfioGroupFile:
         return -EBADFD
 
     def _unset_container(self) -> int:
-        """vfio_group_ioctl_unset_container(): -EINVAL if none, -EBUSY with open devices."""
+        """vfio_group_ioctl_unset_container(): -EINVAL if none; a type1 container
+        -EBUSY with open devices (container_users != 1); an iommufd (compat) is
+        just dropped, open device fds stay bound to it (no busy check; rig run
+        iommufd-7.2 2026-11-24)."""
         g = self.group
         if g.container is None and g.iommufd is None:
             return -errno.EINVAL
-        if g.opened_devices:
+        if g.container is not None and g.opened_devices:
             return -errno.EBUSY
         if g.container is not None:
             g.container.group_detach(g)
@@ -160,6 +177,7 @@ class VfioGroupFile:
             return ret
         g.opened_devices += 1
         df = VfioDeviceFile(self.host, dev, group=g)
+        df.compat_ictx = g.iommufd            # df->iommufd = group->iommufd (vfio_df_group_open())
         return self.host.anon_inode_getfd(f"[vfio-device]", df)
 
 
@@ -167,14 +185,17 @@ class VfioDeviceFile:
     """An open device: from VFIO_GROUP_GET_DEVICE_FD (``group`` set, usable at
     once) or /dev/vfio/devices/vfioN (usable after VFIO_DEVICE_BIND_IOMMUFD)."""
 
-    def __init__(self, host, dev: SimVfioDevice, group: VfioGroup | None = None):
+    def __init__(self, host, dev: SimVfioDevice, group: VfioGroup | None = None,
+                 vfio_group: VfioGroup | None = None):
         self.host, self.dev, self.group = host, dev, group
+        self.vfio_group = vfio_group if vfio_group is not None else group   # device->group
         self.ictx = None                 # cdev: the iommufd ctx bound to
         self.devid = 0
+        self.compat_ictx = None          # group-opened on an iommufd group: df->iommufd
 
     @classmethod
-    def cdev_factory(cls, dev: SimVfioDevice):
-        return lambda host, file: cls(host, dev)
+    def cdev_factory(cls, dev: SimVfioDevice, vfio_group: VfioGroup | None = None):
+        return lambda host, file: cls(host, dev, vfio_group=vfio_group)
 
     @property
     def access_granted(self) -> bool:
@@ -207,14 +228,22 @@ class VfioDeviceFile:
         return minsz
 
     def _bind(self, buf: bytes):
-        """vfio_df_ioctl_bind_iommufd(): -EINVAL argsz/flags/already bound or
-        group-opened, -EBADF bad fd, -EBADFD not an iommufd, then iommufd_device_bind()."""
+        """vfio_df_ioctl_bind_iommufd(): -EINVAL argsz, iommufd < 0, flags or a
+        group-opened device fd -> vfio_device_block_group(): -EBUSY while the group is open
+        (group->opened_file; rig run iommufd-7.2 2026-11-24) -> -EINVAL already
+        bound -> -EBADF bad fd, -EBADFD not an iommufd -> iommufd_device_bind().
+        On failure the group is unblocked again."""
         minsz = self._minsz("vfio_device_bind_iommufd", "out_devid", buf)
         if minsz is None:
             return -errno.EINVAL, buf
         c = uapi.codec("vfio_device_bind_iommufd")
         argsz, flags, fd, _devid, _tok = c.unpack_from(buf + bytes(max(0, c.size - len(buf))))
-        if flags or self.group is not None or self.ictx is not None:
+        if fd < 0 or flags or self.group is not None:
+            return -errno.EINVAL, buf
+        vg = self.vfio_group
+        if vg is not None and vg.opened_file:
+            return -errno.EBUSY, buf
+        if self.ictx is not None:
             return -errno.EINVAL, buf
         file = self.host.file_of(fd)
         if file is None:
@@ -225,6 +254,8 @@ class VfioDeviceFile:
         if ret:
             return ret, buf
         self.ictx, self.devid = file.dev, devid
+        if vg is not None:
+            vg.cdev_device_open_cnt += 1
         out = bytearray(buf)
         out[12:16] = devid.to_bytes(4, "little")          # out_devid
         return 0, bytes(out)
@@ -304,14 +335,17 @@ class VfioDeviceFile:
 
     def release(self):
         if self.group is not None:
-            if self.group.iommufd is not None and hasattr(self.group.iommufd, "compat_device_close"):
-                self.group.iommufd.compat_device_close(self.dev)     # vfio_df_iommufd_unbind()
+            ictx = self.compat_ictx
+            if ictx is not None and hasattr(ictx, "compat_device_close"):
+                ictx.compat_device_close(self.dev)     # vfio_df_iommufd_unbind()
             self.group.opened_devices -= 1
             if self.group.release_pending and not self.group.opened_devices:
                 self.group.release_container()
         if self.ictx is not None:
             self.ictx.unbind(self.devid)
             self.ictx = None
+            if self.vfio_group is not None:               # vfio_device_unblock_group()
+                self.vfio_group.cdev_device_open_cnt -= 1
 
 
 def bar_store(dev: SimVfioDevice, index: int) -> PageStore:
@@ -336,11 +370,12 @@ def install(host, devices: list[SimVfioDevice] | None = None) -> list[SimVfioDev
     for d in devices:
         groups.setdefault(d.group, VfioGroup(d.group, [])).devices.append(d)
     for gid, g in groups.items():
-        host.register_chardev(f"/dev/vfio/{gid}", lambda h, f, g=g: VfioGroupFile(h, g))
+        host.register_chardev(f"/dev/vfio/{gid}", g.open)
     if host.profile.vfio_cdev:
         host.add_dir("/dev/vfio/devices")
         for d in devices:
-            host.register_chardev(f"/dev/vfio/devices/vfio{d.cdev}", VfioDeviceFile.cdev_factory(d))
+            host.register_chardev(f"/dev/vfio/devices/vfio{d.cdev}",
+                                  VfioDeviceFile.cdev_factory(d, groups[d.group]))
     if host.profile.iommufd:
         host.register_chardev("/dev/iommu", IommufdCtx.factory)
     host.vfio_devices = devices

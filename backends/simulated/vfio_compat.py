@@ -82,8 +82,10 @@ def iommufd_vfio_ioas(ictx, cmd, buf, size):
 def iommufd_vfio_map_dma(ictx, buf: bytes):
     """iommufd_vfio_map_dma(): -EFAULT short buffer -> -EINVAL argsz < 32 or a
     flag other than READ|WRITE (VADDR included) -> -ENODEV -> iopt_map_user_pages()
-    at the fixed iova, no READ/WRITE check (a prot-less mapping is made; research
-    §8 item 5).  Nothing is written back."""
+    at the fixed iova, no READ/WRITE check here (research §8 item 5): a prot-less
+    area is made, and with a domain the IOMMU driver's map refuses it with
+    -EINVAL (pages.iopt_area_fill_domain(); rig run iommufd-7.2 2026-11-24).
+    Nothing is written back."""
     if len(buf) < _DMA_MAP.size:
         return _EFAULT, buf
     argsz, flags, vaddr, iova, size = _DMA_MAP.unpack_from(buf)

@@ -727,7 +727,8 @@ class VfioIommu:
         PGSIZES|CAPS, iova_pgsizes = pgsize_bitmap; caps in the order they are
         built: MIGRATION (pgsize_bitmap = min IOMMU page, max_dirty_bitmap_size),
         DMA_AVAIL, IOVA_RANGE (only with a non-empty iova_list), each 8-byte
-        aligned (vfio_info_cap_add()).  If argsz < 24 + caps, argsz grows to
+        aligned by vfio_info_cap_add() from 6.6 (profile.vfio_info_cap_aligned),
+        packed before.  If argsz < 24 + caps, argsz grows to
         the size needed and cap_offset stays 0; else the chain is copied at
         offset 24.  min(argsz, 24) bytes of the struct are copied back."""
         out = bytearray(buf)
@@ -743,7 +744,8 @@ class VfioIommu:
         if self.iova_list:
             caps.append(("vfio_iommu_type1_info_cap_iova_range",
                          dict(iova_ranges=[dict(start=s, end=e) for s, e in self.iova_list])))
-        chain = uapi.build_cap_chain(_INFO.size, caps)
+        chain = uapi.build_cap_chain(_INFO.size, caps,
+                                     align=8 if self.profile.vfio_info_cap_aligned else 1)
         flags = uapi.VFIO_IOMMU_INFO_PGSIZES | uapi.VFIO_IOMMU_INFO_CAPS
         cap_offset = 0
         if argsz < _INFO.size + len(chain):

@@ -127,3 +127,61 @@ class Raw:
         ret, out = self.ioctl(container, uapi.VFIO_IOMMU_UNMAP_DMA, "vfio_iommu_type1_dma_unmap",
                               flags=flags, iova=iova, size=size)
         return ret, out["size"]
+
+
+# ---- the simulated kernel that mirrors the guest (tests/rig/test_differential.py) ----
+
+def sim_profile(kernel: str | None = None, release: str | None = None,
+                features: set[str] | None = None):
+    """The SimHost profile of the guest kernel: the nearest mainline profile at or
+    below its release (profiles.host_profile: 7.2.13 -> "7.2", 6.1.0-50-amd64 ->
+    "6.1", 6.12.95+deb12 -> "6.12"), "+fix" for a kernel with seed 000's patch
+    (iommufd-7.2+fix -> "7.2+fix"), and without /dev/iommu and the VFIO cdev when
+    the guest's config lacks them (Debian's stock kernels: RIG_FEATURES has no
+    ``iommufd``)."""
+    import dataclasses
+
+    from backends.simulated.profiles import get_profile, host_profile
+    kernel = kernel if kernel is not None else os.environ.get("RIG_KERNEL", "")
+    release = release if release is not None else os.environ.get("RIG_RELEASE") or os.uname().release
+    features = FEATURES if features is None else features
+    name = host_profile(release).name
+    if "map_file_requires_fmode_write" in features or kernel.endswith("+fix"):
+        name += "+fix"
+    profile = get_profile(name)
+    if "iommufd" not in features:
+        profile = dataclasses.replace(profile, iommufd=False, vfio_cdev=False)
+    return profile
+
+
+def reserved_regions(group: int) -> tuple[tuple[int, int], ...]:
+    """/sys/kernel/iommu_groups/N/reserved_regions: ((start, end inclusive), ...),
+    e.g. intel-iommu's MSI window 0xfee00000-0xfeefffff."""
+    out = []
+    with open(f"/sys/kernel/iommu_groups/{group}/reserved_regions") as f:
+        for line in f:
+            start, end, _kind = line.split()
+            out.append((int(start, 16), int(end, 16)))
+    return tuple(sorted(out))
+
+
+def guest_iommu_hw(host, group: int):
+    """The guest's IOMMU as the simulator's ``IommuHw``: reserved regions from
+    sysfs, page sizes (iova_pgsizes) and aperture (the span of the IOVA_RANGE cap)
+    from VFIO_IOMMU_GET_INFO of a type1 container on ``group``."""
+    from backends.simulated.iommu import IommuHw
+    from backends.type1 import Type1Container
+    with Type1Container(host, group) as c:
+        pgsizes, ranges = c.pgsizes, c.iova_ranges
+    return IommuHw(aperture=(ranges[0][0], ranges[-1][1]), pgsize_bitmap=pgsizes,
+                   reserved=reserved_regions(group))
+
+
+def sim_devices(host, bdf: str):
+    """[SimVfioDevice] mirroring the guest's edu: its PCI name, group, cdev index
+    and IOMMU (``guest_iommu_hw``)."""
+    from backends.rig.edu import iommu_group, vfio_cdev
+    from backends.simulated.iommu import SimVfioDevice
+    group = iommu_group(bdf)
+    cdev = int(vfio_cdev(bdf).rsplit("vfio", 1)[1]) if has("iommufd") else 0
+    return [SimVfioDevice(name=bdf, group=group, cdev=cdev, hw=guest_iommu_hw(host, group))]
