@@ -202,6 +202,23 @@ def test_seed002_private_file_ram_cow_divergence(raw, iommufd_edu):
     assert raw.host.pread(fd, 60, 0) == (60, b"FILE" * 15)      # the file never changed
 
 
+def test_seed002_type1_maps_by_va_and_reads_the_guests_bytes(raw, type1_edu):
+    """Seed 002's other half: type1 has no MAP_FILE, so private file-backed RAM
+    is mapped by VA and the device reads what the guest wrote (every kernel)."""
+    from backends.host import MAP_PRIVATE, PROT_READ, PROT_WRITE
+    container, edu = type1_edu
+    fd = raw.memfd(PAGE, b"FILE" * 16)
+    ram = raw.host.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0)
+    assert ram > 0, ram
+    bounce = raw.anon(PAGE)
+    assert raw.dma_map(container, ram, 0x200000, PAGE) == 0
+    assert raw.dma_map(container, bounce, 0x300000, PAGE) == 0
+    raw.fill(ram, b"GUEST" * 12)
+    edu.dma_to_device(0x200000, 60)
+    assert edu.read_buffer(60, iova=0x300000, vaddr=bounce) == b"GUEST" * 12
+    assert raw.host.pread(fd, 60, 0) == (60, b"FILE" * 15)
+
+
 def _bar0(raw, device_fd: int) -> tuple[int, int]:
     """(vaddr, size) of an mmap of edu's BAR0 (1 MiB of MMIO: VM_PFNMAP)."""
     from backends.host import MAP_SHARED, PROT_READ, PROT_WRITE
