@@ -16,7 +16,9 @@ simulated device: dma.dma_read) read guest memory into its buffer,
 back afterwards are compared (edu reports no faults).  IOVAs used for DMA stay
 below 256 MiB (edu's 28-bit DMA mask).
 
-A mismatch fails with a table of the differing steps (real | sim).
+A mismatch fails with a table of the differing steps (real | sim).  Besides the
+hand-written SEQUENCES, ``test_random`` runs seeded random sequences of the same
+ops (``random_ops(kind, seed)``, the seed in the test id) for type1 and iommufd.
 Research: kernel-rig.md §4, kernel-iommu-errno.md §2 and §4.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import random
 
 import pytest
 from rigutil import FEATURES, U64_MAX, reserved_regions, sim_devices, sim_profile
@@ -365,9 +368,13 @@ class Runner:
         if self.real:
             self._edu(d).dma_to_device(iova, n)
         else:
+            # A read the vIOMMU refuses still fills edu's buffer, with zeros: QEMU's
+            # address_space_translate_iommu() sends it to io_mem_unassigned, whose
+            # unassigned_mem_read() returns 0, and edu_dma_timer() ignores the error
+            # (rig run iommufd-7.2 2026-11-23, random_ops('io_att', 35) step 19).
+            # dma_read() refuses all or nothing: keep n within one page.
             r, data = dma_read(self.dev, iova, n)
-            if r == n:
-                self.buffer[:n] = data
+            self.buffer[:n] = data if r == n else bytes(n)
         return "done"
 
     def op_dma_out(self, d, iova, n):
@@ -836,8 +843,7 @@ def table(ops, out_r, out_s) -> str:
     return "\n".join([fmt.format(*head), "-+-".join("-" * x for x in w)] + [fmt.format(*r) for r in rows])
 
 
-@pytest.mark.parametrize("name,needs,ops", SEQUENCES, ids=[s[0] for s in SEQUENCES])
-def test_sequence(real, mirror, name, needs, ops):
+def check(real, mirror, name, needs, ops):
     missing = needs - FEATURES
     if missing:
         pytest.skip(f"kernel has no {', '.join(sorted(missing))}")
@@ -847,6 +853,151 @@ def test_sequence(real, mirror, name, needs, ops):
         print(f"  {i:2} {op!r:70} {a!r}")
     assert out_r == out_s, (f"{name}: the simulator ({mirror[0].name}) differs from the guest "
                             f"kernel\n" + table(ops, out_r, out_s))
+
+
+@pytest.mark.parametrize("name,needs,ops", SEQUENCES, ids=[s[0] for s in SEQUENCES])
+def test_sequence(real, mirror, name, needs, ops):
+    check(real, mirror, name, needs, ops)
+
+
+# ---------------------------------------------------------------------------
+# Seeded random sequences over the same ops: a small grid of IOVAs and sizes so
+# overlaps, splits and merges are frequent.  random_ops(kind, seed) rebuilds a
+# sequence (the test id names both) to replay it or to copy it into SEQUENCES.
+
+GRID = (A - P, A, A + P, A + 2 * P, A + 3 * P, A + 5 * P, A + 8 * P, B - P, B)
+SIZES = (P, P, 2 * P, 2 * P, 3 * P, 4 * P, 8 * P)
+NPAGES = 8                                    # pages per anonymous region
+KINDS = {"t1": T1, "io": IO, "io_att": IO}   # type1; IOAS "a" with edu bound / attached
+
+
+def random_ops(kind: str, seed: int) -> list[tuple]:
+    """``kind``'s setup (edu's device fd; for iommufd a second IOAS "b" and edu bound,
+    attached to "a" for "io_att"), two filled regions, then 12-20 random ops: maps,
+    unmaps (exact, partial, covering several, unaligned, zero, all), COPY and
+    IOVA_RANGES, attach/detach, mprotect/munmap/new regions, DMA and reads back.
+    The generator's bookkeeping is a guess (it never sees results): it only
+    steers the draws towards the IOVAs in use."""
+    rnd = random.Random(seed)
+    t1 = kind == "t1"
+    ops = (type1() + [("device_fd", "d", "g")] if t1 else
+           IOAS + [("ioas_alloc", "b", "i")] + ATTACH[:2] + ATTACH[2:] * (kind == "io_att"))
+    mems = ["v", "w"]
+    for n, m in enumerate(mems):
+        ops += [("anon", m, NPAGES), ("fill", m, 0, NPAGES * P, 0x11 * (n + 1))]
+    on = "a" if kind != "io" else None           # the IOAS edu is attached to
+    maps: list[tuple] = []                       # (ioas, iova, size, mem, off) tried
+
+    def used(ioas=None, default=None):
+        """A map tried on ``ioas`` (any for None), the latest one 40% of the time."""
+        mine = [m for m in maps if ioas is None or m[0] == ioas]
+        return (mine[-1] if rnd.random() < .4 else rnd.choice(mine)) if mine else default
+
+    def map_op():
+        mem, off, iova, size = rnd.choice(mems), rnd.randrange(NPAGES) * P, rnd.choice(GRID), \
+            rnd.choice(SIZES)
+        ioas, odd = rnd.choice("aab"), rnd.random()
+        if odd < .06:
+            size = 0
+        elif odd < .12:
+            off += 0x800
+        elif odd < .16:
+            iova += 0x800
+        elif odd < .2:
+            size = 0x800
+        if t1:
+            maps.append((None, iova, size, mem, off))
+            return ("map_dma", "c", mem, off, iova, size, DR if rnd.random() < .2 else DRW)
+        if rnd.random() < .15:
+            return ("ioas_map", "i", ioas, mem, off, size)          # the kernel picks the IOVA
+        maps.append((ioas, iova, size, mem, off))
+        return ("ioas_map", "i", ioas, mem, off, size, iova, IRF if rnd.random() < .2 else IRWF)
+
+    def unmap_op():
+        how = rnd.choice(("exact", "exact", "partial", "partial", "cover", "odd", "zero", "all"))
+        ioas, iova, size, *_ = used(default=(rnd.choice("ab"), A, P))
+        if how == "exact" and (ioas, iova, size) in [m[:3] for m in maps]:
+            maps.remove(next(m for m in maps if m[:3] == (ioas, iova, size)))
+        elif how == "all":
+            maps[:] = [m for m in maps if m[0] != ioas]
+        if how == "partial":
+            k = rnd.randrange(max(size // P, 1))
+            iova, size = iova + k * P, rnd.randint(1, 3) * P
+        elif how == "cover":
+            iova = rnd.choice(GRID[:4])
+            size = rnd.choice((8 * P, 16 * P, B + 8 * P - iova))
+        elif how == "odd":
+            iova, size = rnd.choice(((iova + 0x800, size), (iova, size + 0x800), (iova, 0x800)))
+        elif how == "zero":
+            size = 0
+        if t1:
+            return ("unmap_dma", "c", 0, 0, ALL) if how == "all" else ("unmap_dma", "c", iova, size)
+        return ("ioas_unmap", "i", ioas, 0, U64_MAX) if how == "all" else \
+            ("ioas_unmap", "i", ioas, iova, size)
+
+    def copy_op():
+        dst, src = rnd.choice((("b", "a"), ("b", "a"), ("a", "b")))
+        _, iova, size, *_ = used(src, (src, A, P))
+        if rnd.random() < .3:
+            k = rnd.randrange(max(size // P, 1))
+            iova, size = iova + k * P, rnd.randint(1, 2) * P
+        if rnd.random() < .2:
+            return ("copy", "i", dst, src, size, 0, iova, IRW)     # the kernel picks dst_iova
+        dst_iova = rnd.choice(GRID)
+        maps.append((dst, dst_iova, size, None, 0))
+        return ("copy", "i", dst, src, size, dst_iova, iova, IRF if rnd.random() < .2 else IRWF)
+
+    def mem_op():
+        mem, pg, n = rnd.choice(mems), rnd.randrange(NPAGES), rnd.randint(1, 3)
+        what = rnd.random()
+        if what < .45:
+            return ("mprotect", mem, pg, n, rnd.choice((R, R, 0, RW)))
+        if what < .8:
+            return ("munmap", mem, pg, n)
+        mems.append(f"m{len(mems)}")
+        return ("anon", mems[-1], NPAGES)
+
+    def dma_ops():
+        cands = [m for m in maps if m[0] == on and m[2] >= P and m[1] % P == 0]
+        if not cands:
+            return []
+        (_, src, *_), (_, dst, _, mem, off) = rnd.choice(cands), rnd.choice(cands)
+        at = rnd.choice((0, 0x100, 0x800))
+        out = [("dma_in", "d", src + at, 32), ("dma_out", "d", dst + at, 32)]
+        return out + ([("read", mem, off + at, 40)] if mem else [])
+
+    def attach_ops():
+        nonlocal on
+        if on and rnd.random() < .5:
+            on = None
+            return [("detach", "d")]
+        on = rnd.choice("ab")
+        return [("attach", "d", on)]
+
+    draws = [(map_op, 5), (unmap_op, 4), (mem_op, 2)] + \
+        ([] if t1 else [(copy_op, 2), (lambda: ("ranges", "i", rnd.choice("ab")), 1)])
+    steps = rnd.randint(12, 20)
+    while steps > 0:
+        r = rnd.random()
+        if (t1 or on) and r < .12:
+            more = dma_ops()
+        elif not t1 and r < .18:
+            more = attach_ops()
+        else:
+            fn = rnd.choices([d[0] for d in draws], [d[1] for d in draws])[0]
+            more = [fn()]
+        ops += more
+        steps -= len(more)
+    return ops + ([("get_info", "c")] if t1 else [("ranges", "i", "a"), ("ranges", "i", "b")])
+
+
+SEEDS = range(40)
+RANDOM = [(kind, seed) for kind in KINDS for seed in SEEDS]
+
+
+@pytest.mark.parametrize("kind,seed", RANDOM, ids=[f"{k}-seed{s}" for k, s in RANDOM])
+def test_random(real, mirror, kind, seed):
+    check(real, mirror, f"random_ops({kind!r}, {seed})", KINDS[kind], random_ops(kind, seed))
 
 
 def test_mirror_matches_the_guest(mirror, guest_edu):
