@@ -7,8 +7,8 @@
 #   - a virtualenv in .venv with the package and its test extras
 # Then two pytest runs: everything but the rig on 2 workers, then the rig
 # (-m rig: real kernels booted under QEMU, one at a time; the first run builds
-# the kernels into ~/.cache/vfio-emu/rig: 26 minutes in all from a fresh clone
-# on 2 cores, about 15 once cached).
+# the kernels into ~/.cache/vfio-emu/rig: about 28 minutes in all from a fresh
+# clone on 2 cores, 16 once cached).
 #   VFIO_EMU_RIG=0 sh scripts/test-all.sh     skips the rig run
 # Extra arguments go to both pytest runs.
 set -eu
