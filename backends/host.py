@@ -21,6 +21,7 @@ import platform
 from backends.errors import HostError
 
 PAGE_SIZE = 4096
+PAGE_SHIFT = 12
 HPAGE_SIZE = 2 << 20
 
 # include/uapi/asm-generic/mman-common.h, mman.h

@@ -78,7 +78,7 @@ def test_format_and_json():
 
 @pytest.mark.parametrize("profile,expect", [
     ("6.6", -errno.EPERM),                                        # <6.7: mapping_map_writable() on VM_SHARED
-    ("6.1", "ok"),                      # the 2025-07 6.1.y backport (Debian 6.1.176, rig run 2026-11-24)
+    ("6.1", "ok"),                      # the 2025-07 6.1.y backport (Debian 6.1.176, rig run 2026-11-23)
     ("6.7", "ok"), ("6.12", "ok"), ("6.13", "ok"), ("7.2", "ok"),  # 158978945f31 (seed 003)
     ("6.12-regressed", -errno.EPERM),                             # 5de195060b2e..8ec396d05d1b window
 ])

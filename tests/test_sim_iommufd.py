@@ -1041,7 +1041,7 @@ def test_compat_container_calls(env):
 def test_compat_map_dma():
     """iommufd_vfio_map_dma(): EINVAL argsz/flags (VADDR too); no R/W: accepted by
     the compat layer, refused by the VT-d domain's map (EINVAL, rig run iommufd-7.2
-    2026-11-24); EEXIST; EOVERFLOW; EFAULT with a domain; alignment EINVAL."""
+    2026-11-23); EEXIST; EOVERFLOW; EFAULT with a domain; alignment EINVAL."""
     e, ioas = _compat()
     va = e.mem(4)
     assert e.vfio(uapi.VFIO_IOMMU_MAP_DMA, _dma_map(argsz=31, vaddr=va))[0] == -E.EINVAL

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import errno
 
-from backends.host import PAGE_SIZE, page_align
+from backends.host import PAGE_SHIFT, PAGE_SIZE, page_align
 from .fs import HUGETLBFS, SHMEM, File, Page, PageStore, Pin
 from .mmap import (MM, VM_IO, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE,
                    VMA)
 
 
-PAGE_SHIFT, PAGE_MASK = 12, PAGE_SIZE - 1
 # check_vma_flags() passes for these bits of an anonymous VMA: VM_IO/VM_PFNMAP
 # clear and VM_WRITE (FOLL_WRITE) or VM_READ set.
 _FAST_WRITE, _FAST_READ = VM_IO | VM_PFNMAP | VM_WRITE, VM_IO | VM_PFNMAP | VM_READ
@@ -97,7 +96,7 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     of a shared mapping are page-cache pages, of a private one the process's
     own copies; ``Pin.page(i)`` gives them.  -EINVAL for a misaligned addr or
     npages < 0 (iommufd and vfio pass page-aligned starts)."""
-    if addr & PAGE_MASK or npages < 0:
+    if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
     vma = mm.find_vma(addr)
     if (vma is not None and vma.file is None and npages and addr + (npages << PAGE_SHIFT) <= vma.end

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import errno
 
-from backends.host import PAGE_SIZE
+from backends.host import PAGE_SHIFT, PAGE_SIZE
 from .fs import FMODE_WRITE, Held, Pin
 from .iommu import IOMMU_READ, IOMMU_WRITE
 from .gup import memfd_pin_folios, pin_user_pages
 from .memfd import memfd_get_seals
 from .mmap import VM_IO, VM_PFNMAP
 
-PAGE_SHIFT = 12
 ULONG_MAX = SIZE_MAX = (1 << 64) - 1
 MAX_NPFNS = (1 << 32) - 1                       # type_max(u32), pfn_batch npfns
 IOPT_ADDRESS_USER, IOPT_ADDRESS_FILE, IOPT_ADDRESS_DMABUF = 0, 1, 2
@@ -314,7 +313,7 @@ def iopt_area_fill_domain(area, host) -> int:
     __domain_mapping() "(prot & (DMA_PTE_READ|DMA_PTE_WRITE)) == 0" and, with
     generic PT (7.x), pt_iommu map_range() WARN_ON(!(prot & (IOMMU_READ |
     IOMMU_WRITE))) in drivers/iommu/generic_pt/iommu_pt.h; rig run iommufd-7.2
-    2026-11-24 (compat MAP_DMA flags=0 with edu attached: EINVAL)."""
+    2026-11-23 (compat MAP_DMA flags=0 with edu attached: EINVAL)."""
     if not area.iommu_prot & (IOMMU_READ | IOMMU_WRITE):
         return _EINVAL
     pages = area.pages
@@ -325,23 +324,15 @@ def iopt_area_fill_domain(area, host) -> int:
     lo, hi = area_index(area)
     if das is None:
         if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm:
-            # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned() inline.
+            # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned().
             n = hi - lo + 1
             rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable, True)
             if rc == n and len(got) == 1:
                 pin = got[0]
-                mode = pages.account_mode
-                if mode == IOPT_PAGES_ACCOUNT_USER:
-                    if host.user_locked_vm + n > host.rlimit_memlock >> PAGE_SHIFT:
-                        pin.store.pins.discard(pin)
-                        return _ENOMEM
-                    host.user_locked_vm += n
-                elif mode == IOPT_PAGES_ACCOUNT_MM:
-                    if host.locked_vm + n > host.rlimit_memlock >> PAGE_SHIFT:
-                        pin.store.pins.discard(pin)
-                        return _ENOMEM
-                    host.locked_vm += n
-                host.pinned_vm += n
+                rc = do_update_pinned(pages, n, True, host)
+                if rc:
+                    pin.store.pins.discard(pin)
+                    return rc
                 pages.domain_areas = area
                 pages.pins = pin
                 return 0

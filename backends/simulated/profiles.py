@@ -68,7 +68,7 @@ SOURCES: dict[str, str] = {
         "i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, every VM_SHARED VMA. "
         "In 6.1.y via the 2025-07 stable backport (Isaac Manjarres): F_SEAL_WRITE succeeds "
         "with a MAP_SHARED PROT_READ mapping of an F_SEAL_FUTURE_WRITE memfd on Debian 6.1.176, "
-        "rig run debian-6.1 2026-11-24; not applied to 6.6 (6.6.y not observed)",
+        "rig run debian-6.1 2026-11-23; not applied to 6.6 (6.6.y not observed)",
     "ro_shared_mmap_of_write_sealed":
         "6.7, 158978945f31 'mm: perform the mapping_map_writable() check after call_mmap()' (seed 003, "
         "%s §3/§4); regressed by 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour', "
@@ -76,7 +76,7 @@ SOURCES: dict[str, str] = {
         "(6.13-rc, 6.12-stable review 2025-01-06). The 2025-07 backport to 5.4..6.6 stable "
         "(Isaac Manjarres; queued for 6.1.149 and 6.6.103, stable reviews 2025-08-26) is applied "
         "to 6.1 only: observed on Debian 6.1.176 (MAP_SHARED PROT_READ of an F_SEAL_WRITE memfd "
-        "maps), rig run debian-6.1 2026-11-24; the 6.6 profile models 6.6.0-6.6.102" % R,
+        "maps), rig run debian-6.1 2026-11-23; the 6.6 profile models 6.6.0-6.6.102" % R,
     "seal_exec_denies_writable":
         "3b041514cb6e 'memfd: deny writeable mappings when implying SEAL_WRITE' (Cc stable): the "
         "F_SEAL_EXEC implied seals are added before mapping_deny_writable(). Observed on 6.18.44 "
@@ -127,7 +127,7 @@ SOURCES: dict[str, str] = {
         "6.6, a881b496941f 'vfio: align capability structures' (vfio 6.6 pull): vfio_info_cap_add() "
         "rounds each cap to ALIGN(size, sizeof(u64)), so VFIO_IOMMU_GET_INFO's chain is 120 bytes "
         "(DMA_AVAIL padded to 16); before, the caps are packed (116). Debian 6.1.176: 116, rig run "
-        "debian-6.1 2026-11-24",
+        "debian-6.1 2026-11-23",
     "iommufd_last_cmd_nr":
         "the last _IOC_NR in iommufd_ioctl_ops[] (main.c): beyond it iommufd_fops_ioctl() goes to "
         "the VFIO compat layer (ENOTTY) before get_user(size), inside it a NULL arg is EFAULT. "
@@ -214,16 +214,17 @@ def get_profile(name: str | KernelProfile) -> KernelProfile:
                          valid=", ".join(PROFILES)) from None
 
 
-def _version(s: str) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", s)
+def _version(s: str) -> tuple[int, int, int]:
+    """"6.12.5-amd64" -> (6, 12, 5); "6.12" -> (6, 12, 0)."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", s)
     if not m:
         raise UsageError(f"cannot read a kernel version from {s!r}", field="release",
                          valid="a release like 6.18.44")
-    return int(m[1]), int(m[2])
+    return int(m[1]), int(m[2]), int(m[3] or 0)
 
 
 # Point releases that fall in a side profile: (series, first, last point release, profile).
-POINT_RELEASES = [("6.12", 0, 8, "6.12-regressed")]     # 8ec396d05d1b reached 6.12.9
+POINT_RELEASES = [((6, 12), 0, 8, "6.12-regressed")]     # 8ec396d05d1b reached 6.12.9
 
 
 def host_profile(release: str | None = None) -> KernelProfile:
@@ -232,12 +233,10 @@ def host_profile(release: str | None = None) -> KernelProfile:
     side profile POINT_RELEASES names (6.12.5 -> "6.12-regressed").  ``7.2+fix``
     and other patched profiles are never chosen."""
     import platform
-    release = release or platform.release()
-    m = re.match(r"(\d+\.\d+)(?:\.(\d+))?", release)
+    want = _version(release or platform.release())
     for series, first, last, name in POINT_RELEASES:
-        if m and m[1] == series and first <= int(m[2] or 0) <= last:
+        if want[:2] == series and first <= want[2] <= last:
             return PROFILES[name]
-    want = _version(release)
     best = None
     for name in PROFILES:
         if not re.fullmatch(r"\d+\.\d+", name):

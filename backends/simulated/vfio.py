@@ -62,7 +62,7 @@ class VfioGroup:
         through its cdev (cdev_device_open_cnt, 6.6+), then -EBUSY when the group
         is already open ("Do we need multiple instances of the group open?  Seems
         not."; the file stays open while a device fd holds it).  drivers/vfio/group.c;
-        rig run iommufd-7.2 2026-11-24."""
+        rig run iommufd-7.2 2026-11-23."""
         if self.cdev_device_open_cnt or self.opened_file:
             return -errno.EBUSY
         self.opened_file = True
@@ -147,7 +147,7 @@ class VfioGroupFile:
         """vfio_group_ioctl_unset_container(): -EINVAL if none; a type1 container
         -EBUSY with open devices (container_users != 1); an iommufd (compat) is
         just dropped, open device fds stay bound to it (no busy check; rig run
-        iommufd-7.2 2026-11-24)."""
+        iommufd-7.2 2026-11-23)."""
         g = self.group
         if g.container is None and g.iommufd is None:
             return -errno.EINVAL
@@ -230,7 +230,7 @@ class VfioDeviceFile:
     def _bind(self, buf: bytes):
         """vfio_df_ioctl_bind_iommufd(): -EINVAL argsz, iommufd < 0, flags or a
         group-opened device fd -> vfio_device_block_group(): -EBUSY while the group is open
-        (group->opened_file; rig run iommufd-7.2 2026-11-24) -> -EINVAL already
+        (group->opened_file; rig run iommufd-7.2 2026-11-23) -> -EINVAL already
         bound -> -EBADF bad fd, -EBADFD not an iommufd -> iommufd_device_bind().
         On failure the group is unblocked again."""
         minsz = self._minsz("vfio_device_bind_iommufd", "out_devid", buf)

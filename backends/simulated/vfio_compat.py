@@ -84,7 +84,7 @@ def iommufd_vfio_map_dma(ictx, buf: bytes):
     flag other than READ|WRITE (VADDR included) -> -ENODEV -> iopt_map_user_pages()
     at the fixed iova, no READ/WRITE check here (research §8 item 5): a prot-less
     area is made, and with a domain the IOMMU driver's map refuses it with
-    -EINVAL (pages.iopt_area_fill_domain(); rig run iommufd-7.2 2026-11-24).
+    -EINVAL (pages.iopt_area_fill_domain(); rig run iommufd-7.2 2026-11-23).
     Nothing is written back."""
     if len(buf) < _DMA_MAP.size:
         return _EFAULT, buf

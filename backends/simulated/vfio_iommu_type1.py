@@ -57,12 +57,11 @@ import errno
 import struct
 
 from backends import uapi
-from backends.host import PAGE_SIZE
+from backends.host import PAGE_SHIFT, PAGE_SIZE
 from .gup import follow_pfnmap, pin_user_pages
 from .iommu import IOMMU_READ, IOMMU_WRITE, IovaTree
 from .mmap import TASK_SIZE, VM_PFNMAP
 
-PAGE_SHIFT = 12
 U64_MAX = (1 << 64) - 1
 _2_64 = 1 << 64
 PAGE_MASK = U64_MAX & ~(PAGE_SIZE - 1)          # unsigned long PAGE_MASK
