@@ -88,3 +88,48 @@ def test_cdev_bind_rules_and_device_info():
         assert bar > 0 and h.pin_user_pages(bar, 1, write=False) == (-errno.EFAULT, [])
         detach = uapi.build("vfio_device_detach_iommufd_pt", flags=1)
         assert h.ioctl(d, uapi.VFIO_DEVICE_DETACH_IOMMUFD_PT, detach)[0] == -errno.EINVAL
+
+
+def test_group_and_cdev_exclude_each_other():
+    """device_cdev.c vfio_df_ioctl_bind_iommufd() -> vfio_device_block_group():
+    -EBUSY while the group is open; group.c vfio_group_fops_open(): -EBUSY for a
+    second open and while a cdev is bound (rig run iommufd-7.2 2026-11-23)."""
+    with _host() as h:
+        g = h.open("/dev/vfio/1", O_RDWR)
+        assert g >= 0 and h.open("/dev/vfio/1", O_RDWR) == -errno.EBUSY
+        d = h.open("/dev/vfio/devices/vfio0", O_RDWR)
+        ictx = h.open("/dev/iommu", O_RDWR)
+        bind = uapi.build("vfio_device_bind_iommufd", iommufd=ictx)
+        assert h.ioctl(d, uapi.VFIO_DEVICE_BIND_IOMMUFD, bind)[0] == -errno.EBUSY
+        assert h.close(g) == 0
+        assert h.ioctl(d, uapi.VFIO_DEVICE_BIND_IOMMUFD, bind)[0] == 0
+        assert h.open("/dev/vfio/1", O_RDWR) == -errno.EBUSY
+        assert h.close(d) == 0                                   # unbind unblocks the group
+        assert h.open("/dev/vfio/1", O_RDWR) >= 0
+
+
+def test_type1_get_info_caps_packed_before_6_6():
+    """vfio_info_cap_add() aligns each cap to 8 bytes from a881b496941f (6.6):
+    VFIO_IOMMU_GET_INFO asks for 120 bytes; 6.1 packs them: 116 (rig run
+    debian-6.1 2026-11-23)."""
+    for profile, want in (("6.1", 116), ("6.6", 120), ("7.2", 120)):
+        with _host(profile) as h:
+            g = h.open("/dev/vfio/1", O_RDWR)
+            c = h.open("/dev/vfio/vfio", O_RDWR)
+            assert h.ioctl(g, uapi.VFIO_GROUP_SET_CONTAINER, S32(c))[0] == 0
+            assert h.ioctl(c, uapi.VFIO_SET_IOMMU, uapi.VFIO_TYPE1v2_IOMMU)[0] == 0
+            ret, out = h.ioctl(c, uapi.VFIO_IOMMU_GET_INFO, uapi.build("vfio_iommu_type1_info"))
+            assert (ret, uapi.parse("vfio_iommu_type1_info", out).argsz) == (0, want), profile
+
+
+def test_compat_unset_container_with_a_device_fd_open():
+    """group.c vfio_group_ioctl_unset_container(): container_users is checked
+    for a type1 container only (-EBUSY above); an iommufd is dropped: 0, then
+    -EINVAL (no container) (rig run iommufd-7.2 2026-11-23)."""
+    with _host() as h:
+        g = h.open("/dev/vfio/1", O_RDWR)
+        i = h.open("/dev/iommu", O_RDWR)
+        assert h.ioctl(g, uapi.VFIO_GROUP_SET_CONTAINER, S32(i))[0] == 0
+        assert h.ioctl(g, uapi.VFIO_GROUP_GET_DEVICE_FD, b"0000:00:01.0\0")[0] > 0
+        assert h.ioctl(g, uapi.VFIO_GROUP_UNSET_CONTAINER)[0] == 0
+        assert h.ioctl(g, uapi.VFIO_GROUP_UNSET_CONTAINER)[0] == -errno.EINVAL
