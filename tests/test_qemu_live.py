@@ -14,7 +14,7 @@ from vmm_model import cli
 from vmm_model.plan import make_plan
 from vmm_model.qemu import ReplayMonitor, compare_with_model, find_qemu, introspect
 from vmm_model.qemu.launcher import launch_hmp
-from vmm_model.qemu.testing import CONFIGS, children, config_args, launched, scratch_dir
+from qemu_testing import CONFIGS, children, config_args, launched, scratch_dir
 from vmm_model.qemu_versions import get_qemu
 from vmm_model.scenario import load_toml
 
