@@ -8,7 +8,7 @@ simulated kernel; a simulated device can then DMA (backends/simulated/dma.py).
         sim.host.write_mem(rb.host, b"guest")          # the guest writes RAM
         dma_read(sim.device, iova, 5)                  # the device reads it back
 
-Allocation follows QEMU (research qemu-vfio-dma-map.md §4.2-§4.4):
+Allocation follows QEMU (system/physmem.c, util/memfd.c, backends/hostmem-*.c):
 qemu_ram_alloc_internal() (anonymous mmap, or a memfd for RAM_SHARED from 10.0),
 qemu_memfd_create() (MFD_ALLOW_SEALING only when seals are asked for, then
 F_ADD_SEALS), file_ram_open() + file_ram_alloc() (O_RDONLY for readonly=on,
