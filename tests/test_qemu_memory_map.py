@@ -98,3 +98,25 @@ def test_q35_realize_maps_low_ram_whole_and_reset_splits_it():
     assert {ev.phase for ev in pc.events} == {"realize"}
     assert [(e.iova, e.size) for e in live_mappings(pc.container)] == \
         [(e.iova, e.size) for e in live_mappings(p.container)]
+
+
+def test_aux_ram_share_makes_pc_rom_and_pc_bios_shared_memfds_in_10_0():
+    """-machine aux-ram-share=on (91792807d11c, 10.0): memory_region_init_ram()
+    RAM -- pc.bios, pc.rom -- is RAM_SHARED from a memfd (/proc shows the fd and a
+    MAP_SHARED mapping), as the model says; so 10.1+ maps both by file."""
+    from vmm_model.qemu import introspect
+    binary, why = find_qemu("10.0")
+    if binary is None:
+        pytest.skip(why)
+    args = ["-machine", "q35,aux-ram-share=on", "-m", "256M"]
+    with QemuProcess(binary, args) as q, q.monitor() as mon:
+        vm = introspect(mon)
+    m = build_machine(from_qemu_args(args), get_qemu("10.0"))
+    for name in ("pc.bios", "pc.rom"):
+        live, rb = vm.block(name), m.regions[name].ram_block
+        assert (live.fd_present, live.shared) == (True, True) == (rb.fd >= 0, rb.is_shared())
+    from vmm_model.plan import make_plan
+    p = make_plan(from_qemu_args(args), get_qemu("11.1"), "iommufd")
+    roms = {(e.iova, e.result.request.ioctl, e.readonly) for e in p.events
+            if e.kind == "map" and e.phase == "reset" and e.section.mr.name != "pc.ram"}
+    assert roms == {(0xC0000, "IOMMU_IOAS_MAP_FILE", True), (0xE0000, "IOMMU_IOAS_MAP_FILE", True)}
