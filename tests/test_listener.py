@@ -124,3 +124,21 @@ def test_viommu_map_failure_is_error_report_only(qemu):
     ev = next(e for e in c.events if e.path == "iommu" and e.kind == "map")
     assert ev.result.ret == -errno.EFAULT and not ev.fatal
     assert ev.message.startswith("vfio_container_dma_map(") and c.error is None
+
+
+@pytest.mark.parametrize("qemu,kernel,fails", [
+    ("10.2", "6.12", True),       # 3ca0a0ab05ca: the blocker's 0 read as false
+    ("10.2", "6.13", False),      # IOMMU_IOAS_CHANGE_PROCESS: no blocker needed
+    ("11.0.0", "6.12", False),    # fixed by 0e387bd1dff4
+    ("10.1", "6.12", False),
+])
+def test_10_2_iommufd_cpr_registration_fails_realize_on_kernels_before_6_13(qemu, kernel, fails):
+    from vmm_model.plan import make_plan
+    p = make_plan(gallery.load("s02"), get_qemu(qemu), "iommufd", kernel=kernel)
+    if fails:
+        assert p.events == [] and p.realize_error.startswith(
+            "vfio vfio-pci: iommufd_backend_connect() fails: vfio_iommufd_cpr_register_iommufd()")
+    else:
+        assert p.realize_error is None and p.events
+    t = make_plan(gallery.load("s02"), get_qemu(qemu), "type1", kernel=kernel)
+    assert t.realize_error is None

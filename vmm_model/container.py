@@ -49,6 +49,7 @@ class VFIOContainer:
     policy: Policy | None = None
     initialized: bool = False
     error: str | None = None          # bcontainer->error: first init-time error
+    connect_error: str | None = None  # the device could not attach (before any listener)
     aborted: str | None = None        # hw_error() message at runtime
     events: list[Event] = field(default_factory=list)
     warned_once: set = field(default_factory=set)
@@ -123,7 +124,16 @@ def live_mappings(container: VFIOContainer) -> list[Event]:
 
 def realize_error(machine: Machine, container: VFIOContainer) -> str | None:
     """The realize failure QEMU prints when the listener failed at init."""
+    dev = machine.vfio_devices[0] if machine.vfio_devices else "vfio-pci"
+    if container.connect_error is not None:
+        return f"vfio {dev}: {container.connect_error}"
     if container.error is None:
         return None
-    dev = machine.vfio_devices[0] if machine.vfio_devices else "vfio-pci"
     return f"vfio {dev}: memory listener initialization failed: {container.error}"
+
+
+IOMMUFD_CPR_BLOCKER_BUG = (
+    "iommufd_backend_connect() fails: vfio_iommufd_cpr_register_iommufd() returns "
+    "migrate_add_blocker_modes()'s 0 as false on a kernel without "
+    "IOMMU_IOAS_CHANGE_PROCESS, and QEMU prints no reason (hw/vfio/cpr-iommufd.c, "
+    "3ca0a0ab05ca in 10.2.0; fixed by 0e387bd1dff4 in 11.0.0)")

@@ -26,7 +26,7 @@ from backends.host import (F_ADD_SEALS, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, 
                            MFD_CLOEXEC, MFD_HUGETLB, O_CREAT, O_RDONLY, O_RDWR, PROT_READ,
                            PROT_WRITE, Host)
 from backends.host import F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE
-from vmm_model.container import VFIOContainer, attach
+from vmm_model.container import IOMMUFD_CPR_BLOCKER_BUG, VFIOContainer, attach
 from vmm_model.machine import Machine, build_machine
 from vmm_model.memory import RAMBlock, RamFlags
 from vmm_model.qemu_versions import QemuVersion
@@ -207,8 +207,12 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
         pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
         if machine.cpr_incoming and backend != "iommufd":
             _cpr_source(host, machine, client, qemu, pname, pfn)
-        container = attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
-        return Simulation(host, machine, container, client)
+        container = VFIOContainer(client, qemu, policy_name=pname, policy=pfn)
+        if (backend == "iommufd" and qemu.iommufd_cpr_blocker_bug
+                and not host.profile.change_process):
+            container.connect_error = IOMMUFD_CPR_BLOCKER_BUG
+            return Simulation(host, machine, container, client)
+        return Simulation(host, machine, attach(machine, container), client)
     except BaseException:
         host.close_all()
         raise
