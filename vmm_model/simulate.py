@@ -4,7 +4,7 @@ to a vfio-pci device, and QEMU's listener replaying the flat view through the
 version's policy.  On ``SimHost(profile)`` every ioctl is answered by the
 simulated kernel; a simulated device can then DMA (backends/simulated/dma.py).
 
-    with simulate(scenario, get_qemu("10.1"), "iommufd", "7.2") as sim:
+    with simulate(scenario, get_qemu("11.1"), "iommufd", "7.2") as sim:
         sim.host.write_mem(rb.host, b"guest")          # the guest writes RAM
         dma_read(sim.device, iova, 5)                  # the device reads it back
 
