@@ -262,3 +262,40 @@ def test_compare_prints_only_differences(capsys):
 def test_compare_bad_arguments(capsys, args, expect):
     rc, out, err = run(capsys, *args)
     assert rc == 2 and expect in err and err.count("\n") == 1
+
+
+def test_versions_lists_every_line_and_each_rule_with_its_release(capsys):
+    rc, out, err = run(capsys, "versions")
+    assert rc == 0 and "(default 11.1)" in out
+    for name in ("7.2", "8.2", "9.0", "9.2", "10.0", "10.1", "10.2", "11.0.0", "11.0.2", "11.1",
+                 "master"):
+        assert f"\n  {name} " in out
+    assert "master@b2e5620b4f5d" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("dma_map_file_shared_only"))
+    assert "11.1.0 / 11.0.2 (stable)" in line and "Restrict dma_map_file()" in line
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("iommufd_cpr_blocker_bug"))
+    assert "10.2.0" in line and "until 11.0.0 (0e387bd1dff4)" in line
+    rc, out, err = run(capsys, "versions", "--json")
+    doc = json.loads(out)
+    assert doc["default"] == "11.1"
+    assert (doc["versions"]["11.0.0"]["policy"], doc["versions"]["11.0.2"]["policy"]) == \
+        ("fd", "fd-shared-or-ram-device")
+    assert {r["switch"]: r["since"] for r in doc["rules"]}["bar_dmabuf"] == "11.0.0"
+    assert not doc["versions"]["7.2"]["iommufd_object"] and doc["versions"]["9.0"]["iommufd_object"]
+
+
+@pytest.mark.parametrize("given,line", [("11.0.1", "11.0.0"), ("11.0.7", "11.0.2"),
+                                        ("1:11.1.3+ds-2~bpo13+1", "11.1"), ("10.0.2", "10.0"),
+                                        ("9.1.3", "9.1"), ("7.2.22", "7.2")])
+def test_any_release_maps_to_its_line(given, line):
+    assert get_qemu(given).name == line
+
+
+@pytest.mark.parametrize("given,expect", [
+    ("fixed", "QEMU 'fixed' is retired: the shared-or-ram-device MAP_FILE rule it stood for "
+              "shipped in QEMU 11.0.2 (stable) and 11.1"),
+    ("fixed+dmabuf", "is retired"), ("12.0", "unknown QEMU version '12.0'"),
+    ("6.2", "unknown QEMU version '6.2'"), ("latest", "unknown QEMU version 'latest'")])
+def test_retired_and_unknown_versions_are_one_line_errors(capsys, given, expect):
+    rc, out, err = run(capsys, "plan", "s02", "--qemu", given)
+    assert rc == 2 and err.count("\n") == 1 and expect in err
