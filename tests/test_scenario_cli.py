@@ -299,3 +299,14 @@ def test_any_release_maps_to_its_line(given, line):
 def test_retired_and_unknown_versions_are_one_line_errors(capsys, given, expect):
     rc, out, err = run(capsys, "plan", "s02", "--qemu", given)
     assert rc == 2 and err.count("\n") == 1 and expect in err
+
+
+def test_docs_qemu_versions_names_every_rule_and_line():
+    from vmm_model.qemu_versions import QEMU_VERSIONS, RULES
+    text = (Path(__file__).parent.parent / "docs" / "qemu-versions.md").read_text()
+    for r in RULES:
+        assert f"`{r.field}`" in text and r.since.rsplit(".0", 1)[0] in text, r.field
+        if r.commit:
+            assert r.commit in text, r.field
+    for name in QEMU_VERSIONS:
+        assert f"`{name}`" in text, name
