@@ -142,3 +142,15 @@ def test_10_2_iommufd_cpr_registration_fails_realize_on_kernels_before_6_13(qemu
         assert p.realize_error is None and p.events
     t = make_plan(gallery.load("s02"), get_qemu(qemu), "type1", kernel=kernel)
     assert t.realize_error is None
+
+
+@pytest.mark.parametrize("kernel,ioctl,ret", [
+    ("7.2", "IOMMU_IOAS_MAP_FILE", 0),          # VFIO_DEVICE_FEATURE_DMA_BUF (6.19+)
+    ("6.18", "IOMMU_IOAS_MAP", -errno.EFAULT),   # ENOTTY: no dma-buf, VA map of the PFNMAP
+])
+def test_11_0_bar_dmabuf_needs_a_kernel_with_vfio_dma_buf(kernel, ioctl, ret):
+    from vmm_model.plan import make_plan
+    p = make_plan(gallery.load("s18"), get_qemu("11.1"), "iommufd", kernel=kernel)
+    bars = [e for e in p.events if e.kind == "map" and e.section.mr.ram_device]
+    assert bars and {(e.result.request.ioctl, e.result.ret) for e in bars} == {(ioctl, ret)}
+    assert p.realize_error is None            # ram_device failures only warn

@@ -95,7 +95,12 @@ class HostAllocator:
             bar_fd = self._check(h.open(node, O_RDWR), f"open({node})", rb)
             rb.host = self._check(h.mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, bar_fd),
                                   "mmap(BAR)", rb)
-            if wants_fd:     # one dma-buf per BAR region; this block is at fd_offset in it
+            if wants_fd and not h.profile.map_file_dmabuf:
+                # vfio_region_create_dma_buf() (hw/vfio/region.c, 11.0): -ENOTTY before
+                # Linux 6.19 -> "VFIO dma-buf not supported in kernel" (warn once); the
+                # RAMBlock keeps fd -1, so the BAR is mapped by VA
+                b.kind, rb.fd_offset = "pfnmap", 0
+            elif wants_fd:   # one dma-buf per BAR region; this block is at fd_offset in it
                 rb.fd = self._check(h.dmabuf_export(rb.fd_offset + size),
                                     "VFIO_DEVICE_FEATURE_DMA_BUF", rb)
             return
