@@ -298,35 +298,56 @@ def model_version(version: str | None) -> str:
                      valid=", ".join(QEMU_VERSIONS))
 
 
+def final_maps(events: list[dict]) -> dict[tuple[int, int], dict]:
+    """The mappings in effect after ``events`` in order (a map adds its range,
+    a successful unmap removes the mappings inside its range)."""
+    live: dict[tuple[int, int], dict] = {}
+    for e in events:
+        iova, size = e["iova"] or 0, e["size"] or 0
+        if e["kind"] == "map":
+            if e["ret"] in (0, None):
+                live[(iova, size)] = e
+            else:
+                live.setdefault((iova, size), e)       # a refused map is still a difference
+        elif e["ret"] in (0, None):
+            end = (1 << 64) if size >= (1 << 64) - 1 or e["fields"].get("flags", 0) & \
+                uapi.VFIO_DMA_UNMAP_FLAG_ALL and e["ioctl"] == "VFIO_IOMMU_UNMAP_DMA" else iova + size
+            for k in [k for k in live if iova <= k[0] and k[0] + k[1] <= end]:
+                del live[k]
+    return live
+
+
 def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     """Where the model's plan (same command line, same kernel) and the real run
-    differ, map by map: range, map kind (ioctl), readonly, outcome."""
+    differ in what ends up mapped: range, map kind (ioctl), readonly, outcome."""
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import get_qemu
     from vmm_model.report import event_json
     from vmm_model.scenario import from_qemu_args
     sc = from_qemu_args(qemu_args)
     plan = make_plan(sc, get_qemu(model_version(res.version)), res.backend, kernel=res.kernel)
-    model = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")]
-    real = res.events()
-    key = lambda e: (e["kind"], e["iova"], e["size"])  # noqa: E731
-    mk, rk = {key(e): e for e in model}, {key(e): e for e in real}
+    mk = final_maps([event_json(e) for e in plan.events if e.kind in ("map", "unmap")])
+    rk = final_maps(res.events())
     diffs = []
-    for k in sorted(set(mk) | set(rk), key=lambda k: (k[1] or 0, k[0])):
+    for k in sorted(set(mk) | set(rk)):
         m, r = mk.get(k), rk.get(k)
-        rng = f"[0x{k[1]:x}, 0x{k[1] + (k[2] or 0):x})"
+        rng = f"[0x{k[0]:x}, 0x{k[0] + k[1]:x})"
         if m is None or r is None:
-            diffs.append({"kind": k[0], "range": rng, "what": "only in the " +
+            diffs.append({"kind": "map", "range": rng, "what": "only in the " +
                           ("real run" if m is None else "model"),
                           "model": _brief(m), "real": _brief(r)})
             continue
         for what in ("ioctl", "readonly", "ret"):
             if m[what] != r[what]:
-                diffs.append({"kind": k[0], "range": rng, "what": what,
+                diffs.append({"kind": "map", "range": rng, "what": what,
                               "model": m[what], "real": r[what]})
-    if plan.realize_error and res.reached:
+    model_error = plan.rejected or plan.kernel_error or plan.realize_error
+    if model_error and res.reached:
         diffs.append({"kind": "realize", "range": "-", "what": "outcome",
-                      "model": plan.realize_error, "real": f"reached {res.reached}"})
+                      "model": model_error, "real": f"reached {res.reached}"})
+    elif not model_error and not res.reached:
+        diffs.append({"kind": "realize", "range": "-", "what": "outcome", "model": "realizes",
+                      "real": (res.stderr.strip().splitlines() or ["no QMP"])[-1]})
     return diffs
 
 
@@ -339,9 +360,57 @@ def _brief(e: dict | None) -> str | None:
 
 def render_diffs(diffs: list[dict]) -> str:
     if not diffs:
-        return "   model and real QEMU agree on every map and unmap (range, ioctl, readonly, outcome)"
-    out = ["   model vs real QEMU:"]
+        return ("   model and real QEMU agree on what ends up mapped "
+                "(range, ioctl, readonly, outcome)")
+    out = ["   model vs real QEMU, mappings in effect at the end:"]
     for d in diffs:
         out.append(f"   DIFF {d['kind']} {d['range']} {d['what']}: model {d['model']} "
                    f"| real {d['real']}")
     return "\n".join(out)
+
+
+# ---- command line -------------------------------------------------------------------------
+
+def cmd_run(args, qemu_argv) -> int:
+    """vfio-emu run: exit 0 when QEMU reached the target and exited 0 (and, with
+    --against-model, the model agrees); 1 otherwise; 2 bad input."""
+    import json
+    import sys
+    from vmm_model.cli import kernel_arg
+    if not qemu_argv:
+        raise UsageError("no QEMU binary after --", where="vfio-emu run",
+                         valid="vfio-emu run [options] -- QEMU_BINARY ARGS...")
+    kernel = kernel_arg(args.kernel)
+    if kernel is None:
+        raise UsageError("run needs a simulated kernel", where="--kernel")
+    binary = shutil.which(qemu_argv[0]) or qemu_argv[0]
+    res = run(binary, qemu_argv[1:], kernel=kernel, until=parse_until(args.until),
+              timeout=args.timeout)
+    diffs = compare_with_model(res, qemu_argv[1:]) if args.against_model else None
+    if args.json:
+        json.dump(document([res], None if diffs is None else [diffs]), sys.stdout, indent=1)
+        print()
+    else:
+        print(render(res, all_requests=not args.brief))
+        if diffs is not None:
+            print(render_diffs(diffs))
+    ok = res.reached and res.status == 0 and not res.killed and not diffs
+    return 0 if ok else 1
+
+
+def register(sub) -> None:
+    r = sub.add_parser("run", help="run a real QEMU binary against the simulated kernel "
+                       "(LD_PRELOAD shim; give the binary and its arguments after --)")
+    r.add_argument("--kernel", default="7.2", help="simulated kernel profile (default 7.2; "
+                   "'host' = this machine's version; see 'profiles')")
+    r.add_argument("--until", default="realize",
+                   help="realize (machine created and reset), reset (then a system_reset), "
+                        "or SECONDS of running after 'cont' (default realize)")
+    r.add_argument("--timeout", type=float, default=20.0,
+                   help="seconds QEMU gets to answer QMP before it is killed (default 20)")
+    r.add_argument("--against-model", action="store_true",
+                   help="also plan the same command line with the QEMU model of the binary's "
+                        "version and show where model and real QEMU differ")
+    r.add_argument("--brief", action="store_true", help="only the map/unmap table, stderr, status")
+    r.add_argument("--json", action="store_true", help="versioned JSON (the plan document shape)")
+    r.set_defaults(func=cmd_run)
