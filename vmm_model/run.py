@@ -125,13 +125,16 @@ def map_event(r: Request) -> dict:
             "readonly": kind == "map" and not flags & _WRITE.get(r.name, 0),
             "ioctl": r.name, "fields": f, "flags": flag_names(r.name, flags),
             "ret": r.ret, "errno": errno_name(r.ret) or None, "kernel": "ran",
-            "file": r.file}
+            "backing": r.backing}
 
 
 def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
         until: str | float = "realize", timeout: float = 20.0,
-        devices: dict[str, PciShape] | None = None) -> RunResult:
-    """Run ``binary qemu_args`` under the shim against simulated kernel ``kernel``."""
+        devices: dict[str, PciShape] | None = None, on_start=None) -> RunResult:
+    """Run ``binary qemu_args`` under the shim against simulated kernel ``kernel``.
+    ``devices``: PCI address -> PciShape (default: an edu-like function for
+    each vfio-pci device of the command line).  ``on_start(proc)`` is called
+    once QEMU is started (tests use it to crash or stop QEMU)."""
     from backends.simulated.profiles import get_profile
     profile = get_profile(kernel).name
     if devices is None:
@@ -158,6 +161,8 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
                                     stderr=err, env=env, start_new_session=True)
         finally:
             err.close()
+        if on_start is not None:
+            on_start(proc)
         _drive(proc, qmp, until, timeout, res)
     finally:
         if proc is not None:
@@ -242,9 +247,13 @@ def _req_line(r: Request) -> str:
     line = f"{r.seq:4} {r.op:6} {r.fd_kind or '-':9} {r.name} {args}".rstrip() + f" = {ret}"
     if out:
         line += f"  -> {out}"
-    if r.file:
-        line += (f"  (fd is {r.file['name']}: {r.file['kind']}, size 0x{r.file['size']:x}, "
-                 f"seals 0x{r.file['seals'] or 0:x}, f_flags 0o{r.file['f_flags']:o})")
+    b = r.backing
+    if b and b["what"] == "fd":
+        line += (f"  (fd is {b['name']}: {b['kind']}, size 0x{b['size']:x}, "
+                 f"seals 0x{b['seals'] or 0:x}, f_flags 0o{b['f_flags']:o})")
+    elif b:
+        line += (f"  (vaddr in {'shared' if b['shared'] else 'private'} {b['kind']}"
+                 + (f" {b['name']}" if b["name"] else "") + ")")
     return line
 
 

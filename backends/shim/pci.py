@@ -344,6 +344,22 @@ class PciFunction:
         return (length, bytes(out)) if data is None else length
 
 
+IRQ_IOCTLS = (VFIO_DEVICE_GET_IRQ_INFO, VFIO_DEVICE_SET_IRQS)
+
+
+def irq_fields(request: int, buf: bytes) -> dict:
+    """The request fields of GET_IRQ_INFO / SET_IRQS, for the log."""
+    if request == VFIO_DEVICE_GET_IRQ_INFO and len(buf) >= _IRQ_INFO.size:
+        return dict(zip(("argsz", "flags", "index", "count"), _IRQ_INFO.unpack_from(buf)))
+    if request == VFIO_DEVICE_SET_IRQS and len(buf) >= _IRQ_SET.size:
+        d = dict(zip(("argsz", "flags", "index", "start", "count"), _IRQ_SET.unpack_from(buf)))
+        if d["flags"] & VFIO_IRQ_SET_DATA_EVENTFD:
+            n = min(d["count"], (len(buf) - _IRQ_SET.size) // 4)
+            d["eventfds"] = list(struct.unpack_from(f"<{n}i", buf, _IRQ_SET.size))
+        return d
+    return {}
+
+
 def device_ioctl(host, df: VfioDeviceFile, request: int, arg):
     """The device fd's ioctl: this module's answers, else the VFIO core's
     (vfio.py: BIND/ATTACH/DETACH and -ENOTTY).  Access first, as

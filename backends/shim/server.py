@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from backends import uapi
 from backends.base import errno_name
 from backends.simulated.iommu import SimVfioDevice
+from backends.simulated.mmap import VM_PFNMAP, VM_SHARED
 from backends.simulated.vfio import VfioDeviceFile, install
 
 from .hw_info import IOMMU_GET_HW_INFO, iommufd_get_hw_info
-from .pci import DEVICE_IOCTLS, PciFunction, PciShape, device_ioctl
+from .pci import DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields
 from .prochost import ProcHost
 
 OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP = range(1, 8)
@@ -48,7 +49,7 @@ class Request:
     fields: dict = field(default_factory=dict)
     ret: int = 0
     out: dict = field(default_factory=dict)
-    file: dict | None = None          # MAP_FILE: what the passed fd really is
+    backing: dict | None = None       # a map's memory: the passed fd (MAP_FILE) or the VMA
 
     @property
     def errno(self) -> str:
@@ -59,8 +60,8 @@ class Request:
              "fields": self.fields, "ret": self.ret, "errno": self.errno or None}
         if self.out:
             d["out"] = self.out
-        if self.file is not None:
-            d["file"] = self.file
+        if self.backing is not None:
+            d["backing"] = self.backing
         return d
 
 
@@ -255,8 +256,8 @@ class ShimServer:
         if request == uapi.IOMMU_IOAS_MAP_FILE and real_fd >= 0 and len(buf) >= _FD_FIELD + 4:
             sim_fd = h.install_real_fd(real_fd)
             f = h.file_of(sim_fd)
-            passed = {"kind": f.inode.kind, "size": f.inode.i_size, "seals": f.inode.seals,
-                      "f_flags": f.f_flags, "name": f.inode.name}
+            passed = {"what": "fd", "kind": f.inode.kind, "size": f.inode.i_size,
+                      "seals": f.inode.seals, "f_flags": f.f_flags, "name": f.inode.name}
             arg = buf[:_FD_FIELD] + struct.pack("<i", sim_fd) + buf[_FD_FIELD + 4:]
         if file is not None and isinstance(file.dev, VfioDeviceFile):
             ret, out = device_ioctl(h, file.dev, request, arg)
@@ -269,15 +270,30 @@ class ShimServer:
             h.close(sim_fd)
             out = bytes(out)[:_FD_FIELD] + buf[_FD_FIELD:_FD_FIELD + 4] + bytes(out)[_FD_FIELD + 4:]
         fields: dict = {"value": value} if mode == 0 else decode_fields(name, buf)
+        if request in (uapi.VFIO_IOMMU_MAP_DMA, uapi.IOMMU_IOAS_MAP):
+            passed = self.backing(fields.get("vaddr", fields.get("user_va", 0)))
+        if request in IRQ_IOCTLS and kind == "device" and mode:
+            fields = irq_fields(request, buf)
         if request == uapi.VFIO_GROUP_GET_DEVICE_FD:
             fields = {"name": buf.split(b"\0", 1)[0].decode(errors="replace")}
         rec = self._record(op="ioctl", fd_kind=kind, name=name, fields=fields, ret=ret,
-                           file=passed)
+                           backing=passed)
         if ret >= 0 and mode and out and out != buf:
             rec.out = {k: v for k, v in decode_fields(name, bytes(out)).items()
                        if fields.get(k) != v}
         newfd = 3 if request == uapi.VFIO_GROUP_GET_DEVICE_FD and ret >= 0 else 0
         return ret, (bytes(out) if mode else b""), newfd
+
+    def backing(self, vaddr: int) -> dict | None:
+        """What QEMU's memory at ``vaddr`` is (from /proc/PID/smaps, as synced)."""
+        vma = self.host.mm.find_vma(vaddr)
+        if vma is None:
+            return None
+        inode = vma.file.inode if vma.file is not None else None
+        return {"what": "vma", "start": vma.start, "end": vma.end,
+                "kind": "pfnmap" if vma.vm_flags & VM_PFNMAP else
+                        inode.kind if inode is not None else "anonymous",
+                "shared": bool(vma.vm_flags & VM_SHARED), "name": inode.name if inode else ""}
 
     def close(self) -> None:
         if self.sock is not None:
