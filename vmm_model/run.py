@@ -423,3 +423,20 @@ def register(sub) -> None:
     r.add_argument("--brief", action="store_true", help="only the map/unmap table, stderr, status")
     r.add_argument("--json", action="store_true", help="versioned JSON (the plan document shape)")
     r.set_defaults(func=cmd_run)
+    plan = sub.choices.get("plan")
+    if plan is not None:                        # vfio-emu plan --against-binary QEMU -- ARGS
+        plan.add_argument("--against-binary", metavar="QEMU_BINARY",
+                          help="run this real QEMU binary on the simulated kernel (vfio-emu "
+                               "run) and show where it and the model differ")
+        inner = plan.get_default("func")
+        plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
+                          if args.against_binary else inner(args, q))
+
+
+def _plan_against_binary(args, qemu_argv) -> int:
+    """``plan --against-binary B -- ARGS`` = ``run --against-model -- B ARGS``."""
+    if qemu_argv is None or args.scenario:
+        raise UsageError("--against-binary takes QEMU arguments after --, not a scenario",
+                         where="vfio-emu plan --against-binary")
+    args.until, args.timeout, args.against_model, args.brief = "realize", 20.0, True, True
+    return cmd_run(args, [args.against_binary, *qemu_argv])
