@@ -287,3 +287,31 @@ print(struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0" * 4))[0])
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:5] == ["EIO", "../../../kernel/iommu_groups/7",
                                           "/sys/devices/pci0000:00/0000:00:04.0", "plain", "3"]
+
+
+@pytest.mark.parametrize("backend", [TYPE1, IOMMUFD], ids=["type1", "iommufd"])
+def test_device_dma_reaches_qemus_guest_ram(backend):
+    """The simulated device writes guest RAM through the simulated IOMMU into
+    QEMU's real memory (QEMU's own 'xp' sees it), reads it back, and faults
+    where the IOMMU says no: the read-only BIOS, an unmapped IOVA."""
+    got = {}
+
+    def ready(server, mon):
+        bdf = "0000:00:04.0"
+        got["write"] = server.dma(bdf, 0x100000, data=b"vfio-emu")
+        got["read"] = server.dma(bdf, 0x100000, 8)
+        got["xp"] = mon.hmp("xp /8bx 0x100000")
+        got["rom"] = server.dma(bdf, 0xFFFC0000, data=b"x")
+        got["hole"] = server.dma(bdf, 0x9000000, 4)
+        got["faults"] = list(server.devices[0].faults)
+
+    res = run(qemu("10.0"), BASE + backend, kernel="7.2", on_ready=ready)
+    assert res.status == 0
+    assert got["write"] == (8, b"") and got["read"] == (8, b"vfio-emu")
+    assert "0x76 0x66 0x69 0x6f 0x2d 0x65 0x6d 0x75" in got["xp"]
+    assert got["rom"] == (-14, b"") and got["hole"] == (-14, b"")
+    assert got["faults"] == [(0xFFFC0000, "write", "no permission"),
+                             (0x9000000, "read", "not mapped")]
+    assert [(r.name, r.ret) for r in res.requests if r.op == "dma"] == [
+        ("0000:00:04.0 write", 8), ("0000:00:04.0 read", 8), ("0000:00:04.0 write", -14),
+        ("0000:00:04.0 read", -14)]

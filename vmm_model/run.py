@@ -130,11 +130,14 @@ def map_event(r: Request) -> dict:
 
 def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
         until: str | float = "realize", timeout: float = 20.0,
-        devices: dict[str, PciShape] | None = None, on_start=None) -> RunResult:
+        devices: dict[str, PciShape] | None = None, on_start=None,
+        on_ready=None) -> RunResult:
     """Run ``binary qemu_args`` under the shim against simulated kernel ``kernel``.
     ``devices``: PCI address -> PciShape (default: an edu-like function for
     each vfio-pci device of the command line).  ``on_start(proc)`` is called
-    once QEMU is started (tests use it to crash or stop QEMU)."""
+    once QEMU is started (tests use it to crash or stop QEMU); ``on_ready(server,
+    monitor)`` once the target is reached, before quit (e.g. device DMA with
+    ``server.dma()``, checked through QMP)."""
     from backends.simulated.profiles import get_profile
     profile = get_profile(kernel).name
     if devices is None:
@@ -163,7 +166,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
             err.close()
         if on_start is not None:
             on_start(proc)
-        _drive(proc, qmp, until, timeout, res)
+        _drive(proc, qmp, until, timeout, res, lambda mon: on_ready and on_ready(server, mon))
     finally:
         if proc is not None:
             _stop(proc, res)
@@ -178,7 +181,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
     return res
 
 
-def _drive(proc, qmp: str, until, timeout: float, res: RunResult) -> None:
+def _drive(proc, qmp: str, until, timeout: float, res: RunResult, ready) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(qmp):
         if proc.poll() is not None:
@@ -209,6 +212,8 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult) -> None:
             if proc.poll() is None:
                 res.qmp_status = mon.execute("query-status").get("status")
                 res.reached = f"ran {until:g}s"
+        if proc.poll() is None:
+            ready(mon)
         try:
             mon.execute("quit")
         except QemuError:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from backends import uapi
 from backends.base import errno_name
-from backends.simulated.iommu import SimVfioDevice
+from backends.simulated.dma import _translate
+from backends.simulated.iommu import IOMMU_READ, IOMMU_WRITE, SimVfioDevice
 from backends.simulated.mmap import VM_PFNMAP, VM_SHARED
 from backends.simulated.vfio import VfioDeviceFile, install
 
@@ -96,6 +97,9 @@ class ShimServer:
         self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
         self.pids: list[int] = []
+        # What the IOMMU maps, as QEMU asked and the kernel accepted: iova ->
+        # (size, vaddr | None, real fd | None, file offset), for device DMA.
+        self.mappings: dict[int, tuple[int, int | None, int | None, int]] = {}
 
     # ---- sysfs --------------------------------------------------------------------
     def sysfs(self, root: str) -> list[str]:
@@ -281,8 +285,71 @@ class ShimServer:
         if ret >= 0 and mode and out and out != buf:
             rec.out = {k: v for k, v in decode_fields(name, bytes(out)).items()
                        if fields.get(k) != v}
+        if ret == 0 and mode:
+            self._track(name, fields, real_fd)
         newfd = 3 if request == uapi.VFIO_GROUP_GET_DEVICE_FD and ret >= 0 else 0
         return ret, (bytes(out) if mode else b""), newfd
+
+    def _track(self, name: str, f: dict, real_fd: int) -> None:
+        if name == "VFIO_IOMMU_MAP_DMA":
+            self.mappings[f["iova"]] = (f["size"], f["vaddr"], None, 0)
+        elif name == "IOMMU_IOAS_MAP":
+            self.mappings[f["iova"]] = (f["length"], f["user_va"], None, 0)
+        elif name == "IOMMU_IOAS_MAP_FILE":
+            self.mappings[f["iova"]] = (f["length"], None, real_fd, f["start"])
+        elif name in ("VFIO_IOMMU_UNMAP_DMA", "IOMMU_IOAS_UNMAP"):
+            lo = f["iova"]
+            size = f.get("size", f.get("length", 0))
+            everything = size >= (1 << 64) - 1 or (name == "VFIO_IOMMU_UNMAP_DMA" and
+                                                   f["flags"] & uapi.VFIO_DMA_UNMAP_FLAG_ALL)
+            for iova in [i for i, m in self.mappings.items()
+                         if everything or lo <= i and i + m[0] <= lo + size]:
+                del self.mappings[iova]
+
+    def dma(self, bdf: str, iova: int, length: int = 0, data: bytes | None = None):
+        """The device ``bdf`` reads ``length`` bytes (data None) or writes ``data``
+        at ``iova`` of QEMU's real memory.  The simulated IOMMU decides whether
+        it may (backends/simulated/dma.py: unmapped, no domain or no permission
+        -> -EFAULT, logged in the device's ``faults``); the bytes move with
+        process_vm_readv/writev at the mapped vaddr, or pread/pwrite on the
+        file QEMU passed for MAP_FILE.  Returns (n | -errno, bytes read)."""
+        dev = next(d for d in self.devices if d.name == bdf)
+        n = len(data) if data is not None else length
+        with self.lock:
+            segs = _translate(dev, iova, n, IOMMU_WRITE if data is not None else IOMMU_READ)
+            ret, out = (segs, b"") if isinstance(segs, int) else self._dma_move(iova, n, data)
+            self._record(op="dma", fd_kind=None, name=f"{bdf} {'write' if data is not None else 'read'}",
+                         fields={"iova": iova, "length": n}, ret=ret)
+        return ret, out
+
+    def _dma_move(self, iova: int, n: int, data: bytes | None):
+        out, done = bytearray(), 0
+        while done < n:
+            a = iova + done
+            base = max((i for i in self.mappings if i <= a), default=None)
+            if base is None or a >= base + self.mappings[base][0]:
+                return -errno.EFAULT, b""
+            size, vaddr, fd, start = self.mappings[base]
+            k = min(n - done, base + size - a)
+            if vaddr is not None:
+                if data is None:
+                    r, chunk = self.host.read_mem(vaddr + a - base, k)
+                else:
+                    r, chunk = self.host.write_mem(vaddr + a - base, data[done:done + k]), b""
+            else:
+                try:
+                    if data is None:
+                        chunk = os.pread(fd, k, start + a - base)
+                        r = len(chunk)
+                    else:
+                        r, chunk = os.pwrite(fd, data[done:done + k], start + a - base), b""
+                except OSError as e:
+                    r = -(e.errno or errno.EIO)
+            if r < 0:
+                return r, b""
+            out += chunk
+            done += k
+        return n, bytes(out)
 
     def backing(self, vaddr: int) -> dict | None:
         """What QEMU's memory at ``vaddr`` is (from /proc/PID/smaps, as synced)."""
