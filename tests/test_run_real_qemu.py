@@ -315,3 +315,62 @@ def test_device_dma_reaches_qemus_guest_ram(backend):
     assert [(r.name, r.ret) for r in res.requests if r.op == "dma"] == [
         ("0000:00:04.0 write", 8), ("0000:00:04.0 read", 8), ("0000:00:04.0 write", -14),
         ("0000:00:04.0 read", -14)]
+
+
+NIC = """
+vendor = 0x8086
+device = 0x10d3
+class_code = 0x020000
+rom = "256K"
+msix_vectors = 5
+msix_bar = 3
+msix_pba_offset = 0x2000
+pcie = true
+[bars.0]
+size = "128K"
+[bars.2]
+size = 32
+io = true
+[bars.3]
+size = "16K"
+mem64 = true
+prefetch = true
+sparse = [[0x2000, 0x2000]]
+"""
+
+
+def test_configured_shape_msix_sparse_rom(tmp_path):
+    """A NIC-like shape from TOML: QEMU 10.0 mmaps only the sparse area of the
+    MSI-X BAR, asks the PCIe-only ERR irq, sizes the ROM through config space."""
+    from backends.shim.pci import load_shape
+    (tmp_path / "nic.toml").write_text(NIC)
+    shape = load_shape(str(tmp_path / "nic.toml"))
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", devices={"0000:00:04.0": shape})
+    assert (res.reached, res.status, res.stderr) == ("realize", 0, "")
+    mm = sorted((r.fields["offset"], r.fields["length"]) for r in res.requests if r.op == "mmap")
+    assert mm == [(0, 128 << 10), ((3 << 40) + 0x2000, 0x2000)]
+    irq = {r.fields["index"]: r.ret for r in res.requests if r.name == "VFIO_DEVICE_GET_IRQ_INFO"}
+    assert irq[3] == 0 and irq[2] == 0                 # ERR (PCIe) and MSI-X
+    cfg = one(res, "VFIO_DEVICE_GET_REGION_INFO", index=7)
+    assert cfg.out["size"] == 0x1000
+    rom = [r for r in res.requests if r.op == "pwrite" and r.name == "region 7 +0x30"]
+    assert rom and rom[0].fields["data"] == "00f8ffff"    # vfio_pci_size_rom() sizing
+
+
+@pytest.mark.parametrize("text, field", [
+    ('rom = "3K"', "rom"),
+    ("[bars.0]\nsize = 1000", "bars.0.size"),
+    ("[bars.0]\nsize = 4096\nmem64 = true\n[bars.1]\nsize = 4096", "bars"),
+    ("msix_vectors = 64\n[bars.0]\nsize = 256", "msix_bar"),
+    ("colour = 1", "colour"),
+    ("vendor = [", "-"),
+])
+def test_bad_shape_is_one_line_exit_2(tmp_path, capsys, text, field):
+    from vmm_model.cli import main
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    assert main(["run", "--shape", str(p), "--", qemu("10.0")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vfio-emu: error: {p}") and err.count("\n") == 1
+    if field != "-":
+        assert f": {field}: " in err

@@ -398,8 +398,13 @@ def cmd_run(args, qemu_argv) -> int:
     if kernel is None:
         raise UsageError("run needs a simulated kernel", where="--kernel")
     binary = shutil.which(qemu_argv[0]) or qemu_argv[0]
+    devices = None
+    if getattr(args, "shape", None):
+        from backends.shim.pci import load_shape
+        shape = load_shape(args.shape)
+        devices = {bdf: shape for bdf in vfio_devices(qemu_argv[1:])}
     res = run(binary, qemu_argv[1:], kernel=kernel, until=parse_until(args.until),
-              timeout=args.timeout)
+              timeout=args.timeout, devices=devices)
     diffs = compare_with_model(res, qemu_argv[1:]) if args.against_model else None
     if args.json:
         json.dump(document([res], None if diffs is None else [diffs]), sys.stdout, indent=1)
@@ -425,6 +430,9 @@ def register(sub) -> None:
     r.add_argument("--against-model", action="store_true",
                    help="also plan the same command line with the QEMU model of the binary's "
                         "version and show where model and real QEMU differ")
+    r.add_argument("--shape", metavar="FILE",
+                   help="TOML device shape for every vfio-pci device (BARs, ROM, MSI-X, PCIe; "
+                        "default: like QEMU's edu; see docs/run-real-qemu.md)")
     r.add_argument("--brief", action="store_true", help="only the map/unmap table, stderr, status")
     r.add_argument("--json", action="store_true", help="versioned JSON (the plan document shape)")
     r.set_defaults(func=cmd_run)
@@ -444,4 +452,5 @@ def _plan_against_binary(args, qemu_argv) -> int:
         raise UsageError("--against-binary takes QEMU arguments after --, not a scenario",
                          where="vfio-emu plan --against-binary")
     args.until, args.timeout, args.against_model, args.brief = "realize", 20.0, True, True
+    args.shape = None
     return cmd_run(args, [args.against_binary, *qemu_argv])
