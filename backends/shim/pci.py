@@ -364,11 +364,9 @@ def device_ioctl(host, df: VfioDeviceFile, request: int, arg):
     """The device fd's ioctl: this module's answers, else the VFIO core's
     (vfio.py: BIND/ATTACH/DETACH and -ENOTTY).  Access first, as
     vfio_device_fops_unl_ioctl() checks it."""
-    buf = bytes(arg) if not isinstance(arg, int) else b""
     fn = host.pci_functions.get(id(df.dev))
-    if fn is not None and df.access_granted and not isinstance(arg, int) or \
-            (fn is not None and request == VFIO_DEVICE_RESET and df.access_granted):
-        r = fn.ioctl(request, buf)
+    if fn is not None and df.access_granted:
+        r = fn.ioctl(request, bytes(arg) if not isinstance(arg, int) else b"")
         if r is not None:
             return r
     return df.ioctl(request, arg)
