@@ -138,7 +138,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
     once QEMU is started (tests use it to crash or stop QEMU); ``on_ready(server,
     monitor)`` once the target is reached, before quit (e.g. device DMA with
     ``server.dma()``, checked through QMP)."""
-    from backends.simulated.profiles import get_profile
+    from backends.kernel_profiles import get_profile
     profile = get_profile(kernel).name
     if devices is None:
         devices = {bdf: PciShape() for bdf in vfio_devices(qemu_args)}
