@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backends.probe import register as register_probe
     from backends.rig.cli import register as register_rig
     from vmm_model.qemu.cli import register
+    from vmm_model.run import register as register_run
     register(sub)
+    register_run(sub)
     register_probe(sub)
     register_rig(sub)
     return p
