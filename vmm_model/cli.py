@@ -14,15 +14,10 @@ from pathlib import Path
 
 from backends.errors import UsageError, VfioEmuError
 from vmm_model import gallery
-<<<<<<< HEAD
 from vmm_model.iommu_backends import backend_names, get_backend
 from vmm_model.plan import DEFAULT_KERNEL, make_plan
-from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list
-=======
-from vmm_model.plan import ALL_BACKENDS, BACKENDS, DEFAULT_KERNEL, make_plan
 from vmm_model.qemu_versions import (DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list,
                                      versions_dict, versions_table)
->>>>>>> qemu
 from vmm_model.report import NOT_RUN, document, render_plan
 from vmm_model.scenario import from_qemu_args, load_toml
 
@@ -157,16 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="what QEMU maps, how, per section (default: the gallery)")
     pl.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                     "or give QEMU arguments after --")
-<<<<<<< HEAD
-    pl.add_argument("--qemu", help="QEMU version(s): " + ", ".join(QEMU_VERSIONS) + ", or all")
-    pl.add_argument("--backend", help=f"{', '.join(backend_names())} or all (= "
-                    f"{' and '.join(backend_names(in_all=True))})")
-=======
     pl.add_argument("--qemu", help="QEMU version(s), comma list: " + ", ".join(QEMU_VERSIONS)
                     + ", a release such as 11.0.1, or all (default: the scenario's, else "
                     + DEFAULT_QEMU + ")")
-    pl.add_argument("--backend", help="type1, iommufd, compat or all (= type1 and iommufd)")
->>>>>>> qemu
+    pl.add_argument("--backend", help=f"{', '.join(backend_names())} or all (= "
+                    f"{' and '.join(backend_names(in_all=True))})")
     pl.add_argument("--kernel", default=DEFAULT_KERNEL,
                     help=f"simulated kernel profile that answers the ioctls (default "
                          f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")

@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 from backends.errors import UsageError
 from backends.kernel_profiles import get_profile
 from vmm_model.container import Event, VFIOContainer, attach, realize_error
-<<<<<<< HEAD
 from vmm_model.iommu_backends import get_backend
-from vmm_model.machine import Machine, build_machine
-=======
-from vmm_model.container_legacy import Type1Plan
-from vmm_model.iommufd import IommufdPlan
 from vmm_model.machine import CommandLineRejected, Machine, build_machine
->>>>>>> qemu
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
 from vmm_model.scenario import Scenario

@@ -3,13 +3,8 @@ turned into the same ``Scenario`` (QEMU's own property names throughout).
 
 TOML layout (see vmm_model/gallery/*.toml)::
 
-<<<<<<< HEAD
-    title = "..."            research = "qemu §7 #6"      qemu = "10.1"
-    backend = "iommufd"      # optional: a backend name (vfio-emu plan --help)
-=======
     title = "..."            upstream = "fb32965b6dd8 ..."   qemu = "10.1"
-    backend = "iommufd"      # optional: type1 | iommufd
->>>>>>> qemu
+    backend = "iommufd"      # optional: a backend name (vfio-emu plan --help)
     [machine]  type = "q35", aux-ram-share = false, memory-backend = "m0", vga = "none"
     [memory]   size = "4G", mem-path = "/dev/hugepages", slots = 2, maxmem = "8G"   # -m, -mem-path
     [[object]] qom-type = "memory-backend-file", id = "m0", size = "4G", mem-path = "...", share = true
