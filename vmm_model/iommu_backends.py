@@ -20,6 +20,9 @@ A backend says:
                           requests, not sent (``ret is None``)
   ``open_client(host, dev)``  the real client (backends/type1.py, backends/iommufd.py)
                           with ``dev`` attached, on a LinuxHost or a SimHost
+  ``iommufd_object``      the device reaches the kernel through an ``-object iommufd``
+                          (iommufd_backend_connect(), backends/iommufd.c), so that
+                          object's own failures apply
   ``cpr_unmap_vaddr_all`` what the outgoing QEMU does to the container before a CPR
                           transfer (None: nothing the incoming one must redo)
 
@@ -65,6 +68,7 @@ class IOMMUBackend:
     in_all = True
     capabilities: frozenset[str] = frozenset()
     description = ""
+    iommufd_object = False
     cpr_unmap_vaddr_all = None
 
     def plan_client(self) -> VFIOIOMMUClass:

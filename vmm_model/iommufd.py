@@ -45,6 +45,7 @@ class Iommufd(IOMMUBackend):
     name = "iommufd"
     capabilities = frozenset({"map_file", "cdev", "dirty_tracking", "live_update"})
     description = "iommufd (/dev/iommu IOAS + VFIO cdev)"
+    iommufd_object = True
 
     def plan_client(self) -> IommufdPlan:
         return IommufdPlan()
