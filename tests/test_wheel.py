@@ -78,9 +78,9 @@ def _run(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, env=clean, stdin=subprocess.DEVNULL, timeout=60)
 
 
-def test_wheel_holds_the_rig_data_and_the_gallery(wheel):
+def test_wheel_holds_the_rig_data_the_shim_source_and_the_gallery(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    want = {"backends/rig/init.sh", "backends/rig/guest/pytest.ini",
+    want = {"backends/rig/init.sh", "backends/rig/guest/pytest.ini", "backends/shim/vfio_shim.c",
             "backends/rig/guest/conftest.py", "backends/rig/guest/hosts.py",
             "backends/rig/guest/rigutil.py", "backends/rig/guest/steps.py"}
     want |= {f"backends/rig/guest/{f}" for s in SETS.values() for f in s.files}
@@ -121,3 +121,12 @@ def test_installed_plan_reads_the_gallery(installed, tmp_path):
     assert r.returncode == 0, r.stderr
     (plan,) = json.loads(r.stdout)["plans"]
     assert plan["source"] == "gallery/s02-default-ram.toml" and plan["backend"] == "iommufd"
+
+
+def test_installed_shim_source_is_where_the_builder_looks(installed, tmp_path):
+    """``vfio-emu run`` compiles backends/shim/vfio_shim.c from the install."""
+    r = subprocess.run([str(installed / "bin" / "python"), "-c",
+                        "from backends.shim.build import SOURCE; print(SOURCE, SOURCE.is_file())"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    path, ok = r.stdout.split()
+    assert r.returncode == 0 and ok == "True" and Path(path).is_relative_to(installed), r.stderr
