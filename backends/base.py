@@ -188,8 +188,8 @@ def ioas_unmap_request(ioas_id: int, iova: int, length: int,
 class VFIOIOMMUClass:
     """QEMU's VFIOIOMMUClass: the hooks vfio_container_dma_map() calls.
 
-    Subclasses set ``name`` (type1, iommufd, compat), implement ``dma_map`` and
-    ``dma_unmap``, and implement ``dma_map_file`` only if the backend can map by
+    Subclasses set ``name`` (the backend's, vmm_model/iommu_backends.py),
+    implement ``dma_map`` and ``dma_unmap``, and ``dma_map_file`` only if the backend can map by
     file (QEMU: iommufd only).  ``pgsizes`` is the IOMMU page-size bitmap the
     listener uses for ram_device alignment (type1: iova_pgsizes of
     VFIO_IOMMU_GET_INFO; iommufd: out_iova_alignment; else the host page size).

@@ -128,5 +128,5 @@ def test_made_up_backend_plans_through_the_pytest_fixture(pytester):
     r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-backend", "type1v1",
                            "--vfio-kernel", "7.2")
     r.assert_outcomes(passed=1)
-    r.stdout.fnmatch_lines(["vfio-emu: qemu=10.1 backend=type1v1 kernel=7.2"])
+    r.stdout.fnmatch_lines(["vfio-emu: qemu=* backend=type1v1 kernel=7.2"])
     assert "type1v1" not in backend_names()

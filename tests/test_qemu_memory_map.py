@@ -14,7 +14,7 @@ from vmm_model.machine import build_machine
 from vmm_model.qemu import find_qemu
 from vmm_model.qemu.launcher import QemuProcess
 from vmm_model.qemu.parse import flatview_of, parse_mtree_flat
-from vmm_model.qemu.testing import scratch_dir
+from qemu_testing import scratch_dir
 from vmm_model.qemu_versions import get_qemu
 from vmm_model.scenario import from_qemu_args
 

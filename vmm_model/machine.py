@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from backends.errors import UsageError
 from vmm_model.memory import (P, Backing, MemoryRegion, MemoryRegionSection, MRKind,
                               RAMBlock, RamFlags, round_up)
+from vmm_model.iommu_backends import get_backend
 from vmm_model.qemu_versions import QemuVersion
 from vmm_model.scenario import Scenario
 
@@ -71,7 +72,7 @@ def check_command_line(sc: Scenario, qemu: QemuVersion, backend: str | None = No
             if o.type == "memory-backend-file" and prop in o.props and not getattr(qemu, switch):
                 raise CommandLineRejected(qemu, f"{prog}: {_opt(o)},{prop}=...: Invalid "
                                           f"parameter '{prop}'", o.where)
-    if backend == "iommufd" and not qemu.iommufd_object:
+    if backend and get_backend(backend).iommufd_object and not qemu.iommufd_object:
         raise CommandLineRejected(qemu, f"{prog}: -object iommufd,id=iommufd0: Parameter "
                                   "'qom-type' does not accept value 'iommufd'", sc.source)
     if sc.machine.get("aux-ram-share") and not qemu.aux_ram_share:

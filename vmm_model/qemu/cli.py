@@ -110,7 +110,8 @@ def register(subparsers):
     p.add_argument("--qmp", metavar="SOCKET", help="QMP unix socket of a running QEMU")
     p.add_argument("--hmp-stdio", action="store_true",
                    help="start QEMU (arguments after --) with -monitor stdio and read it")
-    p.add_argument("--backend", help="type1, iommufd or all (default all)")
+    p.add_argument("--backend", help=f"{', '.join(backend_names())} or all (default all: "
+                   f"{', '.join(backend_names(in_all=True))})")
     p.add_argument("--json", action="store_true", help="versioned JSON, plus a 'live' key")
     p.add_argument("--save", metavar="FILE", help="write the live VM as a scenario file")
     p.add_argument("--no-compare", action="store_true",
