@@ -151,3 +151,15 @@ def test_open_client_on_this_real_host_names_the_missing_node(linux_hosts, backe
     with pytest.raises(SetupError) as e:
         get_backend(backend).open_client(host, Device())
     assert (e.value.call, e.value.path, e.value.ret) == ("open", node, -errno.ENOENT)
+
+
+def test_legacy_cpr_unmaps_every_vaddr_and_keeps_the_mappings():
+    """What the type1 backend's cpr_unmap_vaddr_all() sends: UNMAP_DMA with
+    FLAG_VADDR|FLAG_ALL over iova = size = 0 (vfio_dma_unmap_vaddr_all())."""
+    from backends.base import vfio_dma_unmap_request
+    req = vfio_dma_unmap_request(0x1000, 0x1000, unmap_all=True, vaddr_only=True)
+    assert req.ioctl == "VFIO_IOMMU_UNMAP_DMA" and req.flag_names() == "ALL|VADDR"
+    assert req.fields == {"argsz": 24, "flags": uapi.VFIO_DMA_UNMAP_FLAG_ALL
+                          | uapi.VFIO_DMA_UNMAP_FLAG_VADDR, "iova": 0, "size": 0}
+    assert get_backend("type1").cpr_unmap_vaddr_all is not None
+    assert get_backend("iommufd").cpr_unmap_vaddr_all is None
