@@ -27,6 +27,7 @@ import pytest
 
 from backends.errors import HostError, UsageError
 from backends.rig import kernels
+from backends.rig import boot
 from backends.rig.boot import check_sets, guest_python, run
 from backends.rig.cli import describe
 from backends.rig.guest import rigutil
@@ -226,3 +227,20 @@ def test_a_hung_guest_is_killed_and_its_console_shown():
         except OSError:
             pass
     assert not leftovers
+
+
+def test_the_guest_runs_the_sets_from_the_package_with_this_python(tmp_path, monkeypatch):
+    """run.sh: cd to backends/rig/guest (its pytest.ini makes it the rootdir),
+    this Python with the guest plugin on the set's files; the kernel command line
+    binds the package root and the venv (once: nested paths are dropped) and the
+    kernel directory back into the guest's view of the host."""
+    k = kernels.Kernel("iommufd-7.2", tmp_path / "k", "linux-source-7.2", "7.2.13-1", "7.2.13",
+                       "0" * 12, [], ["iommufd"], "bzImage", [])
+    script = boot._run_script(k, [SETS["probe"]], tmp_path, [])
+    assert f"cd {GUEST_DIR} || exit 125" in script
+    assert f"{sys.executable} -m pytest" in script
+    assert "-p backends.rig.guest_plugin" in script
+    assert "test_probe_iommufd.py test_probe_type1.py" in script
+    assert (GUEST_DIR / "pytest.ini").is_file()
+    monkeypatch.setattr(boot, "PACKAGE_ROOT", Path(sys.prefix) / "lib" / "site-packages")
+    assert boot.guest_binds(k) == [str(Path(sys.prefix).resolve()), str(tmp_path / "k")]

@@ -94,12 +94,10 @@ def guest_python() -> Path:
 def guest_binds(kernel: Kernel) -> list[str]:
     """Host paths bound back into the guest's view of the host root (its /tmp is
     a fresh tmpfs): the installed packages, the venv, the kernel; nested ones once."""
-    out: list[str] = []
-    for p in (PACKAGE_ROOT, Path(sys.prefix).resolve(), Path(kernel.dir)):
-        s = _check_path(p, "rig bind")
-        if not any(s == o or s.startswith(o + "/") for o in out):
-            out.append(s)
-    return out
+    paths = [_check_path(p, "rig bind")
+             for p in (PACKAGE_ROOT, Path(sys.prefix).resolve(), Path(kernel.dir))]
+    return [p for i, p in enumerate(paths) if p not in paths[:i]
+            and not any(p.startswith(o + "/") for o in paths)]
 
 
 def qemu_binary(qemu: str | None) -> str:
