@@ -129,7 +129,7 @@ def test_qemu_rejects_feature_of_a_newer_version(capsys):
 ])
 def test_qemu_7_2_rejects_options_it_does_not_have(capsys, qemu_args, message):
     """QEMU 7.2's own start-up errors (each checked against Debian's 7.2 binary in
-    tests/test_qemu_errors.py); the same command line plans on 11.1."""
+    tests/test_qemu_rejections_real.py); the same command line plans on 11.1."""
     rc, out, err = run(capsys, "plan", "--qemu", "7.2,11.1", "--backend", "type1",
                        "--no-compare", "--", *qemu_args)
     assert rc == 1 and err == ""
