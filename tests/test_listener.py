@@ -156,3 +156,18 @@ def test_11_0_bar_dmabuf_needs_a_kernel_with_vfio_dma_buf(kernel, ioctl, ret):
     bars = [e for e in p.events if e.kind == "map" and e.section.mr.ram_device]
     assert bars and {(e.result.request.ioctl, e.result.ret) for e in bars} == {(ioctl, ret)}
     assert p.realize_error is None            # ram_device failures only warn
+
+
+@pytest.mark.parametrize("qemu", ["10.1", "11.0.2", "11.1", "master"])
+def test_map_file_failure_fails_realize_without_a_va_retry(qemu):
+    """Shared RAM on ext4: MAP_FILE gets EINVAL from the kernel (memfd_pin_folios()
+    takes shmem and hugetlbfs only).  No version retries by VA: the one request at
+    each IOVA is the MAP_FILE, and realize fails with its error."""
+    from vmm_model.plan import make_plan
+    p = make_plan(gallery.load("s13"), get_qemu(qemu), "iommufd", kernel="7.2")
+    at0 = [e for e in p.events if e.kind == "map" and e.iova == 0]
+    assert [(e.result.request.ioctl, e.result.ret) for e in at0] == \
+        [("IOMMU_IOAS_MAP_FILE", -errno.EINVAL)]
+    assert p.realize_error.endswith("Region ram0: vfio_container_dma_map(0x55d0c0a0b000, "
+                                    f"0x0, 0x80000000, 0x{at0[0].vaddr:x}) = -22 "
+                                    "(Invalid argument)")
