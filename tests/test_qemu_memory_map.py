@@ -23,6 +23,7 @@ MACHINES = {
     "q35-4G": ["-machine", "q35", "-m", "4G"],
     "pc-512M": ["-machine", "pc", "-m", "512M"],
     "pc-4G": ["-machine", "pc", "-m", "4G"],
+    "q35-vga": ["-machine", "q35", "-m", "512M", "-vga", "std"],
     "q35-memfd-dimm": ["-machine", "q35,memory-backend=mem0", "-m", "256M,slots=2,maxmem=1G",
                        "-object", "memory-backend-memfd,id=mem0,size=256M,share=off",
                        "-object", "memory-backend-memfd,id=dimm0mem,size=64M",
@@ -63,9 +64,11 @@ def test_model_flat_view_equals_real_qemu(version, machine):
             after = real_ranges(mon)
         m = build_machine(from_qemu_args(args), get_qemu(version))
     assert before == after                       # -S has already run the first reset
-    assert model_ranges(m.final_sections) == after
-    # the low 1 MiB after reset: RAM, then pc.rom and isa-bios read-only
-    assert after[:3] == [(0, 0xC0000, "ram", after[0][3], 0),
+    assert model_ranges(m.after_reset) == after
+    # the low 1 MiB after reset: RAM (up to the VGA window if there is a VGA),
+    # then pc.rom and isa-bios read-only
+    low_end = 0xA0000 if "-vga" in args else 0xC0000
+    assert after[:3] == [(0, low_end, "ram", after[0][3], 0),
                          (0xC0000, 0xE0000, "rom", "pc.rom", 0),
                          (0xE0000, 0x100000, "rom", "pc.bios", 0x20000)]
 
@@ -182,7 +185,7 @@ def test_realize_and_reset_views_equal_what_kvm_is_told(version, machine):
     ram = lambda view: sorted((s.offset_within_address_space, s.size, s.readonly)   # noqa: E731
                               for s in view if s.mr.ram)
     assert at_realize == ram(m.sections)
-    assert sorted(live.values()) == ram(m.final_sections)
+    assert sorted(live.values()) == ram(m.after_reset)
     from vmm_model.plan import make_plan
     p = make_plan(from_qemu_args(args), get_qemu("11.1"), "type1")
     assert after == [(e.kind, e.iova, e.size) for e in p.events

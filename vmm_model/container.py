@@ -35,7 +35,7 @@ class Event:
     result: DmaResult | None = None
     message: str = ""
     fatal: bool = False              # realize fails (init) or hw_error abort (runtime)
-    phase: str = "realize"           # realize | reset (first machine reset) | hotplug
+    phase: str = "realize"           # realize | reset | firmware (PCI BARs) | hotplug
 
 
 @dataclass
@@ -83,7 +83,8 @@ class VFIOContainer:
 def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     """vfio_listener_register(): replay the flat view at device realize; then (if
     that worked) the first machine reset's flat-view change (region_del, then
-    region_add) and runtime hotplug sections.  Each event records its phase."""
+    region_add), the PCI BARs firmware maps, and runtime hotplug sections.  Each
+    event records its phase."""
     from vmm_model.listener import vfio_listener_region_add, vfio_listener_update
 
     container.backend.cpr_incoming = machine.cpr_incoming
@@ -99,6 +100,13 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
         vfio_listener_update(container, machine, machine.sections, machine.reset_sections)
     for ev in container.events[n:]:
         ev.phase = "reset"
+    n = len(container.events)
+    for section in machine.bar_sections:       # firmware assigns and enables the BARs
+        if container.aborted:
+            break
+        vfio_listener_region_add(container, machine, section)
+    for ev in container.events[n:]:
+        ev.phase = "firmware"
     n = len(container.events)
     for section in machine.hotplug_sections:
         if container.aborted:

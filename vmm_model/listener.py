@@ -243,7 +243,7 @@ def vfio_ram_discard_register_listener(c: VFIOContainer, machine: Machine,
         _map_failed(c, ev, err)
         return
     if c.dma_max_mappings:
-        rdm_sections = [s for s in machine.sections + machine.hotplug_sections
+        rdm_sections = [s for s in machine.final_sections + machine.hotplug_sections
                         if s.mr.has_ram_discard_manager]
         vrdl_mappings = sum(-(-s.size // s.mr.rdm_granularity) for s in rdm_sections)
         vrdl_count = len(rdm_sections)

@@ -110,6 +110,9 @@ class Machine:
     with a vIOMMU."""
     reset_sections: list[MemoryRegionSection] | None = None
     """The flat view after the first machine reset, when it differs (q35's PAM)."""
+    bar_sections: list[MemoryRegionSection] = field(default_factory=list)
+    """PCI BARs that are RAM (vga.vram, VFIO BAR mmaps): in the flat view once
+    firmware (or the guest) has assigned and enabled them, after reset."""
     memory_sections: list[MemoryRegionSection] = field(default_factory=list)
     """address_space_memory's flat view (vIOMMU translations land here)."""
     hotplug_sections: list[MemoryRegionSection] = field(default_factory=list)
@@ -135,9 +138,15 @@ class Machine:
         return mr
 
     @property
-    def final_sections(self) -> list[MemoryRegionSection]:
-        """The flat view VFIO sees once the machine has been reset."""
+    def after_reset(self) -> list[MemoryRegionSection]:
+        """The flat view after the first machine reset (what a paused QEMU shows)."""
         return self.sections if self.reset_sections is None else self.reset_sections
+
+    @property
+    def final_sections(self) -> list[MemoryRegionSection]:
+        """The flat view once firmware has also mapped the PCI BARs."""
+        return sorted(self.after_reset + self.bar_sections,
+                      key=lambda s: s.offset_within_address_space)
 
     def section_at(self, gpa: int) -> MemoryRegionSection | None:
         """The guest-RAM section covering ``gpa`` (address_space_memory translation)."""
@@ -305,8 +314,9 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
                                          if d.type == "vfio-pci")
     for view in (m.sections, m.reset_sections):
         if view is not None:
-            _check_overlaps(view + m.hotplug_sections)
+            _check_overlaps(view + m.bar_sections + m.hotplug_sections)
             view.sort(key=lambda s: s.offset_within_address_space)
+    m.bar_sections.sort(key=lambda s: s.offset_within_address_space)
     m.memory_sections = m.final_sections
     if sc.viommu_maps is not None:
         # intel-iommu with DMAR enabled: the device's address space is the IOMMU
@@ -315,7 +325,7 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
         iommu = MemoryRegion("intel_iommu_dmar", MRKind.IOMMU, 1 << 64)
         m.memory_sections = m.final_sections + m.hotplug_sections
         m.sections, m.hotplug_sections = [_sec(iommu, 0, 1 << 64)], []
-        m.reset_sections = None
+        m.reset_sections, m.bar_sections = None, []
     return m
 
 
@@ -350,7 +360,7 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
     pc_rom = implicit("pc.rom", PC_ROM_SIZE, True)
     # The 0xa0000-0xbffff window ("smram-region", an alias of the PCI space) shows
     # the VGA's vga-lowmem when there is a VGA; with none it is transparent.
-    vga = sc.machine.get("vga", "none") == "std"
+    vga = sc.machine.get("vga", "none") != "none"
     holes = [(0xA0000, 0xC0000, None)] if vga else []
     pam = [(PC_ROM_BASE, PC_ROM_BASE + PC_ROM_SIZE, (pc_rom, 0)),
            (0x100000 - ISA_BIOS_SIZE, 0x100000, (bios, BIOS_SIZE - ISA_BIOS_SIZE))]
@@ -376,9 +386,9 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
 
     high = [_sec(mr, gpa, size, owr) for mr, gpa, size, owr in ram_ranges(1 << 32, below, above)]
     high.append(_sec(bios, (1 << 32) - BIOS_SIZE, BIOS_SIZE))
-    if vga:
+    if sc.machine.get("vga") == "std":     # VGA BAR 0 where SeaBIOS places it
         vram = implicit("vga.vram", 16 * MiB, False)
-        high.append(_sec(vram, 0xFD000000, 16 * MiB))
+        m.bar_sections.append(_sec(vram, 0xFD000000, 16 * MiB))
     split = low_view(holes + pam)
     if mtype == "q35":      # PAM aliases disabled until mch_reset()
         secs += low_view(holes) + high
@@ -427,8 +437,8 @@ def _vfio_bars(m: Machine, d) -> None:
     """VFIO BAR mmaps: ``"<dev> BAR n mmaps[i]"`` ram_device regions
     (memory_region_init_ram_device_ptr), RAM_PREALLOC, never RAM_SHARED; with a
     VFIO dma-buf fd and fd_offset = mmaps[i].offset from 11.0 (8cfaf22668c7).
-    BARs are where the scenario says: placed by firmware or the guest, so they are
-    in both flat views."""
+    BARs are where the scenario says: placed by firmware or the guest after
+    reset (Machine.bar_sections)."""
     dev = d.props.get("host") or d.props.get("id") or "vfio-pci"
     next_gpa = 0xE0000000
     for bar in d.props.get("x-bars", ()):
@@ -443,10 +453,7 @@ def _vfio_bars(m: Machine, d) -> None:
                           Backing("dmabuf" if has_fd else "pfnmap", path=dev),
                           fd_offset=off if has_fd else 0)
             mr = m.add_block(rb, has_fd, MRKind.RAM_DEVICE, name, owner=dev)
-            sec = _sec(mr, gpa + off, size, 0)
-            m.sections.append(sec)
-            if m.reset_sections is not None:
-                m.reset_sections.append(sec)
+            m.bar_sections.append(_sec(mr, gpa + off, size, 0))
 
 
 def _explicit_layout(m: Machine, sc: Scenario, backend_mr, implicit) -> None:

@@ -432,7 +432,7 @@ _IGNORED_OPTS = {  # options that take an argument and do not change guest RAM
     "-cpu", "-smp", "-name", "-accel", "-drive", "-netdev", "-nic", "-serial", "-monitor",
     "-qmp", "-chardev", "-display", "-vnc", "-boot", "-bios", "-kernel", "-initrd",
     "-append", "-pidfile", "-D", "-d", "-trace", "-global", "-rtc", "-uuid", "-k",
-    "-mon", "-fsdev", "-virtfs", "-L", "-incoming", "-vga", "-audiodev", "-blockdev",
+    "-mon", "-fsdev", "-virtfs", "-L", "-incoming", "-audiodev", "-blockdev",
     "-runas", "-sandbox", "-msg", "-overcommit", "-usbdevice", "-cdrom", "-hda", "-fw_cfg",
     "-smbios", "-add-fd",
 }
@@ -500,6 +500,8 @@ def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
             sc.memory.update(_parse_props(MEMORY_PROPS, props, where, "-m"))
         elif norm == "-mem-path":
             sc.memory["mem-path"] = arg_value(opt)
+        elif norm == "-vga":
+            sc.machine["vga"] = arg_value(opt)
         elif norm in ("-machine", "-M"):
             implied, props = split_qemu_opts(arg_value(opt), where)
             if implied is not None:
