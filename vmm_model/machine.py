@@ -360,14 +360,18 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
     pc_rom = implicit("pc.rom", PC_ROM_SIZE, True)
     # The 0xa0000-0xbffff window ("smram-region", an alias of the PCI space) shows
     # the VGA's vga-lowmem when there is a VGA; with none it is transparent.
+    # Without "smram-region" (q35 with SMM off, 9.1+) RAM shows through instead.
     vga = sc.machine.get("vga", "none") != "none"
-    holes = [(0xA0000, 0xC0000, None)] if vga else []
+    if (mtype == "q35" and m.qemu.q35_smram_region_needs_smm
+            and sc.machine.get("smm", "auto") == "off"):
+        vga = False
+    holes = [(0xA0000, 0xC0000, MemoryRegion("vga-lowmem", MRKind.IO, 0x20000))] if vga else []
     pam = [(PC_ROM_BASE, PC_ROM_BASE + PC_ROM_SIZE, (pc_rom, 0)),
            (0x100000 - ISA_BIOS_SIZE, 0x100000, (bios, BIOS_SIZE - ISA_BIOS_SIZE))]
 
     def low_view(windows) -> list[MemoryRegionSection]:
-        """ram-below-4g with the given windows cut out of it (and filled by ROMs)."""
-        out, cuts = [], sorted(windows)
+        """ram-below-4g with the given windows cut out of it (filled by what shows there)."""
+        out, cuts = [], sorted(windows, key=lambda w: w[0])
         for mr, gpa, size, owr in ram_ranges(0, 0, below):
             pos, end = gpa, gpa + size
             for lo, hi, _ in cuts:
@@ -378,8 +382,8 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
             if pos < end:
                 out.append(_sec(mr, pos, end - pos, owr + (pos - gpa)))
         for lo, hi, fill in cuts:
-            if fill is None:
-                out.append(_sec(MemoryRegion("vga-lowmem", MRKind.IO, hi - lo), lo, hi - lo))
+            if isinstance(fill, MemoryRegion):
+                out.append(_sec(fill, lo, hi - lo))
             elif lo < below:
                 out.append(_sec(fill[0], lo, hi - lo, fill[1]))
         return sorted(out, key=lambda x: x.offset_within_address_space)

@@ -163,7 +163,7 @@ DEVICE_TYPES = {
 }
 DEVICE_TYPES["virtio-mem"] = DEVICE_TYPES["virtio-mem-pci"]
 
-MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool,
+MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool, "smm": parse_onoffauto,
                  "memory-backend": parse_str, "vga": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
@@ -508,7 +508,6 @@ def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
                 props.setdefault("type", implied)
             props.pop("accel", None)
             props.pop("kernel-irqchip", None)
-            props.pop("smm", None)
             props.pop("usb", None)
             sc.machine.update(_parse_props(MACHINE_PROPS, props, where, "-machine"))
         elif norm == "-object":
