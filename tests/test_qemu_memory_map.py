@@ -26,6 +26,7 @@ MACHINES = {
     "q35-vga": ["-machine", "q35", "-m", "512M", "-vga", "std"],
     # no smram-region without SMM from 9.1 (b07bf7b73fd0): RAM in the VGA window
     "q35-vga-smm-off": ["-machine", "q35,smm=off", "-m", "512M", "-vga", "std"],
+    "pc-vga-smm-off": ["-machine", "pc,smm=off", "-m", "512M", "-vga", "std"],   # i440fx: always
     "q35-memfd-dimm": ["-machine", "q35,memory-backend=mem0", "-m", "256M,slots=2,maxmem=1G",
                        "-object", "memory-backend-memfd,id=mem0,size=256M,share=off",
                        "-object", "memory-backend-memfd,id=dimm0mem,size=64M",
@@ -69,7 +70,7 @@ def test_model_flat_view_equals_real_qemu(version, machine):
     assert model_ranges(m.after_reset) == after
     # the low 1 MiB after reset: RAM (up to the VGA window if there is a VGA),
     # then pc.rom and isa-bios read-only
-    low_end = 0xA0000 if "-vga" in args and (version == "7.2" or "smm=off" not in args[1]) \
+    low_end = 0xA0000 if "-vga" in args and (version == "7.2" or args[1] != "q35,smm=off") \
         else 0xC0000
     assert after[:3] == [(0, low_end, "ram", after[0][3], 0),
                          (0xC0000, 0xE0000, "rom", "pc.rom", 0),
