@@ -171,3 +171,22 @@ def test_map_file_failure_fails_realize_without_a_va_retry(qemu):
     assert p.realize_error.endswith("Region ram0: vfio_container_dma_map(0x55d0c0a0b000, "
                                     f"0x0, 0x80000000, 0x{at0[0].vaddr:x}) = -22 "
                                     "(Invalid argument)")
+
+
+def test_legacy_cpr_incoming_replays_the_sources_view_once_after_load():
+    """hw/vfio/cpr-legacy.c (10.1): vfio_container_post_load() registers the
+    listener after reset and the device state load, so the incoming QEMU issues
+    one VADDR-only map per range of the source's (post-reset) view and no
+    reset-time unmap; 10.0 has no VFIO CPR, so its ordinary map of the still
+    mapped range fails realize (EEXIST)."""
+    from vmm_model.plan import make_plan
+    p = make_plan(gallery.load("s33"), get_qemu("10.1"), "type1", kernel="7.2")
+    maps = [(e.phase, e.iova, e.size, e.result.request.flag_names(), e.result.ret)
+            for e in p.events if e.kind in ("map", "unmap")]
+    assert maps == [("realize", 0x0, 0xC0000, "VADDR", 0),
+                    ("realize", 0xC0000, 0x20000, "VADDR", 0),
+                    ("realize", 0xE0000, 0x20000, "VADDR", 0),
+                    ("realize", 0x100000, 0x7FF00000, "VADDR", 0),
+                    ("realize", 0xFFFC0000, 0x40000, "VADDR", 0)]
+    old = make_plan(gallery.load("s33"), get_qemu("10.0"), "type1", kernel="7.2")
+    assert old.realize_error.endswith("= -17 (File exists)")

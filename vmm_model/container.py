@@ -87,21 +87,30 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     event records its phase."""
     from vmm_model.listener import vfio_listener_region_add, vfio_listener_update
 
-    container.backend.cpr_incoming = machine.cpr_incoming
+    # VFIO's CPR support (10.1): type1 maps VADDR-only (legacy_cpr_vaddr), iommufd
+    # skips MAP_FILE and UNMAP (with dma_map_file); before it, ordinary maps.
+    legacy = container.backend.name != "iommufd"
+    q = container.qemu
+    cpr = machine.cpr_incoming and (q.legacy_cpr_vaddr if legacy else q.dma_map_file)
+    container.backend.cpr_incoming = cpr
     if machine.iommu_pgsizes:
         container.backend.pgsizes = machine.iommu_pgsizes
-    for section in machine.sections:
+    # Legacy CPR incoming registers the listener in vfio_container_post_load()
+    # (hw/vfio/cpr-legacy.c): after reset and the device state load, so it replays
+    # the source's view (BARs included) once, with VADDR-only maps.
+    legacy_cpr = cpr and legacy
+    for section in machine.final_sections if legacy_cpr else machine.sections:
         vfio_listener_region_add(container, machine, section)
     if container.error is not None:
         return container
     container.initialized = True
     n = len(container.events)
-    if machine.reset_sections is not None:
+    if machine.reset_sections is not None and not legacy_cpr:
         vfio_listener_update(container, machine, machine.sections, machine.reset_sections)
     for ev in container.events[n:]:
         ev.phase = "reset"
     n = len(container.events)
-    for section in machine.bar_sections:       # firmware assigns and enables the BARs
+    for section in [] if legacy_cpr else machine.bar_sections:   # firmware maps the BARs
         if container.aborted:
             break
         vfio_listener_region_add(container, machine, section)
