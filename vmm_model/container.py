@@ -89,7 +89,8 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
 
     # VFIO's CPR support (10.1): type1 maps VADDR-only (legacy_cpr_vaddr), iommufd
     # skips MAP_FILE and UNMAP (with dma_map_file); before it, ordinary maps.
-    legacy = container.backend.name != "iommufd"
+    from vmm_model.iommu_backends import get_backend
+    legacy = not get_backend(container.backend.name).iommufd_object
     q = container.qemu
     cpr = machine.cpr_incoming and (q.legacy_cpr_vaddr if legacy else q.dma_map_file)
     container.backend.cpr_incoming = cpr

@@ -57,6 +57,12 @@ def _opt(obj) -> str:
     return f"-object {obj.type},id={obj.id}" if obj.id else f"-object {obj.type}"
 
 
+def _via_iommufd_object(backend: str) -> bool:
+    """The backend reaches the kernel through ``-object iommufd`` (registry)."""
+    from vmm_model.iommu_backends import get_backend
+    return get_backend(backend).iommufd_object
+
+
 def check_command_line(sc: Scenario, qemu: QemuVersion, backend: str | None = None) -> None:
     """Raise CommandLineRejected with QEMU's own start-up error when ``qemu``
     lacks an option ``sc`` uses (each switch is a Rule in vmm_model.qemu_versions;
@@ -71,7 +77,7 @@ def check_command_line(sc: Scenario, qemu: QemuVersion, backend: str | None = No
             if o.type == "memory-backend-file" and prop in o.props and not getattr(qemu, switch):
                 raise CommandLineRejected(qemu, f"{prog}: {_opt(o)},{prop}=...: Invalid "
                                           f"parameter '{prop}'", o.where)
-    if backend == "iommufd" and not qemu.iommufd_object:
+    if backend is not None and not qemu.iommufd_object and _via_iommufd_object(backend):
         raise CommandLineRejected(qemu, f"{prog}: -object iommufd,id=iommufd0: Parameter "
                                   "'qom-type' does not accept value 'iommufd'", sc.source)
     if sc.machine.get("aux-ram-share") and not qemu.aux_ram_share:
