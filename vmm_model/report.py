@@ -125,7 +125,8 @@ def render_plan(plan: Plan, with_others: bool = True) -> str:
             notes.append(ev.message)
         elif ev.kind in ("error", "warn"):
             notes.append(ev.message)
-    lines += ["   " + line for line in _table(rows)]
+    if len(rows) > 1:
+        lines += ["   " + line for line in _table(rows)]
     for n in notes:
         lines.append("   " + n.replace("\n", "\n   "))
     if plan.container and any(ev.phase != "realize" for ev in plan.events):

@@ -164,7 +164,7 @@ DEVICE_TYPES = {
 }
 DEVICE_TYPES["virtio-mem"] = DEVICE_TYPES["virtio-mem-pci"]
 
-MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool,
+MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool, "smm": parse_onoffauto,
                  "memory-backend": parse_str, "vga": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
@@ -433,7 +433,7 @@ _IGNORED_OPTS = {  # options that take an argument and do not change guest RAM
     "-cpu", "-smp", "-name", "-accel", "-drive", "-netdev", "-nic", "-serial", "-monitor",
     "-qmp", "-chardev", "-display", "-vnc", "-boot", "-bios", "-kernel", "-initrd",
     "-append", "-pidfile", "-D", "-d", "-trace", "-global", "-rtc", "-uuid", "-k",
-    "-mon", "-fsdev", "-virtfs", "-L", "-incoming", "-vga", "-audiodev", "-blockdev",
+    "-mon", "-fsdev", "-virtfs", "-L", "-incoming", "-audiodev", "-blockdev",
     "-runas", "-sandbox", "-msg", "-overcommit", "-usbdevice", "-cdrom", "-hda", "-fw_cfg",
     "-smbios", "-add-fd",
 }
@@ -501,13 +501,14 @@ def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
             sc.memory.update(_parse_props(MEMORY_PROPS, props, where, "-m"))
         elif norm == "-mem-path":
             sc.memory["mem-path"] = arg_value(opt)
+        elif norm == "-vga":
+            sc.machine["vga"] = arg_value(opt)
         elif norm in ("-machine", "-M"):
             implied, props = split_qemu_opts(arg_value(opt), where)
             if implied is not None:
                 props.setdefault("type", implied)
             props.pop("accel", None)
             props.pop("kernel-irqchip", None)
-            props.pop("smm", None)
             props.pop("usb", None)
             sc.machine.update(_parse_props(MACHINE_PROPS, props, where, "-machine"))
         elif norm == "-object":
