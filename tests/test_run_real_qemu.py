@@ -374,3 +374,53 @@ def test_bad_shape_is_one_line_exit_2(tmp_path, capsys, text, field):
     assert err.startswith(f"vfio-emu: error: {p}") and err.count("\n") == 1
     if field != "-":
         assert f": {field}: " in err
+
+
+# ---- the recorded real-QEMU configurations (fixtures/qmp), each with a vfio-pci device ----
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "qmp")
+
+
+def fixture_args(config: str, d) -> list[str]:
+    with open(os.path.join(FIXTURES, f"qemu-10.0-{config}.json")) as f:
+        argv = json.load(f)["argv"]
+    with open(os.path.join(d, "ro.img"), "wb") as f:
+        f.truncate(32 << 20)
+    return [a.replace("{d}", str(d)) for a in argv if a != "-qmp"]
+
+
+@pytest.mark.parametrize("config, label, backend", [
+    ("default-m", "10.0", IOMMUFD), ("pc-dimm", "10.0", TYPE1), ("readonly-file", "10.0", IOMMUFD),
+    ("memfd-share-on-seal-on", "7.2", TYPE1), ("ram-share-on", "10.0", IOMMUFD),
+    ("file-share-off", "7.2", TYPE1)])
+def test_fixture_configs_realize_and_model_agrees_above_1m(tmp_path, config, label, backend):
+    args = fixture_args(config, tmp_path) + backend
+    res = run(qemu(label), args, kernel="7.2")
+    assert (res.reached, res.status, res.stderr) == ("realize", 0, "")
+    live = final_maps(res.events())
+    assert live and all(e["ret"] == 0 for e in live.values())
+    if config == "readonly-file":                 # the read-only DIMM: READABLE only
+        dimm = live[(0x100000000, 32 << 20)]
+        assert (dimm["readonly"], dimm["flags"]) == (True, "FIXED_IOVA|READABLE")
+    if config == "pc-dimm":
+        assert live[(0x100000000, 64 << 20)]["backing"]["kind"] == "shmem"
+    diffs = compare_with_model(res, args)
+    assert [d for d in diffs if int(d["range"][1:].split(",")[0], 16) >= 0x100000] == []
+
+
+@pytest.mark.parametrize("label, backend, ioctl, message", [
+    ("7.2", TYPE1, "VFIO_IOMMU_MAP_DMA", "VFIO_MAP_DMA failed: Bad address"),
+    ("10.0", IOMMUFD, "IOMMU_IOAS_MAP", "warning: IOMMU_IOAS_MAP failed: Bad address, PCI BAR?")])
+def test_shared_file_on_disk_fails_realize(tmp_path, label, backend, ioctl, message):
+    """memory-backend-file,share=on on a disk file system: a long-term writable
+    pin of a shared file mapping is refused (check_vma_flags() ->
+    writable_file_mapping_allowed(): -EFAULT); QEMU's realize fails with its
+    own words; the model predicts a failure too."""
+    args = fixture_args("file-share-on", tmp_path) + backend
+    res = run(qemu(label), args, kernel="7.2")
+    assert (res.reached, res.status) == ("", 1)
+    first = next(e for e in res.events() if e["ret"])
+    assert (first["ioctl"], first["iova"], first["ret"]) == (ioctl, 0, -14)
+    assert (first["backing"]["kind"], first["backing"]["shared"]) == ("ext4", True)
+    assert message in res.stderr
+    assert [d["what"] for d in compare_with_model(res, args)] in ([], ["first refused map"])

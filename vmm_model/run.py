@@ -331,17 +331,35 @@ def final_maps(events: list[dict]) -> dict[tuple[int, int], dict]:
     return live
 
 
+def _first_failure(events: list[dict]) -> dict | None:
+    return next((e for e in events if e["kind"] == "map" and e["ret"] not in (0, None)), None)
+
+
 def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     """Where the model's plan (same command line, same kernel) and the real run
-    differ in what ends up mapped: range, map kind (ioctl), readonly, outcome."""
+    differ.  Both realize: the mappings in effect at the end (range, ioctl,
+    readonly, outcome).  Both fail: the first refused map.  One fails: the
+    outcome."""
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import get_qemu
     from vmm_model.report import event_json
     from vmm_model.scenario import from_qemu_args
     sc = from_qemu_args(qemu_args)
     plan = make_plan(sc, get_qemu(model_version(res.version)), res.backend, kernel=res.kernel)
-    mk = final_maps([event_json(e) for e in plan.events if e.kind in ("map", "unmap")])
-    rk = final_maps(res.events())
+    model_events = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")]
+    model_error = plan.rejected or plan.kernel_error or plan.realize_error
+    real_error = (res.stderr.strip().splitlines() or ["no QMP"])[-1] if not res.reached else None
+    if model_error and real_error:
+        m, r = _first_failure(model_events), _first_failure(res.events())
+        same = (m is None and r is None) or (m is not None and r is not None and all(
+            m[k] == r[k] for k in ("iova", "size", "ioctl", "readonly", "ret")))
+        return [] if same else [{"kind": "realize", "range": "-", "what": "first refused map",
+                                 "model": _brief(m), "real": _brief(r)}]
+    if model_error or real_error:
+        return [{"kind": "realize", "range": "-", "what": "outcome",
+                 "model": model_error or "realizes",
+                 "real": real_error or f"reached {res.reached}"}]
+    mk, rk = final_maps(model_events), final_maps(res.events())
     diffs = []
     for k in sorted(set(mk) | set(rk)):
         m, r = mk.get(k), rk.get(k)
@@ -355,13 +373,6 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
             if m[what] != r[what]:
                 diffs.append({"kind": "map", "range": rng, "what": what,
                               "model": m[what], "real": r[what]})
-    model_error = plan.rejected or plan.kernel_error or plan.realize_error
-    if model_error and res.reached:
-        diffs.append({"kind": "realize", "range": "-", "what": "outcome",
-                      "model": model_error, "real": f"reached {res.reached}"})
-    elif not model_error and not res.reached:
-        diffs.append({"kind": "realize", "range": "-", "what": "outcome", "model": "realizes",
-                      "real": (res.stderr.strip().splitlines() or ["no QMP"])[-1]})
     return diffs
 
 
@@ -374,9 +385,9 @@ def _brief(e: dict | None) -> str | None:
 
 def render_diffs(diffs: list[dict]) -> str:
     if not diffs:
-        return ("   model and real QEMU agree on what ends up mapped "
-                "(range, ioctl, readonly, outcome)")
-    out = ["   model vs real QEMU, mappings in effect at the end:"]
+        return ("   model and real QEMU agree (outcome; what ends up mapped: range, ioctl, "
+                "readonly, result; or the first refused map)")
+    out = ["   model vs real QEMU:"]
     for d in diffs:
         out.append(f"   DIFF {d['kind']} {d['range']} {d['what']}: model {d['model']} "
                    f"| real {d['real']}")
