@@ -354,7 +354,8 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
         same = (m is None and r is None) or (m is not None and r is not None and all(
             m[k] == r[k] for k in ("iova", "size", "ioctl", "readonly", "ret")))
         return [] if same else [{"kind": "realize", "range": "-", "what": "first refused map",
-                                 "model": _brief(m), "real": _brief(r)}]
+                                 "model": m and f"{m['gpa']} {_brief(m)}",
+                                 "real": r and f"{r['gpa']} {_brief(r)}"}]
     if model_error or real_error:
         return [{"kind": "realize", "range": "-", "what": "outcome",
                  "model": model_error or "realizes",
