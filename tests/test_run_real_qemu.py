@@ -235,7 +235,8 @@ except OSError as e:
 def test_map_file_passes_the_real_fd(tmp_path, kernel, mode, ret):
     """A Python process (not QEMU: the installed QEMUs never send MAP_FILE)
     under the shim maps a real memfd by file; the server receives the fd by
-    SCM_RIGHTS and sees what it really is."""
+    SCM_RIGHTS and sees what it really is; the fd is closed with the server."""
+    fds = _fds()
     server = ShimServer(kernel, {})
     try:
         sock = str(tmp_path / "vfio.sock")
@@ -246,6 +247,7 @@ def test_map_file_passes_the_real_fd(tmp_path, kernel, mode, ret):
                              text=True, timeout=60)
     finally:
         server.close()
+    assert _fds() == fds
     assert out.returncode == 0, out.stderr
     got, fd_restored = out.stdout.split()
     assert (int(got), fd_restored) == (ret, "True")
@@ -424,3 +426,16 @@ def test_shared_file_on_disk_fails_realize(tmp_path, label, backend, ioctl, mess
     assert (first["backing"]["kind"], first["backing"]["shared"]) == ("ext4", True)
     assert message in res.stderr
     assert [d["what"] for d in compare_with_model(res, args)] in ([], ["first refused map"])
+
+
+def test_run_events_have_the_plan_event_keys():
+    """run's events carry every key of plan's (vmm_model/report.py event_json),
+    so the two documents diff field by field."""
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.report import event_json
+    from vmm_model.scenario import from_qemu_args
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2")
+    plan = make_plan(from_qemu_args(BASE + TYPE1), get_qemu("10.0"), "type1", kernel="7.2")
+    model_keys = set(event_json(plan.events[0]))
+    assert all(model_keys <= set(e) for e in res.events())

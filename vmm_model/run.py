@@ -120,12 +120,15 @@ def map_event(r: Request) -> dict:
     iova = f.get("iova", 0)
     kind = "map" if r.name in MAP_IOCTLS else "unmap"
     flags = f.get("flags", 0)
+    b = r.backing or {}
     return {"kind": kind, "path": "real", "gpa": f"[0x{iova:x}, 0x{iova + (size or 0):x})",
-            "iova": iova, "size": size, "vaddr": f.get("vaddr", f.get("user_va")),
+            "ramblock": None, "fd": f.get("fd") if r.name == "IOMMU_IOAS_MAP_FILE" else None,
+            "shared": bool(b.get("shared")), "ram_device": b.get("kind") == "pfnmap",
             "readonly": kind == "map" and not flags & _WRITE.get(r.name, 0),
+            "iova": iova, "size": size, "vaddr": f.get("vaddr", f.get("user_va")),
             "ioctl": r.name, "fields": f, "flags": flag_names(r.name, flags),
-            "ret": r.ret, "errno": errno_name(r.ret) or None, "kernel": "ran",
-            "backing": r.backing}
+            "ret": r.ret, "errno": errno_name(r.ret) or None, "kernel": "ran", "note": "",
+            "message": "", "fatal": False, "backing": r.backing}
 
 
 def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
