@@ -439,3 +439,59 @@ def test_run_events_have_the_plan_event_keys():
     plan = make_plan(from_qemu_args(BASE + TYPE1), get_qemu("10.0"), "type1", kernel="7.2")
     model_keys = set(event_json(plan.events[0]))
     assert all(model_keys <= set(e) for e in res.events())
+
+
+COW_CHILD = r"""
+import ctypes, fcntl, mmap, os, struct, sys
+from backends import uapi
+RW = uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE
+ictx = os.open("/dev/iommu", os.O_RDWR)
+buf = bytearray(struct.pack("<III", 12, 0, 0))
+fcntl.ioctl(ictx, uapi.IOMMU_IOAS_ALLOC, buf)
+ioas = struct.unpack_from("<I", buf, 8)[0]
+dev = os.open("/dev/vfio/devices/vfio0", os.O_RDWR)
+bind = bytearray(struct.pack("<IIiI", 16, 0, ictx, 0))
+fcntl.ioctl(dev, uapi.VFIO_DEVICE_BIND_IOMMUFD, bind)
+fcntl.ioctl(dev, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, bytearray(struct.pack("<III", 12, 0, ioas)))
+ram = os.memfd_create("guest-ram")                     # guest RAM, share=off (seed 002)
+os.write(ram, b"FILE" * 4096)
+m = mmap.mmap(ram, 16384, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+m[0:5] = b"GUEST"                                      # the guest writes: a private COW copy
+va = ctypes.addressof(ctypes.c_char.from_buffer(m))
+fcntl.ioctl(ictx, uapi.IOMMU_IOAS_MAP, bytearray(struct.pack("<IIIIQQQ", 40, RW, ioas, 0, va, 16384, 1 << 30)))
+fcntl.ioctl(ictx, uapi.IOMMU_IOAS_MAP_FILE, bytearray(struct.pack("<IIIiQQQ", 40, RW, ioas, ram, 0, 16384, 2 << 30)))
+print("ready", flush=True)
+sys.stdin.readline()
+print(bytes(m[0:5]).decode(), os.pread(ram, 5, 0).decode(), flush=True)
+"""
+
+
+def test_cow_divergence_of_private_ram_with_real_pages(tmp_path):
+    """Seed 002 with a real process (QEMU 10.0 maps by VA only; MAP_FILE is
+    10.1+): private memfd RAM the guest wrote.  Through the VA map the device
+    reads the guest's write (the pinned COW copy); through MAP_FILE it reads
+    the file.  A device write through each lands in the process's copy and in
+    the file respectively."""
+    from backends.shim.pci import PciShape
+    server = ShimServer("7.2", {"0000:00:04.0": PciShape()})
+    sock = str(tmp_path / "vfio.sock")
+    server.serve(sock)
+    env = dict(os.environ, LD_PRELOAD=build_shim(), VFIO_EMU_SOCK=sock,
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child = subprocess.Popen([sys.executable, "-c", COW_CHILD], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n", child.stderr.read()
+        bdf = "0000:00:04.0"
+        assert server.dma(bdf, 1 << 30, 5) == (5, b"GUEST")
+        assert server.dma(bdf, 2 << 30, 5) == (5, b"FILEF")
+        assert server.dma(bdf, (1 << 30) + 1, data=b"va") == (2, b"")
+        assert server.dma(bdf, (2 << 30) + 1, data=b"fd") == (2, b"")
+        out, err = child.communicate("go\n", timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        server.close()
+    assert child.returncode == 0, err
+    assert out.split() == ["GvaST", "FfdEF"]
