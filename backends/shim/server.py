@@ -29,7 +29,7 @@ from .hw_info import IOMMU_GET_HW_INFO, iommufd_get_hw_info
 from .pci import DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields
 from .prochost import ProcHost
 
-OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP = range(1, 8)
+OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP = range(1, 9)
 KINDS = {1: "container", 2: "group", 3: "device", 4: "iommufd"}
 _REQ = struct.Struct("<IIiiQQQQII")
 _REP = struct.Struct("<qII")
@@ -44,7 +44,7 @@ _FD_FIELD = 12                        # struct iommu_ioas_map_file: size, flags,
 class Request:
     """One VFIO/iommufd call QEMU made and the simulated kernel's answer."""
     seq: int
-    op: str                           # open, close, ioctl, pread, pwrite, mmap, munmap
+    op: str                           # open, close, ioctl, pread, pwrite, mmap, munmap, sysfs, dma
     fd_kind: str | None
     name: str                         # path, ioctl name, region
     fields: dict = field(default_factory=dict)
@@ -246,6 +246,11 @@ class ShimServer:
             ret = h.munmap(a, b)
             self._record(op="munmap", fd_kind=None, name="", fields={"addr": a, "length": b}, ret=ret)
             return ret, b"", 0
+        if op == OP_LOOKUP:                 # a redirected sysfs lookup and its outcome
+            fn, _, path = payload.split(b"\0", 1)[0].decode(errors="replace").partition(" ")
+            self._record(op="sysfs", fd_kind=None, name=path, fields={"call": fn},
+                         ret=-a if a else 0)
+            return 0, b"", 0
         return -errno.ENOSYS, b"", 0
 
     def _ioctl(self, kind, fd, request, mode, value, buf: bytes, real_fd: int):
