@@ -205,7 +205,8 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, ready) -> None
         res.reached = "realize"
         if until == "reset":
             mon.execute("system_reset")
-            mon.execute("query-status")
+            for _ in range(2):          # the reset runs in the main loop before these
+                mon.execute("query-status")
             res.reached = "reset"
         elif isinstance(until, float):
             mon.execute("cont")
