@@ -507,3 +507,20 @@ def test_cow_divergence_of_private_ram_with_real_pages(tmp_path):
         server.close()
     assert child.returncode == 0, err
     assert out.split() == ["GvaST", "FfdEF"]
+
+
+def test_device_without_reset_gets_qemus_warning():
+    """reset_works=False: no VFIO_DEVICE_FLAGS_RESET; QEMU tries a hot reset
+    (VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: -ENODEV, alone on its bus) and warns
+    at every reset, here at machine creation and at system_reset."""
+    from backends.shim.pci import PciShape
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", until="reset",
+              devices={"0000:00:04.0": PciShape(reset_works=False)})
+    assert (res.reached, res.status) == ("reset", 0)
+    assert one(res, "VFIO_DEVICE_GET_INFO").out["flags"] == uapi.VFIO_DEVICE_FLAGS_PCI
+    assert not [r for r in res.requests if r.name == "VFIO_DEVICE_RESET"]
+    hot = {r.ret for r in res.requests if r.name == "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO"}
+    assert hot == {-19}
+    warn = "qemu-system-x86_64: vfio: Cannot reset device 0000:00:04.0, no available reset mechanism."
+    lines = res.stderr.splitlines()
+    assert len(lines) >= 2 and set(lines) == {warn}
