@@ -451,6 +451,9 @@ def test_run_events_have_the_plan_event_keys():
     plan = make_plan(from_qemu_args(BASE + TYPE1), get_qemu("10.0"), "type1", kernel="7.2")
     model_keys = set(event_json(plan.events[0]))
     assert all(model_keys <= set(e) for e in res.events())
+    # the phases line up too: QEMU maps RAM whole at realize, re-maps it PAM-split at reset
+    assert [(e["phase"], e["kind"], e["iova"]) for e in res.events()] == [
+        (e.phase, e.kind, e.iova) for e in plan.events if e.kind in ("map", "unmap")]
 
 
 COW_CHILD = r"""

@@ -35,6 +35,7 @@ from vmm_model.scenario import split_qemu_opts
 SCHEMA_VERSION = 1
 MAP_IOCTLS = ("VFIO_IOMMU_MAP_DMA", "IOMMU_IOAS_MAP", "IOMMU_IOAS_MAP_FILE")
 UNMAP_IOCTLS = ("VFIO_IOMMU_UNMAP_DMA", "IOMMU_IOAS_UNMAP")
+RESET_IOCTLS = ("VFIO_DEVICE_RESET", "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO")
 _WRITE = {"VFIO_IOMMU_MAP_DMA": uapi.VFIO_DMA_MAP_FLAG_WRITE,
           "IOMMU_IOAS_MAP": uapi.IOMMU_IOAS_MAP_WRITEABLE,
           "IOMMU_IOAS_MAP_FILE": uapi.IOMMU_IOAS_MAP_WRITEABLE}
@@ -98,19 +99,33 @@ class RunResult:
     stderr: str = ""
     status: int | None = None                 # exit status (negative: killed by signal)
     reached: str = ""                         # realize, reset, ran N s; "" if not even QMP
+    ready_seq: int | None = None              # requests[ready_seq:] came after QMP answered
     killed: str | None = None                 # why vfio-emu had to kill QEMU
     qmp_status: str | None = None
 
     def events(self) -> list[dict]:
-        return [map_event(r) for r in self.requests if r.op == "ioctl" and
-                r.name in MAP_IOCTLS + UNMAP_IOCTLS]
+        """Map/unmap events with their phase, as the model's (vmm_model/container.py
+        Event.phase): realize until the first device reset of machine creation,
+        then reset until QMP answered, then runtime."""
+        out, phase = [], "realize"
+        for r in self.requests:
+            if self.ready_seq is not None and r.seq >= self.ready_seq:
+                phase = "runtime"
+            elif phase == "realize" and r.name in RESET_IOCTLS:
+                phase = "reset"
+            if r.op == "ioctl" and r.name in MAP_IOCTLS + UNMAP_IOCTLS:
+                out.append(dict(map_event(r), phase=phase))
+        return out
 
     def json(self) -> dict:
         return {"scenario": "run", "binary": self.binary, "argv": self.argv,
                 "qemu": self.version, "backend": self.backend, "kernel": self.kernel,
                 "reached": self.reached, "qmp_status": self.qmp_status,
                 "exit_status": self.status, "killed": self.killed, "stderr": self.stderr,
-                "events": self.events(), "requests": [r.json() for r in self.requests]}
+                "events": self.events(),
+                "live": [{"iova": k[0], "size": k[1], "readonly": e["readonly"], "ramblock": None}
+                         for k, e in sorted(final_maps(self.events()).items()) if e["ret"] == 0],
+                "requests": [r.json() for r in self.requests]}
 
 
 def map_event(r: Request) -> dict:
@@ -169,7 +184,8 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
             err.close()
         if on_start is not None:
             on_start(proc)
-        _drive(proc, qmp, until, timeout, res, lambda mon: on_ready and on_ready(server, mon))
+        _drive(proc, qmp, until, timeout, res, server,
+               lambda mon: on_ready and on_ready(server, mon))
     finally:
         if proc is not None:
             _stop(proc, res)
@@ -184,7 +200,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
     return res
 
 
-def _drive(proc, qmp: str, until, timeout: float, res: RunResult, ready) -> None:
+def _drive(proc, qmp: str, until, timeout: float, res: RunResult, server, ready) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(qmp):
         if proc.poll() is not None:
@@ -203,6 +219,8 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, ready) -> None
         # QMP answers once qemu_init() is done: devices realized, machine reset.
         res.qmp_status = mon.execute("query-status").get("status")
         res.reached = "realize"
+        with server.lock:
+            res.ready_seq = len(server.log)
         if until == "reset":
             mon.execute("system_reset")
             for _ in range(2):          # the reset runs in the main loop before these
