@@ -100,6 +100,7 @@ class RunResult:
     status: int | None = None                 # exit status (negative: killed by signal)
     reached: str = ""                         # realize, reset, ran N s; "" if not even QMP
     ready_seq: int | None = None              # requests[ready_seq:] came after QMP answered
+    tmpdir: str = ""                          # the run's private directory (removed at the end)
     killed: str | None = None                 # why vfio-emu had to kill QEMU
     qmp_status: str | None = None
 
@@ -165,7 +166,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
                          where="vfio-emu run")
     shim = build_shim()
     res = RunResult(binary, list(qemu_args), binary_version(binary), profile, _backend(qemu_args))
-    tmp = tempfile.mkdtemp(prefix="vfio-emu-run-")
+    tmp = res.tmpdir = tempfile.mkdtemp(prefix="vfio-emu-run-")
     server = ShimServer(profile, devices)
     proc = None
     try:

@@ -191,8 +191,14 @@ class ShimServer:
                 if payload is None or length > MAX_PAYLOAD:
                     return
                 with self.lock:
-                    ret, out, newfd = self.handle(op, KINDS.get(kind), fd, a, b, c, d, payload,
-                                                  fds[0] if fds else -1)
+                    try:
+                        ret, out, newfd = self.handle(op, KINDS.get(kind), fd, a, b, c, d,
+                                                      payload, fds[0] if fds else -1)
+                    except Exception as e:      # a simulator bug: QEMU gets -EIO, the report says why
+                        self._record(op="error", fd_kind=KINDS.get(kind),
+                                     name=f"vfio-emu internal error: {type(e).__name__}: {e}",
+                                     ret=-errno.EIO)
+                        ret, out, newfd = -errno.EIO, b"", 0
                 for extra in fds[1:]:
                     os.close(extra)
                 conn.sendall(_REP.pack(ret, len(out), newfd) + out)
@@ -262,7 +268,9 @@ class ShimServer:
         file = h.file_of(fd)
         arg: bytes | int = value if mode == 0 else buf
         passed = None
-        if request == uapi.IOMMU_IOAS_MAP_FILE and real_fd >= 0 and len(buf) >= _FD_FIELD + 4:
+        if request == uapi.IOMMU_IOAS_MAP_FILE and real_fd < 0 and len(buf) >= _FD_FIELD + 4:
+            arg = buf[:_FD_FIELD] + struct.pack("<i", -1) + buf[_FD_FIELD + 4:]   # not an fd: -EBADF
+        elif request == uapi.IOMMU_IOAS_MAP_FILE and real_fd >= 0 and len(buf) >= _FD_FIELD + 4:
             sim_fd = h.install_real_fd(real_fd)
             f = h.file_of(sim_fd)
             passed = {"what": "fd", "kind": f.inode.kind, "size": f.inode.i_size,
@@ -271,7 +279,7 @@ class ShimServer:
         if file is not None and isinstance(file.dev, VfioDeviceFile):
             ret, out = device_ioctl(h, file.dev, request, arg)
         elif request == IOMMU_GET_HW_INFO and kind == "iommufd" and h.profile.vfio_cdev \
-                and mode:                       # GET_HW_INFO came with VFIO cdev, in 6.6
+                and mode and file is not None:  # GET_HW_INFO came with VFIO cdev, in 6.6
             ret, out = iommufd_get_hw_info(file.dev, buf)
         else:
             ret, out = h.ioctl(fd, request, arg)

@@ -468,6 +468,8 @@ int ioctl(int fd, unsigned long request, ...)
             }
         } else if (nr == 0x8f && kind == KIND_IOMMUFD && argsz >= 16) { /* IOAS_MAP_FILE */
             memcpy(&send_fd, buf + 12, 4);   /* the real memory fd, by SCM_RIGHTS */
+            if (fcntl(send_fd, F_GETFD) < 0)
+                send_fd = -1;                 /* not an open fd: the kernel's -EBADF */
         }
         rq.b = 1;
         rq.len = argsz;
