@@ -530,3 +530,21 @@ def test_qemu72_has_no_iommufd_and_the_model_agrees():
     assert res.stderr == ("qemu-system-x86_64: -object iommufd,id=i0: Parameter 'qom-type' "
                           "does not accept value 'iommufd'\n")
     assert compare_with_model(res, args) == []
+
+
+def test_other_devices_and_files_are_the_real_kernels(tmp_path):
+    """QEMU's emulated edu, a virtio-blk disk on a real file and the vfio-pci
+    device side by side: only the VFIO paths reach the simulated kernel."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    res = run(qemu("10.0"), BASE + ["-device", "edu", "-drive", f"if=none,id=d0,file={disk},"
+                                    "format=raw", "-device", "virtio-blk-pci,drive=d0"] + TYPE1,
+              kernel="7.2")
+    assert (res.reached, res.status, res.stderr) == ("realize", 0, "")
+    opened = sorted({r.name for r in res.requests if r.op == "open"})
+    assert opened == ["/dev/vfio/1", "/dev/vfio/vfio"]
+    assert {r.name for r in res.requests if r.op == "sysfs"} <= {
+        "/sys/bus/pci/devices/0000:00:04.0", "/sys/bus/pci/devices/0000:00:04.0/iommu_group",
+        "/sys/bus/pci/devices/0000:00:04.0/subsystem"}
+    assert [r.name for r in res.requests if r.name == "VFIO_GROUP_GET_DEVICE_FD"] == \
+        ["VFIO_GROUP_GET_DEVICE_FD"]
