@@ -425,6 +425,11 @@ int ioctl(int fd, unsigned long request, ...)
     }
     /* VFIO_GET_API_VERSION, CHECK_EXTENSION, SET_IOMMU, UNSET_CONTAINER and
      * DEVICE_RESET take no pointer: the argument is the value. */
+    int by_value = nr == 100 || nr == 101 || nr == 102 || nr == 105 || nr == 111;
+    if (!by_value && !arg) {
+        errno = EFAULT;                  /* copy_from_user() of NULL */
+        return -1;
+    }
     if (nr == 100 || nr == 101 || nr == 102 || nr == 105 || nr == 111) {
         rq.b = 0;
         rq.c = (uint64_t)arg;
