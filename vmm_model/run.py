@@ -328,9 +328,9 @@ def model_version(version: str | None) -> str:
     """The modelled QEMU version for a binary's ``x.y.z``."""
     from vmm_model.qemu_versions import QEMU_VERSIONS
     if version:
-        mm = ".".join(version.split(".")[:2])
-        if mm in QEMU_VERSIONS:
-            return mm
+        for name in (version, ".".join(version.split(".")[:2])):
+            if name in QEMU_VERSIONS:
+                return name
     raise UsageError(f"no QEMU model for version {version or 'unknown'}", where="--against-model",
                      valid=", ".join(QEMU_VERSIONS))
 
