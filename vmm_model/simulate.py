@@ -185,11 +185,24 @@ def _cpr_source(host, machine: Machine, client, qemu, pname, pfn) -> None:
     host.ioctl(client.fd, uapi.VFIO_IOMMU_UNMAP_DMA, c.pack(c.size, flags, 0, 0))
 
 
+def _explain_refusals(events, hw) -> None:
+    """A map the kernel refused with EINVAL because of the host IOMMU (IOVA past
+    its aperture, or over a reserved region) says so in its message."""
+    for ev in events:
+        if ev.kind == "map" and ev.result is not None and ev.result.ret == -errno.EINVAL:
+            why = hw.explain(ev.iova, ev.size)
+            if why:
+                ev.message = f"{ev.message}\n{why}" if ev.message else why
+
+
 def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
-             devices=None, **host_options) -> Simulation:
-    """Realize ``sc`` on ``SimHost(kernel, **host_options)`` with ``backend``."""
+             devices=None, host_iommu: str | None = None, **host_options) -> Simulation:
+    """Realize ``sc`` on ``SimHost(kernel, **host_options)`` with ``backend``; the
+    device sits behind ``host_iommu`` (else the scenario's [host] iommu, else
+    backends.simulated.iommu.DEFAULT_HOST_IOMMU)."""
+    import dataclasses
     from backends.simulated import SimHost
-    from backends.simulated.iommu import IommuHw, SimVfioDevice
+    from backends.simulated.iommu import SimVfioDevice, get_host_iommu
     from backends.simulated.vfio import install
     from vmm_model.policy import get_policy
 
@@ -197,7 +210,9 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
     try:
         machine = build_machine(sc, qemu, HostAllocator(host))
         if devices is None:
-            hw = IommuHw(pgsize_bitmap=machine.iommu_pgsizes) if machine.iommu_pgsizes else IommuHw()
+            hw = get_host_iommu(host_iommu or sc.host.get("iommu"))
+            if machine.iommu_pgsizes:
+                hw = dataclasses.replace(hw, pgsize_bitmap=machine.iommu_pgsizes)
             devices = [SimVfioDevice(hw=hw)]
         install(host, devices)
         try:
@@ -208,6 +223,7 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
         if machine.cpr_incoming and backend != "iommufd":
             _cpr_source(host, machine, client, qemu, pname, pfn)
         container = attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
+        _explain_refusals(container.events, devices[0].hw)
         return Simulation(host, machine, container, client)
     except BaseException:
         host.close_all()

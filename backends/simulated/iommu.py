@@ -292,7 +292,7 @@ def get_host_iommu(name: str | None = None) -> IommuHw:
     try:
         return HOST_IOMMUS[name or DEFAULT_HOST_IOMMU][0]
     except KeyError:
-        raise UsageError(f"unknown host IOMMU {name!r}", field="host-iommu",
+        raise UsageError(f"unknown host IOMMU {name!r}", where="--host-iommu",
                          valid=", ".join(HOST_IOMMUS)) from None
 
 
