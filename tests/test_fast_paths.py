@@ -31,7 +31,7 @@ from backends.host import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, O_RDWR, PAGE_
                            PROT_WRITE)
 from backends.simulated import SimHost
 from backends.simulated.iommu import IommuHw, SimVfioDevice
-from backends.simulated.profiles import PROFILES
+from backends.kernel_profiles import PROFILES
 from backends.simulated.vfio import install, region_offset
 
 SEQUENCES = 2000            # per profile (issue 13: >= 2,000 in CI)
