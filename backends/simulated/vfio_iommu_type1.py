@@ -176,7 +176,10 @@ def vfio_unpin_pages_remote(dma: vfio_dma) -> int:
         pins = [p for p in pins if p in p.store.pins]
     unpin_user_pages(pins)
     dma.pins = ()
-    return sum(p.npages for p in pins)
+    n = 0
+    for pin in pins:
+        n += pin.npages
+    return n
 
 
 class VfioDomain:
