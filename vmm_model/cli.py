@@ -62,7 +62,7 @@ def cmd_plan(args, qemu_argv) -> int:
                  else [get_backend(backends, also=("all",)).name])
         for b in blist:
             for q in qemus:
-                plans.append(make_plan(sc, q, b, args.policy, kernel))
+                plans.append(make_plan(sc, q, b, args.policy, kernel, args.host_iommu))
     with_others = not args.no_compare
     if args.json:
         json.dump(document(plans, with_others), sys.stdout, indent=1)
@@ -95,7 +95,7 @@ def cmd_compare(args, qemu_argv) -> int:
     if None in kernels or not kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
                          valid=", ".join(list_profiles()) + ", host")
-    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy)
+    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy, args.host_iommu)
     if args.json:
         json.dump(compare.document(sc, plans, diffs), sys.stdout, indent=1)
         print()
@@ -127,9 +127,23 @@ def cmd_versions(args, _qemu_argv) -> int:
     return 0
 
 
+def _host_iommu_option(p) -> None:
+    p.add_argument("--host-iommu", metavar="NAME",
+                   help="the simulated host's IOMMU (default: the scenario's [host] iommu, "
+                        "else vtd-48; 'vfio-emu profiles --host-iommus' lists them)")
+
+
 def cmd_profiles(args, _qemu_argv) -> int:
     from backends.kernel_profiles import (format_profiles, get_profile, host_profile,
                                              profiles_dict)
+    if args.host_iommus:
+        from backends.simulated.iommu import format_host_iommus, host_iommus_dict
+        if args.json:
+            json.dump(host_iommus_dict(), sys.stdout, indent=1)
+            print()
+        else:
+            print(format_host_iommus(), end="")
+        return 0
     names = None
     if args.kernel:
         names = [(host_profile() if args.kernel == "host" else get_profile(args.kernel)).name]
@@ -161,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"simulated kernel profile that answers the ioctls (default "
                          f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")
     pl.add_argument("--policy", help="a registered policy name or module:callable")
+    _host_iommu_option(pl)
     pl.add_argument("--json", action="store_true", help="versioned JSON")
     pl.add_argument("--check", action="store_true",
                     help="exit 1 when a hazard, a realize failure or an abort is found")
@@ -178,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--qemu", help="QEMU version(s), comma list (default: the scenario's or "
                    + DEFAULT_QEMU + ")")
     c.add_argument("--policy", help="a registered policy name or module:callable")
+    _host_iommu_option(c)
     c.add_argument("--json", action="store_true", help="versioned JSON")
     c.set_defaults(func=cmd_compare)
     g = sub.add_parser("gallery", help="list the built-in scenarios")
@@ -189,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_versions)
     pr = sub.add_parser("profiles", help="list the simulated kernel profiles and their switches")
     pr.add_argument("--kernel", help="one profile: a name or 'host' (the running kernel)")
+    pr.add_argument("--host-iommus", action="store_true",
+                    help="list the host IOMMUs --host-iommu can choose instead")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_profiles)
     from backends.probe import register as register_probe

@@ -174,7 +174,8 @@ VIOMMU_MAP_PROPS = {"iova": parse_size, "size": parse_size, "gpa": parse_size,
                     "perm": parse_str}
 MACHINE_TYPES = ("q35", "pc")
 TOP_KEYS = {"title", "upstream", "qemu", "backend", "description", "machine", "memory",
-            "object", "numa", "device", "viommu", "migration", "section"}
+            "object", "numa", "device", "viommu", "migration", "section", "host"}
+HOST_PROPS = {"iommu": parse_str}     # the simulated host (backends/simulated/iommu.py HOST_IOMMUS)
 
 
 @dataclass
@@ -207,6 +208,7 @@ class Scenario:
     viommu_maps: list[dict] | None = None
     incoming: str | None = None
     sections: list[dict] = field(default_factory=list)
+    host: dict = field(default_factory=dict)      # [host] iommu = "vtd-48"
 
     def object(self, oid: str) -> Obj | None:
         return next((o for o in self.objects if o.id == oid), None)
@@ -359,6 +361,13 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
     sc.backend = _opt_choice(data, "backend", backend_names(), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")
+    sc.host = table("host", HOST_PROPS, "host")
+    if "iommu" in sc.host:
+        from backends.simulated.iommu import HOST_IOMMUS
+        if sc.host["iommu"] not in HOST_IOMMUS:
+            raise UsageError(f"unknown host IOMMU {sc.host['iommu']!r}",
+                             where=loc.at(loc.key(loc.table("host"), "iommu")), field="iommu",
+                             valid=", ".join(HOST_IOMMUS))
     sc.objects = typed("object", "qom-type", OBJECT_TYPES)
     sc.devices = typed("device", "driver", DEVICE_TYPES)
     for raw, line in array("numa"):
@@ -582,6 +591,7 @@ def to_toml(sc: Scenario) -> str:
 
     table("machine", sc.machine)
     table("memory", sc.memory)
+    table("host", sc.host)
     for o in sc.objects:
         out.append("\n[[object]]")
         out.append(f'qom-type = "{o.type}"')

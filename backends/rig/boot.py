@@ -1,6 +1,6 @@
 """Boot a rig kernel under QEMU, run test sets in the guest, bring back JSON.
 
-research/kernel-rig.md §1 step 7 (QEMU command line) and §3 (/init):
+docs/kernel-model.md, "The kernel rig" (QEMU command line, /init):
 q35 + ``intel-iommu,intremap=on,caching-mode=on`` + N ``edu`` devices (bound
 to vfio-pci by /init), the host root read-only over 9p (tag ``host``) and a
 private writable run directory over 9p (tag ``rig``) at the same path in the
@@ -201,7 +201,7 @@ def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
 
 def qemu_argv(qemu: str, kernel: Kernel, out: Path, accel: str, edu: int,
               memory: str) -> list[str]:
-    """The QEMU command line of kernel-rig.md §1 step 7, plus the run directory."""
+    """The rig's QEMU command line (docs/kernel-model.md), plus the run directory."""
     cmdline = (f"console=ttyS0 intel_iommu=on panic=-1 hugepages=128 "
                f"rig.out={_check_path(out, 'run directory')} "
                f"rig.bind={','.join(guest_binds(kernel))}")

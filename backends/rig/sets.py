@@ -31,7 +31,8 @@ class TestSet:
 SETS: dict[str, TestSet] = {s.name: s for s in (
     TestSet("probe", ("test_probe_iommufd.py", "test_probe_type1.py"),
             BUILT + STOCK,
-            "kernel-rig.md §4: iommufd 4a/4b rows, type1 4c rows, on the guest kernel"),
+            "the clients' probes (iommufd IOAS, lazy pinning, MAP_FILE; type1 MAP/UNMAP) "
+            "on the guest kernel"),
     TestSet("selftests", ("test_selftests.py",), BUILT,
             "the kernel's tools/testing/selftests/iommu iommufd + iommufd_fail_nth"),
     TestSet("edu-dma", ("test_edu_dma.py",), BUILT + STOCK,
