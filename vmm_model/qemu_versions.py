@@ -6,7 +6,7 @@ comparisons anywhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 from backends.errors import UsageError
 
@@ -46,6 +46,26 @@ class QemuVersion:
     legacy_unmap_overflow_workaround: bool
     """type1 unmap retried with size - min_pagesize on EINVAL when iova+size wraps
     (removed by 1d9a832b58be, 10.2)."""
+    # --- migration modes (vmm_model/migration.py); defaults are the newest releases' ---
+    cpr_reboot: bool = True
+    """MigMode cpr-reboot exists (qapi/migration.json "since 8.2")."""
+    vfio_cpr_reboot: bool = True
+    """hw/vfio/cpr.c vfio_cpr_reboot_notifier(): VFIO allows cpr-reboot when the guest
+    is suspended (9.0); before, VFIO's migration blocker covered every mode."""
+    vfio_migration_v2: bool = True
+    """hw/vfio/migration.c probes VFIO_DEVICE_FEATURE_MIGRATION (protocol v2, 8.0): the
+    blocker "%s: VFIO migration is not supported in kernel"; before, v1's
+    "VFIO device doesn't support migration"."""
+    vfio_cpr_transfer: bool = True
+    """VFIO takes part in cpr-transfer: hw/vfio/cpr-legacy.c and cpr-iommufd.c with their
+    blockers (Steve Sistare's "Live update: vfio and iommufd" series, 10.1)."""
+    cpr_exec: bool = True
+    """MigMode cpr-exec, and VFIO's CPR blockers also cover it ("vfio: cpr-exec mode",
+    ee1ca09fc1, 10.2)."""
+    iommufd_cpr_register_fails: bool = False
+    """vfio_iommufd_cpr_register_iommufd() returns migrate_add_blocker_modes()'s 0 as
+    false when the kernel lacks IOMMU_IOAS_CHANGE_PROCESS, so iommufd_backend_connect()
+    and the vfio-pci realize fail (3ca0a0ab05c, 10.2.0; fixed by 0e387bd1df, 11.0)."""
 
     @property
     def has_dma_map_file(self) -> bool:
@@ -66,8 +86,22 @@ _ROWS = [
     ("fixed+dmabuf", "QEMU master@2026-02-13 + seed 002",       "fd-shared-or-ram-device", "vfio_container_dma_map", True, True, True, True, False, True, True, True, True, True, False),
 ]
 
-_NAMES = [f.name for f in fields(QemuVersion)]
-QEMU_VERSIONS: dict[str, QemuVersion] = {r[0]: QemuVersion(*r) for r in _ROWS}
+# Migration-mode switches of the releases before the newest behaviour (keyword fields).
+_NO_EXEC = dict(cpr_exec=False)
+_MIGRATION = {
+    "7.2": dict(cpr_reboot=False, vfio_cpr_reboot=False, vfio_migration_v2=False,
+                vfio_cpr_transfer=False, **_NO_EXEC),
+    "8.2": dict(vfio_cpr_reboot=False, vfio_cpr_transfer=False, **_NO_EXEC),
+    "9.0": dict(vfio_cpr_transfer=False, **_NO_EXEC),
+    "9.2": dict(vfio_cpr_transfer=False, **_NO_EXEC),
+    "10.0": dict(vfio_cpr_transfer=False, **_NO_EXEC), "10.1": _NO_EXEC,
+    "10.2": dict(iommufd_cpr_register_fails=True),
+    "fixed": dict(iommufd_cpr_register_fails=True),
+}
+
+_NAMES = [f.name for f in fields(QemuVersion) if f.default is MISSING]
+QEMU_VERSIONS: dict[str, QemuVersion] = {r[0]: QemuVersion(*r, **_MIGRATION.get(r[0], {}))
+                                         for r in _ROWS}
 assert all(len(r) == len(_NAMES) for r in _ROWS)
 
 DEFAULT_QEMU = "10.1"
