@@ -136,6 +136,20 @@ def summary(results: list[MigrationCheck]) -> str:
     return "\n".join(lines)
 
 
+def by_version(sc, side) -> str:
+    """Blockers of ``side.mode`` in every QEMU version (the destination's backend and kernel)."""
+    from vmm_model.migration import blockers_by_version
+    lines = [f"{side.mode} blockers per QEMU version ({side.backend}, kernel {side.kernel}):"]
+    for name, outcome, blockers in blockers_by_version(sc, side):
+        if outcome != "runs":
+            lines.append(f"  {name:13} {outcome}")
+        for _, msg, _ in blockers:
+            lines.append(f"  {name:13} {msg}")
+        if outcome == "runs" and not blockers:
+            lines.append(f"  {name:13} none")
+    return "\n".join(lines)
+
+
 def document(results: list[MigrationCheck], args) -> dict:
     return {"schema_version": SCHEMA_VERSION, "tool": "vfio-emu migrate-check",
             "from": args.src, "to": args.dst, "mode": args.mode,
@@ -167,6 +181,8 @@ def cmd_migrate_check(args, qemu_argv) -> int:
             print("\n" + "\n\n".join(str(r) for r in _order(results)))
     else:
         print(results[0])
+        if args.mode:
+            print(by_version(scenarios[0], results[0].destination.side))
     verdict = worst(r.verdict for r in results)
     return 1 if verdict == "breaks" or (args.strict and verdict == "changes") else 0
 

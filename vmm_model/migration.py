@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 from dataclasses import dataclass, field
 
 from backends.base import errno_name, strerror
@@ -160,7 +161,7 @@ class SideRun:
     probes: dict[str, int] = field(default_factory=dict)
     ramblocks: list[tuple[str, bool, bool]] = field(default_factory=list)  # idstr, fd, shared
     live_update: LiveUpdate | None = None
-    blockers: list[tuple[str, str]] = field(default_factory=list)        # (message, source)
+    blockers: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, message, source)
     needs: list[str] = field(default_factory=list)
 
     @property
@@ -351,17 +352,18 @@ SRC_CHANGE_PROCESS = ("drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process(
                       "when an area maps a user VA (6.13)")
 
 
-def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str]], list[str]]:
+def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[str]]:
     """QEMU's blockers for ``run.side.mode`` (as ``query-migrate`` lists them in
-    ``blocked-reasons``), plus what a successful move needs."""
+    ``blocked-reasons``) as (kind, message, source), plus what a successful move
+    needs.  ``kind`` identifies the blocker across versions whose wording differs."""
     mode, dev, p = run.side.mode, run.device, run.probes
     legacy = run.side.backend in ("type1", "compat")
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, str]] = []
     needs: list[str] = []
     exists = {"normal": True, "cpr-reboot": qemu.cpr_reboot, "cpr-transfer": qemu.cpr_transfer,
               "cpr-exec": qemu.cpr_exec}[mode]
     if not exists:
-        return [(f"Parameter 'mode' does not accept value '{mode}' (QEMU {qemu.name} has no "
+        return [("no-mode", f"Parameter 'mode' does not accept value '{mode}' (QEMU {qemu.name} has no "
                  f"migration mode {mode})", "qapi/migration.json MigMode")], []
     if not run.starts:
         return [], []
@@ -370,7 +372,7 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str]], list[str]]
     vfio_mig = p.get("VFIO_DEVICE_FEATURE(MIGRATION)", 0)
     if mode == "normal" or (mode == "cpr-reboot" and not qemu.vfio_cpr_reboot):
         if vfio_mig:
-            out.append((no_mig, SRC_MIGRATION + (" (VFIO_DEVICE_FEATURE_MIGRATION = "
+            out.append(("vfio-migration", no_mig, SRC_MIGRATION + (" (VFIO_DEVICE_FEATURE_MIGRATION = "
                                                  f"{errno_name(vfio_mig)})")))
         needs.append("a device whose driver implements VFIO migration "
                      "(VFIO_DEVICE_FEATURE_MIGRATION) and device or IOMMU dirty tracking")
@@ -380,13 +382,13 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str]], list[str]]
                      "vfio_cpr_reboot_notifier())")
     if mode in ("cpr-transfer", "cpr-exec"):
         if not qemu.vfio_cpr_transfer:
-            out.append((f"{dev}: QEMU {qemu.name} has no VFIO support for {mode} (VFIO CPR "
+            out.append(("vfio-cpr", f"{dev}: QEMU {qemu.name} has no VFIO support for {mode} (VFIO CPR "
                         "arrived in 10.1)", "hw/vfio/cpr-legacy.c, hw/vfio/cpr-iommufd.c (10.1)"))
             return out, needs
         if mode == "cpr-transfer":
             for idstr, has_fd, shared in run.ramblocks:
                 if not (has_fd and shared):
-                    out.append((f"Memory region {idstr} is not compatible with CPR. share=on is "
+                    out.append((f"cpr-ram {idstr}", f"Memory region {idstr} is not compatible with CPR. share=on is "
                                 "required for memory-backend objects, and aux-ram-share=on is "
                                 "required.", SRC_CPR_RAM))
         elif any(not (fd and sh) for _, fd, sh in run.ramblocks):
@@ -395,16 +397,17 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str]], list[str]]
                          "(docs/devel/migration/CPR.rst)")
         if legacy:
             if p.get("VFIO_UPDATE_VADDR", 1) <= 0:
-                out.append(("VFIO container does not support VFIO_UPDATE_VADDR", SRC_CPR_LEGACY))
+                out.append(("cpr-legacy", "VFIO container does not support VFIO_UPDATE_VADDR", SRC_CPR_LEGACY))
             elif p.get("VFIO_UNMAP_ALL", 1) <= 0:
-                out.append(("VFIO container does not support VFIO_UNMAP_ALL", SRC_CPR_LEGACY))
+                out.append(("cpr-legacy", "VFIO container does not support VFIO_UNMAP_ALL", SRC_CPR_LEGACY))
         else:
             cp = p.get("IOMMU_IOAS_CHANGE_PROCESS", 0)
             if cp == -errno.ENOTTY:
-                out.append(("vfio iommufd backend does not support IOMMU_IOAS_CHANGE_PROCESS",
+                out.append(("cpr-iommufd", "vfio iommufd backend does not support "
+                            "IOMMU_IOAS_CHANGE_PROCESS",
                             SRC_CPR_IOMMUFD))
             elif cp:
-                out.append((f"IOMMU_IOAS_CHANGE_PROCESS fd {p.get('iommufd fd')} failed: "
+                out.append(("change-process", f"IOMMU_IOAS_CHANGE_PROCESS fd {p.get('iommufd fd')} failed: "
                             f"{strerror(cp)} (at migration time, not a blocker: a section is "
                             "mapped by VA)", SRC_CHANGE_PROCESS))
         needs.append("the same backend, kernel and mapping kind for every section: the new "
@@ -426,6 +429,9 @@ class Finding:
     after: str
     why: str
     source: str
+
+    def with_source(self, source: str) -> "Finding":
+        return dataclasses.replace(self, source=source)
 
     def __str__(self) -> str:
         return (f"{self.verdict.upper():7} [{self.code}] {self.section}: {self.before} -> "
@@ -503,8 +509,8 @@ RULES = _rules(
      "hw/vfio/iommufd.c iommufd_cdev_autodomains_get()"),
     ("migration-blocked", "breaks", "the source QEMU refuses to migrate in this mode "
      "(query-migrate blocked-reasons)", "query-migrate blocked-reasons"),
-    ("blocker-appears", "breaks", "the destination QEMU registers a migration blocker for this "
-     "mode: the VM cannot move on (or back) that way",
+    ("blocker-appears", "changes", "the destination QEMU registers a migration blocker for "
+     "this mode: the VM runs, but cannot move on (or back) that way",
      "query-migrate blocked-reasons"),
     ("blocker-gone", "safe", "a migration blocker of the source is gone",
      "query-migrate blocked-reasons"),
@@ -577,6 +583,9 @@ def _mib(n: int) -> str:
     return f"{n} B"
 
 
+_KIND_CODES = {"map-va-to-file", "map-file-to-va", "cow-divergence-appears", "cow-divergence-gone"}
+
+
 def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Finding]:
     """Every finding of the move ``a`` -> ``b``.  ``migrating``: the move is a
     migration in ``b.side.mode`` (asked for explicitly), so the source QEMU's
@@ -595,8 +604,15 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
         out.append(_f("realize-works", "VM", a.outcome, b.outcome))
     if b.aborted and not a.aborted:
         out.append(_f("aborts", "VM", a.outcome, b.outcome))
+    mode = b.side.mode
+    tag = f"mode {mode}"
+    cpr = migrating and mode in ("cpr-transfer", "cpr-exec") and a.side.mode == mode
+    same_host = (a.side.backend, a.side.kernel) == (b.side.backend, b.side.kernel)
     if a.starts and b.starts:
-        out += _section_findings(a, b)
+        sections = _section_findings(a, b)
+        if cpr and same_host:   # the new QEMU inherits the mappings: its policy does not apply
+            sections = [f for f in sections if f.code not in _KIND_CODES]
+        out += sections
     elif a.starts:      # the destination does not start: only what fails there
         out += [f for f in _section_findings(a, b) if RULES[f.code].verdict == "breaks"
                 and f.code != "section-lost"]
@@ -608,25 +624,21 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
             out.append(_f("dirty-tracking-lost", "VM", a.dirty_tracking, f"none ({b.dirty_why})"))
         elif b.dirty_tracking and not a.dirty_tracking:
             out.append(_f("dirty-tracking-gained", "VM", f"none ({a.dirty_why})", b.dirty_tracking))
-    mode = b.side.mode
-    tag = f"mode {mode}"
     if migrating and a.starts:
-        for msg, src in a.blockers:
+        for _, msg, src in a.blockers:
             out.append(Finding("migration-blocked", "breaks", tag, "source QEMU", msg,
                                RULES["migration-blocked"].why, src))
     if a.starts and b.starts:
-        src_msgs = {m for m, _ in a.blockers}
-        for msg, src in b.blockers:
-            if msg not in src_msgs:
-                out.append(Finding("blocker-appears", "breaks", tag, "no such blocker", msg,
-                                   RULES["blocker-appears"].why, src))
-        dst_msgs = {m for m, _ in b.blockers}
-        for msg, src in a.blockers:
-            if msg not in dst_msgs:
-                out.append(Finding("blocker-gone", "safe", tag, msg, "no such blocker",
-                                   RULES["blocker-gone"].why, src))
-    if mode in ("cpr-transfer", "cpr-exec") and a.side.mode == mode:
-        if (a.side.backend, a.side.kernel) != (b.side.backend, b.side.kernel):
+        src_kinds = {k for k, _, _ in a.blockers}
+        dst_kinds = {k for k, _, _ in b.blockers}
+        for kind, msg, src in b.blockers:
+            if kind not in src_kinds:
+                out.append(_f("blocker-appears", tag, "no such blocker", msg).with_source(src))
+        for kind, msg, src in a.blockers:
+            if kind not in dst_kinds:
+                out.append(_f("blocker-gone", tag, msg, "no such blocker").with_source(src))
+    if cpr:
+        if not same_host:
             out.append(_f("cpr-host-change", tag, f"{a.side.backend} on {a.side.kernel}",
                           f"{b.side.backend} on {b.side.kernel}"))
         else:
@@ -650,25 +662,26 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
 # --- the result ------------------------------------------------------------------------------
 
 def _collapse(findings: list[Finding]) -> list[Finding]:
-    """Runs of one finding over consecutive sections of one RAMBlock (virtio-mem
-    blocks, vIOMMU pages) as one line: "vmem0 [first, last) (N sections)"."""
-    out: list[Finding] = []
-    runs: dict[tuple, list[Finding]] = {}
+    """Consecutive findings of one rule over one RAMBlock with the same before and
+    after (virtio-mem blocks, split RAM) as one line: "vmem0 [first, last) (N sections)"."""
+    runs: list[list[Finding]] = []
     for f in findings:
-        name, sep, rng = f.section.rpartition(" [")
-        key = (f.code, name, f.before, f.after) if sep else (id(f),)
-        if key in runs:
-            runs[key].append(f)
+        name, sep, _ = f.section.rpartition(" [")
+        prev = runs[-1][-1] if runs else None
+        if sep and prev and (prev.code, prev.section.rpartition(" [")[0], prev.before,
+                             prev.after) == (f.code, name, f.before, f.after):
+            runs[-1].append(f)
         else:
-            runs[key] = [f]
-            out.append(f)
-    for i, f in enumerate(out):
-        group = runs.get((f.code, f.section.rpartition(" [")[0], f.before, f.after), [f])
-        if len(group) > 1:
-            lo = group[0].section.rpartition(" [")[2].split(",")[0]
-            hi = group[-1].section.rpartition(", ")[2]
-            out[i] = dataclasses.replace(f, section=f"{f.section.rpartition(' [')[0]} [{lo}, "
-                                                    f"{hi} ({len(group)} sections)")
+            runs.append([f])
+    out = []
+    for run in runs:
+        f = run[0]
+        if len(run) > 1:
+            name, _, first = f.section.rpartition(" [")
+            last = run[-1].section.rpartition(", ")[2]
+            f = dataclasses.replace(f, section=f"{name} [{first.split(',')[0]}, {last} "
+                                               f"({len(run)} sections)")
+        out.append(f)
     return out
 
 
@@ -716,7 +729,7 @@ class MigrationCheck:
                                 if run.dma_limit is not None else "")
                              + f", memlock {_mib(run.locked_bytes)} ({run.locked_scope}), "
                              f"dirty tracking {run.dirty_tracking or 'none'}")
-            for msg, _ in run.blockers:
+            for _, msg, _ in run.blockers:
                 lines.append(f"   {label} blocker ({run.side.mode}): {msg}")
         for need in b.needs:
             lines.append(f"   the destination needs {need}")
@@ -737,7 +750,8 @@ class MigrationCheck:
                     "dma_entry_limit": r.dma_limit,
                     "memlock_bytes": r.locked_bytes, "memlock_scope": r.locked_scope,
                     "dirty_tracking": r.dirty_tracking, "probes": r.probes,
-                    "blockers": [{"message": m, "source": s} for m, s in r.blockers],
+                    "blockers": [{"kind": k, "message": m, "source": s}
+                                 for k, m, s in r.blockers],
                     "needs": r.needs,
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
@@ -755,7 +769,7 @@ def migrate_check(sc, source: str | dict = "", destination: str | dict = "",
     or a dict of the keys in SIDE_KEYS; ``mode``: the migration mode for both
     sides (a side's own ``mode`` key wins), which makes the move a migration in
     that mode."""
-    if not isinstance(sc, Scenario):
+    if isinstance(sc, (str, os.PathLike)):
         from vmm_model.migrate_cli import load_scenarios
         sc, = load_scenarios(str(sc), None)
     if mode is not None and mode not in MODES:
@@ -763,12 +777,18 @@ def migrate_check(sc, source: str | dict = "", destination: str | dict = "",
     given_a = parse_side(source, "--from") if isinstance(source, str) else dict(source)
     given_b = parse_side(destination, "--to") if isinstance(destination, str) else dict(destination)
     a = resolve_side(sc, given_a, "--from", mode)
-    b = resolve_side(sc, given_b, "--to", mode)
+    b = Side(**{**dataclasses.asdict(a), **given_b})
     migrating = mode is not None or "mode" in given_a or "mode" in given_b
     ra = run_side(sc, a)
     rb = run_side(sc, b, live_update=True)
     return MigrationCheck(sc.name, ra, rb, compare_runs(ra, rb, migrating))
 
 
-def known_versions() -> str:
-    return ", ".join(QEMU_VERSIONS)
+def blockers_by_version(sc, side: Side) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """The blockers of ``side.mode`` for this VM in every modelled QEMU version
+    (same backend, kernel, machine): [(version, outcome, blockers)]."""
+    out = []
+    for name in QEMU_VERSIONS:
+        run = run_side(sc, dataclasses.replace(side, qemu=name))
+        out.append((name, run.outcome, run.blockers))
+    return out
