@@ -148,6 +148,7 @@ CASES = [
      ("no such blocker", "VFIO container does not support VFIO_UPDATE_VADDR")),
     ("blocker-gone", "s34", "qemu=10.2,backend=compat", "backend=type1", "cpr-transfer", CPR,
      ("VFIO container does not support VFIO_UPDATE_VADDR", "no such blocker")),
+    ("machine-change", "s34", "qemu=10.2", "machine=pc", "cpr-transfer", "VM", ("q35", "pc")),
     ("cpr-host-change", "s34", "qemu=10.2,backend=type1", "backend=iommufd", "cpr-transfer", CPR,
      ("type1 on 7.2", "iommufd on 7.2")),
     ("cpr-map-kind-changes", "s08", "qemu=10.2", "qemu=fixed", "cpr-transfer",
@@ -219,6 +220,12 @@ def test_same_side_is_safe():
     r = migrate_check("s03", "qemu=10.1", "")
     assert (r.verdict, r.findings) == ("safe", [])
     assert str(r).splitlines()[-1] == "   no differences: safe"
+
+
+def test_machine_type_restart_moves_ram_without_losing_it():
+    """q35 -> pc splits RAM at 3 GiB instead of 2 GiB: other sections, the same RAM mapped."""
+    r = migrate_check("s02", "", "machine=pc")
+    assert r.findings == [] and r.verdict == "safe"
 
 
 def test_destination_inherits_unset_keys_from_the_source():
