@@ -134,7 +134,7 @@ CASES = [
     ("section-new", "s26", "qemu=master", "qemu=10.2", None, "ram0 [0xc0000, 0x100000)",
      ("not mapped", "MAP_FILE RO 0")),
     ("memlock-changes", "s02", "backend=type1", "backend=iommufd", None, "VM",
-     ("4194432 KiB mm->locked_vm", "4194432 KiB user->locked_vm")),
+     ("4096.12 MiB mm->locked_vm", "4096.12 MiB user->locked_vm")),
     ("dirty-tracking-lost", "s02", "backend=type1", "backend=iommufd", None, "VM",
      ("container (VFIO_IOMMU_DIRTY_PAGES)",
       "none (IOMMU_HWPT_ALLOC(DIRTY_TRACKING) = EOPNOTSUPP)")),
@@ -356,15 +356,15 @@ def test_cli_fleet_summary_and_progress(tmp_path, capsys):
     lines = cap.out.splitlines()
     assert lines[0] == "4 VMs: 2 breaks, 2 changes, 0 safe"
     assert [ln.split()[:2] for ln in lines[2:6]] == [
-        ["s06-mem-path-hugetlbfs", "breaks"], ["s17-bar-va-map", "breaks"],
-        ["vm-memfd", "changes"], ["s02-default-ram", "changes"]]
-    assert "  BREAKS  [cow-divergence-appears] 1 VM(s), 4 finding(s): s06-mem-path-hugetlbfs" \
-        in lines
+        ["s06-mem-path-hugetlbfs.toml", "breaks"], ["s17-bar-va-map.toml", "breaks"],
+        ["vm-memfd.args", "changes"], ["s02-default-ram.toml", "changes"]]
+    assert "  BREAKS  [cow-divergence-appears] 1 VM(s), 4 finding(s): " \
+           "s06-mem-path-hugetlbfs.toml" in lines
     assert cap.err.splitlines() == [
-        "migrate-check: [1/4] s02-default-ram: changes",
-        "migrate-check: [2/4] s06-mem-path-hugetlbfs: breaks",
-        "migrate-check: [3/4] s17-bar-va-map: breaks",
-        "migrate-check: [4/4] vm-memfd: changes"]
+        "migrate-check: [1/4] s02-default-ram.toml: changes",
+        "migrate-check: [2/4] s06-mem-path-hugetlbfs.toml: breaks",
+        "migrate-check: [3/4] s17-bar-va-map.toml: breaks",
+        "migrate-check: [4/4] vm-memfd.args: changes"]
 
 
 def test_cli_fleet_json_with_two_jobs(tmp_path, capsys):
@@ -375,14 +375,15 @@ def test_cli_fleet_json_with_two_jobs(tmp_path, capsys):
     assert rc == 1 and cap.err == ""
     assert (doc["schema_version"], doc["verdict"], doc["summary"]) == (
         1, "breaks", {"safe": 0, "changes": 2, "breaks": 2})
-    assert [v["scenario"] for v in doc["vms"]] == ["s06-mem-path-hugetlbfs", "s17-bar-va-map",
-                                                   "vm-memfd", "s02-default-ram"]
+    assert [v["scenario"] for v in doc["vms"]] == [
+        "s06-mem-path-hugetlbfs.toml", "s17-bar-va-map.toml", "vm-memfd.args",
+        "s02-default-ram.toml"]
     vm = doc["vms"][0]
     assert (vm["from"]["backend"], vm["to"]["backend"], vm["to"]["memlock_scope"]) == (
         "type1", "iommufd", "user->locked_vm")
     assert vm["from"]["dma_entry_limit"] == 65535 and vm["to"]["dma_entry_limit"] is None
     causes = {c["code"]: c for c in doc["causes"]}
-    assert causes["bar-pfnmap-efault"]["vms"] == ["s17-bar-va-map"]
+    assert causes["bar-pfnmap-efault"]["vms"] == ["s17-bar-va-map.toml"]
     assert causes["bar-pfnmap-efault"]["findings"] == 3
 
 
@@ -412,3 +413,14 @@ def test_cli_mode_lists_blockers_per_version(capsys):
     tail = out[out.index("cpr-transfer blockers per QEMU version (type1, kernel 7.2):"):]
     assert "  10.0          0000:00:01.0: QEMU 10.0 has no VFIO support for cpr-transfer" in tail
     assert "  10.1          none" in tail and "  master        none" in tail
+
+
+def test_docs_page_is_generated_from_real_runs():
+    """docs/migrate.md's console blocks are this command's output (scripts/migrate_doc.py)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "scripts" / "migrate_doc.py"
+    spec = importlib.util.spec_from_file_location("migrate_doc", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--check"]) == 0, "docs/migrate.md is out of date: python scripts/migrate_doc.py"

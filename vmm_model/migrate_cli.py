@@ -12,6 +12,7 @@ command lines (shell words, ``#`` comments).  Exit status: 0 nothing breaks,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -59,7 +60,7 @@ def load_scenarios(target: str | None, qemu_argv: list[str] | None) -> list[Scen
         files = sorted(p for p in path.iterdir() if p.suffix in FLEET_SUFFIXES and p.is_file())
         if not files:
             raise UsageError("no *.toml or *.args files", where=str(path))
-        return [load_file(p) for p in files]
+        return [dataclasses.replace(load_file(p), name=p.name) for p in files]
     if path.exists() or path.suffix in FLEET_SUFFIXES:
         if not path.exists():
             raise UsageError("no such file", where=str(path))

@@ -592,11 +592,7 @@ def _section_findings(a: SideRun, b: SideRun) -> list[Finding]:
 
 
 def _mib(n: int) -> str:
-    """Exact: the largest unit that divides ``n``."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} B"
+    return f"{n / (1 << 20):.2f} MiB"
 
 
 _KIND_CODES = {"map-va-to-file", "map-file-to-va", "cow-divergence-appears", "cow-divergence-gone"}
@@ -634,8 +630,19 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
                 and f.code != "section-lost"]
     if a.starts and b.starts:
         if (a.locked_bytes, a.locked_scope) != (b.locked_bytes, b.locked_scope):
+            if b.locked_scope == "user->locked_vm" != a.locked_scope:
+                why = ("now charged to user->locked_vm, which every process of the uid shares "
+                       "(IOPT_PAGES_ACCOUNT_USER): VMs of one user that each fit RLIMIT_MEMLOCK "
+                       "under type1 can fail ENOMEM together unless the VMM sets "
+                       "IOMMU_OPTION_RLIMIT_MODE (libvirt does; needs CAP_SYS_RESOURCE)")
+            elif a.locked_scope == "user->locked_vm" != b.locked_scope:
+                why = ("now charged to the QEMU process (mm->locked_vm) per container: "
+                       "RLIMIT_MEMLOCK of that process must cover it")
+            else:
+                why = (f"RLIMIT_MEMLOCK must allow {b.locked_bytes - a.locked_bytes:+d} bytes "
+                       "compared with the source")
             out.append(_f("memlock-changes", "VM", f"{_mib(a.locked_bytes)} {a.locked_scope}",
-                          f"{_mib(b.locked_bytes)} {b.locked_scope}"))
+                          f"{_mib(b.locked_bytes)} {b.locked_scope}", why))
         if a.dirty_tracking and not b.dirty_tracking:
             out.append(_f("dirty-tracking-lost", "VM", a.dirty_tracking, f"none ({b.dirty_why})"))
         elif b.dirty_tracking and not a.dirty_tracking:
