@@ -210,6 +210,14 @@ def test_live_update_names_the_unsealed_aux_memfd():
                             "F_SEAL_SEAL: needs F_SEAL_SEAL|F_SEAL_GROW|F_SEAL_SHRINK")]
 
 
+def test_live_update_preserves_sealed_memfds_in_order():
+    r = migrate_check(SEALED_ONLY, "kernel=7.2", "kernel=7.2+lu")
+    lu = r.destination.live_update
+    assert (lu.rc, lu.after, lu.iommufd_first) == (0, -errno.EBUSY, -errno.ENOENT)
+    f = find(r, "live-update-preserved", "live update")
+    assert f.why.endswith("the memfds must be preserved first (the iommufd before them: ENOENT)")
+
+
 def test_live_update_needs_a_cdev():
     r = migrate_check("s02", "backend=type1", "kernel=7.2+lu")
     f = find(r, "live-update-blocked", "live update")

@@ -140,6 +140,7 @@ class LiveUpdate:
     rc: int
     blocking: list[tuple[str, str]] = field(default_factory=list)   # (section, why)
     after: int | None = None     # QEMU's next unmap once preserved (-EBUSY: immutable)
+    iommufd_first: int | None = None   # the iommufd preserved before its memfds
 
 
 @dataclass
@@ -267,14 +268,15 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
     fds = {ev.section.mr.ram_block.fd for ev in sim.container.events
            if ev.kind == "map" and ev.result and ev.result.ret == 0
            and ev.section.mr.ram_block.fd >= 0}
-    for fd in sorted(fds):
-        host.luo_preserve(fd)
     (_, _, _, hwpt), = client.devices
     c = uapi.codec("iommu_hwpt_lu_set_preserve")
     rc = host.ioctl(client.fd, uapi.IOMMU_HWPT_LU_SET_PRESERVE, c.pack(c.size, hwpt, 1))[0]
+    early = host.luo_preserve(client.fd) if rc == 0 and fds else None   # the wrong order
+    for fd in sorted(fds):
+        host.luo_preserve(fd)
     if rc == 0:
         rc = host.luo_preserve(client.fd)
-    lu = LiveUpdate(rc)
+    lu = LiveUpdate(rc, iommufd_first=early)
     if rc:
         for s in run.sections.values():
             if s.kind == "va" and s.ret == 0:
@@ -679,8 +681,12 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
             out.append(_f("live-update-blocked", "live update", "-",
                           f"preserve = {errno_name(lu.rc)}", why))
         else:
+            why = RULES["live-update-preserved"].why
+            if lu.iommufd_first:
+                why += (f"; the memfds must be preserved first (the iommufd before them: "
+                        f"{errno_name(lu.iommufd_first)})")
             out.append(_f("live-update-preserved", "live update", "-",
-                          f"preserved; QEMU's next unmap = {errno_name(lu.after)}"))
+                          f"preserved; QEMU's next unmap = {errno_name(lu.after)}", why))
     return out
 
 
@@ -781,7 +787,8 @@ class MigrationCheck:
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
                         "blocking": [{"section": s, "why": w} for s, w in r.live_update.blocking],
-                        "after": r.live_update.after}}
+                        "after": r.live_update.after,
+                        "iommufd_first": r.live_update.iommufd_first}}
         return {"scenario": self.scenario, "verdict": self.verdict,
                 "from": side(self.source), "to": side(self.destination),
                 "findings": [dataclasses.asdict(f) for f in self.findings]}

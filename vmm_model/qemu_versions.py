@@ -51,14 +51,18 @@ class QemuVersion:
     """MigMode cpr-reboot exists (qapi/migration.json "since 8.2")."""
     vfio_cpr_reboot: bool = True
     """hw/vfio/cpr.c vfio_cpr_reboot_notifier(): VFIO allows cpr-reboot when the guest
-    is suspended (9.0); before, VFIO's migration blocker covered every mode."""
+    is suspended (d9fa4223b30a "vfio: register container for cpr", 0cb51c183a91 "vfio:
+    allow cpr-reboot migration if suspended", 9.0); before, VFIO's migration blocker
+    (migrate_add_blocker(): every mode) covered it."""
     vfio_migration_v2: bool = True
     """hw/vfio/migration.c probes VFIO_DEVICE_FEATURE_MIGRATION (protocol v2, 8.0): the
     blocker "%s: VFIO migration is not supported in kernel"; before, v1's
     "VFIO device doesn't support migration"."""
     vfio_cpr_transfer: bool = True
-    """VFIO takes part in cpr-transfer: hw/vfio/cpr-legacy.c and cpr-iommufd.c with their
-    blockers (Steve Sistare's "Live update: vfio and iommufd" series, 10.1)."""
+    """VFIO takes part in cpr-transfer: hw/vfio/cpr-legacy.c (7e9f21411302) and
+    cpr-iommufd.c with iommufd_change_process_capable() ("backends/iommufd: change
+    process ioctl") and their blockers, Steve Sistare's VFIO/iommufd live-update
+    series (10.1).  Before, QEMU has no VFIO CPR code at all."""
     cpr_exec: bool = True
     """MigMode cpr-exec, and VFIO's CPR blockers also cover it ("vfio: cpr-exec mode",
     ee1ca09fc1, 10.2)."""
