@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from backends.errors import UsageError
 from backends.simulated.profiles import get_profile
 from vmm_model.cli import main
 from vmm_model.migration import (RULES, MigrationCheck, Side, compare_runs, migrate_check,
@@ -234,6 +235,15 @@ def test_machine_type_restart_moves_ram_without_losing_it():
     """q35 -> pc splits RAM at 3 GiB instead of 2 GiB: other sections, the same RAM mapped."""
     r = migrate_check("s02", "", "machine=pc")
     assert r.findings == [] and r.verdict == "safe"
+
+
+def test_a_mode_on_one_side_is_the_mode_of_the_move():
+    r = migrate_check("s34", "qemu=10.2,backend=type1", "mode=cpr-transfer,qemu=master")
+    assert (r.source.side.mode, r.destination.side.mode, r.verdict) == (
+        "cpr-transfer", "cpr-transfer", "safe")
+    with pytest.raises(UsageError, match="one migration mode for both sides, not cpr-exec, "
+                                         "cpr-transfer"):
+        migrate_check("s34", "mode=cpr-exec", "mode=cpr-transfer")
 
 
 def test_destination_inherits_unset_keys_from_the_source():

@@ -287,8 +287,10 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
                                     f"{'|'.join(s.seals) or 'none'}: needs "
                                     "F_SEAL_SEAL|F_SEAL_GROW|F_SEAL_SHRINK"))
     else:
-        first = next(ev for ev in sim.container.events if ev.kind == "map" and ev.result.ret == 0)
-        lu.after = sim.container.dma_unmap(first.iova, first.size).ret
+        first = next((ev for ev in sim.container.events
+                      if ev.kind == "map" and ev.result.ret == 0), None)
+        if first is not None:
+            lu.after = sim.container.dma_unmap(first.iova, first.size).ret
     return lu
 
 
@@ -808,9 +810,15 @@ def migrate_check(sc, source: str | dict = "", destination: str | dict = "",
         raise UsageError(f"unknown mode {mode!r}", where="--mode", valid=", ".join(MODES))
     given_a = parse_side(source, "--from") if isinstance(source, str) else dict(source)
     given_b = parse_side(destination, "--to") if isinstance(destination, str) else dict(destination)
-    a = resolve_side(sc, given_a, "--from", mode)
+    modes = {m for m in (mode, given_a.get("mode"), given_b.get("mode")) if m}
+    if len(modes) > 1:      # migrate-set-parameters mode=...: one mode for the whole move
+        raise UsageError(f"one migration mode for both sides, not {', '.join(sorted(modes))}",
+                         where="--mode", valid=", ".join(MODES))
+    migrating = bool(modes)
+    given_a.pop("mode", None)
+    given_b.pop("mode", None)
+    a = resolve_side(sc, given_a, "--from", next(iter(modes), None))
     b = Side(**{**dataclasses.asdict(a), **given_b})
-    migrating = mode is not None or "mode" in given_a or "mode" in given_b
     ra = run_side(sc, a)
     rb = run_side(sc, b, live_update=True)
     return MigrationCheck(sc.name, ra, rb, compare_runs(ra, rb, migrating))
