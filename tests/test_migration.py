@@ -225,6 +225,12 @@ def test_live_update_needs_a_cdev():
     assert f.after == "preserve = EOPNOTSUPP" and "cdev" in f.why
 
 
+def test_a_vm_that_starts_nowhere_breaks():
+    r = migrate_check("s38", "qemu=10.1,kernel=7.2+fix", "qemu=10.2")
+    f = find(r, "realize-fails", "VM")
+    assert f.before.startswith("realize fails: ") and r.verdict == "breaks"
+
+
 def test_same_side_is_safe():
     r = migrate_check("s03", "qemu=10.1", "")
     assert (r.verdict, r.findings) == ("safe", [])

@@ -608,15 +608,15 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
     blockers for that mode stop it; otherwise the VM is restarted on the
     destination and only blockers that appear or go away are findings."""
     out: list[Finding] = []
-    if b.rejected and not a.rejected:
+    if b.rejected:
         return [_f("rejected", "VM", a.outcome, b.outcome, f"QEMU {b.side.qemu}: {b.rejected}")]
-    if b.kernel_error and not a.kernel_error:
+    if b.kernel_error:
         return [_f("backend-unavailable", "VM", a.outcome, b.outcome, b.kernel_error)]
-    if not b.starts and a.starts:
+    if not b.starts:         # does not start there, whatever it did on the source
         code = ("iommufd-cpr-register-fails" if "iommufd_backend_connect" in b.realize_error
                 else "realize-fails")
         out.append(_f(code, "VM", a.outcome, b.outcome))
-    elif b.starts and not a.starts:
+    elif not a.starts:
         out.append(_f("realize-works", "VM", a.outcome, b.outcome))
     if b.aborted and not a.aborted:
         out.append(_f("aborts", "VM", a.outcome, b.outcome))
@@ -786,6 +786,10 @@ class MigrationCheck:
                     "blockers": [{"kind": k, "message": m, "source": s}
                                  for k, m, s in r.blockers],
                     "needs": r.needs,
+                    "sections": [{"section": x.label, "ramblock": x.ramblock, "kind": x.kind,
+                                  "ioctl": x.ioctl, "readonly": x.readonly, "ret": x.ret,
+                                  "errno": errno_name(x.ret) if x.ret else None,
+                                  "cow": x.cow} for x in r.sections.values()],
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
                         "blocking": [{"section": s, "why": w} for s, w in r.live_update.blocking],
