@@ -107,6 +107,9 @@ RAM = "pc.ram [0x100000, 0x80000000)"
 CASES = [
     ("rejected", "s34", "qemu=10.2", "qemu=7.2", None, "VM", None),
     ("backend-unavailable", "s02", "kernel=7.2", "kernel=6.1", None, "VM", None),
+    ("attach-fails", "s22", "backend=type1", "backend=iommufd", None, "VM",
+     ("runs", "cannot start: /dev/vfio/devices/vfio0: VFIO_DEVICE_ATTACH_IOMMUFD_PT: "
+      "[iommufd=6] error attach /dev/vfio/devices/vfio0 (7) to id=1: Invalid argument [EINVAL]")),
     ("realize-fails", "s38", "qemu=10.1,kernel=7.2", "kernel=7.2+fix", None, "VM", None),
     ("realize-works", "s38", "qemu=10.1,kernel=7.2+fix", "kernel=7.2", None, "VM", None),
     ("iommufd-cpr-register-fails", "s02", "qemu=10.1,kernel=6.12", "qemu=10.2", None, "VM", None),

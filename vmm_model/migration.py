@@ -464,6 +464,12 @@ RULES = _rules(
      "parser (vmm_model/machine.py names the property)"),
     ("backend-unavailable", "breaks", "the IOMMU backend cannot be set up on the destination "
      "kernel", "backends/type1.py, backends/iommufd.py setup ioctls on the simulated kernel"),
+    ("attach-fails", "breaks", "the destination kernel refuses to attach the device to the "
+     "IOMMU domain (page sizes, aperture or reserved regions do not fit): the VM does not "
+     "start", "drivers/iommu/iommufd/device.c iommufd_device_attach() -> "
+     "io_pagetable.c iopt_table_add_domain() (-EINVAL: minimum IOMMU page above PAGE_SIZE) / "
+     "iopt_table_enforce_dev_resv_regions() (-EADDRINUSE); drivers/vfio/vfio_iommu_type1.c "
+     "vfio_iommu_type1_attach_group()"),
     ("realize-fails", "breaks", "vfio-pci realize fails: the VM does not start",
      "hw/vfio/listener.c vfio_listener_region_add() (init-time map failure is fatal)"),
     ("realize-works", "safe", "the VM starts now where it failed before",
@@ -599,6 +605,8 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.2f} MiB"
 
 
+_ATTACH_CALLS = ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", "VFIO_DEVICE_BIND_IOMMUFD",
+                 "VFIO_GROUP_SET_CONTAINER", "VFIO_SET_IOMMU", "VFIO_GROUP_GET_DEVICE_FD")
 _KIND_CODES = {"map-va-to-file", "map-file-to-va", "cow-divergence-appears", "cow-divergence-gone"}
 
 
@@ -611,7 +619,9 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
     if b.rejected:
         return [_f("rejected", "VM", a.outcome, b.outcome, f"QEMU {b.side.qemu}: {b.rejected}")]
     if b.kernel_error:
-        return [_f("backend-unavailable", "VM", a.outcome, b.outcome, b.kernel_error)]
+        attach = any(call in b.kernel_error for call in _ATTACH_CALLS)
+        return [_f("attach-fails" if attach else "backend-unavailable", "VM", a.outcome,
+                   b.outcome)]
     if not b.starts:         # does not start there, whatever it did on the source
         code = ("iommufd-cpr-register-fails" if "iommufd_backend_connect" in b.realize_error
                 else "realize-fails")
