@@ -12,7 +12,7 @@ import json
 import pytest
 
 from backends.errors import UsageError
-from backends.simulated.profiles import get_profile
+from backends.kernel_profiles import get_profile
 from vmm_model.cli import main
 from vmm_model.migration import (RULES, MigrationCheck, Side, compare_runs, migrate_check,
                                  run_side)

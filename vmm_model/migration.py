@@ -60,7 +60,7 @@ class Side:
 def parse_side(text: str, where: str = "--from") -> dict[str, str]:
     """``qemu=10.0,backend=type1,kernel=6.12`` -> the given keys, each value
     checked (unknown key or value: UsageError naming the key and what is valid)."""
-    from backends.simulated.profiles import PROFILES, get_profile
+    from backends.kernel_profiles import PROFILES, get_profile
     out: dict[str, str] = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -74,7 +74,7 @@ def parse_side(text: str, where: str = "--from") -> dict[str, str]:
             value = get_qemu(value, where=f"{where} qemu").name
         elif key == "kernel":
             if value == "host":
-                from backends.simulated.profiles import host_profile
+                from backends.kernel_profiles import host_profile
                 value = host_profile().name
             try:
                 value = get_profile(value).name
