@@ -363,6 +363,14 @@ def test_cli_bad_input(argv, message, capsys):
     assert cap.err.strip() == message and cap.out == ""
 
 
+def test_cli_unknown_file_type(tmp_path, capsys):
+    vm = tmp_path / "vm.json"
+    vm.write_text("{}")
+    assert main(["migrate-check", str(vm)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"vfio-emu: error: {vm}: unknown scenario file type (valid: .toml, .args)")
+
+
 def _fleet(tmp_path):
     from importlib import resources
     for name in ("s02-default-ram", "s06-mem-path-hugetlbfs", "s17-bar-va-map"):

@@ -23,21 +23,31 @@ from vmm_model.migration import (MODES, RULES, SCHEMA_VERSION, SIDE_KEYS, VERDIC
                                  migrate_check, parse_side, worst)
 from vmm_model.scenario import Scenario, from_qemu_args, load_toml
 
-FLEET_SUFFIXES = (".toml", ".args")
 MAX_FILE = 1 << 20          # a scenario or command line is small; refuse anything larger
 
 
+def load_args(path: Path) -> Scenario:
+    """A QEMU command line in a file: shell words, ``#`` comments."""
+    try:
+        words = shlex.split(path.read_text(), comments=True)
+    except ValueError as e:
+        raise UsageError(f"cannot split the command line: {e}", where=str(path)) from None
+    return from_qemu_args(words, name=path.stem)
+
+
+LOADERS = {".toml": load_toml, ".args": load_args}
+"""One VM per file, by suffix (a libvirt domain XML loader goes here too)."""
+FLEET_SUFFIXES = tuple(LOADERS)
+
+
 def load_file(path: Path) -> Scenario:
-    """A scenario file: TOML, or a QEMU command line (``.args``)."""
     if path.stat().st_size > MAX_FILE:
         raise UsageError(f"file larger than {MAX_FILE} bytes", where=str(path))
-    if path.suffix == ".args":
-        try:
-            words = shlex.split(path.read_text(), comments=True)
-        except ValueError as e:
-            raise UsageError(f"cannot split the command line: {e}", where=str(path)) from None
-        return from_qemu_args(words, name=path.stem)
-    return load_toml(path)
+    loader = LOADERS.get(path.suffix)
+    if loader is None:
+        raise UsageError("unknown scenario file type", where=str(path),
+                         valid=", ".join(FLEET_SUFFIXES))
+    return loader(path)
 
 
 def load_scenarios(target: str | None, qemu_argv: list[str] | None) -> list[Scenario]:
