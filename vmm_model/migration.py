@@ -534,7 +534,8 @@ RULES = _rules(
      "hw/vfio/cpr-legacy.c, hw/vfio/cpr-iommufd.c (cpr_find_fd)"),
     ("cpr-map-kind-changes", "breaks", "the new QEMU would map this section another way, but "
      "during CPR it keeps the old mapping (no remap): the new policy does not apply",
-     "hw/vfio/cpr-iommufd.c (map_file/unmap are no-ops while cpr_is_incoming()); "
+     "QEMU backends/iommufd.c iommufd_backend_map_file_dma()/iommufd_backend_unmap_dma() "
+     "return 0 while cpr_is_incoming() (10.1); "
      "hw/vfio/cpr-legacy.c vfio_legacy_cpr_dma_map() (VFIO_DMA_MAP_FLAG_VADDR only)"),
     ("live-update-blocked", "breaks", "the iommufd cannot be preserved for a kernel live update",
      "iommu live update series v1 (not merged): iommufd_save_hwpts() -> "
