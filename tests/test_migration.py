@@ -255,6 +255,13 @@ def test_a_mode_on_one_side_is_the_mode_of_the_move():
         migrate_check("s34", "mode=cpr-exec", "mode=cpr-transfer")
 
 
+@pytest.mark.parametrize("release, profile", [("6.12.5", "6.12-regressed"), ("6.12.30", "6.12"),
+                                              ("7.2.13", "7.2"), ("6.18.44-amd64", "6.18")])
+def test_kernel_release_picks_its_profile(release, profile):
+    from vmm_model.migration import parse_side
+    assert parse_side(f"kernel={release}") == {"kernel": profile}
+
+
 def test_destination_inherits_unset_keys_from_the_source():
     r = migrate_check("s02", "qemu=10.0,backend=type1,kernel=6.12", "qemu=10.2")
     assert str(r.destination.side) == "qemu=10.2,backend=type1,kernel=6.12,machine=q35,mode=normal"
@@ -350,7 +357,7 @@ def test_cli_exit_status(argv, rc, capsys):
      "'vfio' (valid: type1, iommufd, compat)"),
     (["s02", "--from", "kernel=5.4"], "vfio-emu: error: --from: kernel: unknown kernel profile "
      "'5.4' (valid: 6.1, 6.6, 6.7, 6.12, 6.12-regressed, 6.13, 6.18, 6.19, 7.1, 7.2, 7.2+fix, "
-     "7.2+lu, host)"),
+     "7.2+lu, a release like 6.12.5, host)"),
     (["s02", "--to", "mode=live"], "vfio-emu: error: --to: mode: unknown mode 'live' (valid: "
      "normal, cpr-reboot, cpr-transfer, cpr-exec)"),
     (["s02", "--to", "machine"], "vfio-emu: error: --to: machine: machine needs a value "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import re
 from dataclasses import dataclass, field
 
 from backends.base import errno_name, strerror
@@ -60,7 +61,7 @@ class Side:
 def parse_side(text: str, where: str = "--from") -> dict[str, str]:
     """``qemu=10.0,backend=type1,kernel=6.12`` -> the given keys, each value
     checked (unknown key or value: UsageError naming the key and what is valid)."""
-    from backends.kernel_profiles import PROFILES, get_profile
+    from backends.kernel_profiles import PROFILES, get_profile, host_profile
     out: dict[str, str] = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -73,14 +74,15 @@ def parse_side(text: str, where: str = "--from") -> dict[str, str]:
         if key == "qemu":
             value = get_qemu(value, where=f"{where} qemu").name
         elif key == "kernel":
-            if value == "host":
-                from backends.kernel_profiles import host_profile
-                value = host_profile().name
+            if value == "host" or re.fullmatch(r"\d+\.\d+\.\d+\S*", value):
+                # this machine, or a release (6.12.5 -> 6.12-regressed, 7.2.13 -> 7.2)
+                value = host_profile(None if value == "host" else value).name
             try:
                 value = get_profile(value).name
             except UsageError:
                 raise UsageError(f"unknown kernel profile {value!r}", where=where, field=key,
-                                 valid=", ".join(PROFILES) + ", host") from None
+                                 valid=", ".join(PROFILES) + ", a release like 6.12.5, "
+                                       "host") from None
         else:
             valid = {"backend": BACKENDS, "machine": MACHINE_TYPES, "mode": MODES}[key]
             if value not in valid:
