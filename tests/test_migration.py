@@ -466,3 +466,13 @@ def test_docs_page_is_generated_from_real_runs():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.main(["--check"]) == 0, "docs/migrate.md is out of date: python scripts/migrate_doc.py"
+
+
+def test_cli_mode_json_has_blockers_by_version(capsys):
+    main(["migrate-check", "s02", "--from", "qemu=10.2,backend=compat", "--mode", "cpr-exec",
+          "--json"])
+    rows = {r["qemu"]: r for r in json.loads(capsys.readouterr().out)["blockers_by_version"]}
+    assert [b["message"] for b in rows["10.1"]["blockers"]] == [
+        "Parameter 'mode' does not accept value 'cpr-exec' (QEMU 10.1 has no migration mode "
+        "cpr-exec)"]
+    assert [b["kind"] for b in rows["10.2"]["blockers"]] == ["cpr-legacy"]

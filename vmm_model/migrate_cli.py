@@ -184,7 +184,15 @@ def cmd_migrate_check(args, qemu_argv) -> int:
     results = run_fleet(scenarios, args.src, args.dst, args.mode, args.jobs,
                         progress if fleet and not args.quiet else None)
     if args.json:
-        json.dump(document(results, args), sys.stdout, indent=1)
+        doc = document(results, args)
+        if args.mode and not fleet:
+            from vmm_model.migration import blockers_by_version
+            doc["blockers_by_version"] = [
+                {"qemu": name, "outcome": outcome,
+                 "blockers": [{"kind": k, "message": m, "source": src} for k, m, src in bl]}
+                for name, outcome, bl in blockers_by_version(scenarios[0],
+                                                             results[0].destination.side)]
+        json.dump(doc, sys.stdout, indent=1)
         print()
     elif fleet:
         print(summary(results))
