@@ -331,7 +331,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
         run.locked_scope = ("mm->locked_vm" if host.locked_vm >= host.user_locked_vm
                             else "user->locked_vm") if pages else "-"
         _probe(sim, run)
-        if (qemu.iommufd_cpr_register_fails and side.backend == "iommufd"
+        if (qemu.iommufd_cpr_blocker_bug and side.backend == "iommufd"
                 and run.probes.get("IOMMU_IOAS_CHANGE_PROCESS") == -errno.ENOTTY
                 and not run.realize_error):
             run.realize_error = (f"vfio {run.device}: iommufd_backend_connect() fails without "

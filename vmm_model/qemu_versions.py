@@ -66,7 +66,7 @@ class QemuVersion:
     cpr_exec: bool = True
     """MigMode cpr-exec, and VFIO's CPR blockers also cover it ("vfio: cpr-exec mode",
     ee1ca09fc1, 10.2)."""
-    iommufd_cpr_register_fails: bool = False
+    iommufd_cpr_blocker_bug: bool = False
     """vfio_iommufd_cpr_register_iommufd() returns migrate_add_blocker_modes()'s 0 as
     false when the kernel lacks IOMMU_IOAS_CHANGE_PROCESS, so iommufd_backend_connect()
     and the vfio-pci realize fail (3ca0a0ab05c, 10.2.0; fixed by 0e387bd1df, 11.0)."""
@@ -99,8 +99,8 @@ _MIGRATION = {
     "9.0": dict(vfio_cpr_transfer=False, **_NO_EXEC),
     "9.2": dict(vfio_cpr_transfer=False, **_NO_EXEC),
     "10.0": dict(vfio_cpr_transfer=False, **_NO_EXEC), "10.1": _NO_EXEC,
-    "10.2": dict(iommufd_cpr_register_fails=True),
-    "fixed": dict(iommufd_cpr_register_fails=True),
+    "10.2": dict(iommufd_cpr_blocker_bug=True),
+    "fixed": dict(iommufd_cpr_blocker_bug=True),
 }
 
 _NAMES = [f.name for f in fields(QemuVersion) if f.default is MISSING]
