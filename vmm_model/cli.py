@@ -1,6 +1,7 @@
 """``vfio-emu``: the command line.
 
-Exit status: 0 ok; 1 a check found a hazard (``--check``); 2 bad input (one
+Exit status: 0 ok; 1 a check found a hazard (``--check``) or a QEMU version
+rejects the command line (``plan``); 2 bad input (one
 line naming the file/argument, the field and what would be valid; no traceback).
 """
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from backends.errors import UsageError, VfioEmuError
 from vmm_model import gallery
 from vmm_model.plan import ALL_BACKENDS, BACKENDS, DEFAULT_KERNEL, make_plan
-from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list
+from vmm_model.qemu_versions import (DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list,
+                                     versions_dict, versions_table)
 from vmm_model.report import NOT_RUN, document, render_plan
 from vmm_model.scenario import from_qemu_args, load_toml
 
@@ -71,6 +73,8 @@ def cmd_plan(args, qemu_argv) -> int:
             print(f"kernel column: '{NOT_RUN}' = the request is exact but no kernel answered "
                   "it (--kernel none)\n")
         print("\n\n".join(render_plan(p, with_others) for p in plans))
+    if any(p.rejected for p in plans):
+        return 1            # a QEMU that refuses the command line is a failed cell
     if args.check and any(p.hazards or p.realize_error or (p.container and p.container.aborted)
                           for p in plans):
         return 1
@@ -104,22 +108,25 @@ def cmd_compare(args, qemu_argv) -> int:
 
 
 def cmd_gallery(args, _qemu_argv) -> int:
-    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.research, sc.title)
+    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.upstream, sc.title)
             for sc in gallery.load_all()]
     if args.json:
         json.dump({"schema_version": 1, "scenarios": [
-            dict(zip(("name", "qemu", "backend", "research", "title"), r)) for r in rows]},
+            dict(zip(("name", "qemu", "backend", "upstream", "title"), r)) for r in rows]},
             sys.stdout, indent=1)
         print()
         return 0
     for r in rows:
-        print(f"{r[0]:34} qemu {r[1]:7} {r[2]:8} {r[3]:28} {r[4]}")
+        print(f"{r[0]:34} qemu {r[1]:7} {r[2]:8} {r[4]}\n{'':34} upstream: {r[3]}")
     return 0
 
 
 def cmd_versions(args, _qemu_argv) -> int:
-    for q in QEMU_VERSIONS.values():
-        print(f"{q.name:13} policy {q.policy:24} {q.title}")
+    if args.json:
+        json.dump(versions_dict(), sys.stdout, indent=1)
+        print()
+    else:
+        print(versions_table())
     return 0
 
 
@@ -148,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="what QEMU maps, how, per section (default: the gallery)")
     pl.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                     "or give QEMU arguments after --")
-    pl.add_argument("--qemu", help="QEMU version(s): " + ", ".join(QEMU_VERSIONS) + ", or all")
+    pl.add_argument("--qemu", help="QEMU version(s), comma list: " + ", ".join(QEMU_VERSIONS)
+                    + ", a release such as 11.0.1, or all (default: the scenario's, else "
+                    + DEFAULT_QEMU + ")")
     pl.add_argument("--backend", help="type1, iommufd, compat or all (= type1 and iommufd)")
     pl.add_argument("--kernel", default=DEFAULT_KERNEL,
                     help=f"simulated kernel profile that answers the ioctls (default "
@@ -176,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gallery", help="list the built-in scenarios")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gallery)
-    v = sub.add_parser("versions", help="list the modelled QEMU versions")
+    v = sub.add_parser("versions", help="list the modelled QEMU versions and, per rule, the "
+                       "release it appeared in")
+    v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_versions)
     pr = sub.add_parser("profiles", help="list the simulated kernel profiles and their switches")
     pr.add_argument("--kernel", help="one profile: a name or 'host' (the running kernel)")

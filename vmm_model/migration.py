@@ -194,9 +194,20 @@ def _kind(ev) -> str:
     return "file" if req.ioctl == "IOMMU_IOAS_MAP_FILE" else "va"
 
 
+_UNMAPS = {"region_del": ("region_add", "rdm"), "rdm": ("rdm",), "iommu": ("iommu",)}
+
+
 def _record_sections(run: SideRun, container) -> None:
+    """The mappings in place once the listener is done: later unmaps (region_del
+    at machine reset, vIOMMU UNMAP) remove what they cover."""
     for ev in container.events:
         s = ev.section
+        if ev.kind == "unmap" and ev.result is not None and ev.result.ret == 0:
+            paths, end = _UNMAPS.get(ev.path, ()), ev.iova + ev.size
+            for key in [k for k, x in run.sections.items() if k[0] in paths and x.ret == 0
+                        and ev.iova <= k[1] and k[1] + k[2] <= end]:
+                del run.sections[key]
+            continue
         if s is None or s.mr.ram_block is None or ev.kind not in ("map", "skip"):
             continue
         rb, mr = s.mr.ram_block, s.mr
@@ -280,7 +291,7 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
         rc = host.luo_preserve(client.fd)
     lu = LiveUpdate(rc, iommufd_first=early)
     if rc:
-        for s in run.sections.values():
+        for s in sorted(run.sections.values(), key=lambda s: s.key[1]):
             if s.kind == "va" and s.ret == 0:
                 lu.blocking.append((s.label, "mapped by VA (IOPT_ADDRESS_USER): only file areas "
                                              "are preserved"))
@@ -331,12 +342,6 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
         run.locked_scope = ("mm->locked_vm" if host.locked_vm >= host.user_locked_vm
                             else "user->locked_vm") if pages else "-"
         _probe(sim, run)
-        if (qemu.iommufd_cpr_blocker_bug and side.backend == "iommufd"
-                and run.probes.get("IOMMU_IOAS_CHANGE_PROCESS") == -errno.ENOTTY
-                and not run.realize_error):
-            run.realize_error = (f"vfio {run.device}: iommufd_backend_connect() fails without "
-                                 "an error message (vfio_iommufd_cpr_register_iommufd() returns "
-                                 "migrate_add_blocker_modes()'s 0 as false)")
         if live_update and host.profile.iommufd_liveupdate and run.starts:
             if side.backend == "iommufd":
                 run.live_update = _live_update(sim, run)
@@ -459,8 +464,8 @@ def _rules(*rows) -> dict[str, Rule]:
 
 
 SRC_POLICY = ("hw/vfio/container.c vfio_container_dma_map(): MAP_FILE when the RAMBlock has "
-              "an fd (fb32965b6dd8, 10.1); only shared or ram_device RAM with the "
-              "vfio_container_can_dma_map_file() fix")
+              "an fd (fb32965b6dd8, 10.1); only for shared or ram_device RAM from 11.0.2 and "
+              "11.1 (\"vfio/container: Restrict dma_map_file() to shared RAM or RAM devices\")")
 RULES = _rules(
     ("rejected", "breaks", "the destination QEMU rejects this configuration", "QEMU's option "
      "parser (vmm_model/machine.py names the property)"),
@@ -554,29 +559,43 @@ def _f(code: str, section: str, before: str, after: str, why: str = "") -> Findi
     return Finding(code, r.verdict, section, before, after, why or r.why, r.source)
 
 
-def _covered(run: SideRun, s: SectionRun) -> bool:
-    """Is RAMBlock range ``s.region`` mapped in ``run`` (maybe split another way,
-    e.g. another machine type's layout)?"""
+def _uncovered(run: SideRun, s: SectionRun) -> list[tuple[int, int]]:
+    """The parts of RAMBlock range ``s.region`` that ``run`` does not map (it may
+    split the block another way, e.g. another machine type's layout)."""
     lo, hi = s.region
+    gaps = []
     for a, b in sorted(x.region for x in run.sections.values()
                        if x.ramblock == s.ramblock and x.kind != "skip" and x.ret == 0):
-        if a <= lo < b:
-            lo = b
-    return lo >= hi
+        if b <= lo:
+            continue
+        if a >= hi:
+            break
+        if a > lo:
+            gaps.append((lo, a))
+        lo = max(lo, b)
+    if lo < hi:
+        gaps.append((lo, hi))
+    return gaps
+
+
+def _gaps(rb: str, gaps) -> str:
+    return "not mapped: " + ", ".join(f"{rb} offsets [0x{a:x}, 0x{b:x})" for a, b in gaps)
 
 
 def _section_findings(a: SideRun, b: SideRun) -> list[Finding]:
     out = []
-    for key in list(a.sections) + [k for k in b.sections if k not in a.sections]:
+    for key in sorted(a.sections.keys() | b.sections.keys(), key=lambda k: (k[1], k[2], k[0])):
         s, d = a.sections.get(key), b.sections.get(key)
         label = (s or d).label
         if s is None or d is None or s.kind == "skip" or d.kind == "skip":
             was = s is not None and s.kind != "skip" and s.ret == 0
             now = d is not None and d.kind != "skip" and d.ret == 0
-            if was and not now and not _covered(b, s):
-                out.append(_f("section-lost", label, s.outcome, d.outcome if d else "no section"))
-            elif now and not was and not _covered(a, d):
-                out.append(_f("section-new", label, s.outcome if s else "no section", d.outcome))
+            if was and not now and (gaps := _uncovered(b, s)):
+                out.append(_f("section-lost", label, s.outcome,
+                              d.outcome if d else _gaps(s.ramblock, gaps)))
+            elif now and not was and (gaps := _uncovered(a, d)):
+                out.append(_f("section-new", label, s.outcome if s else _gaps(d.ramblock, gaps),
+                              d.outcome))
             continue
         if s.ret == 0 and d.ret not in (0, None):
             code = ("bar-pfnmap-efault" if d.ram_device and d.ret == -errno.EFAULT

@@ -4,11 +4,11 @@ to a vfio-pci device, and QEMU's listener replaying the flat view through the
 version's policy.  On ``SimHost(profile)`` every ioctl is answered by the
 simulated kernel; a simulated device can then DMA (backends/simulated/dma.py).
 
-    with simulate(scenario, get_qemu("10.1"), "iommufd", "7.2") as sim:
+    with simulate(scenario, get_qemu("11.1"), "iommufd", "7.2") as sim:
         sim.host.write_mem(rb.host, b"guest")          # the guest writes RAM
         dma_read(sim.device, iova, 5)                  # the device reads it back
 
-Allocation follows QEMU (research qemu-vfio-dma-map.md §4.2-§4.4):
+Allocation follows QEMU (system/physmem.c, util/memfd.c, backends/hostmem-*.c):
 qemu_ram_alloc_internal() (anonymous mmap, or a memfd for RAM_SHARED from 10.0),
 qemu_memfd_create() (MFD_ALLOW_SEALING only when seals are asked for, then
 F_ADD_SEALS), file_ram_open() + file_ram_alloc() (O_RDONLY for readonly=on,
@@ -26,7 +26,7 @@ from backends.host import (F_ADD_SEALS, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, 
                            MFD_CLOEXEC, MFD_HUGETLB, O_CREAT, O_RDONLY, O_RDWR, PROT_READ,
                            PROT_WRITE, Host)
 from backends.host import F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE
-from vmm_model.container import VFIOContainer, attach
+from vmm_model.container import IOMMUFD_CPR_BLOCKER_BUG, VFIOContainer, attach
 from vmm_model.machine import Machine, build_machine
 from vmm_model.memory import RAMBlock, RamFlags
 from vmm_model.qemu_versions import QemuVersion
@@ -95,7 +95,12 @@ class HostAllocator:
             bar_fd = self._check(h.open(node, O_RDWR), f"open({node})", rb)
             rb.host = self._check(h.mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, bar_fd),
                                   "mmap(BAR)", rb)
-            if wants_fd:     # one dma-buf per BAR region; this block is at fd_offset in it
+            if wants_fd and not h.profile.map_file_dmabuf:
+                # vfio_region_create_dma_buf() (hw/vfio/region.c, 11.0): -ENOTTY before
+                # Linux 6.19 -> "VFIO dma-buf not supported in kernel" (warn once); the
+                # RAMBlock keeps fd -1, so the BAR is mapped by VA
+                b.kind, rb.fd_offset = "pfnmap", 0
+            elif wants_fd:   # one dma-buf per BAR region; this block is at fd_offset in it
                 rb.fd = self._check(h.dmabuf_export(rb.fd_offset + size),
                                     "VFIO_DEVICE_FEATURE_DMA_BUF", rb)
             return
@@ -207,8 +212,12 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
         pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
         if machine.cpr_incoming and backend != "iommufd":
             _cpr_source(host, machine, client, qemu, pname, pfn)
-        container = attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
-        return Simulation(host, machine, container, client)
+        container = VFIOContainer(client, qemu, policy_name=pname, policy=pfn)
+        if (backend == "iommufd" and qemu.iommufd_cpr_blocker_bug
+                and not host.profile.change_process):
+            container.connect_error = IOMMUFD_CPR_BLOCKER_BUG
+            return Simulation(host, machine, container, client)
+        return Simulation(host, machine, attach(machine, container), client)
     except BaseException:
         host.close_all()
         raise
