@@ -295,6 +295,9 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
             if s.kind == "va" and s.ret == 0:
                 lu.blocking.append((s.label, "mapped by VA (IOPT_ADDRESS_USER): only file areas "
                                              "are preserved"))
+            elif s.kind == "file" and s.ret == 0 and s.backing == "dmabuf":
+                lu.blocking.append((s.label, "a VFIO dma-buf (BAR) area: only memfd file areas "
+                                             "are preserved"))
             elif s.kind == "file" and s.ret == 0 and not LU_SEALS <= set(s.seals):
                 lu.blocking.append((s.label, "seals at MAP_FILE time "
                                     f"{'|'.join(s.seals) or 'none'}: needs "
@@ -710,7 +713,10 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
     lu = b.live_update
     if lu is not None:
         if lu.rc:
-            why = "; ".join(f"{sec}: {w}" for sec, w in lu.blocking) or RULES[
+            by_why: dict[str, list[str]] = {}
+            for sec, w in lu.blocking:
+                by_why.setdefault(w, []).append(sec)
+            why = "; ".join(f"{w}: {', '.join(secs)}" for w, secs in by_why.items()) or RULES[
                 "live-update-blocked"].why
             out.append(_f("live-update-blocked", "live update", "-",
                           f"preserve = {errno_name(lu.rc)}", why))
