@@ -14,7 +14,8 @@ from pathlib import Path
 
 from backends.errors import UsageError, VfioEmuError
 from vmm_model import gallery
-from vmm_model.plan import ALL_BACKENDS, BACKENDS, DEFAULT_KERNEL, make_plan
+from vmm_model.iommu_backends import backend_names, get_backend
+from vmm_model.plan import DEFAULT_KERNEL, make_plan
 from vmm_model.qemu_versions import (DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list,
                                      versions_dict, versions_table)
 from vmm_model.report import NOT_RUN, document, render_plan
@@ -57,11 +58,9 @@ def cmd_plan(args, qemu_argv) -> int:
     for sc in _scenarios(args, qemu_argv):
         qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
         backends = args.backend or sc.backend or "all"
-        blist = list(BACKENDS) if backends == "all" else [backends]
+        blist = (backend_names(in_all=True) if backends == "all"
+                 else [get_backend(backends, also=("all",)).name])
         for b in blist:
-            if b not in ALL_BACKENDS:
-                raise UsageError(f"unknown backend {b!r}", where="--backend",
-                                 valid=", ".join(ALL_BACKENDS) + ", all")
             for q in qemus:
                 plans.append(make_plan(sc, q, b, args.policy, kernel))
     with_others = not args.no_compare
@@ -90,10 +89,8 @@ def cmd_compare(args, qemu_argv) -> int:
                          "arguments after --)", where="vfio-emu compare")
     sc = scs[0]
     qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for b in backends:
-        if b not in ALL_BACKENDS:
-            raise UsageError(f"unknown backend {b!r}", where="--backends", valid=", ".join(ALL_BACKENDS))
+    backends = [get_backend(b.strip(), where="--backends").name
+                for b in args.backends.split(",") if b.strip()]
     kernels = [kernel_arg(k.strip()) for k in args.kernels.split(",") if k.strip()]
     if None in kernels or not kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
@@ -158,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--qemu", help="QEMU version(s), comma list: " + ", ".join(QEMU_VERSIONS)
                     + ", a release such as 11.0.1, or all (default: the scenario's, else "
                     + DEFAULT_QEMU + ")")
-    pl.add_argument("--backend", help="type1, iommufd, compat or all (= type1 and iommufd)")
+    pl.add_argument("--backend", help=f"{', '.join(backend_names())} or all (= "
+                    f"{' and '.join(backend_names(in_all=True))})")
     pl.add_argument("--kernel", default=DEFAULT_KERNEL,
                     help=f"simulated kernel profile that answers the ioctls (default "
                          f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")
@@ -173,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "kernels and QEMU versions")
     c.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                    "or give QEMU arguments after --")
-    c.add_argument("--backends", default="type1,iommufd,compat",
-                   help="comma list of type1, iommufd, compat (default: all three)")
+    c.add_argument("--backends", default=",".join(backend_names()),
+                   help=f"comma list of {', '.join(backend_names())} (default: all of them)")
     c.add_argument("--kernels", default="6.12,7.2,7.2+fix",
                    help="comma list of kernel profiles (default 6.12,7.2,7.2+fix; see 'profiles')")
     c.add_argument("--qemu", help="QEMU version(s), comma list (default: the scenario's or "
@@ -197,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     from backends.rig.cli import register as register_rig
     from vmm_model.migrate_cli import register as register_migrate
     from vmm_model.qemu.cli import register
+    from vmm_model.run import register as register_run
     register(sub)
     register_migrate(sub)
+    register_run(sub)
     register_probe(sub)
     register_rig(sub)
     return p

@@ -54,14 +54,14 @@ class VFIOContainer:
     events: list[Event] = field(default_factory=list)
     warned_once: set = field(default_factory=set)
     ptr: int = 0x55D0C0A0B000         # %p of bcontainer in QEMU's messages
-    dma_max_mappings: int = 0         # legacy: DMA_AVAIL (65535); iommufd: 0 (no limit)
+    dma_max_mappings: int = 0         # 0: the backend's (legacy 65535; iommufd 0, no limit)
 
     def __post_init__(self):
         if self.policy is None:
             self.policy_name = self.policy_name or self.qemu.policy
             self.policy = POLICIES[self.policy_name]
-        if self.backend.name in ("type1", "compat") and not self.dma_max_mappings:
-            self.dma_max_mappings = 65535   # VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL default (U16_MAX)
+        if not self.dma_max_mappings:
+            self.dma_max_mappings = self.backend.dma_max_mappings
 
     def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool,
                 mr: MemoryRegion) -> DmaResult:

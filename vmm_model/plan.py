@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 from backends.errors import UsageError
 from backends.kernel_profiles import get_profile
 from vmm_model.container import Event, VFIOContainer, attach, realize_error
-from vmm_model.container_legacy import Type1Plan
-from vmm_model.iommufd import IommufdPlan
+from vmm_model.iommu_backends import get_backend
 from vmm_model.machine import CommandLineRejected, Machine, build_machine
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
 from vmm_model.scenario import Scenario
 
-BACKENDS = ("type1", "iommufd")           # what "all" means
-ALL_BACKENDS = ("type1", "iommufd", "compat")
 DEFAULT_KERNEL = "7.2"
 
 
@@ -51,9 +48,8 @@ class Plan:
 
 def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,
               kernel: str | None = None) -> Plan:
-    if backend not in ALL_BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}", where="--backend",
-                         valid=", ".join(ALL_BACKENDS) + ", all")
+    b = get_backend(backend, also=("all",))
+    backend = b.name
     pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
     plan = Plan(sc, qemu, backend, pname)
     try:
@@ -74,9 +70,7 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         with simulate(sc, qemu, backend, kernel, policy) as sim:
             plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
     else:
-        client = IommufdPlan() if backend == "iommufd" else Type1Plan()
-        client.name = backend
-        plan.container = attach(plan.machine, VFIOContainer(client, qemu,
+        plan.container = attach(plan.machine, VFIOContainer(b.plan_client(), qemu,
                                                             policy_name=pname, policy=pfn))
     plan.hazards = find_hazards(plan)
     return plan

@@ -33,8 +33,8 @@ def pytest_addoption(parser):
     from vmm_model.qemu_versions import DEFAULT_QEMU
     group.addoption("--vfio-qemu", default=DEFAULT_QEMU,
                     help="QEMU version whose vfio_container_dma_map is emulated")
-    group.addoption("--vfio-backend", default="iommufd", choices=("type1", "iommufd", "compat"),
-                    help="IOMMU backend for vfio_plan / vfio_sim")
+    group.addoption("--vfio-backend", default="iommufd",
+                    help="IOMMU backend for vfio_plan / vfio_sim (vfio-emu plan --help lists them)")
     group.addoption("--vfio-kernel", default="7.2",
                     help="simulated kernel profile (vfio-emu profiles), 'host' or 'none'")
 
@@ -67,7 +67,8 @@ def vfio_qemu(request):
 
 @pytest.fixture
 def vfio_backend(request):
-    return request.config.getoption("--vfio-backend")
+    from vmm_model.iommu_backends import get_backend
+    return get_backend(request.config.getoption("--vfio-backend"), where="--vfio-backend").name
 
 
 @pytest.fixture

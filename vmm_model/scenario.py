@@ -4,7 +4,7 @@ turned into the same ``Scenario`` (QEMU's own property names throughout).
 TOML layout (see vmm_model/gallery/*.toml)::
 
     title = "..."            upstream = "fb32965b6dd8 ..."   qemu = "10.1"
-    backend = "iommufd"      # optional: type1 | iommufd
+    backend = "iommufd"      # optional: a backend name (vfio-emu plan --help)
     [machine]  type = "q35", aux-ram-share = false, memory-backend = "m0", vga = "none"
     [memory]   size = "4G", mem-path = "/dev/hugepages", slots = 2, maxmem = "8G"   # -m, -mem-path
     [[object]] qom-type = "memory-backend-file", id = "m0", size = "4G", mem-path = "...", share = true
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.errors import UsageError
+from vmm_model.iommu_backends import backend_names
 
 # --- value parsers (QEMU semantics) -----------------------------------------
 
@@ -355,7 +356,7 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
     sc.title = data.get("title", "")
     sc.upstream = data.get("upstream", "")
     sc.qemu = _opt_choice(data, "qemu", None, loc)
-    sc.backend = _opt_choice(data, "backend", ("type1", "iommufd"), loc)
+    sc.backend = _opt_choice(data, "backend", backend_names(), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")
     sc.objects = typed("object", "qom-type", OBJECT_TYPES)
