@@ -35,7 +35,6 @@ from vmm_model.scenario import MACHINE_TYPES, Scenario
 SCHEMA_VERSION = 1
 SIDE_KEYS = ("qemu", "backend", "kernel", "machine", "mode")
 MODES = ("normal", "cpr-reboot", "cpr-transfer", "cpr-exec")
-BACKENDS = ("type1", "iommufd", "compat")
 VERDICTS = ("safe", "changes", "breaks")           # in order of severity
 DEFAULT_BACKEND = "iommufd"
 LU_SEALS = frozenset({"F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK"})
@@ -83,8 +82,11 @@ def parse_side(text: str, where: str = "--from") -> dict[str, str]:
                 raise UsageError(f"unknown kernel profile {value!r}", where=where, field=key,
                                  valid=", ".join(PROFILES) + ", a release like 6.12.5, "
                                        "host") from None
+        elif key == "backend":
+            from vmm_model.iommu_backends import get_backend
+            value = get_backend(value, where=f"{where}: backend").name
         else:
-            valid = {"backend": BACKENDS, "machine": MACHINE_TYPES, "mode": MODES}[key]
+            valid = {"machine": MACHINE_TYPES, "mode": MODES}[key]
             if value not in valid:
                 raise UsageError(f"unknown {key} {value!r}", where=where, field=key,
                                  valid=", ".join(valid))
@@ -175,7 +177,7 @@ class SideRun:
     @property
     def outcome(self) -> str:
         if self.rejected:
-            return f"QEMU rejects: {self.rejected}"
+            return f"rejected: {self.rejected}"
         if self.kernel_error:
             return f"cannot start: {self.kernel_error}"
         if self.realize_error:
@@ -313,17 +315,20 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
 def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
     """Plan and run ``sc`` on ``side``'s simulated kernel, then probe it."""
     from vmm_model.container import realize_error
-    from vmm_model.machine import build_machine
+    from vmm_model.machine import CommandLineRejected, build_machine
     from vmm_model.simulate import simulate
     qemu = get_qemu(side.qemu)
     if side.machine != sc.machine.get("type", "q35"):
         sc = dataclasses.replace(sc, machine={**sc.machine, "type": side.machine})
     run = SideRun(side)
-    try:
-        build_machine(sc, qemu)
+    try:      # as make_plan(): refused by this QEMU, or bad input in every version
+        build_machine(sc, qemu, backend=side.backend)
+    except CommandLineRejected as e:
+        run.rejected = e.message
+        return run
     except UsageError as e:
-        build_machine(sc, get_qemu(sc.qemu or DEFAULT_QEMU))   # bad everywhere: bad input
-        run.rejected = str(e)
+        build_machine(sc, get_qemu(sc.qemu or DEFAULT_QEMU))
+        run.rejected = f"QEMU {qemu.name} rejects this command line: {e}"
         return run
     with simulate(sc, qemu, side.backend, side.kernel) as sim:
         run.device = sim.machine.vfio_devices[0] if sim.machine.vfio_devices else \
@@ -470,8 +475,9 @@ SRC_POLICY = ("hw/vfio/container.c vfio_container_dma_map(): MAP_FILE when the R
               "an fd (fb32965b6dd8, 10.1); only for shared or ram_device RAM from 11.0.2 and "
               "11.1 (\"vfio/container: Restrict dma_map_file() to shared RAM or RAM devices\")")
 RULES = _rules(
-    ("rejected", "breaks", "the destination QEMU rejects this configuration", "QEMU's option "
-     "parser (vmm_model/machine.py names the property)"),
+    ("rejected", "breaks", "the destination QEMU refuses this command line (an object, "
+     "property or backend it does not have): the VM does not start",
+     "QEMU's option parsing at the release that added it (vfio-emu versions lists them)"),
     ("backend-unavailable", "breaks", "the IOMMU backend cannot be set up on the destination "
      "kernel", "backends/type1.py, backends/iommufd.py setup ioctls on the simulated kernel"),
     ("attach-fails", "breaks", "the destination kernel refuses to attach the device to the "
@@ -642,7 +648,7 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
     destination and only blockers that appear or go away are findings."""
     out: list[Finding] = []
     if b.rejected:
-        return [_f("rejected", "VM", a.outcome, b.outcome, f"QEMU {b.side.qemu}: {b.rejected}")]
+        return [_f("rejected", "VM", a.outcome, b.outcome)]
     if b.kernel_error:
         attach = any(call in b.kernel_error for call in _ATTACH_CALLS)
         return [_f("attach-fails" if attach else "backend-unavailable", "VM", a.outcome,
