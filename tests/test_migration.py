@@ -107,6 +107,9 @@ RAM = "pc.ram [0x100000, 0x80000000)"
 # code, scenario, --from, --to, --mode, section, (before, after) or None
 CASES = [
     ("rejected", "s34", "qemu=10.2", "qemu=7.2", None, "VM", None),
+    ("rejected", "s02", "qemu=10.0,backend=type1", "qemu=7.2,backend=iommufd", None, "VM",
+     ("runs", "rejected: QEMU 7.2 rejects this command line: qemu-system-x86_64: -object "
+      "iommufd,id=iommufd0: Parameter 'qom-type' does not accept value 'iommufd'")),
     ("backend-unavailable", "s02", "kernel=7.2", "kernel=6.1", None, "VM", None),
     ("attach-fails", "s22", "backend=type1", "backend=iommufd", None, "VM",
      ("runs", "cannot start: /dev/vfio/devices/vfio0: VFIO_DEVICE_ATTACH_IOMMUFD_PT: "
