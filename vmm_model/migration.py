@@ -366,7 +366,8 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
 SRC_MIGRATION = "hw/vfio/migration.c vfio_migration_realize()"
 SRC_CPR_RAM = ("system/physmem.c ram_block_add_cpr_blocker() (\"migration: ram block cpr "
                "blockers\", 10.0; mode CPR_TRANSFER only)")
-SRC_CPR_LEGACY = "hw/vfio/cpr-legacy.c vfio_cpr_supported() (10.1; cpr-exec: ee1ca09fc1, 10.2)"
+SRC_CPR_LEGACY = ("hw/vfio/cpr-legacy.c vfio_cpr_supported() (10.1; for cpr-exec too from "
+                  "\"vfio: cpr-exec mode\", 10.2)")
 SRC_CPR_IOMMUFD = ("hw/vfio/cpr-iommufd.c vfio_cpr_supported() + backends/iommufd.c "
                    "iommufd_change_process_capable() (10.1)")
 SRC_CHANGE_PROCESS = ("drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process(): -EINVAL "

@@ -127,7 +127,7 @@ RULES: tuple[Rule, ...] = (
          "VFIO migration protocol v2: the blocker for a device without it is "
          "\"<dev>: VFIO migration is not supported in kernel\" (VFIO_DEVICE_FEATURE_MIGRATION "
          "-ENOTTY); before, v1's \"VFIO device doesn't support migration\"",
-         "31bcbbb5be33", "vfio/migration: Implement VFIO migration protocol v2", "8.0.0",
+         "31bcbbb5be04", "vfio/migration: Implement VFIO migration protocol v2", "8.0.0",
          "hw/vfio/migration.c: vfio_migration_realize()"),
     Rule("cpr_reboot",
          "migration mode cpr-reboot exists (qapi MigMode: \"since 8.2\")",
@@ -145,7 +145,7 @@ RULES: tuple[Rule, ...] = (
          "hw/vfio/cpr-legacy.c: vfio_cpr_supported(); hw/vfio/cpr-iommufd.c"),
     Rule("cpr_exec",
          "migration mode cpr-exec exists and VFIO's CPR blockers cover it too",
-         "ee1ca09fc1", "vfio: cpr-exec mode", "10.2.0",
+         None, "vfio: cpr-exec mode", "10.2.0",
          "hw/vfio/cpr-legacy.c, hw/vfio/cpr-iommufd.c: migrate_add_blocker_modes()"),
     Rule("bypass_ro",
          "iommufd nesting parents on hosts with ERRATA_772415_SPR17 skip readonly sections",
