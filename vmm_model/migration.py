@@ -807,8 +807,10 @@ class MigrationCheck:
                                 if run.dma_limit is not None else "")
                              + f", memlock {_mib(run.locked_bytes)} ({run.locked_scope}), "
                              f"dirty tracking {run.dirty_tracking or 'none'}")
+        same = [m for _, m, _ in a.blockers] == [m for _, m, _ in b.blockers]
+        for label, run in (("both sides", a),) if same else (("source", a), ("destination", b)):
             for _, msg, _ in run.blockers:
-                lines.append(f"   {label} blocker ({run.side.mode}): {msg}")
+                lines.append(f"   {label}: {run.side.mode} migration blocked: {msg}")
         for need in b.needs:
             lines.append(f"   the destination needs {need}")
         if not self.findings:
