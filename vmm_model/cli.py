@@ -211,9 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_profiles)
     from backends.probe import register as register_probe
     from backends.rig.cli import register as register_rig
+    from vmm_model.migrate_cli import register as register_migrate
     from vmm_model.qemu.cli import register
     from vmm_model.run import register as register_run
     register(sub)
+    register_migrate(sub)
     register_run(sub)
     register_probe(sub)
     register_rig(sub)
