@@ -37,6 +37,9 @@ from backends.errors import UsageError
 MAX_BYTES = 4 << 20
 MAX_DEPTH = 64
 MAX_ELEMENTS = 100_000
+# vfio-emu's own <metadata> element: <vfio-emu:scenario xmlns:vfio-emu=METADATA_NS
+# qemu="10.1" backend="iommufd"/> (libvirt keeps foreign metadata as is)
+METADATA_NS = "https://github.com/vfio-emu/vfio-emu/scenario"
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,8 @@ class Domain:
     memdevs: list[MemDev] = field(default_factory=list)
     hostdevs: list[dict] = field(default_factory=list)
     iommufd: bool = False               # <iommufd enabled='yes'/>
+    title: str = ""
+    scenario: dict = field(default_factory=dict)    # <metadata><vfio-emu:scenario .../>
     firmware: str | None = None
     not_modelled: list[str] = field(default_factory=list)
 
@@ -269,6 +274,13 @@ def parse_domain(text: str, source: str) -> Domain:
     d = Domain(name=(root.find("name").text.strip() if root.find("name") is not None
                      else "domain"), machine=machine, memory=_kib(mem, source))
     d.current = _kib(root.find("currentMemory"), source)
+    md = root.find("metadata")
+    for e in (md.children if md is not None else []):
+        if e.tag.endswith(":scenario") and e.attrs.get(f"xmlns:{e.tag.split(':')[0]}") == \
+                METADATA_NS:
+            d.scenario = {k: v for k, v in e.attrs.items() if k in ("qemu", "backend")}
+    if root.find("title") is not None:
+        d.title = root.find("title").text.strip()
     mx = root.find("maxMemory")
     if mx is not None:
         d.max_memory = _kib(mx, source)
@@ -697,5 +709,10 @@ def from_domain_xml(text: str, source: str, name: str, libvirt: str | None = Non
     argv = domain_argv(d, v, cfg)
     sc = from_qemu_args(argv, name, f"{source} (libvirt {v.name} translation)")
     sc.origin = f"libvirt {v.name} domain XML"
+    sc.title = d.title or f"libvirt domain {d.name}"
+    sc.qemu = d.scenario.get("qemu", sc.qemu)
+    sc.backend = d.scenario.get("backend", sc.backend)
+    from vmm_model.scenario import _validate
+    _validate(sc)
     sc.not_modelled = notes(d, v) + sc.not_modelled
     return sc

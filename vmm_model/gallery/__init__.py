@@ -24,8 +24,7 @@ def load(name: str, libvirt: str | None = None) -> Scenario:
                          valid="a .toml path or one of: " + ", ".join(names()))
     res = next(r for r in (resources.files(__name__) / f"{matches[0]}{x}" for x in _SUFFIXES)
                if r.is_file())
-    return loads_scenario(res.read_text(), f"gallery/{res.name}", matches[0],
-                          libvirt if res.name.endswith(".xml") else None)
+    return loads_scenario(res.read_text(), f"gallery/{res.name}", matches[0], libvirt)
 
 
 def load_all() -> list[Scenario]:
