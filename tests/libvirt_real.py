@@ -9,6 +9,12 @@ qemu.conf names that mount and a memory_backing_dir inside the directory.  The
 daemon is stopped by its pid and the directory removed when the session ends.
 Needs root (unshare, mount, setpriv), Debian's libvirt-clients and
 libvirt-daemon-driver-qemu, and /usr/bin/qemu-system-x86_64.
+
+A second libvirt release runs the same way from the Debian packages unpacked
+under a prefix (scripts/libvirt-prefix.sh: 11.3 from bookworm-backports): its
+libvirtd and virsh run with LD_LIBRARY_PATH=PREFIX/usr/lib/x86_64-linux-gnu, and in
+the daemon's mount namespace PREFIX's driver modules and /usr/share/libvirt are
+bind-mounted over the system's, so the installed libvirt is not touched.
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ import time
 from pathlib import Path
 
 NOBODY = 65534
+LIB = "usr/lib/x86_64-linux-gnu"
+PREFIXES = Path(os.environ.get("VFIO_EMU_LIBVIRT_DIR", "/var/cache/vfio-emu"))
+
+
+def prefix_for(version: str) -> Path | None:
+    """The unpacked libvirt ``version`` (scripts/libvirt-prefix.sh), if present."""
+    p = PREFIXES / f"libvirt-{version}"
+    return p if (p / "usr/sbin/libvirtd").exists() else None
 
 
 def available() -> str | None:
@@ -39,13 +53,18 @@ def available() -> str | None:
 
 
 class Session:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, prefix: Path | None = None):
         self.root = root
+        self.prefix = prefix
         self.hugetlbfs = root / "hugepages"
         self.ram = root / "ram"
         self.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(root),
                     "XDG_RUNTIME_DIR": str(root / "run"), "LC_ALL": "C"}
         self.proc: subprocess.Popen | None = None
+        self.virsh = "virsh"
+        if prefix is not None:
+            self.env["LD_LIBRARY_PATH"] = str(prefix / LIB)
+            self.virsh = str(prefix / "usr/bin/virsh")
 
     def start(self, timeout: float = 60) -> None:
         for d in (self.hugetlbfs, self.ram, self.root / "run", self.root / "xml",
@@ -56,9 +75,15 @@ class Session:
         for p in [self.root, *self.root.rglob("*")]:
             os.chown(p, NOBODY, NOBODY)
         # unshare, sh and setpriv exec: the pid is libvirtd's
-        script = (f"mount -t hugetlbfs -o pagesize=2M,uid={NOBODY},gid={NOBODY} none "
-                  f"{self.hugetlbfs} && exec setpriv --reuid={NOBODY} --regid={NOBODY} "
-                  "--clear-groups /usr/sbin/libvirtd --timeout=600")
+        script = f"mount -t hugetlbfs -o pagesize=2M,uid={NOBODY},gid={NOBODY} none " \
+                 f"{self.hugetlbfs}"
+        daemon = "/usr/sbin/libvirtd"
+        if self.prefix is not None:
+            for d in (f"/{LIB}/libvirt", "/usr/share/libvirt"):
+                script += f" && mount --bind {self.prefix}{d} {d}"
+            daemon = f"{self.prefix}/usr/sbin/libvirtd"
+        script += (f" && exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups "
+                   f"{daemon} --timeout=600")
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
                                       "sh", "-c", script], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -87,14 +112,15 @@ class Session:
         try:
             return subprocess.run(
                 ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                 "virsh", "-c", "qemu:///session", "domxml-to-native", "qemu-argv", str(path)],
+                 self.virsh, "-c", "qemu:///session", "domxml-to-native", "qemu-argv",
+                 str(path)],
                 env=self.env, capture_output=True, text=True, timeout=120)
         finally:
             path.unlink()
 
     def version(self) -> str:
         out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                              "--clear-groups", "virsh", "-c", "qemu:///session", "version"],
+                              "--clear-groups", self.virsh, "-c", "qemu:///session", "version"],
                              env=self.env, capture_output=True, text=True, timeout=60).stdout
         for line in out.splitlines():
             if "libvirt" in line.lower() and "library" in line.lower():
@@ -103,10 +129,10 @@ class Session:
 
 
 @contextlib.contextmanager
-def session():
+def session(prefix: Path | None = None):
     root = Path(tempfile.mkdtemp(prefix="vfio-emu-libvirt-"))
     os.chmod(root, 0o755)
-    s = Session(root)
+    s = Session(root, prefix)
     try:
         s.start()
         yield s

@@ -30,12 +30,19 @@ def run(capsys, *argv):
 
 # --- against real libvirt ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_libvirt():
+@pytest.fixture(scope="module", params=["installed", "11.3"])
+def real_libvirt(request):
+    """The installed libvirt (Debian 12: 9.0) and 11.3 (bookworm-backports, unpacked
+    by scripts/libvirt-prefix.sh), one session daemon each."""
     why = libvirt_real.available()
     if why:
         pytest.skip(f"real libvirt: {why} (scripts/test-all.sh installs it)")
-    with libvirt_real.session() as s:
+    prefix = None
+    if request.param != "installed":
+        prefix = libvirt_real.prefix_for(request.param)
+        if prefix is None:
+            pytest.skip(f"libvirt {request.param} is not unpacked (sh scripts/libvirt-prefix.sh)")
+    with libvirt_real.session(prefix) as s:
         yield s
 
 
@@ -69,19 +76,20 @@ def test_memory_and_vfio_args_equal_real_libvirt(real_libvirt, xml):
                for n in sc_real.not_modelled)
 
 
-def test_real_libvirt_9_0_ignores_hostdev_iommufd(real_libvirt):
-    """libvirt 9.0 has no iommufd: <driver iommufd='yes'/> gives a plain vfio-pci
-    (the group/type1 path); our 9.0 translation says so, 12.1 adds iommufd=."""
-    if not real_libvirt.version().startswith("9.0"):
-        pytest.skip("this checks the 9.0 release")
+def test_real_libvirt_before_12_1_ignores_hostdev_iommufd(real_libvirt):
+    """libvirt 9.0 and 11.3 have no iommufd: <driver iommufd='yes'/> gives a plain
+    vfio-pci (the group/type1 path); our translation for those releases says so,
+    12.1 adds -object iommufd and iommufd=."""
+    release = ".".join(real_libvirt.version().split(".")[:2])
+    assert release in ("9.0", "11.3")
     text = (LV / "vm-iommufd-hostdev.xml").read_text()
     real = split_command_line(real_libvirt.qemu_argv(text).stdout)
     devs = [a for a in real if '"driver":"vfio-pci"' in a]
     assert len(devs) == 1 and "iommufd" not in devs[0]
     assert not any('"qom-type":"iommufd"' in a for a in real)
-    sc = from_domain_xml(text, "x.xml", "x", "9.0")
+    sc = from_domain_xml(text, "x.xml", "x", release)
     assert sc.backend is None
-    assert any("libvirt 9.0 ignores it (added in 12.1.0)" in n for n in sc.not_modelled)
+    assert any(f"libvirt {release} ignores it (added in 12.1.0)" in n for n in sc.not_modelled)
     sc = from_domain_xml(text, "x.xml", "x", "12.1")
     assert sc.backend == "iommufd" and sc.devices[0].props["iommufd"] == "iommufd0"
 
