@@ -55,7 +55,10 @@ class LibvirtVersion:
     # and <dynamicMemslots> -> dynamic-memslots (v10.1.0)
     virtio_mem_memaddr: bool
     # qemuBuildPCIHostdevDevProps(): <driver iommufd='yes'/> -> -object iommufd
-    # and vfio-pci iommufd= (v12.1.0, "IOMMUFD backend support for host devices")
+    # and vfio-pci iommufd= (NEWS.rst v12.1.0, "IOMMUFD backend support for host
+    # devices").  The 12.x source was not available to vfio-emu: libvirt also passes
+    # /dev/iommu and the VFIO cdev as fds (qemuFDPassDirect) and drops host=; vfio-emu
+    # names the object "iommufd0" and keeps host= (the fds are simulated anyway).
     hostdev_iommufd: bool
     # <iommufd enabled='yes'/> for the whole domain (v12.2.0)
     domain_iommufd: bool
