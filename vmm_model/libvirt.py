@@ -281,7 +281,8 @@ def parse_domain(text: str, source: str) -> Domain:
     for e in (md.children if md is not None else []):
         if e.tag.endswith(":scenario") and e.attrs.get(f"xmlns:{e.tag.split(':')[0]}") == \
                 METADATA_NS:
-            d.scenario = {k: v for k, v in e.attrs.items() if k in ("qemu", "backend")}
+            d.scenario = {k: v for k, v in e.attrs.items()
+                          if k in ("qemu", "backend", "upstream")}
     if root.find("title") is not None:
         d.title = root.find("title").text.strip()
     mx = root.find("maxMemory")
@@ -713,6 +714,8 @@ def from_domain_xml(text: str, source: str, name: str, libvirt: str | None = Non
     sc = from_qemu_args(argv, name, f"{source} (libvirt {v.name} translation)")
     sc.origin = f"libvirt {v.name} domain XML"
     sc.title = d.title or f"libvirt domain {d.name}"
+    sc.upstream = d.scenario.get("upstream") or \
+        f"libvirt v{v.name}.0 src/qemu/qemu_command.c: qemuBuildMemoryBackendProps()"
     sc.qemu = d.scenario.get("qemu", sc.qemu)
     sc.backend = d.scenario.get("backend", sc.backend)
     from vmm_model.scenario import _validate
