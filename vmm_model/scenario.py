@@ -454,6 +454,46 @@ def _validate(sc: Scenario) -> None:
 
 # --- QEMU command line (vmm_model/qemu/cmdline.py) ------------------------------
 
+def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
+    """QEMU's QemuOpts syntax: ``[implied,]key=value,...`` with ``,,`` escaping a comma."""
+    parts, cur, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == ",":
+            if text[i + 1:i + 2] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    implied = None
+    props: dict = {}
+    for n, part in enumerate(parts):
+        if "=" in part:
+            k, _, v = part.partition("=")
+            if not k:
+                raise UsageError(f"empty property name in {text!r}", where=where)
+            if "." in k:        # keyval dotted keys: host-nodes.0=0 -> host-nodes list
+                k, _, sub = k.partition(".")
+                if sub.isdigit():
+                    props.setdefault(k, []).append(v)
+                    continue
+                props[f"{k}.{sub}"] = v
+                continue
+            props[k] = v
+        elif n == 0:
+            implied = part
+        elif part:
+            props[part] = "on"
+        else:
+            raise UsageError(f"empty element in {text!r}", where=where)
+    return implied, props
+
+
 def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
     """A Scenario from QEMU arguments: see vmm_model.qemu.cmdline.from_qemu_args."""
     from vmm_model.qemu.cmdline import from_qemu_args as build

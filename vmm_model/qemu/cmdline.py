@@ -33,7 +33,7 @@ from pathlib import Path
 from backends.errors import UsageError
 from vmm_model.qemu import names
 from vmm_model.scenario import (DEVICE_TYPES, MACHINE_PROPS, MEMORY_PROPS, OBJECT_TYPES, Obj,
-                                Scenario, _parse_props, _validate)
+                                Scenario, _parse_props, _validate, split_qemu_opts)
 
 # vl.c handles these -machine keys itself (machine_parse_property_opt, accel
 # compatibility options) or they are board aliases that -machine help omits.
@@ -155,46 +155,6 @@ def is_readconfig(text: str) -> bool:
 
 
 # --- option values ----------------------------------------------------------------
-
-def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
-    """QEMU's QemuOpts syntax: ``[implied,]key=value,...`` with ``,,`` escaping a comma."""
-    parts, cur, i = [], [], 0
-    while i < len(text):
-        c = text[i]
-        if c == ",":
-            if text[i + 1:i + 2] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    parts.append("".join(cur))
-    implied = None
-    props: dict = {}
-    for n, part in enumerate(parts):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            if not k:
-                raise UsageError(f"empty property name in {text!r}", where=where)
-            if "." in k:        # keyval dotted keys: host-nodes.0=0 -> host-nodes list
-                k, _, sub = k.partition(".")
-                if sub.isdigit():
-                    props.setdefault(k, []).append(v)
-                    continue
-                props[f"{k}.{sub}"] = v
-                continue
-            props[k] = v
-        elif n == 0:
-            implied = part
-        elif part:
-            props[part] = "on"
-        else:
-            raise UsageError(f"empty element in {text!r}", where=where)
-    return implied, props
-
 
 def option_props(text: str, where: str, implied_key: str) -> dict:
     """One -object/-device value, JSON or QemuOpts, as a property dict."""
