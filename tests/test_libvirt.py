@@ -62,7 +62,7 @@ def test_memory_and_vfio_args_equal_real_libvirt(real_libvirt, xml):
     r = real_libvirt.qemu_argv(xml.read_text())
     assert r.returncode == 0, r.stderr
     real = split_command_line(r.stdout)
-    cfg = Config(hugetlbfs_mount=str(real_libvirt.hugetlbfs),
+    cfg = Config(hugetlbfs=((str(real_libvirt.hugetlbfs), 2048),),
                  memory_backing_dir=str(real_libvirt.ram))
     v = get_libvirt(major_minor)
     ours = domain_argv(parse_domain(xml.read_text(), str(xml)), v, cfg)
@@ -148,6 +148,21 @@ def test_default_hugepages_are_private_file_backed_and_map_file_on_10_1_iommufd(
     maps = [e.result.request for e in plan.events if e.kind == "map" and e.result]
     assert {r.ioctl for r in maps if r.fields.get("length", 0) >= 1 << 30} == \
         {"IOMMU_IOAS_MAP_FILE"}
+
+
+def test_page_sizes_pick_their_hugetlbfs_mount(capsys, tmp_path):
+    xml = (LV / "vm-file-private-hugepages.xml").read_text()
+    sc = loads_domain(xml.replace("<page size='2' unit='MiB'/>", "<page size='1' unit='GiB'/>"))
+    assert sc.object("pc.ram").props["mem-path"] == \
+        "/dev/hugepages1G/libvirt/qemu/-1-file-private-hp"
+    f = tmp_path / "d.xml"
+    f.write_text(xml.replace("<page size='2' unit='MiB'/>", "<page size='16' unit='MiB'/>"))
+    rc, out, err = run(capsys, "plan", str(f))
+    assert rc == 2 and "Unable to find any usable hugetlbfs mount for 16384 KiB" in err
+
+
+def loads_domain(text):
+    return from_domain_xml(text, "d.xml", "d")
 
 
 def test_memfd_shared_main_ram():

@@ -47,12 +47,12 @@ class LibvirtVersion:
     """What changed between libvirt releases in the parts vfio-emu translates."""
 
     name: str
-    # qemuBuildMemCommandLine(): without memory hotplug 9.0 writes "-m <MiB>";
-    # 11.3 writes "-m size=<KiB>k" rounded down to 512 KiB (commit "qemu: Use
-    # KiB for -m", v10.x) and slots=/maxmem= only when set
+    # qemuBuildMemCommandLine(): without memory hotplug v9.0.0 writes "-m <MiB>";
+    # v11.3.0 writes "-m size=<KiB>k", rounded down to 512 KiB ("the code will now
+    # use kibibytes"), and slots=/maxmem= only when set
     m_in_kib: bool
-    # qemuBuildMemoryDeviceProps(): virtio-mem <address base> -> memaddr (v9.4.0)
-    # and <dynamicMemslots> -> dynamic-memslots (v10.1.0)
+    # qemuBuildMemoryDeviceProps(): virtio-mem <address base> -> memaddr (NEWS.rst
+    # v9.4.0) and <dynamicMemslots> -> dynamic-memslots (NEWS.rst v10.1.0)
     virtio_mem_memaddr: bool
     # qemuBuildPCIHostdevDevProps(): <driver iommufd='yes'/> -> -object iommufd
     # and vfio-pci iommufd= (NEWS.rst v12.1.0, "IOMMUFD backend support for host
@@ -475,8 +475,10 @@ def _hostdev(e: Element, source: str, index: int) -> dict | None:
 class Config:
     """The qemu.conf settings the translation depends on."""
 
-    hugetlbfs_mount: str = "/dev/hugepages"     # hugetlbfs_mount (first: default size)
-    default_hugepage_kib: int = 2048            # the mount's page size (x86: 2 MiB)
+    # hugetlbfs_mount: (path, page size KiB); the first is the default size's
+    # (virFileGetDefaultHugepage(): x86's 2 MiB)
+    hugetlbfs: tuple[tuple[str, int], ...] = (("/dev/hugepages", 2048),
+                                              ("/dev/hugepages1G", 1 << 20))
     memory_backing_dir: str = "/var/lib/libvirt/qemu/ram"
     domain_id: int = -1                         # -1: not running (domxml-to-native)
 
@@ -515,7 +517,7 @@ def _pagesize(d: Domain, mem: MemDev | None, node: int, cfg: Config):
     if use and pagesize == 4:          # the system page size is "no huge pages"
         pagesize, need, use = 0, False, False
     elif use and pagesize == 0:
-        pagesize = cfg.default_hugepage_kib     # qemuBuildMemoryGetDefaultPagesize()
+        pagesize = cfg.hugetlbfs[0][1]          # qemuBuildMemoryGetDefaultPagesize()
     prealloc = d.allocation == "immediate"
     nvdimm_path = mem is not None and mem.model in ("nvdimm", "virtio-pmem")
     if nvdimm_path:
@@ -557,7 +559,11 @@ def backend_props(d: Domain, v: LibvirtVersion, cfg: Config, alias: str, size_ki
         if nvdimm_path:
             path = nvdimm_path
         elif use:   # qemuGetDomainHupageMemPath()
-            mount = cfg.hugetlbfs_mount
+            mount = next((m for m, size in cfg.hugetlbfs if size == pagesize), None)
+            if mount is None:
+                raise UsageError(f"Unable to find any usable hugetlbfs mount for {pagesize} KiB",
+                                 where=f"libvirt {v.name} (qemuGetDomainHupageMemPath)",
+                                 valid=", ".join(f"{m} ({size} KiB)" for m, size in cfg.hugetlbfs))
             path = f"{mount}/libvirt/qemu/{_shortname(d, cfg)}"
         else:       # qemuGetMemoryBackingPath()
             path = (f"{cfg.memory_backing_dir}/libvirt/qemu/{_shortname(d, cfg)}/"
