@@ -197,6 +197,17 @@ def test_numa_cell_memaccess_and_dimm_access():
     ("<notadomain/>", "d.xml: not a libvirt domain (the root element is not <domain>)"),
     ("<domain><memory unit='MiB'>lots</memory></domain>",
      "d.xml:1: memory: bad size 'lots' MiB"),
+    ("<domain>\n<memory>1048576</memory>\n<devices><memory model='dimm'><target>\n"
+     "<size>524288</size><node>zero</node></target></memory></devices></domain>",
+     "d.xml:4: node: bad node 'zero' (valid: an integer)"),
+    ("<domain><memory>1048576</memory><devices><memory model='dimm'><target>"
+     "<size>524288</size></target><address type='dimm' slot='first'/></memory></devices>"
+     "</domain>", "d.xml:1: slot: bad slot 'first'"),
+    ("<domain><memory>1048576</memory><devices><memory model='sgx-epc'/></devices>"
+     "</domain>", "model: memory device model 'sgx-epc' is not modelled"),
+    ("<domain><memory>1048576</memory><devices><hostdev mode='subsystem' type='pci'>"
+     "<driver name='kvm'/><source><address bus='0x3b'/></source></hostdev></devices>"
+     "</domain>", "driver: PCI passthrough driver 'kvm' is not supported by QEMU"),
 ])
 def test_bad_domain_xml_one_line_exit_2(capsys, tmp_path, text, message):
     f = tmp_path / "d.xml"

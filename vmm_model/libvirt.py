@@ -199,6 +199,15 @@ def _nodeset(text: str | None, where: str) -> list[int] | None:
     return sorted(out)
 
 
+def _int(value, e: Element, source: str, what: str) -> int:
+    """An integer attribute or text of ``e`` (decimal or 0x...), else one line."""
+    try:
+        return int(str(value).strip(), 0)
+    except ValueError:
+        raise UsageError(f"bad {what} {value!r}", where=f"{source}:{e.line}", field=what,
+                         valid="an integer") from None
+
+
 def _yesno(value: str | None) -> bool | None:
     return None if value is None else value == "yes"
 
@@ -288,7 +297,7 @@ def parse_domain(text: str, source: str) -> Domain:
     mx = root.find("maxMemory")
     if mx is not None:
         d.max_memory = _kib(mx, source)
-        d.slots = int(mx.attrs.get("slots", "0"))
+        d.slots = _int(mx.attrs.get("slots", "0"), mx, source, "slots")
     osel = root.find("os")
     if osel is not None:
         d.firmware = osel.attrs.get("firmware")
@@ -322,12 +331,13 @@ def parse_domain(text: str, source: str) -> Domain:
         al = mb.find("allocation")
         if al is not None:
             d.allocation = al.attrs.get("mode")
-            d.threads = int(al.attrs["threads"]) if "threads" in al.attrs else None
+            d.threads = _int(al.attrs["threads"], al, source, "threads") \
+                if "threads" in al.attrs else None
         if mb.find("discard") is not None:
             d.discard = True
     for cell in (root.path("cpu", "numa").findall("cell")
                  if root.path("cpu", "numa") is not None else []):
-        d.cells.append({"id": int(cell.attrs.get("id", len(d.cells))),
+        d.cells.append({"id": _int(cell.attrs.get("id", len(d.cells)), cell, source, "id"),
                         "cpus": cell.attrs.get("cpus"),
                         "memory": _kib(Element("memory", {"unit": cell.attrs.get("unit",
                                                                                  "KiB")},
@@ -342,7 +352,7 @@ def parse_domain(text: str, source: str) -> Domain:
             d.numatune[-1] = (m.attrs.get("mode", "strict"),
                               _nodeset(m.attrs.get("nodeset"), at(m)))
         for mn in nt.findall("memnode"):
-            d.numatune[int(mn.attrs["cellid"])] = (mn.attrs.get("mode", "strict"),
+            d.numatune[_int(mn.attrs.get("cellid"), mn, source, "cellid")] = (mn.attrs.get("mode", "strict"),
                                                    _nodeset(mn.attrs.get("nodeset"), at(mn)))
     iommufd = root.find("iommufd")
     if iommufd is not None:
@@ -414,7 +424,7 @@ def _memdev(e: Element, source: str) -> MemDev:
     m = MemDev(model, alias, _kib(tgt.find("size"), source), line=e.line,
                access=e.attrs.get("access"), discard=_yesno(e.attrs.get("discard")))
     if tgt.find("node") is not None:
-        m.node = int(tgt.find("node").text)
+        m.node = _int(tgt.find("node").text, tgt.find("node"), source, "node")
     if src is not None:
         m.pagesize = _kib(src.find("pagesize"), source) or 0
         if src.find("nodemask") is not None:
@@ -432,13 +442,13 @@ def _memdev(e: Element, source: str) -> MemDev:
     m.block = _kib(tgt.find("block"), source) or 0
     m.requested = _kib(tgt.find("requested"), source) or 0
     if tgt.find("address") is not None and "base" in tgt.find("address").attrs:
-        m.address = int(tgt.find("address").attrs["base"], 0)
+        m.address = _int(tgt.find("address").attrs["base"], tgt, source, "base")
     addr = e.find("address")
     if addr is not None and addr.attrs.get("type") == "dimm":
         if "slot" in addr.attrs:
-            m.slot = int(addr.attrs["slot"], 0)
+            m.slot = _int(addr.attrs["slot"], addr, source, "slot")
         if "base" in addr.attrs:
-            m.base = int(addr.attrs["base"], 0)
+            m.base = _int(addr.attrs["base"], addr, source, "base")
     if tgt.find("dynamicMemslots") is not None:
         m.dynamic_memslots = _yesno(tgt.find("dynamicMemslots").attrs.get("enabled"))
     return m
