@@ -243,3 +243,19 @@ def test_kind_by_content():
     assert scenario_kind('title="x"\n') == "toml"
     assert scenario_kind(READCONFIG) == "cmdline"
     assert json.loads(MEMFD)["qom-type"] == "memory-backend-memfd"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-device", '{"driver":["vfio-pci"]}'], "driver: driver must be a string"),
+    (["-object", '{"qom-type":5}'], "qom-type: qom-type must be a string"),
+    (["-object", "[1,2]"], "invalid object type '[1'"),
+    (["-object", '{"qom-type":"memory-backend-ram","id":"m","size":{"a":1}}'],
+     "size: bad value {'a': 1} for memory-backend-ram"),
+    (["-numa", '{"type":"node","memdev":"nope"}', "-m", "1G"],
+     "numa: memdev: no memory backend with id 'nope'"),
+    (["-machine", '{"type":"q35","memory-backend":7}'], "memory-backend: bad value 7"),
+    (["-object"], "option -object needs an argument"),
+])
+def test_odd_arguments_are_one_line_errors(capsys, args, message):
+    rc, out, err = run(capsys, "plan", "--kernel", "none", "--", *args)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -293,3 +293,16 @@ def test_pid_alias_and_mach_version_kept():
     assert sc.machine == {"type": "pc", "memory-backend": "pc.ram"}
     assert sc.machine_version == "7.2"
     assert re.search(r"<devices><serial>", "; ".join(sc.not_modelled))
+
+
+def test_libvirt_argv_json(capsys):
+    rc, out, err = run(capsys, "libvirt-argv", str(LV / "vm-dimm.xml"), "--libvirt", "9.0",
+                       "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert (doc["schema_version"], doc["libvirt"], doc["origin"]) == \
+        (1, "9.0", "libvirt 9.0 domain XML")
+    i = doc["qemu_argv"].index("-m")
+    assert doc["qemu_argv"][i + 1] == "size=4194304k,slots=4,maxmem=16777216k"
+    assert '{"driver":"pc-dimm","node":0,"memdev":"memdimm0","id":"dimm0","slot":0}' in \
+        doc["qemu_argv"]

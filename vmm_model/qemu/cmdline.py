@@ -165,6 +165,9 @@ def option_props(text: str, where: str, implied_key: str) -> dict:
             raise UsageError(f"malformed JSON: {e.msg} at column {e.colno}", where=where) from None
         if not isinstance(props, dict):
             raise UsageError("JSON argument must be an object", where=where)
+        for key in ("qom-type", "driver", "id", "type"):
+            if key in props and not isinstance(props[key], str):
+                raise UsageError(f"{key} must be a string", where=where, field=key)
         return props
     implied, props = split_qemu_opts(text, where)
     if implied is not None:
