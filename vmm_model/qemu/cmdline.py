@@ -44,10 +44,6 @@ _MACHINE_EXTRA = {"type", "accel", "kernel-irqchip", "kernel_irqchip", "nvdimm",
 _DEVICE_COMMON = {"id", "bus", "addr", "driver"}
 # -m keys (qemu_mem_opts in softmmu/vl.c)
 _MEMORY_KEYS = {"size", "slots", "maxmem"}
-# machine types: q35 / pc, optionally versioned (hw/i386/pc_q35.c, pc_piix.c)
-_MACHINE_RE = re.compile(r"^(?:(q35)|(pc)|pc-q35-(\d+\.\d+)|pc-i440fx-(\d+\.\d+)|"
-                         r"pc-i440fx-[\w.-]+|pc-q35-[\w.-]+)$")
-MEMORY_OPTS = ("-m", "-mem-path", "-machine", "-M", "-object", "-numa", "-device", "-readconfig")
 
 
 def _suggest(name: str, candidates) -> str:
@@ -115,14 +111,6 @@ def readconfig_to_args(text: str, source: str) -> list[str]:
         group[1][m.group(1)] = m.group(2).replace('\\"', '"')
     flush()
     return out
-
-
-def load_command_line(path: str | Path) -> Scenario:
-    """A file holding a captured command line (any form split_command_line takes,
-    or a -readconfig file)."""
-    path = Path(path)
-    text = read_text(path)
-    return loads_command_line(text, str(path), path.stem)
 
 
 def read_text(path: Path, limit: int = 16 << 20) -> str:
@@ -198,16 +186,17 @@ def _modelled(schema: dict, props: dict, known, kind: str, where: str,
 
 
 def machine_type(value: str, where: str) -> tuple[str, str | None]:
-    """``q35``, ``pc``, ``pc-q35-7.2``, ``pc-i440fx-10.0`` -> (q35|pc, version)."""
-    m = _MACHINE_RE.match(value)
+    """``q35``, ``pc``, ``pc-q35-7.2``, ``pc-i440fx-10.0`` (any versioned or
+    distribution name, e.g. ``pc-q35-rhel9.4.0``) -> (q35|pc, version)."""
+    m = re.fullmatch(r"(q35|pc)|pc-(q35|i440fx)-(\S+)", value)
     if not m:
         raise UsageError(f"unsupported machine type {value!r}"
                          f"{_suggest(value, ('q35', 'pc', 'pc-q35-10.0', 'pc-i440fx-10.0'))}",
                          where=where, field="type",
                          valid="q35, pc, pc-q35-X.Y, pc-i440fx-X.Y")
-    if m.group(1) or value.startswith("pc-q35"):
-        return "q35", m.group(3) or (value[7:] if value.startswith("pc-q35-") else None)
-    return "pc", m.group(4) or (value[10:] if value.startswith("pc-i440fx-") else None)
+    if m.group(1):
+        return m.group(1), None
+    return ("q35" if m.group(2) == "q35" else "pc"), m.group(3)
 
 
 # --- the importer ----------------------------------------------------------------
