@@ -106,10 +106,14 @@ def cmd_compare(args, qemu_argv) -> int:
                          valid=", ".join(list_profiles()) + ", host")
     plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy)
     if args.json:
-        json.dump(compare.document(sc, plans, diffs), sys.stdout, indent=1)
+        from vmm_model.inputs_report import inputs_json
+        json.dump(compare.document(sc, plans, diffs) | {"inputs": inputs_json([sc])},
+                  sys.stdout, indent=1)
         print()
     else:
-        print(compare.render(sc, plans, diffs))
+        from vmm_model.inputs_report import render_inputs
+        text = render_inputs([sc])
+        print((text + "\n\n" if text else "") + compare.render(sc, plans, diffs))
     return 0
 
 

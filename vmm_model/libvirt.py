@@ -279,7 +279,8 @@ def parse_domain(text: str, source: str) -> Domain:
         return f"{source}:{e.line}"
 
     os_type = root.path("os", "type")
-    machine = (os_type.attrs.get("machine") if os_type is not None else None) or "pc-q35"
+    # no machine: QEMU's default machine type, which is i440fx ("pc") on x86
+    machine = (os_type.attrs.get("machine") if os_type is not None else None) or "pc"
     mem = root.find("memory")
     if mem is None:
         raise UsageError("domain has no <memory>", where=at(root), field="memory")
