@@ -296,6 +296,17 @@ def test_pid_alias_and_mach_version_kept():
     assert re.search(r"<devices><serial>", "; ".join(sc.not_modelled))
 
 
+def test_near_misses_of_memory_elements_are_pointed_out():
+    xml = (LV / "vm-hugepages-default.xml").read_text().replace("<hugepages/>", "<hugepage/>")
+    xml = xml.replace("<vcpu>", "<memoryBaking/><vcpu>")
+    sc = loads_domain(xml)
+    assert sc.object("pc.ram").type == "memory-backend-ram"     # as libvirt: no hugepages
+    assert "<memoryBacking><hugepage> (libvirt ignores unknown elements: did you mean " \
+           "<hugepages>?)" in sc.not_modelled
+    assert "<memoryBaking> (libvirt ignores unknown elements: did you mean " \
+           "<memoryBacking>?)" in sc.not_modelled
+
+
 def test_libvirt_argv_json(capsys):
     rc, out, err = run(capsys, "libvirt-argv", str(LV / "vm-dimm.xml"), "--libvirt", "9.0",
                        "--json")

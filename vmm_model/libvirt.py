@@ -270,6 +270,18 @@ _MODELLED_TOP = {"name", "uuid", "memory", "currentMemory", "maxMemory", "memory
                  "vcpu", "os", "cpu", "numatune", "devices", "iommufd", "title",
                  "description", "metadata"}
 _MODELLED_DEVICES = {"memory", "hostdev", "emulator"}
+_MEMORY_BACKING = {"hugepages", "nosharepages", "locked", "source", "access", "allocation",
+                   "discard"}
+
+
+def _unknown(path: str, tag: str, known) -> str:
+    """A "not modelled" entry for an element vfio-emu does not read; libvirt too
+    ignores unknown elements (without --validate), so a near miss of one it reads
+    is pointed out."""
+    import difflib
+    near = difflib.get_close_matches(tag, sorted(known), n=1, cutoff=0.8)
+    return f"{path}<{tag}>" + (f" (libvirt ignores unknown elements: did you mean <{near[0]}>?)"
+                              if near else "")
 
 
 def parse_domain(text: str, source: str) -> Domain:
@@ -360,7 +372,10 @@ def parse_domain(text: str, source: str) -> Domain:
         d.iommufd = iommufd.attrs.get("enabled") == "yes"
     for e in root.children:
         if e.tag not in _MODELLED_TOP:
-            d.not_modelled.append(f"<{e.tag}>")
+            d.not_modelled.append(_unknown("", e.tag, _MODELLED_TOP))
+    for e in (mb.children if mb is not None else []):
+        if e.tag not in _MEMORY_BACKING:
+            d.not_modelled.append(_unknown("<memoryBacking>", e.tag, _MEMORY_BACKING))
     devices = root.find("devices")
     for e in (devices.children if devices is not None else []):
         if e.tag == "memory":
@@ -373,7 +388,7 @@ def parse_domain(text: str, source: str) -> Domain:
             else:
                 d.hostdevs.append(h)
         elif e.tag not in _MODELLED_DEVICES:
-            d.not_modelled.append(f"<devices><{e.tag}>")
+            d.not_modelled.append(_unknown("<devices>", e.tag, _MODELLED_DEVICES))
     _post_parse(d)
     return d
 
