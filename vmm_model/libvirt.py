@@ -27,6 +27,7 @@ bounding size, depth and element count.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import xml.parsers.expat
@@ -278,7 +279,6 @@ def _unknown(path: str, tag: str, known) -> str:
     """A "not modelled" entry for an element vfio-emu does not read; libvirt too
     ignores unknown elements (without --validate), so a near miss of one it reads
     is pointed out."""
-    import difflib
     near = difflib.get_close_matches(tag, sorted(known), n=1, cutoff=0.8)
     return f"{path}<{tag}>" + (f" (libvirt ignores unknown elements: did you mean <{near[0]}>?)"
                               if near else "")
@@ -750,6 +750,10 @@ def from_domain_xml(text: str, source: str, name: str, libvirt: str | None = Non
         f"libvirt v{v.name}.0 src/qemu/qemu_command.c: qemuBuildMemoryBackendProps()"
     sc.qemu = d.scenario.get("qemu", sc.qemu)
     sc.backend = d.scenario.get("backend", sc.backend)
+    from vmm_model.iommu_backends import backend_names
+    if sc.backend not in (None, *backend_names()):
+        raise UsageError(f"bad backend {sc.backend!r} in <vfio-emu:scenario>", where=source,
+                         field="backend", valid=", ".join(backend_names()))
     from vmm_model.scenario import _validate
     _validate(sc)
     sc.not_modelled = notes(d, v) + sc.not_modelled

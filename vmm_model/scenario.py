@@ -21,6 +21,7 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -242,7 +243,6 @@ def _parse_props(schema: dict, raw: dict, where: str, kind: str,
     for key, value in raw.items():
         loc = locate(key) or where
         if key not in schema:
-            import difflib
             near = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise UsageError(f"unknown property {key!r} for {kind}{hint}", where=loc,
