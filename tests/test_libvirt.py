@@ -248,9 +248,9 @@ def test_plan_of_a_domain_shows_the_translation_and_the_plan(capsys):
     head = out.split("\n\n")[0].splitlines()
     assert head[0] == "vm-file-private-hugepages: QEMU arguments from the libvirt 9.0 " \
                       "domain XML:"
-    assert head[1].startswith("  -machine pc-i440fx-7.2,memory-backend=pc.ram -m 2048 ")
-    assert '"share":false' in head[1] and '"prealloc-threads":2' in head[1]
-    assert head[2] == "vm-file-private-hugepages: not modelled: -overcommit mem-lock=off"
+    assert head[1:3] == ["  -machine pc-i440fx-7.2,memory-backend=pc.ram", "  -m 2048"]
+    assert '"share":false' in head[3] and '"prealloc-threads":2' in head[3]
+    assert head[-1] == "vm-file-private-hugepages: not modelled: -overcommit mem-lock=off"
     assert "== vm-file-private-hugepages" in out and "IOMMU_IOAS_MAP_FILE" in out
 
 
@@ -276,7 +276,8 @@ def test_compare_takes_a_domain(capsys):
                        "--backends", "type1,iommufd", "--kernels", "7.2", "--qemu", "10.1")
     assert rc == 0, err
     assert out.startswith("vm-hugepages-default: QEMU arguments from the libvirt 12.2 domain "
-                          "XML:\n  -machine pc-q35-7.2,memory-backend=pc.ram -m size=4194304k ")
+                          "XML:\n  -machine pc-q35-7.2,memory-backend=pc.ram\n"
+                          "  -m size=4194304k\n")
 
 
 def test_gallery_libvirt_examples_load():

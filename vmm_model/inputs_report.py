@@ -12,6 +12,19 @@ import sys
 from vmm_model.scenario import Scenario
 
 
+def argv_lines(argv: list[str]) -> list[str]:
+    """One shell-quoted option (with its argument) per line."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            out.append(shlex.join(argv[i:i + 2]))
+            i += 2
+        else:
+            out.append(shlex.quote(argv[i]))
+            i += 1
+    return out
+
+
 def _unique(scenarios: list[Scenario]) -> list[Scenario]:
     return list({id(sc): sc for sc in scenarios}.values())
 
@@ -24,7 +37,7 @@ def render_inputs(scenarios: list[Scenario]) -> str:
         lines = []
         if sc.origin and sc.argv is not None:
             lines.append(f"{sc.name}: QEMU arguments from the {sc.origin}:")
-            lines.append("  " + shlex.join(sc.argv))
+            lines.extend("  " + line for line in argv_lines(sc.argv))
         if sc.not_modelled:
             lines.append(f"{sc.name}: not modelled: " + "; ".join(sc.not_modelled))
         if lines:
@@ -51,15 +64,7 @@ def cmd_libvirt_argv(args, _qemu_argv) -> int:
         print()
         return 0
     print(f"# libvirt {v.name} ({v.title}): memory and VFIO arguments for {args.domain}")
-    argv = sc.argv
-    i = 0
-    while i < len(argv):
-        if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            print(shlex.join(argv[i:i + 2]))
-            i += 2
-        else:
-            print(shlex.quote(argv[i]))
-            i += 1
+    print("\n".join(argv_lines(sc.argv)))
     if sc.not_modelled:
         print("# not modelled: " + "; ".join(sc.not_modelled))
     return 0
