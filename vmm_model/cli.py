@@ -19,7 +19,7 @@ from vmm_model.plan import DEFAULT_KERNEL, make_plan
 from vmm_model.qemu_versions import (DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list,
                                      versions_dict, versions_table)
 from vmm_model.report import NOT_RUN, document, render_plan
-from vmm_model.scenario import from_qemu_args, load_toml
+from vmm_model.scenario import from_qemu_args, load_scenario
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,12 +34,15 @@ def _scenarios(args, qemu_argv):
                              where="vfio-emu plan")
         if not qemu_argv:
             raise UsageError("no QEMU arguments after --", where="vfio-emu plan")
+        if getattr(args, "libvirt", None):
+            raise UsageError("--libvirt applies to libvirt domain XML only",
+                             where="vfio-emu plan")
         return [from_qemu_args(qemu_argv)]
     if not args.scenario:
         return gallery.load_all()
-    if Path(args.scenario).exists() or args.scenario.endswith(".toml"):
-        return [load_toml(args.scenario)]
-    return [gallery.load(args.scenario)]
+    if Path(args.scenario).exists() or args.scenario.endswith((".toml", ".xml")):
+        return [load_scenario(args.scenario, getattr(args, "libvirt", None))]
+    return [gallery.load(args.scenario, getattr(args, "libvirt", None))]
 
 
 def kernel_arg(value: str | None) -> str | None:
@@ -64,10 +67,16 @@ def cmd_plan(args, qemu_argv) -> int:
             for q in qemus:
                 plans.append(make_plan(sc, q, b, args.policy, kernel, args.host_iommu))
     with_others = not args.no_compare
+    from vmm_model.inputs_report import inputs_json, render_inputs
     if args.json:
-        json.dump(document(plans, with_others), sys.stdout, indent=1)
+        doc = document(plans, with_others)
+        doc["inputs"] = inputs_json([p.scenario for p in plans])
+        json.dump(doc, sys.stdout, indent=1)
         print()
     else:
+        text = render_inputs([p.scenario for p in plans])
+        if text:
+            print(text + "\n")
         if kernel is None:
             print(f"kernel column: '{NOT_RUN}' = the request is exact but no kernel answered "
                   "it (--kernel none)\n")
@@ -97,10 +106,14 @@ def cmd_compare(args, qemu_argv) -> int:
                          valid=", ".join(list_profiles()) + ", host")
     plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy, args.host_iommu)
     if args.json:
-        json.dump(compare.document(sc, plans, diffs), sys.stdout, indent=1)
+        from vmm_model.inputs_report import inputs_json
+        json.dump(compare.document(sc, plans, diffs) | {"inputs": inputs_json([sc])},
+                  sys.stdout, indent=1)
         print()
     else:
-        print(compare.render(sc, plans, diffs))
+        from vmm_model.inputs_report import render_inputs
+        text = render_inputs([sc])
+        print((text + "\n\n" if text else "") + compare.render(sc, plans, diffs))
     return 0
 
 
@@ -181,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="exit 1 when a hazard, a realize failure or an abort is found")
     pl.add_argument("--no-compare", action="store_true",
                     help="skip the other-QEMU-versions column")
+    pl.add_argument("--libvirt", help="translate a libvirt domain XML as this libvirt "
+                    "release would (default: the newest modelled; see libvirt-argv)")
     pl.set_defaults(func=cmd_plan)
     c = sub.add_parser("compare", help="kernel answers that differ between backends, "
                        "kernels and QEMU versions")
@@ -195,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--policy", help="a registered policy name or module:callable")
     _host_iommu_option(c)
     c.add_argument("--json", action="store_true", help="versioned JSON")
+    c.add_argument("--libvirt", help="libvirt release for a domain XML (see libvirt-argv)")
     c.set_defaults(func=cmd_compare)
     g = sub.add_parser("gallery", help="list the built-in scenarios")
     g.add_argument("--json", action="store_true")
@@ -213,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     from backends.rig.cli import register as register_rig
     from vmm_model.migrate_cli import register as register_migrate
     from vmm_model.qemu.cli import register
+    from vmm_model.inputs_report import register as register_libvirt
     from vmm_model.run import register as register_run
     register(sub)
     register_migrate(sub)
+    register_libvirt(sub)
     register_run(sub)
     register_probe(sub)
     register_rig(sub)

@@ -415,7 +415,7 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
             continue
         mr = backend_mr(d.props["memdev"])
         rb = mr.ram_block
-        if d.type == "pc-dimm":
+        if d.type in ("pc-dimm", "nvdimm", "virtio-pmem-pci"):  # mapped whole, like a DIMM
             align = rb.page_size
             gpa = d.props.get("addr", round_up(next_addr, align))
             sec = _sec(mr, gpa, mr.size)
