@@ -76,7 +76,7 @@ def test_bad_scenario_files_one_line_exit_2(capsys, fixture, where, field, valid
 
 @pytest.mark.parametrize("args,expect", [
     (["plan", "--", "-m", "4G", "-object", "memory-backend-ram,id=m0,size=4Z"],
-     "argument 3 (-object): size: bad value '4Z'"),
+     "size: bad value '4Z' for memory-backend-ram (argument 3 (-object))"),
     (["plan", "--", "-object", "memory-backend-foo,id=m0,size=1G"],
      "unknown object type 'memory-backend-foo'"),
     (["plan", "--", "-m", "1G", "-bogus"], "unsupported QEMU argument '-bogus'"),
@@ -98,9 +98,13 @@ def test_bad_arguments_one_line_exit_2(capsys, args, expect):
 
 def test_qemu_rejects_feature_of_a_newer_version(capsys):
     # aux-ram-share exists from 10.0: with --qemu 9.2 the plan says QEMU rejects it
+    # (exit 2 since issue 19: a configuration QEMU refuses is bad input, not a plan)
     rc, out, err = run(capsys, "plan", "s34", "--qemu", "9.2", "--backend", "iommufd")
-    assert rc == 0
-    assert "QEMU 9.2 rejects this configuration" in out and "aux-ram-share" in out
+    assert rc == 2
+    assert "QEMU 9.2 rejects the configuration" in out and "aux-ram-share" in out
+    assert err == ("vfio-emu: error: machine.aux-ram-share: QEMU 9.2 rejects this configuration: "
+                   "QEMU 9.2 has no machine property aux-ram-share (10.0+) "
+                   "(gallery/s34-aux-ram-share.toml)\n")
 
 
 def test_user_policy_plugs_in_and_its_name_shows(capsys):
@@ -175,7 +179,7 @@ def test_plan_whole_gallery(capsys):
 
 
 def test_command_line_fragment(capsys):
-    rc, out, err = run(capsys, "plan", "--qemu", "10.1", "--backend", "iommufd", "--",
+    rc, out, err = run(capsys, "plan", "--qemu", "10.1", "--backend", "iommufd", "--wide", "--",
                        "-m", "4G", "-mem-path", "/dev/hugepages")
     assert rc == 0
     assert "IOMMU_IOAS_MAP_FILE  iova=0x100000000 length=0x80000000 fd=3 start=0x80000000" in out

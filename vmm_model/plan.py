@@ -35,6 +35,7 @@ class Plan:
     machine: Machine | None = None
     container: VFIOContainer | None = None
     rejected: str | None = None          # QEMU refuses the configuration itself
+    rejected_error: UsageError | None = None   # ... with this error (where, field)
     kernel: str | None = None            # simulated kernel profile, None: not run
     kernel_error: str | None = None      # the backend could not be set up on that kernel
     hazards: list[tuple[Event, str, str]] = field(default_factory=list)
@@ -62,7 +63,8 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         if own.name == qemu.name:
             raise
         build_machine(sc, own)       # bad in every version: raises, it is bad input
-        plan.rejected = str(e)       # valid for the scenario's own QEMU, not this one
+        plan.rejected = e.message    # valid for the scenario's own QEMU, not this one
+        plan.rejected_error = e
         return plan
     if kernel is not None:
         from vmm_model.simulate import simulate
@@ -79,7 +81,8 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
 
 
 def decision(ev: Event) -> str:
-    """What a map event decided, independent of addresses: ioctl and flags."""
+    """What an event decided, independent of addresses: ioctl and flags for a
+    map, the kind (skip, error, warn, unmap) otherwise."""
     if ev.kind != "map" or ev.result is None:
         return ev.kind
     req = ev.result.request
@@ -88,33 +91,64 @@ def decision(ev: Event) -> str:
     return f"{req.ioctl} {req.flag_names()}"
 
 
-def other_versions(sc: Scenario, plan: Plan, versions=None) -> dict[int, list[tuple[str, str]]]:
-    """For each event index of ``plan``: the other QEMU versions that decide
-    differently for the same section and IOVA, grouped by their decision."""
-    out: dict[int, dict[str, list[str]]] = {}
-    mine = {(_key(ev)): (i, decision(ev)) for i, ev in enumerate(plan.events)}
-    for q in versions or QEMU_VERSIONS.values():
-        if q.name == plan.qemu.name:
-            continue
-        try:
-            other = make_plan(sc, q, plan.backend, None if plan.policy == plan.qemu.policy
-                              else plan.policy)
-        except UsageError:
-            continue
-        if other.rejected:
-            continue
-        theirs = {_key(ev): decision(ev) for ev in other.events}
-        for k, (i, d) in mine.items():
-            td = theirs.get(k, "no event")
-            if td != d:
-                out.setdefault(i, {}).setdefault(td, []).append(q.name)
-    return {i: [(",".join(vs), d) for d, vs in groups.items()] for i, groups in out.items()}
-
-
-def _key(ev: Event):
+def decision_key(ev: Event) -> tuple:
+    """What a decision is shared by: every section of one MemoryRegion (so one
+    RAMBlock) on one listener path with one access mode decides alike under a
+    built-in policy (vfio_container_dma_map() reads only the RAMBlock's fd and
+    flags and the region's ram_device bit, and the flags only ``readonly``)."""
     s = ev.section
-    return (ev.kind if ev.kind in ("map", "unmap") else "other", ev.path,
-            s.offset_within_address_space if s else None, ev.iova, ev.size)
+    return (ev.kind, ev.path, s.mr.name if s is not None else None, ev.readonly)
+
+
+def _decisions(sc: Scenario, q: QemuVersion, backend: str, policy: str | None
+               ) -> dict[tuple, str] | None:
+    """QEMU ``q``'s decision per decision_key() for ``sc``, from one listener run
+    over its machine with every virtio-mem region cut to its first populated
+    block (the RamDiscardManager path decides once per region, so the other
+    blocks would repeat it).  None when ``q`` refuses the configuration."""
+    try:
+        m = build_machine(sc, q)
+    except UsageError:
+        return None
+    for mr in m.regions.values():
+        if len(mr.rdm_populated) > 1 or (mr.rdm_populated and mr.rdm_populated[0][1]
+                                         - mr.rdm_populated[0][0] > mr.rdm_granularity):
+            a = mr.rdm_populated[0][0]
+            mr.rdm_populated = ((a, a + mr.rdm_granularity),)
+    pname, pfn = get_policy(policy) if policy else (q.policy, None)
+    client = PLAN_BACKENDS["type1" if backend == "compat" else backend]()
+    client.name = backend
+    c = attach(m, VFIOContainer(client, q, policy_name=pname, policy=pfn))
+    return {decision_key(ev): decision(ev) for ev in c.events}
+
+
+def other_versions(sc: Scenario, plan: Plan, versions=None) -> dict[tuple, list[tuple[str, str]]]:
+    """For each decision_key() of ``plan``'s events: the other QEMU versions that
+    decide differently, grouped by their decision ("no event" when that version
+    does not reach the listener call at all).  Each version is run once per
+    RAMBlock, not once per section: the cost does not grow with the sections."""
+    mine: dict[tuple, str] = {}
+    for ev in plan.events:
+        k = decision_key(ev)
+        if k not in mine:
+            mine[k] = decision(ev)
+    policy = None if plan.policy == plan.qemu.policy else plan.policy
+    theirs = []
+    for q in versions or QEMU_VERSIONS.values():
+        if q.name != plan.qemu.name:
+            d = _decisions(sc, q, plan.backend, policy)
+            if d is not None:
+                theirs.append((q.name, d))
+    out = {}
+    for k, d in mine.items():
+        groups: dict[str, list[str]] = {}
+        for qname, dec in theirs:
+            td = dec.get(k, "no event")
+            if td != d:
+                groups.setdefault(td, []).append(qname)
+        if groups:
+            out[k] = [(",".join(vs), td) for td, vs in groups.items()]
+    return out
 
 
 # --- static hazards (no kernel needed) ---------------------------------------------
@@ -140,17 +174,19 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
             add(ev, "private-map-file", (
                 f"{rb.idstr} is a private (MAP_PRIVATE) mapping of its file: MAP_FILE pins the "
                 "file's page-cache pages while the guest runs on copy-on-write copies, so "
-                "device DMA and the CPU see different memory (seed 002, kernel bugzilla "
-                "220776)"))
+                "device DMA and the CPU see different memory (QEMU fb32965b6dd8, 10.1; fixed "
+                "by 'vfio: use dma_map_file() only for shared RAMBlocks or RAM device "
+                "regions'; kernel bugzilla 220776)"))
         writable = not ev.readonly
         if writable and rb.backing.open_flags == "O_RDONLY":
             add(ev, "writable-map-file-rdonly-fd", (
-                f"writable MAP_FILE of {rb.backing.path}, opened O_RDONLY: before the "
-                "June-2026 kernel fix the device can write into the file; after it the map "
-                "fails EPERM (seed 000)"))
+                f"writable MAP_FILE of {rb.backing.path}, opened O_RDONLY: the device can "
+                "write into the file until the kernel requires FMODE_WRITE ('iommu/iommufd: "
+                "Require write access for writable MAP_FILE mappings', 2026-06); with it the "
+                "map fails EPERM"))
         if rb.backing.kind == "file" and rb.backing.fs not in ("tmpfs", "hugetlbfs"):
             add(ev, "map-file-not-shmem", (
                 f"{rb.backing.path} is on {rb.backing.fs}: memfd_pin_folios() pins only "
                 "shmem/hugetlbfs files, so MAP_FILE fails EINVAL once pages are pinned "
-                "(mm/gup.c; research qemu §7 #13, derived)"))
+                "(mm/gup.c)"))
     return out

@@ -2,25 +2,56 @@
 
 Errors are printed the way QEMU prints them plus the symbolic errno, e.g.
 ``vfio_container_dma_map(0x..., 0x100000000, 0x40000000, 0x7f...) = -14 (Bad address) [EFAULT]``.
+
+Text fits ``width`` columns (columns that do not fit are left out, and said
+so); runs of identical, contiguous sections are one row unless ``all_rows``;
+each plan ends with a summary line.  JSON is written as it is produced
+(``write_json``): one event per line, so memory does not grow with the output;
+``jsonl`` writes one JSON object per line instead of one document.
 """
 
 from __future__ import annotations
 
-from backends.base import errno_name
+import json
+import textwrap
+
+from backends.base import errno_name, flag_names
 from vmm_model.container import Event
-from vmm_model.plan import Plan, other_versions
+from vmm_model.plan import Plan, decision_key, other_versions
 
 SCHEMA_VERSION = 1
 NOT_RUN = "not run"
+SHORT_IOCTL = {"VFIO_IOMMU_MAP_DMA": "MAP_DMA", "VFIO_IOMMU_UNMAP_DMA": "UNMAP_DMA",
+               "IOMMU_IOAS_MAP": "IOAS_MAP", "IOMMU_IOAS_MAP_FILE": "MAP_FILE",
+               "IOMMU_IOAS_UNMAP": "IOAS_UNMAP"}
+BY_FILE = "IOMMU_IOAS_MAP_FILE"
+_FLAGS: dict[tuple[str, int], str] = {}
+
+
+def _flag_names(ioctl: str, flags: int) -> str:
+    """flag_names(), once per (ioctl, flags): a plan has a handful of distinct ones."""
+    try:
+        return _FLAGS[ioctl, flags]
+    except KeyError:
+        name = _FLAGS[ioctl, flags] = flag_names(ioctl, flags)
+        return name
+
+
+def _range(ev: Event) -> tuple[int, int] | None:
+    s = ev.section
+    if ev.kind in ("map", "unmap") and ev.path != "region_add":
+        return ev.iova, ev.iova + ev.size
+    if s is None:
+        return None
+    return s.offset_within_address_space, s.end
+
+
+def _fmt_range(r) -> str:
+    return "-" if r is None else f"[0x{r[0]:x}, 0x{r[1]:x})"
 
 
 def _gpa(ev: Event) -> str:
-    s = ev.section
-    if ev.kind in ("map", "unmap") and ev.path != "region_add":
-        return f"[0x{ev.iova:x}, 0x{ev.iova + ev.size:x})"
-    if s is None:
-        return "-"
-    return f"[0x{s.offset_within_address_space:x}, 0x{s.end:x})"
+    return _fmt_range(_range(ev))
 
 
 def _block(ev: Event) -> tuple[str, str, str, str]:
@@ -43,37 +74,130 @@ def outcome(ev: Event) -> str:
     return ev.kind
 
 
+# --- summary and --check ---------------------------------------------------------------
+
+def summary(plan: Plan) -> dict:
+    """Counts of one plan: map calls by VA / by file / without an ioctl, failed
+    ones (the kernel said -errno), skipped sections, hazards, and the end result."""
+    va = by_file = none = failed = skipped = 0
+    for ev in plan.events:
+        if ev.kind == "map":
+            r = ev.result
+            req = r.request
+            if req is None:
+                none += 1
+            elif req.ioctl == BY_FILE:
+                by_file += 1
+            else:
+                va += 1
+            if r.ret is not None and r.ret < 0:
+                failed += 1
+        elif ev.kind == "skip":
+            skipped += 1
+    return {"by_va": va, "by_file": by_file, "no_ioctl": none, "failed": failed,
+            "skipped": skipped, "hazards": len(plan.hazards), "result": result(plan)}
+
+
+def result(plan: Plan) -> str:
+    if plan.rejected:
+        return f"QEMU {plan.qemu.name} rejects the configuration: {plan.rejected}"
+    if plan.kernel_error:
+        return f"the {plan.backend} backend cannot start on kernel {plan.kernel}: " \
+               f"{plan.kernel_error}"
+    if plan.realize_error:
+        return f"realize fails: {plan.realize_error}"
+    if plan.container and plan.container.aborted:
+        return f"QEMU aborts: {plan.container.aborted}"
+    return "realize ok"
+
+
+def summary_line(plan: Plan) -> str:
+    if plan.rejected or plan.kernel_error:
+        return "summary: " + result(plan).split(":")[0]
+    s = summary(plan)
+    maps = s["by_va"] + s["by_file"] + s["no_ioctl"]
+    verb = "mapped" if plan.kernel else "planned (no kernel)"
+    text = (f"summary: {maps} sections {verb}: {s['by_va']} by VA, {s['by_file']} by file"
+            + (f", {s['no_ioctl']} without an ioctl" if s["no_ioctl"] else "")
+            + f", {s['failed']} failed; {s['skipped']} skipped; {s['hazards']} hazard"
+            + ("" if s["hazards"] == 1 else "s") + "; ")
+    res = s["result"]
+    return text + (res if res == "realize ok" else res.split(":")[0])
+
+
+def check_reasons(plan: Plan) -> list[str]:
+    """Why ``--check`` fails this plan, one reason per finding: a hazard, a map
+    the kernel refused (even one QEMU only warns about), a realize failure, an
+    abort, a backend that cannot start, a configuration QEMU rejects."""
+    out = []
+    if plan.rejected or plan.kernel_error:
+        return [result(plan)]
+    for ev in plan.events:
+        if ev.kind == "map" and ev.result.ret is not None and ev.result.ret < 0:
+            out.append(f"{ev.result.request.ioctl if ev.result.request else 'map'} of "
+                       f"{_block(ev)[0]} {_gpa(ev)} = {ev.result.ret} "
+                       f"[{errno_name(ev.result.ret)}]")
+    for ev, code, text in plan.hazards:
+        out.append(f"hazard [{code}] {_gpa(ev)}: {text}")
+    if plan.realize_error or (plan.container and plan.container.aborted):
+        out.append(result(plan))
+    return out
+
+
+# --- JSON --------------------------------------------------------------------------
+
 def event_json(ev: Event, others=None) -> dict:
-    rb_name, fd, shared, ramd = _block(ev)
-    req = ev.result.request if ev.result else None
-    d = {"kind": ev.kind, "path": ev.path, "gpa": _gpa(ev), "ramblock": rb_name,
-         "fd": None if fd == "-" else int(fd), "shared": shared == "yes",
-         "ram_device": ramd == "yes", "readonly": ev.readonly,
-         "iova": ev.iova, "size": ev.size, "vaddr": ev.vaddr,
-         "ioctl": req.ioctl if req else None,
-         "fields": dict(req.fields) if req else None,
-         "flags": req.flag_names() if req else None,
-         "ret": ev.result.ret if ev.result else None,
-         "errno": errno_name(ev.result.ret) if ev.result else None,
-         "kernel": ("not_run" if ev.result.ret is None else "ran") if ev.result else None,
-         "note": ev.result.note if ev.result else "",
+    s = ev.section
+    mr = s.mr if s is not None else None
+    rb = mr.ram_block if mr is not None else None
+    r = ev.result
+    req = r.request if r is not None else None
+    fields = req.fields if req is not None else None
+    ret = r.ret if r is not None else None
+    d = {"kind": ev.kind, "path": ev.path, "gpa": _gpa(ev),
+         "ramblock": rb.idstr if rb is not None else (mr.name if mr is not None else "-"),
+         "fd": rb.fd if rb is not None and rb.fd >= 0 else None,
+         "shared": rb.is_shared() if rb is not None else False,
+         "ram_device": mr.ram_device if rb is not None else False,
+         "readonly": ev.readonly, "iova": ev.iova, "size": ev.size, "vaddr": ev.vaddr,
+         "ioctl": req.ioctl if req is not None else None, "fields": fields,
+         "flags": _flag_names(req.ioctl, fields.get("flags", 0)) if req is not None else None,
+         "ret": ret, "errno": errno_name(ret) if r is not None else None,
+         "kernel": ("not_run" if ret is None else "ran") if r is not None else None,
+         "note": r.note if r is not None else "",
          "message": ev.message, "fatal": ev.fatal}
     if others is not None:
         d["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
     return d
 
 
-def plan_json(plan: Plan, with_others: bool = True) -> dict:
-    others = other_versions(plan.scenario, plan) if with_others and not plan.rejected else {}
-    return {"scenario": plan.scenario.name, "title": plan.scenario.title,
-            "research": plan.scenario.research, "source": plan.scenario.source,
-            "qemu": plan.qemu.name, "backend": plan.backend, "policy": plan.policy,
-            "kernel": plan.kernel, "kernel_error": plan.kernel_error,
+def plan_head(plan: Plan) -> dict:
+    sc = plan.scenario
+    return {"scenario": sc.name, "title": sc.title, "research": sc.research,
+            "source": sc.source, "qemu": plan.qemu.name, "backend": plan.backend,
+            "policy": plan.policy, "kernel": plan.kernel, "kernel_error": plan.kernel_error,
             "rejected": plan.rejected, "realize_error": plan.realize_error,
-            "aborted": plan.container.aborted if plan.container else None,
-            "events": [event_json(ev, others.get(i, [])) for i, ev in enumerate(plan.events)],
-            "hazards": [{"event": plan.events.index(ev), "code": code, "text": text}
-                        for ev, code, text in plan.hazards]}
+            "aborted": plan.container.aborted if plan.container else None}
+
+
+def _plan_parts(plan: Plan, with_others: bool):
+    """(head, events iterator, hazards, summary) of one plan's JSON."""
+    others = other_versions(plan.scenario, plan) if with_others and not plan.rejected else None
+    index = {id(h[0]): None for h in plan.hazards}
+    if index:
+        for i, ev in enumerate(plan.events):
+            if id(ev) in index and index[id(ev)] is None:
+                index[id(ev)] = i
+    hazards = [{"event": index[id(ev)], "code": code, "text": text}
+               for ev, code, text in plan.hazards]
+    events = (event_json(ev, None if others is None else others.get(decision_key(ev), []))
+              for ev in plan.events)
+    return plan_head(plan), events, hazards, {**summary(plan), "check": check_reasons(plan)}
+
+
+def plan_json(plan: Plan, with_others: bool = True) -> dict:
+    head, events, hazards, summ = _plan_parts(plan, with_others)
+    return {**head, "events": list(events), "hazards": hazards, "summary": summ}
 
 
 def document(plans: list[Plan], with_others: bool = True) -> dict:
@@ -81,53 +205,182 @@ def document(plans: list[Plan], with_others: bool = True) -> dict:
             "plans": [plan_json(p, with_others) for p in plans]}
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> None:
+    """``document(plans)`` written to ``out`` as it is produced: the same JSON
+    value, one event per line.  ``jsonl``: one object per line instead, each with
+    ``"record"``: ``plan`` (head, hazards, summary), then its ``event`` lines."""
+    dumps = json.dumps
+    w = out.write
+    if not jsonl:
+        w('{"schema_version": %d, "tool": "vfio-emu", "plans": [' % SCHEMA_VERSION)
+    for n, plan in enumerate(plans):
+        head, events, hazards, summ = _plan_parts(plan, with_others)
+        if jsonl:
+            w(dumps({"record": "plan", "plan": n, **head, "hazards": hazards,
+                     "summary": summ}) + "\n")
+            for i, ev in enumerate(events):
+                w('{"record": "event", "plan": %d, "index": %d, %s\n' % (n, i, dumps(ev)[1:]))
+            continue
+        w(("," if n else "") + "\n" + dumps(head)[:-1] + ', "events": [')
+        first = True
+        for ev in events:
+            w(("\n" if first else ",\n") + dumps(ev))
+            first = False
+        w('], "hazards": %s, "summary": %s}' % (dumps(hazards), dumps(summ)))
+    if not jsonl:
+        w("\n]}\n")
 
 
-def render_plan(plan: Plan, with_others: bool = True) -> str:
+# --- text --------------------------------------------------------------------------
+
+COLUMNS = ("GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
+           "kernel", "other QEMU versions")
+# left out first when the table is wider than the terminal
+_DROP_ORDER = ("arguments", "other QEMU versions", "flags", "ramd", "shared", "fd")
+
+
+def _cells(ev: Event, others) -> list[str]:
+    name, fd, shared, ramd = _block(ev)
+    req = ev.result.request if ev.result else None
+    if ev.kind in ("map", "unmap"):
+        action = req.ioctl if req else "(no ioctl)"
+        args = req.args() if req else ev.result.note
+        flags = _flag_names(req.ioctl, req.fields.get("flags", 0)) if req else "-"
+        kernel = outcome(ev)
+    else:
+        action, args, flags, kernel = ev.kind, ev.message.split("\n")[0][:70], "-", "-"
+    other = "; ".join(f"{v}: {d}" for v, d in others) if others else "-"
+    return [_gpa(ev), name, fd, shared, ramd, action, args, flags, kernel, other]
+
+
+def _rows(plan: Plan, others: dict, all_rows: bool):
+    """(cells, notes) per table row: a run of contiguous events that differ only in
+    their addresses is one row (its notes: the first one and a count) unless all_rows."""
+    run: list = []          # [first_ev, last_range, count, first_cells, note, notes_count]
+
+    def flush():
+        ev, rng, count, cells, note, nnotes = run
+        if count > 1:
+            lo = _range(ev)[0]
+            cells = [f"{_fmt_range((lo, rng[1]))} ×{count}", *cells[1:6],
+                     f"{count} sections, first: {cells[6]}", *cells[7:]]
+        notes = []
+        if note:
+            notes.append(note + (f"\n(and {nnotes - 1} more like it)" if nnotes > 1 else ""))
+        return cells, notes
+
+    for ev in plan.events:
+        cells = _cells(ev, others.get(decision_key(ev)) if others else None)
+        note = ev.message if ev.kind in ("map", "unmap", "error", "warn") and ev.message else ""
+        rng = _range(ev)
+        if run and not all_rows:
+            sig = cells[1:6] + cells[7:]
+            prev = run[3]
+            if (rng is not None and run[1] is not None and rng[0] == run[1][1]
+                    and sig == prev[1:6] + prev[7:] and bool(note) == bool(run[4])
+                    and ev.kind in ("map", "unmap")):
+                run[1] = rng
+                run[2] += 1
+                run[5] += bool(note)
+                continue
+        if run:
+            yield flush()
+        run = [ev, rng, 1, cells, note, 1 if note else 0]
+    if run:
+        yield flush()
+
+
+def _fit(widths: list[int], cols: list[str], width: int | None) -> list[int]:
+    """Indexes of the columns to show within ``width`` (all when width is None)."""
+    keep = list(range(len(cols)))
+    if width is None:
+        return keep
+
+    def total():
+        return 3 + sum(widths[i] for i in keep) + 2 * (len(keep) - 1)
+    for name in _DROP_ORDER:
+        if total() <= width:
+            break
+        keep.remove(cols.index(name))
+    over = total() - width
+    if over > 0:            # then cut the RAMBlock names (the cells end in "…")
+        i = cols.index("RAMBlock")
+        widths[i] = max(len(cols[i]), widths[i] - over)
+    return keep
+
+
+def _cut(cell: str, w: int) -> str:
+    return cell if len(cell) <= w else cell[:w - 1] + "…"
+
+
+def _clip(line: str, width: int | None) -> str:
+    if width is None or len(line) <= width:
+        return line
+    return line[:width - 1] + "…"
+
+
+def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
+                 all_rows: bool = False):
+    """The text of one plan, line by line; ``width`` None: full rows."""
     sc = plan.scenario
-    head = f"== {sc.name}" + (f": {sc.title}" if sc.title else "")
-    if sc.research:
-        head += f"  ({sc.research})"
+    yield _clip(f"== {sc.name}" + (f": {sc.title}" if sc.title else ""), width)
     kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
-    lines = [head, f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy}"
-                   f" · {kernel}"]
-    if plan.rejected:
-        lines.append(f"   QEMU {plan.qemu.name} rejects this configuration: {plan.rejected}")
-        return "\n".join(lines)
-    if plan.kernel_error:
-        lines.append(f"   the {plan.backend} backend cannot start on kernel {plan.kernel}: "
-                     f"{plan.kernel_error}")
-        return "\n".join(lines)
+    yield f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy} · {kernel}"
+    if plan.rejected or plan.kernel_error:
+        yield from _wrap(result(plan), width)
+        yield from _wrap(summary_line(plan), width)
+        return
     others = other_versions(sc, plan) if with_others else {}
-    rows = [["GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
-             "kernel", "other QEMU versions"]]
+    widths = [len(c) for c in COLUMNS]
+    # runs make few rows: keep them; every row (all_rows): two passes, nothing kept
+    rows = None if all_rows else list(_rows(plan, others, all_rows))
+    for cells, _ in rows if rows is not None else _rows(plan, others, all_rows):
+        for i, c in enumerate(cells):
+            if len(c) > widths[i]:
+                widths[i] = len(c)
+    keep = _fit(widths, list(COLUMNS), width)
+    if not with_others:
+        keep = [i for i in keep if COLUMNS[i] != "other QEMU versions"]
+
+    def line(cells):
+        return _clip("   " + "  ".join(_cut(cells[i], widths[i]).ljust(widths[i])
+                                       for i in keep).rstrip(), width)
+    yield line(list(COLUMNS))
     notes = []
-    for i, ev in enumerate(plan.events):
-        name, fd, shared, ramd = _block(ev)
-        req = ev.result.request if ev.result else None
-        if ev.kind in ("map", "unmap"):
-            action = req.ioctl if req else "(no ioctl)"
-            args = req.args() if req else ev.result.note
-            flags = req.flag_names() if req else "-"
-        else:
-            action, args, flags = ev.kind, ev.message.split("\n")[0][:70], "-"
-        other = "; ".join(f"{v}: {d}" for v, d in others.get(i, []))
-        rows.append([_gpa(ev), name, fd, shared, ramd, action, args, flags,
-                     outcome(ev) if ev.kind in ("map", "unmap") else "-", other or "-"])
-        if ev.kind in ("map", "unmap") and ev.message:
-            notes.append(ev.message)
-        elif ev.kind in ("error", "warn"):
-            notes.append(ev.message)
-    lines += ["   " + line for line in _table(rows)]
+    for cells, ns in rows if rows is not None else _rows(plan, others, all_rows):
+        yield line(cells)
+        notes += ns
+    dropped = [COLUMNS[i] for i in range(len(COLUMNS)) if i not in keep
+               and (with_others or COLUMNS[i] != "other QEMU versions")]
+    if dropped:
+        yield from _wrap(f"({', '.join(dropped)} left out to fit {width} columns: --wide "
+                         "shows them)", width)
+    if "other QEMU versions" in dropped and others:
+        yield "   other QEMU versions decide differently:"
+        for (kind, path, mr, ro), groups in others.items():
+            for v, d in groups:
+                yield from _wrap(f"{mr} ({kind} {path}{', readonly' if ro else ''}): {v}: {d}",
+                                 width, "     ")
     for n in notes:
-        lines.append("   " + n.replace("\n", "\n   "))
+        for part in n.split("\n"):
+            yield from _wrap(part, width)
     if plan.realize_error:
-        lines.append(f"   realize fails: {plan.realize_error}")
+        yield from _wrap(f"realize fails: {plan.realize_error}", width)
     if plan.container and plan.container.aborted:
-        lines.append(f"   QEMU aborts: {plan.container.aborted}")
+        yield from _wrap(f"QEMU aborts: {plan.container.aborted}", width)
     for ev, code, text in plan.hazards:
-        lines.append(f"   HAZARD [{code}] {_gpa(ev)}: {text}")
-    return "\n".join(lines)
+        yield from _wrap(f"HAZARD [{code}] {_gpa(ev)}: {text}", width)
+    yield from _wrap(summary_line(plan), width)
+
+
+def _wrap(text: str, width: int | None, indent: str = "   "):
+    if width is None:
+        yield indent + text
+        return
+    yield from textwrap.wrap(text, width, initial_indent=indent,
+                             subsequent_indent=indent + "  ", break_on_hyphens=False) or [indent]
+
+
+def render_plan(plan: Plan, with_others: bool = True, width: int | None = None,
+                all_rows: bool = False) -> str:
+    return "\n".join(render_lines(plan, with_others, width, all_rows))

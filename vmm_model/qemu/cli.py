@@ -117,7 +117,8 @@ def register(subparsers):
     p.add_argument("--save", metavar="FILE", help="write the live VM as a scenario file")
     p.add_argument("--no-compare", action="store_true",
                    help="skip the other-QEMU-versions column")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    from vmm_model.cli import seconds
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds to wait for each QEMU answer (default {DEFAULT_TIMEOUT:g})")
     p.set_defaults(func=cmd_inspect)
     return p
