@@ -164,11 +164,15 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
             seen.add(key)
             out.append((ev, code, text))
 
+    checked = set()              # (region, readonly): its sections all decide alike
     for ev in plan.events:
         req = ev.result.request if ev.result else None
         if req is None or req.ioctl != "IOMMU_IOAS_MAP_FILE":
             continue
         mr = ev.section.mr
+        if (id(mr), ev.readonly) in checked:
+            continue
+        checked.add((id(mr), ev.readonly))
         rb = mr.ram_block
         if not rb.is_shared() and not mr.ram_device:
             add(ev, "private-map-file", (

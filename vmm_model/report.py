@@ -146,34 +146,97 @@ def check_reasons(plan: Plan) -> list[str]:
 
 # --- JSON --------------------------------------------------------------------------
 
-def event_json(ev: Event, others=None) -> dict:
+_FIELDS: dict[str, tuple] = {}
+
+
+def _fields_fmt(ioctl: str):
+    """(codec, JSON template) of an ioctl's argument struct: one unpack and one
+    ``%`` give ``DmaRequest.fields`` as JSON text."""
+    try:
+        return _FIELDS[ioctl]
+    except KeyError:
+        from backends import uapi
+        c = uapi.codec(uapi.IOCTLS[ioctl].arg)
+        fmt = "{" + ", ".join(f'"{n}": %d' for n in c.names) + "}"
+        _FIELDS[ioctl] = c, fmt
+        return c, fmt
+
+
+def _shape(ev: Event, others) -> tuple:
+    """The JSON text of an event around its addresses, its request fields and its
+    message: (template, codec, fields template)."""
     s = ev.section
     mr = s.mr if s is not None else None
     rb = mr.ram_block if mr is not None else None
     r = ev.result
     req = r.request if r is not None else None
-    fields = req.fields if req is not None else None
     ret = r.ret if r is not None else None
-    d = {"kind": ev.kind, "path": ev.path, "gpa": _gpa(ev),
-         "ramblock": rb.idstr if rb is not None else (mr.name if mr is not None else "-"),
-         "fd": rb.fd if rb is not None and rb.fd >= 0 else None,
-         "shared": rb.is_shared() if rb is not None else False,
-         "ram_device": mr.ram_device if rb is not None else False,
-         "readonly": ev.readonly, "iova": ev.iova, "size": ev.size, "vaddr": ev.vaddr,
-         "ioctl": req.ioctl if req is not None else None, "fields": fields,
-         "flags": _flag_names(req.ioctl, fields.get("flags", 0)) if req is not None else None,
-         "ret": ret, "errno": errno_name(ret) if r is not None else None,
-         "kernel": ("not_run" if ret is None else "ran") if r is not None else None,
-         "note": r.note if r is not None else "",
-         "message": ev.message, "fatal": ev.fatal}
+    fields = req.fields if req is not None else None
+    tail = {"ramblock": rb.idstr if rb is not None else (mr.name if mr is not None else "-"),
+            "fd": rb.fd if rb is not None and rb.fd >= 0 else None,
+            "shared": rb.is_shared() if rb is not None else False,
+            "ram_device": mr.ram_device if rb is not None else False,
+            "readonly": ev.readonly, "ioctl": req.ioctl if req is not None else None,
+            "flags": _flag_names(req.ioctl, fields.get("flags", 0)) if req is not None else None,
+            "ret": ret, "errno": errno_name(ret) if r is not None else None,
+            "kernel": ("not_run" if ret is None else "ran") if r is not None else None,
+            "note": r.note if r is not None else "", "fatal": ev.fatal}
     if others is not None:
-        d["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
-    return d
+        tail["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
+    text = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))
+            + '"gpa": %s, "iova": %d, "size": %d, "vaddr": %d, "fields": %s, "message": %s, '
+            + json.dumps(tail)[1:])
+    c, ffmt = _fields_fmt(req.ioctl) if req is not None else (None, None)
+    return text, c, ffmt
+
+
+def events_text(events, others: dict | None):
+    """Each event as JSON text.  What does not depend on the section's addresses
+    is formatted once per shape (region, decision, answer) and reused: the half
+    a million virtio-mem blocks of a 1 TiB guest share a handful of shapes, so
+    an event costs one unpack and two ``%`` (``others``: other_versions(), or None)."""
+    shapes: dict[tuple, tuple] = {}
+    dumps = json.dumps
+    for ev in events:
+        s = ev.section
+        r = ev.result
+        if r is not None:
+            req = r.request
+            key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
+                   r.ret, r.note, ev.fatal, req.ioctl if req is not None else None,
+                   req.data[4:8] if req is not None else None)    # flags: u32 at offset 4
+        else:
+            req = None
+            key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
+                   ev.fatal)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _shape(ev, None if others is None
+                                         else others.get(decision_key(ev), []))
+        text, c, ffmt = shape
+        if ev.kind in ("map", "unmap") and ev.path != "region_add":
+            gpa = '"[0x%x, 0x%x)"' % (ev.iova, ev.iova + ev.size)
+        elif s is not None:
+            gpa = '"[0x%x, 0x%x)"' % (s.offset_within_address_space,
+                                      s.offset_within_address_space + s.size)
+        else:
+            gpa = '"-"'
+        try:
+            fields = ffmt % c.unpack_from(req.data) if req is not None else "null"
+        except TypeError:                   # a non-integer field: the slow way
+            fields = dumps(req.fields)
+        yield text % (gpa, ev.iova, ev.size, ev.vaddr, fields,
+                      dumps(ev.message) if ev.message else '""')
+
+
+def event_json(ev: Event, others=None) -> dict:
+    return json.loads(next(events_text([ev], None if others is None else
+                                       {decision_key(ev): others})))
 
 
 def plan_head(plan: Plan) -> dict:
     sc = plan.scenario
-    return {"scenario": sc.name, "title": sc.title, "research": sc.research,
+    return {"scenario": sc.name, "title": sc.title,
             "source": sc.source, "qemu": plan.qemu.name, "backend": plan.backend,
             "policy": plan.policy, "kernel": plan.kernel, "kernel_error": plan.kernel_error,
             "rejected": plan.rejected, "realize_error": plan.realize_error,
@@ -190,19 +253,29 @@ def _plan_parts(plan: Plan, with_others: bool):
                 index[id(ev)] = i
     hazards = [{"event": index[id(ev)], "code": code, "text": text}
                for ev, code, text in plan.hazards]
-    events = (event_json(ev, None if others is None else others.get(decision_key(ev), []))
-              for ev in plan.events)
+    events = events_text(plan.events, others)
     return plan_head(plan), events, hazards, {**summary(plan), "check": check_reasons(plan)}
 
 
 def plan_json(plan: Plan, with_others: bool = True) -> dict:
     head, events, hazards, summ = _plan_parts(plan, with_others)
-    return {**head, "events": list(events), "hazards": hazards, "summary": summ}
+    return {**head, "events": [json.loads(e) for e in events], "hazards": hazards,
+            "summary": summ}
 
 
 def document(plans: list[Plan], with_others: bool = True) -> dict:
     return {"schema_version": SCHEMA_VERSION, "tool": "vfio-emu",
             "plans": [plan_json(p, with_others) for p in plans]}
+
+
+_BATCH = 4096
+
+
+def _batches(it):
+    """Lists of up to _BATCH items: one write per batch, memory bounded by a batch."""
+    import itertools
+    while batch := list(itertools.islice(it, _BATCH)):
+        yield batch
 
 
 def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> None:
@@ -218,14 +291,14 @@ def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> Non
         if jsonl:
             w(dumps({"record": "plan", "plan": n, **head, "hazards": hazards,
                      "summary": summ}) + "\n")
-            for i, ev in enumerate(events):
-                w('{"record": "event", "plan": %d, "index": %d, %s\n' % (n, i, dumps(ev)[1:]))
+            pre = '{"record": "event", "plan": %d, "index": ' % n
+            for i, batch in enumerate(_batches(events)):
+                w("".join(['%s%d, %s\n' % (pre, i * _BATCH + k, ev[1:])
+                           for k, ev in enumerate(batch)]))
             continue
         w(("," if n else "") + "\n" + dumps(head)[:-1] + ', "events": [')
-        first = True
-        for ev in events:
-            w(("\n" if first else ",\n") + dumps(ev))
-            first = False
+        for i, batch in enumerate(_batches(events)):
+            w(("\n" if i == 0 else ",\n") + ",\n".join(batch))
         w('], "hazards": %s, "summary": %s}' % (dumps(hazards), dumps(summ)))
     if not jsonl:
         w("\n]}\n")
@@ -256,10 +329,11 @@ def _cells(ev: Event, others) -> list[str]:
 def _rows(plan: Plan, others: dict, all_rows: bool):
     """(cells, notes) per table row: a run of contiguous events that differ only in
     their addresses is one row (its notes: the first one and a count) unless all_rows."""
-    run: list = []          # [first_ev, last_range, count, first_cells, note, notes_count]
+    run: list = []          # [first_ev, last_range, count, sig, note, notes_count]
 
     def flush():
-        ev, rng, count, cells, note, nnotes = run
+        ev, rng, count, _, note, nnotes = run
+        cells = _cells(ev, others.get(decision_key(ev)) if others else None)
         if count > 1:
             lo = _range(ev)[0]
             cells = [f"{_fmt_range((lo, rng[1]))} ×{count}", *cells[1:6],
@@ -270,22 +344,31 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
         return cells, notes
 
     for ev in plan.events:
-        cells = _cells(ev, others.get(decision_key(ev)) if others else None)
         note = ev.message if ev.kind in ("map", "unmap", "error", "warn") and ev.message else ""
         rng = _range(ev)
-        if run and not all_rows:
-            sig = cells[1:6] + cells[7:]
-            prev = run[3]
-            if (rng is not None and run[1] is not None and rng[0] == run[1][1]
-                    and sig == prev[1:6] + prev[7:] and bool(note) == bool(run[4])
-                    and ev.kind in ("map", "unmap")):
+        if run and not all_rows and ev.kind in ("map", "unmap"):
+            r = ev.result
+            req = r.request
+            # what the row shows besides addresses: region, decision, answer
+            sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
+                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ret, r.note, bool(note))
+            if sig == run[3] and rng is not None and run[1] is not None and rng[0] == run[1][1]:
                 run[1] = rng
                 run[2] += 1
                 run[5] += bool(note)
                 continue
+        else:
+            sig = None
         if run:
             yield flush()
-        run = [ev, rng, 1, cells, note, 1 if note else 0]
+        if sig is None and ev.kind in ("map", "unmap"):
+            r = ev.result
+            req = r.request
+            sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
+                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ret, r.note, bool(note))
+        run = [ev, rng, 1, sig, note, 1 if note else 0]
     if run:
         yield flush()
 
