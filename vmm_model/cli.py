@@ -110,13 +110,21 @@ def _version() -> str:
         return "vfio-emu (version unknown: not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """--version, reading the installed version only when asked (importlib.metadata is slow)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
 def build_parser(cmd: str | None = None) -> argparse.ArgumentParser:
     """The parser; only subcommand ``cmd`` gets its full parser (and its module imported)."""
     p = _Parser(prog="vfio-emu", description=(
         "Emulate QEMU's VFIO DMA-mapping decisions (vfio_container_dma_map) per QEMU "
         "version and IOMMU backend."), epilog=EXAMPLES[None],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="COMMAND")
     for name, (spec, help_) in COMMANDS.items():
