@@ -181,6 +181,8 @@ def _backend_ramblock(obj, qemu: QemuVersion, idstr: str) -> tuple[RAMBlock, boo
 
 def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None) -> Machine:
     """Create the RAMBlocks and flat view for ``sc`` as QEMU ``qemu`` would."""
+    from vmm_model.validate import check_scenario
+    check_scenario(sc, qemu)         # what QEMU refuses, with QEMU's message
     m = Machine(qemu=qemu, viommu_maps=sc.viommu_maps, cpr_incoming=sc.incoming is not None,
                 allocator=allocator or SyntheticAllocator())
     if sc.incoming and not qemu.cpr_transfer:
@@ -201,7 +203,8 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None) -> Machine:
         return m.regions[oid]
 
     # main RAM: -machine memory-backend=, -numa node,memdev=, or the default memdev
-    ram_size = sc.memory.get("size", 128 * MiB if not (sc.numa or sc.machine.get("memory-backend")) else 0)
+    # -m 0 is QEMU's default size, not an empty VM (parse_memory_options(), system/vl.c)
+    ram_size = sc.memory.get("size") or (128 * MiB if not (sc.numa or sc.machine.get("memory-backend")) else 0)
     parts: list[MemoryRegion] = []
     if sc.machine.get("memory-backend"):
         parts = [backend_mr(sc.machine["memory-backend"])]

@@ -472,6 +472,19 @@ def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
     return implied, props
 
 
+def _json_opts(text: str, where: str) -> dict:
+    """A JSON -device / -object argument: an object of properties."""
+    import json
+    try:
+        props = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"malformed JSON: {e}", where=where) from None
+    if not isinstance(props, dict):
+        raise UsageError("JSON argument must be an object", where=where,
+                         valid='{"driver": "...", ...}')
+    return props
+
+
 def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
     """Build a Scenario from QEMU arguments (``-m``, ``-mem-path``, ``-machine``,
     ``-object memory-backend-*``, ``-numa node,memdev=``, ``-device pc-dimm |
@@ -521,9 +534,16 @@ def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
             if implied == "node" and "memdev" in props:
                 sc.numa.append(props["memdev"])
         elif norm == "-device":
-            implied, props = split_qemu_opts(arg_value(opt), where)
+            value = arg_value(opt)
+            if value.lstrip().startswith("{"):          # JSON -device (QEMU 6.2+)
+                implied, props = None, _json_opts(value, where)
+            else:
+                implied, props = split_qemu_opts(value, where)
             driver = props.pop("driver", implied)
-            if driver in DEVICE_TYPES:
+            if driver not in DEVICE_TYPES:
+                from vmm_model.validate import check_device_name
+                check_device_name(driver, where)     # QEMU's device, not modelled: ignored
+            else:
                 props.pop("bus", None)
                 if driver != "pc-dimm":      # PCI addr=; pc-dimm addr= is a GPA
                     props.pop("addr", None)
