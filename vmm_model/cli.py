@@ -202,12 +202,13 @@ class _DeferSigint:
 def cmd_plan(args, qemu_argv) -> int:
     from backends.errors import UsageError
     from vmm_model.plan import ALL_BACKENDS, BACKENDS, make_plan
-    from vmm_model.qemu_versions import DEFAULT_QEMU, parse_qemu_list
+    from vmm_model.qemu_versions import DEFAULT_QEMU
     from vmm_model import report
     kernel = kernel_arg(args.kernel)
+    _no_empty(args, "qemu", "backend", "policy")
     jobs = []
     for sc in _scenarios(args, qemu_argv):
-        qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
+        qemus = _qemus(args.qemu or sc.qemu or DEFAULT_QEMU)
         backends = args.backend or sc.backend or "all"
         if backends not in ALL_BACKENDS + ("all",):
             raise UsageError(f"unknown backend {backends!r}", where="--backend",
@@ -303,6 +304,20 @@ def _comma_list(text: str, where: str) -> list[str]:
     return items
 
 
+def _no_empty(args, *names) -> None:
+    """An option given with an empty value is an error, not its default."""
+    from backends.errors import UsageError
+    for n in names:
+        if getattr(args, n) is not None and not getattr(args, n).strip():
+            raise UsageError("empty value", where=f"--{n}")
+
+
+def _qemus(text: str):
+    """--qemu: 'all' or a comma list of versions, no empty elements."""
+    from vmm_model.qemu_versions import parse_qemu_list
+    return parse_qemu_list(text if text == "all" else ",".join(_comma_list(text, "--qemu")))
+
+
 def cmd_compare(args, qemu_argv) -> int:
     import json
 
@@ -310,13 +325,14 @@ def cmd_compare(args, qemu_argv) -> int:
     from backends.simulated.profiles import list_profiles
     from vmm_model import compare
     from vmm_model.plan import ALL_BACKENDS
-    from vmm_model.qemu_versions import DEFAULT_QEMU, parse_qemu_list
+    from vmm_model.qemu_versions import DEFAULT_QEMU
     scs = _scenarios(args, qemu_argv)
     if len(scs) != 1:
         raise UsageError("compare takes one scenario (a .toml file, a gallery name, or QEMU "
                          "arguments after --)", where="vfio-emu compare")
     sc = scs[0]
-    qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
+    _no_empty(args, "qemu", "policy")
+    qemus = _qemus(args.qemu or sc.qemu or DEFAULT_QEMU)
     backends = _comma_list(args.backends, "--backends")
     for b in backends:
         if b not in ALL_BACKENDS:

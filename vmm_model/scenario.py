@@ -296,9 +296,13 @@ class _Locator:
 def load_toml(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise UsageError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}",
+                         where=f"{path}:{line}", valid="a UTF-8 TOML file") from None
     return loads_toml(text, str(path), path.stem)
 
 

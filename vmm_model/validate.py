@@ -33,6 +33,8 @@ DEFAULT_RAM_SIZE = 128 * MiB          # MachineClass default_ram_size (hw/i386/p
 ACPI_MAX_RAM_SLOTS = 256              # include/hw/acpi/pc-hotplug.h
 PHYS_BITS = 52                        # the largest x86-64 MAXPHYADDR
 QEMU_VMALLOC_ALIGN = 2 * MiB          # anonymous RAM alignment on x86-64 (osdep.h)
+HOST_USER_VA = 0x7FFFFFFFF000         # x86-64 TASK_SIZE with 4-level paging (128 TiB)
+VIRTIO_MEM_MIN_BLOCK_SIZE = 1 * MiB   # hw/virtio/virtio-mem.c
 
 
 def ram_size(sc) -> int:
@@ -48,6 +50,7 @@ def ram_size(sc) -> int:
 def check_scenario(sc, qemu) -> None:
     """Raise UsageError with QEMU's message for what QEMU ``qemu`` refuses."""
     ram, maxmem, slots = _memory_options(sc)
+    _host_memory(sc, ram)
     _memory_devices(sc, ram, maxmem, slots)
     for d in sc.devices:
         if d.type == "vfio-pci":
@@ -89,6 +92,24 @@ def _memory_options(sc) -> tuple[int, int, int]:
                    f"too low ({PHYS_BITS})", sc.source, "memory.size" if maxmem == ram
                    else "maxmem", valid="sizes an x86-64 guest can address (< 4 PiB)")
     return ram, maxmem, slots
+
+
+def _host_memory(sc, ram: int) -> None:
+    """Guest RAM QEMU must mmap: more than the host's user address space fails in
+    qemu_ram_alloc() with "cannot set up guest memory '...': Cannot allocate
+    memory", which hides what is wrong: a size (often a typo) no host can map."""
+    blocks = [(o.props.get("size", 0), o.where, "size", o.id)
+              for o in sc.objects if o.type.startswith("memory-backend")]
+    if not (sc.machine.get("memory-backend") or sc.numa):
+        blocks.append((ram, sc.source, "memory.size", "pc.ram"))
+    total = 0
+    for size, where, field, name in blocks:
+        total += size
+        if total > HOST_USER_VA:
+            raise _err(f"guest memory '{name}' of 0x{size:x} bytes does not fit in the "
+                       f"host's 128 TiB user address space (0x{total:x} bytes of guest RAM in "
+                       "all; QEMU says: Cannot allocate memory)", where, field,
+                       valid="a smaller size: is it a typo?")
 
 
 def _lowmem(sc, ram: int) -> int:
@@ -168,6 +189,9 @@ def _memory_devices(sc, ram: int, maxmem: int, slots: int) -> None:
             if bs is not None and (bs <= 0 or bs & (bs - 1)):
                 raise _err("'block-size' property has to be a power of two", d.where,
                            "block-size")
+            if bs is not None and bs < VIRTIO_MEM_MIN_BLOCK_SIZE:
+                raise _err(f"'block-size' property has to be at least 0x"
+                           f"{VIRTIO_MEM_MIN_BLOCK_SIZE:x}", d.where, "block-size")
         # memory_device_pre_plug() / memory_device_get_free_addr()
         if size == 0:
             raise _err("the configuration is not prepared for memory devices (e.g., for "
