@@ -60,7 +60,7 @@ def run(capsys, *argv):
     ("bad-size.toml", "bad-size.toml:4", "size", "a size, e.g. 4G"),
     ("unknown-type.toml", "unknown-type.toml:2", "qom-type", "memory-backend-file"),
     ("unknown-prop.toml", "unknown-prop.toml:8", "shared", "share"),
-    ("unknown-qemu.toml", "unknown-qemu.toml: qemu", "unknown QEMU version '6.2'", "10.1"),
+    ("unknown-qemu.toml", "unknown-qemu.toml:1", "unknown QEMU version '6.2'", "10.1"),
     # QEMU's own message since issue 19 (memory_device_get_free_addr())
     ("overlap.toml", "overlap.toml:21", "address range conflicts with memory device "
                                         "id='(unnamed)'", None),

@@ -226,13 +226,13 @@ def cmd_plan(args, qemu_argv) -> int:
             out.flush()
     else:
         width = _width(args)
-        if kernel is None:
-            print(f"kernel column: '{report.NOT_RUN}' = the request is exact but no kernel "
-                  "answered it (--kernel none)\n")
         for n, (sc, q, b) in enumerate(jobs):
             p = make_plan(sc, q, b, args.policy, kernel)
             if n:
                 out.write("\n")
+            elif kernel is None:
+                out.write(f"kernel column: '{report.NOT_RUN}' = the request is exact but no "
+                          "kernel answered it (--kernel none)\n\n")
             for line in report.render_lines(p, with_others, width, args.all):
                 out.write(line + "\n")
             plans.append(_Done(p, report))

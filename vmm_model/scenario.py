@@ -87,7 +87,7 @@ def parse_str(value) -> str:
 
 
 def parse_int(value) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, float)):
         raise ValueError("an integer")
     try:
         return int(value, 0) if isinstance(value, str) else int(value)
@@ -133,9 +133,27 @@ def parse_bars(value) -> tuple[dict, ...]:
 
 # --- property schemas: QEMU names --------------------------------------------
 
+def _choice(*choices):
+    def parse(value):
+        if value not in choices:
+            raise ValueError(", ".join(choices))
+        return value
+    return parse
+
+
+def parse_host_nodes(value) -> str:
+    """host-nodes: NUMA node numbers or ranges, e.g. "0" or "0-1"."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or \
+            not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", str(value)):
+        raise ValueError('host NUMA nodes, e.g. "0" or "0-1"')
+    return str(value)
+
+
 _COMMON = {"id": parse_str, "size": parse_size, "share": parse_bool, "prealloc": parse_bool,
            "merge": parse_bool, "dump": parse_bool, "reserve": parse_bool,
-           "host-nodes": str, "policy": str, "prealloc-threads": parse_int,
+           "host-nodes": parse_host_nodes,
+           "policy": _choice("default", "preferred", "bind", "interleave"),
+           "prealloc-threads": parse_int,
            "x-use-canonical-path-for-ramblock-id": parse_bool}
 
 OBJECT_TYPES = {
@@ -148,7 +166,7 @@ OBJECT_TYPES = {
         "hugetlb": parse_bool, "hugetlbsize": parse_size, "seal": parse_bool}),
     "memory-backend-shm": dict(_COMMON),
     "memory-backend-epc": dict(_COMMON),
-    "iommufd": {"id": parse_str, "fd": str},
+    "iommufd": {"id": parse_str, "fd": parse_str},
 }
 
 DEVICE_TYPES = {
@@ -163,7 +181,8 @@ DEVICE_TYPES = {
 }
 DEVICE_TYPES["virtio-mem"] = DEVICE_TYPES["virtio-mem-pci"]
 
-MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool,
+MACHINE_TYPES = ("q35", "pc")
+MACHINE_PROPS = {"type": _choice(*MACHINE_TYPES), "aux-ram-share": parse_bool,
                  "memory-backend": parse_str, "vga": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
@@ -171,7 +190,6 @@ SECTION_PROPS = {"gpa": parse_size, "size": parse_size, "mr": parse_str,
                  "offset": parse_size, "type": parse_str, "readonly": parse_bool}
 VIOMMU_MAP_PROPS = {"iova": parse_size, "size": parse_size, "gpa": parse_size,
                     "perm": parse_str}
-MACHINE_TYPES = ("q35", "pc")
 TOP_KEYS = {"title", "research", "qemu", "backend", "description", "machine", "memory",
             "object", "numa", "device", "viommu", "migration", "section"}
 
@@ -341,7 +359,7 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
             where = loc.at(line)
             raw = dict(raw)
             kind = raw.pop(typekey, None)
-            if kind not in types:
+            if not isinstance(kind, str) or kind not in types:
                 raise UsageError(f"unknown {typekey} {kind!r} in [[{name_}]] #{i + 1}",
                                  where=loc.at(loc.key(line, typekey) or line), field=typekey,
                                  valid=", ".join(sorted(types)))
@@ -358,6 +376,13 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
     sc.title = data.get("title", "")
     sc.research = data.get("research", "")
     sc.qemu = _opt_choice(data, "qemu", None, loc)
+    if sc.qemu is not None:
+        from vmm_model.qemu_versions import get_qemu
+        try:
+            get_qemu(sc.qemu)
+        except UsageError as e:
+            raise UsageError(e.message, where=loc.at(loc.key(None, "qemu")), field="qemu",
+                             valid=e.valid) from None
     sc.backend = _opt_choice(data, "backend", ("type1", "iommufd"), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")
