@@ -159,14 +159,18 @@ def _scenarios(args, qemu_argv):
     return [gallery.load(args.scenario)]
 
 
-def kernel_arg(value: str | None) -> str | None:
+def kernel_arg(value: str | None, where: str = "--kernel") -> str | None:
     """--kernel: a profile name, 'host' (this machine's kernel), or 'none'."""
+    from backends.errors import UsageError
     from backends.simulated.profiles import get_profile, host_profile
     if value in (None, "none"):
         return None
     if value == "host":
         return host_profile().name
-    return get_profile(value).name
+    try:
+        return get_profile(value).name
+    except UsageError as e:
+        raise UsageError(e.message, where=where, valid=e.valid + ", host, none") from None
 
 
 def _width(args) -> int | None:
@@ -338,7 +342,7 @@ def cmd_compare(args, qemu_argv) -> int:
         if b not in ALL_BACKENDS:
             raise UsageError(f"unknown backend {b!r}", where="--backends",
                              valid=", ".join(ALL_BACKENDS))
-    kernels = [kernel_arg(k) for k in _comma_list(args.kernels, "--kernels")]
+    kernels = [kernel_arg(k, "--kernels") for k in _comma_list(args.kernels, "--kernels")]
     if None in kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
                          valid=", ".join(list_profiles()) + ", host")
@@ -413,11 +417,15 @@ def register_versions(sub):
 
 
 def cmd_profiles(args, _qemu_argv) -> int:
-    from backends.simulated.profiles import (format_profiles, get_profile, host_profile,
-                                             profiles_dict)
+    from backends.simulated.profiles import format_profiles, profiles_dict
     names = None
-    if args.kernel:
-        names = [(host_profile() if args.kernel == "host" else get_profile(args.kernel)).name]
+    if args.kernel is not None:
+        name = kernel_arg(args.kernel)
+        if name is None:
+            from backends.errors import UsageError
+            raise UsageError("'none' is not a profile", where="--kernel",
+                             valid="a profile name or host")
+        names = [name]
     if args.json:
         doc = profiles_dict()
         if names:

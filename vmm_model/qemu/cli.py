@@ -64,15 +64,15 @@ def _observed_table(vm: LiveVM) -> str:
 
 
 def cmd_inspect(args, qemu_argv) -> int:
-    vm = read_live(args, qemu_argv)
-    sc = vm.scenario
-    qemu = get_qemu(sc.qemu, where="live QEMU version")
     backends = args.backend or "all"
     blist = list(BACKENDS) if backends == "all" else [backends]
-    for b in blist:
+    for b in blist:                      # bad arguments before QEMU is touched
         if b not in BACKENDS:
             raise UsageError(f"unknown backend {b!r}", where="--backend",
                              valid="type1, iommufd, all")
+    vm = read_live(args, qemu_argv)
+    sc = vm.scenario
+    qemu = get_qemu(sc.qemu, where="live QEMU version")
     plans = [make_plan(sc, qemu, b) for b in blist]
     diffs = compare_with_model(vm) if vm.proc else []
     if args.save:
