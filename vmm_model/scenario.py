@@ -21,7 +21,9 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,10 +313,20 @@ class _Locator:
         return f"{self.path}:{line}" if line else self.path
 
 
+MAX_SCENARIO_BYTES = 16 << 20     # foreign input is read bounded
+
+
 def load_toml(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError("cannot read scenario: not a regular file", where=str(path))
+            data = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise UsageError(f"scenario file larger than {MAX_SCENARIO_BYTES >> 20} MiB",
+                             where=str(path))
+        text = data.decode("utf-8")
     except OSError as e:
         raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
     except UnicodeDecodeError as e:
@@ -327,6 +339,8 @@ def load_toml(path: str | Path) -> Scenario:
 def loads_toml(text: str, source: str, name: str) -> Scenario:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise UsageError("TOML nested too deeply", where=source) from None
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         where = f"{source}:{m.group(1)}" if m else source
