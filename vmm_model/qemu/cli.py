@@ -34,7 +34,7 @@ def read_live(args, qemu_argv) -> LiveVM:
             raise UsageError("QEMU arguments after -- go with --hmp-stdio, not --qmp",
                              where="vfio-emu inspect")
         with QmpMonitor(args.qmp, timeout=args.timeout) as mon:
-            return introspect(mon, name=os.path.basename(args.qmp) or "live")
+            return _introspect(mon, os.path.basename(args.qmp) or "live")
     if not qemu_argv:
         raise UsageError("--hmp-stdio needs QEMU arguments after --",
                          where="vfio-emu inspect",
@@ -44,7 +44,23 @@ def read_live(args, qemu_argv) -> LiveVM:
     binary = argv.pop(0) if not argv[0].startswith("-") else \
         os.environ.get("VFIO_EMU_QEMU", "qemu-system-x86_64")
     with launch_hmp(binary, argv, timeout=args.timeout) as mon:
-        return introspect(mon, name="hmp-stdio")
+        return _introspect(mon, "hmp-stdio")
+
+
+def _introspect(mon, name: str) -> LiveVM:
+    """introspect(), with an answer of the wrong shape (a QMP peer that is not the
+    QEMU it claims to be) reported as one line naming the last command."""
+    try:
+        return introspect(mon, name=name)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        from vmm_model.qemu.errors import QemuError
+        last = mon.transcript[-1] if mon.transcript else {}
+        cmd = last.get("execute", "?")
+        if cmd == "human-monitor-command":
+            cmd = f"human-monitor-command {last.get('arguments', {}).get('command-line', '')!r}"
+        raise QemuError(f"{mon.source}: unexpected answer to {cmd} "
+                        f"({type(e).__name__}: {e})",
+                        valid="a QEMU 7.2 or newer QMP monitor") from e
 
 
 def _observed_table(vm: LiveVM) -> str:
