@@ -51,7 +51,7 @@ def check_scenario(sc, qemu) -> None:
     """Raise UsageError with QEMU's message for what QEMU ``qemu`` refuses."""
     ram, maxmem, slots = _memory_options(sc)
     _host_memory(sc, ram)
-    _memory_devices(sc, ram, maxmem, slots)
+    _memory_devices(sc, qemu, ram, maxmem, slots)
     for d in sc.devices:
         if d.type == "vfio-pci":
             _vfio_pci(sc, d)
@@ -151,7 +151,18 @@ def _page_size(obj) -> int:
     return 4 * KiB
 
 
-def _memory_devices(sc, ram: int, maxmem: int, slots: int) -> None:
+# Messages that differ between QEMU versions (to move into QemuVersion records):
+# memory_device_get_free_addr() before "memory-device: Unify enabled vs. supported
+# error messages" (David Hildenbrand, QEMU 8.1); memory_device_pre_plug() after it.
+NO_DEVICE_MEMORY = {
+    "7.2": "memory devices (e.g. for memory hotplug) are not enabled, please specify the "
+           "maxmem option",
+}
+NO_DEVICE_MEMORY_8_1 = ("the configuration is not prepared for memory devices (e.g., for memory "
+                        "hotplug), consider specifying the maxmem option")
+
+
+def _memory_devices(sc, qemu, ram: int, maxmem: int, slots: int) -> None:
     busy = set(sc.numa)
     if sc.machine.get("memory-backend"):
         busy.add(sc.machine["memory-backend"])
@@ -194,8 +205,7 @@ def _memory_devices(sc, ram: int, maxmem: int, slots: int) -> None:
                            f"{VIRTIO_MEM_MIN_BLOCK_SIZE:x}", d.where, "block-size")
         # memory_device_pre_plug() / memory_device_get_free_addr()
         if size == 0:
-            raise _err("the configuration is not prepared for memory devices (e.g., for "
-                       "memory hotplug), consider specifying the maxmem option", d.where,
+            raise _err(NO_DEVICE_MEMORY.get(qemu.name, NO_DEVICE_MEMORY_8_1), d.where,
                        "maxmem", valid="-m SIZE,maxmem=MAX (and slots=N for pc-dimm)")
         msize = obj.props["size"]
         if used + msize > maxmem - ram:
@@ -219,6 +229,12 @@ def _memory_devices(sc, ram: int, maxmem: int, slots: int) -> None:
                                f"id='{other.id or '(unnamed)'}'", d.where, hint_key)
             placed.append((d, hint, hint + msize))
         used += msize
+        node, nodes = d.props.get("node", 0), max(1, len(sc.numa))
+        if node >= nodes:                 # pc_dimm_realize(), virtio_mem_device_realize()
+            raise _err(f"'DIMM property node has value {node}' which exceeds the number of "
+                       f"numa nodes: {nodes}" if d.type == "pc-dimm" else
+                       f"'node' property has value '{node}', which exceedsthe number of numa "
+                       f"nodes: {nodes}", d.where, "node")
 
 
 def _vfio_pci(sc, d) -> None:
