@@ -62,7 +62,10 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         own = get_qemu(sc.qemu or DEFAULT_QEMU)
         if own.name == qemu.name:
             raise
-        build_machine(sc, own)       # bad in every version: raises, it is bad input
+        try:
+            build_machine(sc, own)
+        except UsageError:           # bad for its own QEMU too: bad input, in this QEMU's words
+            raise e from None
         plan.rejected = e.message    # valid for the scenario's own QEMU, not this one
         plan.rejected_error = e
         return plan
