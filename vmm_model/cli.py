@@ -507,7 +507,7 @@ def _split(argv: list[str]) -> tuple[list[str], list[str] | None, bool, str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]   # PathLike too
     argv, qemu_argv, debug, cmd = _split(argv)
     if sys.stdout is None or sys.stderr is None:     # started with fd 1 or 2 closed
         if sys.stderr is not None:
