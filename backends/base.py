@@ -193,57 +193,18 @@ class VFIOIOMMUClass:
     file (QEMU: iommufd only).  ``pgsizes`` is the IOMMU page-size bitmap the
     listener uses for ram_device alignment (type1: iova_pgsizes of
     VFIO_IOMMU_GET_INFO; iommufd: out_iova_alignment; else the host page size).
+    The backends themselves (names, how a client is opened) are registered in
+    vmm_model/iommu_backends.py.
     """
 
     name = "abstract"
     dma_map_file = None
     pgsizes = 4096
     cpr_incoming = False
+    dma_max_mappings = 0       # bcontainer->dma_max_mappings: 0 = no limit (iommufd)
 
     def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool, mr=None) -> DmaResult:
         raise NotImplementedError
 
     def dma_unmap(self, iova: int, size: int, unmap_all: bool = False) -> DmaResult:
         raise NotImplementedError
-
-
-class Type1Plan(VFIOIOMMUClass):
-    """The legacy type1 container (VFIO_IOMMU_MAP_DMA), planned only: builds the
-    exact request and sends nothing."""
-
-    name = "type1"
-
-    def dma_map(self, iova, size, vaddr, readonly, mr=None):
-        return DmaResult(None, vfio_dma_map_request(iova, size, vaddr, readonly,
-                                                    vaddr_only=self.cpr_incoming))
-
-    def dma_unmap(self, iova, size, unmap_all=False):
-        return DmaResult(None, vfio_dma_unmap_request(iova, size, unmap_all))
-
-
-class IommufdPlan(VFIOIOMMUClass):
-    """The iommufd backend (IOMMU_IOAS_MAP / IOMMU_IOAS_MAP_FILE), planned only.
-
-    ``cpr_incoming``: iommufd_backend_map_file_dma() and _unmap_dma() return 0
-    without an ioctl (backends/iommufd.c, 10.1+); IOAS_MAP has no short-circuit.
-    """
-
-    name = "iommufd"
-    ioas_id = 1
-
-    def dma_map(self, iova, size, vaddr, readonly, mr=None):
-        return DmaResult(None, ioas_map_request(self.ioas_id, iova, size, vaddr, readonly))
-
-    def dma_map_file(self, iova, size, fd, start, readonly):
-        if self.cpr_incoming:
-            return DmaResult(0, None, note="cpr incoming: mapping inherited, no ioctl")
-        return DmaResult(None, ioas_map_file_request(self.ioas_id, iova, size, fd, start,
-                                                     readonly))
-
-    def dma_unmap(self, iova, size, unmap_all=False):
-        if self.cpr_incoming:
-            return DmaResult(0, None, note="cpr incoming: no ioctl")
-        return DmaResult(None, ioas_unmap_request(self.ioas_id, iova, size, unmap_all))
-
-
-PLAN_BACKENDS = {"type1": Type1Plan, "iommufd": IommufdPlan}

@@ -19,6 +19,7 @@ import os
 import platform
 
 from backends.errors import HostError
+from backends.kernel_profiles import host_profile
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -56,7 +57,7 @@ class Host(abc.ABC):
     """The calls QEMU makes, kernel convention (``>= 0`` or ``-errno``).
 
     ``kernel_release`` is the ``uname -r`` string; ``profile`` the
-    ``backends.simulated.profiles.KernelProfile`` describing it (for LinuxHost,
+    ``backends.kernel_profiles.KernelProfile`` describing it (for LinuxHost,
     the nearest known profile).  ``with host:`` releases every fd and mapping
     the host created, on every path.
     """
@@ -66,7 +67,6 @@ class Host(abc.ABC):
 
     @property
     def profile(self):
-        from backends.simulated.profiles import host_profile
         return host_profile(self.kernel_release)
 
     # files
@@ -117,6 +117,26 @@ class Host(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close_all()
+
+
+class SimulatedHost(Host):
+    """A Host whose kernel is a model (backends/simulated: ``SimHost``): what a
+    simulation (vmm_model/simulate.py) does beyond QEMU's syscalls, in place of
+    what an administrator would have set up on a real machine."""
+
+    #: the vfio-pci functions on this host (``backends.simulated.vfio.install``)
+    vfio_devices: list
+
+    @abc.abstractmethod
+    def add_dir(self, path: str, kind: str | None = None) -> None:
+        """Make ``path`` an existing directory (a mount of ``kind``: shmem,
+        hugetlbfs, ext4, when given)."""
+    @abc.abstractmethod
+    def register_chardev(self, path: str, factory) -> None:
+        """A character device node at ``path``; ``factory(host, file)`` serves each open()."""
+    @abc.abstractmethod
+    def dmabuf_export(self, size: int) -> int:
+        """A dma-buf fd of ``size`` bytes (what VFIO_DEVICE_FEATURE_DMA_BUF returns)."""
 
 
 # --------------------------------------------------------------------------

@@ -17,18 +17,25 @@ from vmm_model.qemu_versions import QEMU_VERSIONS
 
 S27 = """\
 == s27-virtio-mem: virtio-mem, block-size 2M, 3 populated blocks: one dma_map p…
+   upstream: hw/vfio/listener.c: vfio_ram_discard_notify_populate()
    QEMU 10.2 · backend iommufd · policy fd · simulated kernel 7.2
-   GPA range                      RAMBlock    fd  action               kernel
-   [0x0, 0xa0000)                 pc.ram      -   IOMMU_IOAS_MAP       0
-   [0xa0000, 0xc0000)             vga-lowmem  -   skip                 -
-   [0xc0000, 0x100000)            pc.ram      -   IOMMU_IOAS_MAP       0
-   [0x100000, 0x80000000)         pc.ram      -   IOMMU_IOAS_MAP       0
-   [0xfffc0000, 0x100000000)      pc.bios     -   IOMMU_IOAS_MAP       0
-   [0x100000000, 0x100400000) ×2  vmem0       3   IOMMU_IOAS_MAP_FILE  0
-   [0x100a00000, 0x100c00000)     vmem0       3   IOMMU_IOAS_MAP_FILE  0
-   (shared, ramd, arguments, flags left out to fit 80 columns: --wide shows
+   when     GPA range                      RAMBlock  action               kernel
+   realize  [0x0, 0x80000000)              pc.ram    IOMMU_IOAS_MAP       0
+   realize  [0xfffc0000, 0x100000000)      pc.bios   IOMMU_IOAS_MAP       0
+   realize  [0x100000000, 0x100400000) ×2  vmem0     IOMMU_IOAS_MAP_FILE  0
+   realize  [0x100a00000, 0x100c00000)     vmem0     IOMMU_IOAS_MAP_FILE  0
+   reset    [0x0, 0x80000000)              pc.ram    IOMMU_IOAS_UNMAP     0
+   reset    [0x0, 0xc0000)                 pc.ram    IOMMU_IOAS_MAP       0
+   reset    [0xc0000, 0xe0000)             pc.rom    IOMMU_IOAS_MAP       0
+   reset    [0xe0000, 0x100000)            pc.bios   IOMMU_IOAS_MAP       0
+   reset    [0x100000, 0x80000000)         pc.ram    IOMMU_IOAS_MAP       0
+   (fd, shared, ramd, arguments, flags left out to fit 80 columns: --wide shows
      them)
-   summary: 7 sections mapped: 4 by VA, 3 by file, 0 failed; 1 skipped; 0
+   live at the end (8): [0x0, 0xc0000), [0xc0000, 0xe0000) ro, [0xe0000,
+     0x100000) ro, [0x100000, 0x80000000), [0xfffc0000, 0x100000000) ro,
+     [0x100000000, 0x100200000), [0x100200000, 0x100400000), [0x100a00000,
+     0x100c00000)
+   summary: 9 sections mapped: 6 by VA, 3 by file, 0 failed; 0 skipped; 0
      hazards; realize ok
 """
 
@@ -49,7 +56,7 @@ def test_all_lists_every_section_and_wide_every_column(capsys):
     rc, out, err = run(capsys, "plan", "s27", "--qemu", "10.2", "--backend", "iommufd",
                        "--no-compare", "--all", "--wide")
     rows = [ln for ln in out.splitlines() if "vmem0" in ln]
-    assert [r.split()[0:2] for r in rows] == [["[0x100000000,", "0x100200000)"],
+    assert [r.split()[1:3] for r in rows] == [["[0x100000000,", "0x100200000)"],
                                                ["[0x100200000,", "0x100400000)"],
                                                ["[0x100a00000,", "0x100c00000)"]]
     assert "iova=0x100200000 length=0x200000 fd=3 start=0x200000" in rows[1]
@@ -71,10 +78,11 @@ def test_long_runs_are_one_row(capsys, tmp_path):
                     '"virtio-mem-pci"\nmemdev = "v0"\nx-populated = ["0-511"]\n')
     rc, out, err = run(capsys, "plan", path, "--qemu", "10.2", "--backend", "iommufd")
     assert rc == 0
-    assert re.search(r"^   \[0x180000000, 0x1c0000000\) ×512 +v0 +3 +IOMMU_IOAS_MAP_FILE +0$",
-                     out, re.M), out
+    assert re.search(r"^   realize  \[0x180000000, 0x1c0000000\) ×512  v0 +MAP_FILE +0$",
+                     out, re.M), out       # (short ioctl names: the row fits 80 columns)
+    assert "live at the end (518): " in out and "… (--all lists them)" in out
     assert out.splitlines()[-2:] == [
-        "   summary: 517 sections mapped: 5 by VA, 512 by file, 0 failed; 1 skipped; 0",
+        "   summary: 519 sections mapped: 7 by VA, 512 by file, 0 failed; 0 skipped; 0",
         "     hazards; realize ok"]
 
 
@@ -98,7 +106,7 @@ def test_version(capsys):
 def test_help_examples_use_the_newest_qemu_release(capsys):
     newest = max((q for q in QEMU_VERSIONS if re.fullmatch(r"\d+\.\d+", q)),
                  key=lambda v: tuple(map(int, v.split("."))))
-    assert cli.NEWEST_QEMU == newest
+    assert f"--qemu {newest} --backend iommufd --check" in cli.examples("plan")
     for cmd in [None, *cli.COMMANDS]:
         rc, out, err = run(capsys, *([cmd] if cmd else []), "--help")
         assert rc == 0 and err == ""
@@ -140,12 +148,16 @@ def test_jsonl_on_the_command_line(capsys):
     rc, out, err = run(capsys, "plan", "s27", "--qemu", "10.2", "--backend", "iommufd",
                        "--jsonl")
     recs = [json.loads(ln) for ln in out.splitlines()]
-    assert rc == 0 and [r["record"] for r in recs] == ["plan"] + ["event"] * 8
-    assert recs[0]["summary"] == {"by_va": 4, "by_file": 3, "no_ioctl": 0, "failed": 0,
-                                  "skipped": 1, "hazards": 0, "result": "realize ok",
+    doc = json.loads(run(capsys, "plan", "s27", "--qemu", "10.2", "--backend", "iommufd",
+                         "--json")[1])["plans"][0]
+    assert rc == 0 and [r["record"] for r in recs] == (["plan"] + ["event"] * len(doc["events"])
+                                                        + ["live"] * len(doc["live"]))
+    assert recs[0]["summary"] == {"by_va": 6, "by_file": 3, "no_ioctl": 0, "failed": 0,
+                                  "skipped": 0, "hazards": 0, "result": "realize ok",
                                   "check": []}
-    assert recs[6]["other_qemu"] == [{"versions": ["7.2", "8.2", "9.0", "9.2", "10.0"],
-                                      "decision": "IOMMU_IOAS_MAP FIXED_IOVA|WRITEABLE|READABLE"}]
+    assert recs[3]["ramblock"] == "vmem0" and recs[3]["other_qemu"] == [
+        {"versions": ["9.0", "9.1", "9.2", "10.0"],
+         "decision": "IOMMU_IOAS_MAP FIXED_IOVA|WRITEABLE|READABLE"}]
 
 
 def test_help_imports_no_subcommand():

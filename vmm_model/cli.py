@@ -1,6 +1,7 @@
 """``vfio-emu``: the command line, and its one error boundary.
 
-Exit status: 0 ok; 1 ``--check`` found something (each reason is printed);
+Exit status: 0 ok; 1 ``--check`` found something, or a QEMU version rejects the
+command line (``plan``; each reason is printed);
 2 bad input or an environment problem (one line ``vfio-emu: error: <what is
 wrong> (<where>)``, with what would be valid; no traceback); 3 an internal
 error (a bug: ``--debug`` shows the traceback); 130 interrupted (Ctrl-C);
@@ -20,7 +21,6 @@ import signal
 import sys
 
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_EPIPE = 0, 1, 2, 3, 130, 141
-NEWEST_QEMU = "10.2"          # the newest modelled QEMU release, used in --help examples
 
 # name: ("module:register function", help).  A subcommand's module is imported
 # only when that subcommand runs (or shows its --help).
@@ -30,7 +30,8 @@ COMMANDS = {
     "compare": ("vmm_model.cli:register_compare", "kernel answers that differ between "
                 "backends, kernels and QEMU versions"),
     "gallery": ("vmm_model.cli:register_gallery", "list the built-in scenarios"),
-    "versions": ("vmm_model.cli:register_versions", "list the modelled QEMU versions"),
+    "versions": ("vmm_model.cli:register_versions", "list the modelled QEMU versions and, "
+                 "per rule, the release it appeared in"),
     "profiles": ("vmm_model.cli:register_profiles", "list the simulated kernel profiles and "
                  "their switches"),
     "inspect": ("vmm_model.qemu.cli:register", "the plan for a live QEMU (QMP socket, or HMP "
@@ -39,15 +40,22 @@ COMMANDS = {
               "/dev/iommu, cdevs, MAP_FILE, RLIMIT_MEMLOCK"),
     "rig": ("backends.rig.cli:register", "real kernels under QEMU (vIOMMU + edu): build, run "
             "test sets in the guest"),
+    "run": ("vmm_model.run:register", "run a real QEMU binary against the simulated kernel "
+            "(LD_PRELOAD shim; give the binary and its arguments after --)"),
 }
 
-EXAMPLES = {
-    None: f"""examples:
-  vfio-emu plan s06 --qemu {NEWEST_QEMU} --backend iommufd
-  vfio-emu plan --qemu {NEWEST_QEMU} -- -m 4G -mem-path /dev/hugepages
+def examples(cmd: str | None) -> str | None:
+    """The examples that end ``cmd``'s --help, with the newest modelled QEMU release
+    (the top-level help names none, so that it imports nothing)."""
+    if cmd is None:
+        return """examples:
+  vfio-emu plan s06 --backend iommufd        (the newest QEMU release by default)
+  vfio-emu plan -- -m 4G -mem-path /dev/hugepages
   vfio-emu compare s17 --kernels 6.12,7.2
   vfio-emu inspect --qmp /run/qemu/vm1.qmp
-  vfio-emu <command> --help""",
+  vfio-emu <command> --help"""
+    from vmm_model.qemu_versions import DEFAULT_QEMU as NEWEST_QEMU
+    return {
     "plan": f"""examples:
   vfio-emu plan                               every gallery scenario
   vfio-emu plan s06 --qemu {NEWEST_QEMU} --backend iommufd --check
@@ -76,7 +84,10 @@ EXAMPLES = {
     "rig": """examples:
   vfio-emu rig list
   vfio-emu rig run --kernel 7.2 --set probe""",
-}
+    "run": f"""examples:
+  vfio-emu run --kernel 7.2 -- qemu-system-x86_64 -m 1G -device vfio-pci,host=0000:01:00.0
+  vfio-emu run --against-model -- qemu-system-x86_64 -m 1G -machine q35""",
+    }.get(cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,15 +133,16 @@ def build_parser(cmd: str | None = None) -> argparse.ArgumentParser:
     """The parser; only subcommand ``cmd`` gets its full parser (and its module imported)."""
     p = _Parser(prog="vfio-emu", description=(
         "Emulate QEMU's VFIO DMA-mapping decisions (vfio_container_dma_map) per QEMU "
-        "version and IOMMU backend."), epilog=EXAMPLES[None],
+        "version and IOMMU backend."), epilog=examples(None),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="COMMAND")
     for name, (spec, help_) in COMMANDS.items():
         if name == cmd:
-            sp = _import(spec)(sub)
-            sp.epilog = EXAMPLES.get(name)
+            _import(spec)(sub)
+            sp = sub.choices[name]
+            sp.epilog = examples(name)
             sp.formatter_class = argparse.RawDescriptionHelpFormatter
         else:
             sub.add_parser(name, help=help_, add_help=False)
@@ -162,7 +174,7 @@ def _scenarios(args, qemu_argv):
 def kernel_arg(value: str | None, where: str = "--kernel") -> str | None:
     """--kernel: a profile name, 'host' (this machine's kernel), or 'none'."""
     from backends.errors import UsageError
-    from backends.simulated.profiles import get_profile, host_profile
+    from backends.kernel_profiles import get_profile, host_profile
     if value in (None, "none"):
         return None
     if value == "host":
@@ -205,7 +217,8 @@ class _DeferSigint:
 
 def cmd_plan(args, qemu_argv) -> int:
     from backends.errors import UsageError
-    from vmm_model.plan import ALL_BACKENDS, BACKENDS, make_plan
+    from vmm_model.iommu_backends import backend_names, get_backend
+    from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import DEFAULT_QEMU
     from vmm_model import report
     kernel = kernel_arg(args.kernel)
@@ -214,10 +227,8 @@ def cmd_plan(args, qemu_argv) -> int:
     for sc in _scenarios(args, qemu_argv):
         qemus = _qemus(args.qemu or sc.qemu or DEFAULT_QEMU)
         backends = args.backend or sc.backend or "all"
-        if backends not in ALL_BACKENDS + ("all",):
-            raise UsageError(f"unknown backend {backends!r}", where="--backend",
-                             valid=", ".join(ALL_BACKENDS) + ", all")
-        for b in list(BACKENDS) if backends == "all" else [backends]:
+        for b in (backend_names(in_all=True) if backends == "all"
+                  else [get_backend(backends, also=("all",)).name]):
             jobs += [(sc, q, b) for q in qemus]
     with_others = not args.no_compare
     out = sys.stdout
@@ -246,18 +257,13 @@ def cmd_plan(args, qemu_argv) -> int:
                       f"{sum(d.hazards for d in plans)} hazards\n")
     reasons = [(p, r) for p in plans for r in (p.reasons if isinstance(p, _Done)
                                                else report.check_reasons(p))]
-    rejected = [p for p in plans if p.rejected]
-    if args.check and reasons:
-        out.flush()
-        for p, r in reasons:
-            print(f"vfio-emu: check: {p.scenario.name} (QEMU {p.qemu.name}, {p.backend}): {r}",
-                  file=sys.stderr)
-    if rejected:
-        p = rejected[0]
-        e = p.rejected_error
-        raise UsageError(f"QEMU {p.qemu.name} rejects this configuration: {e.message}",
-                         where=e.where or p.scenario.source, field=e.field, valid=e.valid)
-    return EXIT_CHECK if args.check and reasons else EXIT_OK
+    # a QEMU that refuses the command line is a failed cell, reported with or without --check
+    shown = [(p, r) for p, r in reasons if args.check or p.rejected]
+    out.flush()
+    for p, r in shown:
+        print(f"vfio-emu: check: {p.scenario.name} (QEMU {p.qemu.name}, {p.backend}): {r}",
+              file=sys.stderr)
+    return EXIT_CHECK if shown else EXIT_OK
 
 
 class _Done:
@@ -272,13 +278,17 @@ class _Done:
 
 
 def register_plan(sub):
+    from vmm_model.iommu_backends import backend_names
     from vmm_model.plan import DEFAULT_KERNEL
-    from vmm_model.qemu_versions import QEMU_VERSIONS
+    from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS
     pl = sub.add_parser("plan", help=COMMANDS["plan"][1])
     pl.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                     "or give QEMU arguments after --")
-    pl.add_argument("--qemu", help="QEMU version(s): " + ", ".join(QEMU_VERSIONS) + ", or all")
-    pl.add_argument("--backend", help="type1, iommufd, compat or all (= type1 and iommufd)")
+    pl.add_argument("--qemu", help="QEMU version(s), comma list: " + ", ".join(QEMU_VERSIONS)
+                    + ", a release such as 11.0.1, or all (default: the scenario's, else "
+                    + DEFAULT_QEMU + ")")
+    pl.add_argument("--backend", help=f"{', '.join(backend_names())} or all (= "
+                    f"{' and '.join(backend_names(in_all=True))})")
     pl.add_argument("--kernel", default=DEFAULT_KERNEL,
                     help=f"simulated kernel profile that answers the ioctls (default "
                          f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")
@@ -326,9 +336,9 @@ def cmd_compare(args, qemu_argv) -> int:
     import json
 
     from backends.errors import UsageError
-    from backends.simulated.profiles import list_profiles
+    from backends.kernel_profiles import list_profiles
     from vmm_model import compare
-    from vmm_model.plan import ALL_BACKENDS
+    from vmm_model.iommu_backends import get_backend
     from vmm_model.qemu_versions import DEFAULT_QEMU
     scs = _scenarios(args, qemu_argv)
     if len(scs) != 1:
@@ -337,11 +347,8 @@ def cmd_compare(args, qemu_argv) -> int:
     sc = scs[0]
     _no_empty(args, "qemu", "policy")
     qemus = _qemus(args.qemu or sc.qemu or DEFAULT_QEMU)
-    backends = _comma_list(args.backends, "--backends")
-    for b in backends:
-        if b not in ALL_BACKENDS:
-            raise UsageError(f"unknown backend {b!r}", where="--backends",
-                             valid=", ".join(ALL_BACKENDS))
+    backends = [get_backend(b, where="--backends").name
+                for b in _comma_list(args.backends, "--backends")]
     kernels = [kernel_arg(k, "--kernels") for k in _comma_list(args.kernels, "--kernels")]
     if None in kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
@@ -358,11 +365,12 @@ def cmd_compare(args, qemu_argv) -> int:
 
 
 def register_compare(sub):
+    from vmm_model.iommu_backends import backend_names
     c = sub.add_parser("compare", help=COMMANDS["compare"][1])
     c.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                    "or give QEMU arguments after --")
-    c.add_argument("--backends", default="type1,iommufd,compat",
-                   help="comma list of type1, iommufd, compat (default: all three)")
+    c.add_argument("--backends", default=",".join(backend_names()),
+                   help=f"comma list of {', '.join(backend_names())} (default: all of them)")
     c.add_argument("--kernels", default="6.12,7.2,7.2+fix",
                    help="comma list of kernel profiles (default 6.12,7.2,7.2+fix; see 'profiles')")
     c.add_argument("--qemu", help="QEMU version(s), comma list (default: the scenario's)")
@@ -382,16 +390,20 @@ def _dump(doc) -> None:
 
 def cmd_gallery(args, _qemu_argv) -> int:
     from vmm_model import gallery
-    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.title)
+    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.upstream, sc.title)
             for sc in gallery.load_all()]
     if args.json:
         _dump({"schema_version": 1, "scenarios": [
-            dict(zip(("name", "qemu", "backend", "title"), r)) for r in rows]})
+            dict(zip(("name", "qemu", "backend", "upstream", "title"), r)) for r in rows]})
         return EXIT_OK
     width = _width(args)
+
+    def clip(line):
+        return line if width is None or len(line) <= width else line[:width - 1] + "…"
     for r in rows:
-        line = f"{r[0]:34} qemu {r[1]:6} {r[2]:8} {r[3]}"
-        print(line if width is None or len(line) <= width else line[:width - 1] + "…")
+        print(clip(f"{r[0]:34} qemu {r[1]:6} {r[2]:8} {r[4]}"))
+        if r[3]:
+            print(clip(f"{'':34} upstream: {r[3]}"))
     return EXIT_OK
 
 
@@ -404,20 +416,23 @@ def register_gallery(sub):
 
 
 def cmd_versions(args, _qemu_argv) -> int:
-    from vmm_model.qemu_versions import QEMU_VERSIONS
-    for q in QEMU_VERSIONS.values():
-        print(f"{q.name:13} policy {q.policy:24} {q.title}")
+    from vmm_model.qemu_versions import versions_dict, versions_table
+    if args.json:
+        _dump(versions_dict())
+    else:
+        print(versions_table())
     return EXIT_OK
 
 
 def register_versions(sub):
     v = sub.add_parser("versions", help=COMMANDS["versions"][1])
+    v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_versions)
     return v
 
 
 def cmd_profiles(args, _qemu_argv) -> int:
-    from backends.simulated.profiles import format_profiles, profiles_dict
+    from backends.kernel_profiles import format_profiles, profiles_dict
     names = None
     if args.kernel is not None:
         name = kernel_arg(args.kernel)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backends.base import PLAN_BACKENDS
 from backends.errors import UsageError
-from backends.simulated.profiles import get_profile
+from backends.kernel_profiles import get_profile
 from vmm_model.container import Event, VFIOContainer, attach, realize_error
-from vmm_model.machine import Machine, build_machine
+from vmm_model.iommu_backends import get_backend
+from vmm_model.machine import CommandLineRejected, Machine, build_machine
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
 from vmm_model.scenario import Scenario
 
-BACKENDS = ("type1", "iommufd")           # what "all" means
-ALL_BACKENDS = ("type1", "iommufd", "compat")
 DEFAULT_KERNEL = "7.2"
 
 
@@ -34,7 +32,7 @@ class Plan:
     policy: str
     machine: Machine | None = None
     container: VFIOContainer | None = None
-    rejected: str | None = None          # QEMU refuses the configuration itself
+    rejected: str | None = None          # QEMU refuses to start with this command line
     rejected_error: UsageError | None = None   # ... with this error (where, field)
     kernel: str | None = None            # simulated kernel profile, None: not run
     kernel_error: str | None = None      # the backend could not be set up on that kernel
@@ -51,13 +49,15 @@ class Plan:
 
 def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,
               kernel: str | None = None) -> Plan:
-    if backend not in ALL_BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}", where="--backend",
-                         valid=", ".join(ALL_BACKENDS) + ", all")
+    b = get_backend(backend, also=("all",))
+    backend = b.name
     pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
     plan = Plan(sc, qemu, backend, pname)
     try:
-        plan.machine = build_machine(sc, qemu)
+        plan.machine = build_machine(sc, qemu, backend=backend)
+    except CommandLineRejected as e:
+        plan.rejected = e.message      # "QEMU 7.2 rejects this command line: ..."
+        return plan
     except UsageError as e:
         own = get_qemu(sc.qemu or DEFAULT_QEMU)
         if own.name == qemu.name:
@@ -66,7 +66,7 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
             build_machine(sc, own)
         except UsageError:           # bad for its own QEMU too: bad input, in this QEMU's words
             raise e from None
-        plan.rejected = e.message    # valid for the scenario's own QEMU, not this one
+        plan.rejected = f"QEMU {qemu.name} rejects this command line: {e.message}"
         plan.rejected_error = e
         return plan
     if kernel is not None:
@@ -75,9 +75,7 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         with simulate(sc, qemu, backend, kernel, policy) as sim:
             plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
     else:
-        client = PLAN_BACKENDS["type1" if backend == "compat" else backend]()
-        client.name = backend
-        plan.container = attach(plan.machine, VFIOContainer(client, qemu,
+        plan.container = attach(plan.machine, VFIOContainer(b.plan_client(), qemu,
                                                             policy_name=pname, policy=pfn))
     plan.hazards = find_hazards(plan)
     return plan
@@ -110,8 +108,8 @@ def _decisions(sc: Scenario, q: QemuVersion, backend: str, policy: str | None
     block (the RamDiscardManager path decides once per region, so the other
     blocks would repeat it).  None when ``q`` refuses the configuration."""
     try:
-        m = build_machine(sc, q)
-    except UsageError:
+        m = build_machine(sc, q, backend=backend)
+    except UsageError:               # CommandLineRejected too
         return None
     for mr in m.regions.values():
         if len(mr.rdm_populated) > 1 or (mr.rdm_populated and mr.rdm_populated[0][1]
@@ -119,9 +117,8 @@ def _decisions(sc: Scenario, q: QemuVersion, backend: str, policy: str | None
             a = mr.rdm_populated[0][0]
             mr.rdm_populated = ((a, a + mr.rdm_granularity),)
     pname, pfn = get_policy(policy) if policy else (q.policy, None)
-    client = PLAN_BACKENDS["type1" if backend == "compat" else backend]()
-    client.name = backend
-    c = attach(m, VFIOContainer(client, q, policy_name=pname, policy=pfn))
+    c = attach(m, VFIOContainer(get_backend(backend).plan_client(), q, policy_name=pname,
+                                policy=pfn))
     return {decision_key(ev): decision(ev) for ev in c.events}
 
 
@@ -181,19 +178,18 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
             add(ev, "private-map-file", (
                 f"{rb.idstr} is a private (MAP_PRIVATE) mapping of its file: MAP_FILE pins the "
                 "file's page-cache pages while the guest runs on copy-on-write copies, so "
-                "device DMA and the CPU see different memory (QEMU fb32965b6dd8, 10.1; fixed "
-                "by 'vfio: use dma_map_file() only for shared RAMBlocks or RAM device "
-                "regions'; kernel bugzilla 220776)"))
+                "device DMA and the CPU see different memory (kernel bugzilla 220776; QEMU "
+                "11.0.2 and 11.1 map it by VA: docs/qemu-versions.md)"))
         writable = not ev.readonly
         if writable and rb.backing.open_flags == "O_RDONLY":
             add(ev, "writable-map-file-rdonly-fd", (
-                f"writable MAP_FILE of {rb.backing.path}, opened O_RDONLY: the device can "
-                "write into the file until the kernel requires FMODE_WRITE ('iommu/iommufd: "
-                "Require write access for writable MAP_FILE mappings', 2026-06); with it the "
-                "map fails EPERM"))
+                f"writable MAP_FILE of {rb.backing.path}, opened O_RDONLY: "
+                "iommufd_ioas_map_file() does not check FMODE_WRITE, so the device can "
+                "write into the file; with the proposed FMODE_WRITE check (kernel "
+                "profile 7.2+fix) the map fails EPERM"))
         if rb.backing.kind == "file" and rb.backing.fs not in ("tmpfs", "hugetlbfs"):
             add(ev, "map-file-not-shmem", (
                 f"{rb.backing.path} is on {rb.backing.fs}: memfd_pin_folios() pins only "
                 "shmem/hugetlbfs files, so MAP_FILE fails EINVAL once pages are pinned "
-                "(mm/gup.c)"))
+                "(mm/gup.c: memfd_pin_folios(), derived from the source)"))
     return out

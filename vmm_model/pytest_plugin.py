@@ -5,7 +5,7 @@ registered at start-up, a report header naming the active setup; heavy imports
 happen inside fixtures.
 
 Fixtures:
-  ``vfio_qemu``     the QemuVersion selected with ``--vfio-qemu`` (default 10.1)
+  ``vfio_qemu``     the QemuVersion selected with ``--vfio-qemu`` (default: the newest release, vmm_model.qemu_versions.DEFAULT_QEMU)
   ``vfio_backend``  the backend name selected with ``--vfio-backend`` (default iommufd)
   ``vfio_kernel``   the simulated kernel profile selected with ``--vfio-kernel``
                     (default 7.2; ``none`` = plan only, ``host`` = this machine's version)
@@ -26,10 +26,11 @@ import pytest
 
 def pytest_addoption(parser):
     group = parser.getgroup("vfio-emu", "vfio-emu (VFIO DMA-mapping policy emulator)")
-    group.addoption("--vfio-qemu", default="10.1",
+    from vmm_model.qemu_versions import DEFAULT_QEMU
+    group.addoption("--vfio-qemu", default=DEFAULT_QEMU,
                     help="QEMU version whose vfio_container_dma_map is emulated")
-    group.addoption("--vfio-backend", default="iommufd", choices=("type1", "iommufd", "compat"),
-                    help="IOMMU backend for vfio_plan / vfio_sim")
+    group.addoption("--vfio-backend", default="iommufd",
+                    help="IOMMU backend for vfio_plan / vfio_sim (vfio-emu plan --help lists them)")
     group.addoption("--vfio-kernel", default="7.2",
                     help="simulated kernel profile (vfio-emu profiles), 'host' or 'none'")
 
@@ -62,7 +63,8 @@ def vfio_qemu(request):
 
 @pytest.fixture
 def vfio_backend(request):
-    return request.config.getoption("--vfio-backend")
+    from vmm_model.iommu_backends import get_backend
+    return get_backend(request.config.getoption("--vfio-backend"), where="--vfio-backend").name
 
 
 @pytest.fixture

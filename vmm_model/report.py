@@ -16,7 +16,7 @@ import json
 import textwrap
 
 from backends.base import errno_name, flag_names
-from vmm_model.container import Event
+from vmm_model.container import Event, live_mappings
 from vmm_model.plan import Plan, decision_key, other_versions
 
 SCHEMA_VERSION = 1
@@ -100,7 +100,7 @@ def summary(plan: Plan) -> dict:
 
 def result(plan: Plan) -> str:
     if plan.rejected:
-        return f"QEMU {plan.qemu.name} rejects the configuration: {plan.rejected}"
+        return plan.rejected            # "QEMU 7.2 rejects this command line: ..."
     if plan.kernel_error:
         return f"the {plan.backend} backend cannot start on kernel {plan.kernel}: " \
                f"{plan.kernel_error}"
@@ -112,7 +112,9 @@ def result(plan: Plan) -> str:
 
 
 def summary_line(plan: Plan) -> str:
-    if plan.rejected or plan.kernel_error:
+    if plan.rejected:
+        return f"summary: QEMU {plan.qemu.name} rejects this command line"
+    if plan.kernel_error:
         return "summary: " + result(plan).split(":")[0]
     s = summary(plan)
     maps = s["by_va"] + s["by_file"] + s["no_ioctl"]
@@ -180,7 +182,7 @@ def _shape(ev: Event, others) -> tuple:
             "flags": _flag_names(req.ioctl, fields.get("flags", 0)) if req is not None else None,
             "ret": ret, "errno": errno_name(ret) if r is not None else None,
             "kernel": ("not_run" if ret is None else "ran") if r is not None else None,
-            "note": r.note if r is not None else "", "fatal": ev.fatal}
+            "note": r.note if r is not None else "", "fatal": ev.fatal, "phase": ev.phase}
     if others is not None:
         tail["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
     text = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))
@@ -203,12 +205,12 @@ def events_text(events, others: dict | None):
         if r is not None:
             req = r.request
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
-                   r.ret, r.note, ev.fatal, req.ioctl if req is not None else None,
+                   r.ret, r.note, ev.fatal, ev.phase, req.ioctl if req is not None else None,
                    req.data[4:8] if req is not None else None)    # flags: u32 at offset 4
         else:
             req = None
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
-                   ev.fatal)
+                   ev.fatal, ev.phase)
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _shape(ev, None if others is None
@@ -236,15 +238,17 @@ def event_json(ev: Event, others=None) -> dict:
 
 def plan_head(plan: Plan) -> dict:
     sc = plan.scenario
-    return {"scenario": sc.name, "title": sc.title,
+    return {"scenario": sc.name, "title": sc.title, "upstream": sc.upstream,
             "source": sc.source, "qemu": plan.qemu.name, "backend": plan.backend,
             "policy": plan.policy, "kernel": plan.kernel, "kernel_error": plan.kernel_error,
-            "rejected": plan.rejected, "realize_error": plan.realize_error,
+            "rejected": plan.rejected, "failed": bool(plan.rejected or plan.realize_error),
+            "realize_error": plan.realize_error,
             "aborted": plan.container.aborted if plan.container else None}
 
 
 def _plan_parts(plan: Plan, with_others: bool):
-    """(head, events iterator, hazards, summary) of one plan's JSON."""
+    """(head, events, live mappings (iterators of JSON text), hazards, summary)
+    of one plan's JSON."""
     others = other_versions(plan.scenario, plan) if with_others and not plan.rejected else None
     index = {id(h[0]): None for h in plan.hazards}
     if index:
@@ -254,13 +258,17 @@ def _plan_parts(plan: Plan, with_others: bool):
     hazards = [{"event": index[id(ev)], "code": code, "text": text}
                for ev, code, text in plan.hazards]
     events = events_text(plan.events, others)
-    return plan_head(plan), events, hazards, {**summary(plan), "check": check_reasons(plan)}
+    live = ('{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
+        ev.iova, ev.size, "true" if ev.readonly else "false", json.dumps(_block(ev)[0]))
+        for ev in (live_mappings(plan.container) if plan.container else ()))
+    return (plan_head(plan), events, live, hazards,
+            {**summary(plan), "check": check_reasons(plan)})
 
 
 def plan_json(plan: Plan, with_others: bool = True) -> dict:
-    head, events, hazards, summ = _plan_parts(plan, with_others)
-    return {**head, "events": [json.loads(e) for e in events], "hazards": hazards,
-            "summary": summ}
+    head, events, live, hazards, summ = _plan_parts(plan, with_others)
+    return {**head, "events": [json.loads(e) for e in events],
+            "live": [json.loads(x) for x in live], "hazards": hazards, "summary": summ}
 
 
 def document(plans: list[Plan], with_others: bool = True) -> dict:
@@ -281,13 +289,14 @@ def _batches(it):
 def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> None:
     """``document(plans)`` written to ``out`` as it is produced: the same JSON
     value, one event per line.  ``jsonl``: one object per line instead, each with
-    ``"record"``: ``plan`` (head, hazards, summary), then its ``event`` lines."""
+    ``"record"``: ``plan`` (head, hazards, summary), then its ``event`` lines, then
+    its ``live`` lines (the mappings still in place at the end)."""
     dumps = json.dumps
     w = out.write
     if not jsonl:
         w('{"schema_version": %d, "tool": "vfio-emu", "plans": [' % SCHEMA_VERSION)
-    for n, plan in enumerate(plans):
-        head, events, hazards, summ = _plan_parts(plan, with_others)
+    parts = [_plan_parts(p, with_others) for p in plans]   # whatever can fail, before output
+    for n, (head, events, live, hazards, summ) in enumerate(parts):
         if jsonl:
             w(dumps({"record": "plan", "plan": n, **head, "hazards": hazards,
                      "summary": summ}) + "\n")
@@ -295,10 +304,16 @@ def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> Non
             for i, batch in enumerate(_batches(events)):
                 w("".join(['%s%d, %s\n' % (pre, i * _BATCH + k, ev[1:])
                            for k, ev in enumerate(batch)]))
+            pre = '{"record": "live", "plan": %d, ' % n
+            for batch in _batches(live):
+                w("".join([pre + x[1:] + "\n" for x in batch]))
             continue
         w(("," if n else "") + "\n" + dumps(head)[:-1] + ', "events": [')
         for i, batch in enumerate(_batches(events)):
             w(("\n" if i == 0 else ",\n") + ",\n".join(batch))
+        w('], "live": [')
+        for i, batch in enumerate(_batches(live)):
+            w(("" if i == 0 else ", ") + ", ".join(batch))
         w('], "hazards": %s, "summary": %s}' % (dumps(hazards), dumps(summ)))
     if not jsonl:
         w("\n]}\n")
@@ -307,7 +322,7 @@ def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> Non
 # --- text --------------------------------------------------------------------------
 
 COLUMNS = ("GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
-           "kernel", "other QEMU versions")
+           "kernel", "other QEMU versions", "when")
 # left out first when the table is wider than the terminal
 _DROP_ORDER = ("arguments", "other QEMU versions", "flags", "ramd", "shared", "fd")
 
@@ -323,7 +338,7 @@ def _cells(ev: Event, others) -> list[str]:
     else:
         action, args, flags, kernel = ev.kind, ev.message.split("\n")[0][:70], "-", "-"
     other = "; ".join(f"{v}: {d}" for v, d in others) if others else "-"
-    return [_gpa(ev), name, fd, shared, ramd, action, args, flags, kernel, other]
+    return [_gpa(ev), name, fd, shared, ramd, action, args, flags, kernel, other, ev.phase]
 
 
 def _rows(plan: Plan, others: dict, all_rows: bool):
@@ -352,7 +367,7 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
             # what the row shows besides addresses: region, decision, answer
             sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
                    req.ioctl if req is not None else None, req.data[4:8] if req else None,
-                   r.ret, r.note, bool(note))
+                   r.ret, r.note, bool(note), ev.phase)
             if sig == run[3] and rng is not None and run[1] is not None and rng[0] == run[1][1]:
                 run[1] = rng
                 run[2] += 1
@@ -367,15 +382,15 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
             req = r.request
             sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
                    req.ioctl if req is not None else None, req.data[4:8] if req else None,
-                   r.ret, r.note, bool(note))
+                   r.ret, r.note, bool(note), ev.phase)
         run = [ev, rng, 1, sig, note, 1 if note else 0]
     if run:
         yield flush()
 
 
-def _fit(widths: list[int], cols: list[str], width: int | None) -> list[int]:
+def _fit(widths: list[int], cols: list[str], width: int | None, hidden=()) -> list[int]:
     """Indexes of the columns to show within ``width`` (all when width is None)."""
-    keep = list(range(len(cols)))
+    keep = [i for i in range(len(cols)) if cols[i] not in hidden]
     if width is None:
         return keep
 
@@ -384,7 +399,8 @@ def _fit(widths: list[int], cols: list[str], width: int | None) -> list[int]:
     for name in _DROP_ORDER:
         if total() <= width:
             break
-        keep.remove(cols.index(name))
+        if cols.index(name) in keep:
+            keep.remove(cols.index(name))
     over = total() - width
     if over > 0:            # then cut the RAMBlock names (the cells end in "…")
         i = cols.index("RAMBlock")
@@ -407,6 +423,8 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
     """The text of one plan, line by line; ``width`` None: full rows."""
     sc = plan.scenario
     yield _clip(f"== {sc.name}" + (f": {sc.title}" if sc.title else ""), width)
+    if sc.upstream:
+        yield from _wrap(f"upstream: {sc.upstream}", width)
     kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
     yield f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy} · {kernel}"
     if plan.rejected or plan.kernel_error:
@@ -415,17 +433,27 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
         return
     others = other_versions(sc, plan) if with_others else {}
     widths = [len(c) for c in COLUMNS]
+    short_action = len("action")          # the action column with short ioctl names
     # runs make few rows: keep them; every row (all_rows): two passes, nothing kept
     rows = None if all_rows else list(_rows(plan, others, all_rows))
     for cells, _ in rows if rows is not None else _rows(plan, others, all_rows):
         for i, c in enumerate(cells):
             if len(c) > widths[i]:
                 widths[i] = len(c)
-    keep = _fit(widths, list(COLUMNS), width)
-    if not with_others:
-        keep = [i for i in keep if COLUMNS[i] != "other QEMU versions"]
+        short_action = max(short_action, len(SHORT_IOCTL.get(cells[5], cells[5])))
+    phases = any(ev.phase != "realize" for ev in plan.events)
+    hidden = {"other QEMU versions"} if not with_others else set()
+    if not phases:                        # every event at realize: no "when" column
+        hidden.add("when")
+    keep = [i for i in _fit(widths, list(COLUMNS), width, hidden) if COLUMNS[i] not in hidden]
+    keep.sort(key=lambda i: COLUMNS[i] != "when")      # "when" (the phase) comes first
+    short = width is not None and 1 + sum(widths[i] + 2 for i in keep) > width
+    if short:                     # still too wide: MAP_FILE for IOMMU_IOAS_MAP_FILE, ...
+        widths[5] = short_action
 
     def line(cells):
+        if short:
+            cells = cells[:5] + [SHORT_IOCTL.get(cells[5], cells[5])] + cells[6:]
         return _clip("   " + "  ".join(_cut(cells[i], widths[i]).ljust(widths[i])
                                        for i in keep).rstrip(), width)
     yield line(list(COLUMNS))
@@ -434,7 +462,7 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
         yield line(cells)
         notes += ns
     dropped = [COLUMNS[i] for i in range(len(COLUMNS)) if i not in keep
-               and (with_others or COLUMNS[i] != "other QEMU versions")]
+               and COLUMNS[i] not in hidden]
     if dropped:
         yield from _wrap(f"({', '.join(dropped)} left out to fit {width} columns: --wide "
                          "shows them)", width)
@@ -447,6 +475,13 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
     for n in notes:
         for part in n.split("\n"):
             yield from _wrap(part, width)
+    if phases and plan.container:
+        live = live_mappings(plan.container)
+        shown = live if all_rows or len(live) <= 8 else live[:8]
+        yield from _wrap(f"live at the end ({len(live)}): " + ", ".join(
+            f"[0x{ev.iova:x}, 0x{ev.iova + ev.size:x}){' ro' if ev.readonly else ''}"
+            for ev in shown) + (", … (--all lists them)" if len(shown) < len(live) else ""),
+            width)
     if plan.realize_error:
         yield from _wrap(f"realize fails: {plan.realize_error}", width)
     if plan.container and plan.container.aborted:

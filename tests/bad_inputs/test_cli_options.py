@@ -14,7 +14,7 @@ LONG = "x" * 5000
 BAD = {
     "plan": {
         "--qemu": [("nope", "--qemu"), (",", "--qemu"), ("10.1,,10.2", "--qemu"), ("", "--qemu"),
-                   ("11.0", "'11.0'"), ("6.2", "'6.2'"), (LONG, "--qemu")],
+                   ("12.0", "'12.0'"), ("6.2", "'6.2'"), (LONG, "--qemu")],
         "--backend": [("nope", "--backend"), ("", "--backend"), (",", "--backend"),
                       ("type1,iommufd", "--backend")],
         "--kernel": [("nope", "--kernel"), ("", "--kernel"), (",", "--kernel"),
@@ -36,7 +36,7 @@ BAD = {
         "--json": [(None, "--json")],
     },
     "gallery": {"--json": [(None, "--json")], "--wide": [(None, "--wide")]},
-    "versions": {},
+    "versions": {"--json": [(None, "--json")]},
     "profiles": {"--kernel": [("nope", "--kernel"), ("", "--kernel"), (",", "--kernel"),
                               ("none", "--kernel")],
                  "--json": [(None, "--json")]},
@@ -80,7 +80,7 @@ def test_every_option_has_cases():
         sub = build_parser(cmd)._subparsers._group_actions[0].choices[cmd]
         opts = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
         assert opts - {"--help"} == set(BAD[cmd]), cmd
-    assert set(BAD) | {"rig"} == set(COMMANDS)
+    assert set(BAD) | {"rig", "run"} == set(COMMANDS)   # rig, run: test_command_line_shape
 
 
 @pytest.mark.parametrize("argv,names", [
@@ -101,6 +101,10 @@ def test_every_option_has_cases():
     (["rig", "run", "--kernel", "7.2", "--set", "probe", "--edu", "x"], "--edu"),
     (["rig", "build"], "--all"), (["rig", "build", "nope"], "'nope'"),
     (["rig", "list", "--json=1"], "--json"),
+    (["run"], "no QEMU binary after --"), (["run", "--timeout", "nan", "--", "x"], "--timeout"),
+    (["run", "--kernel", "nope", "--", "/bin/true"], "--kernel"),
+    (["run", "--until", "bogus", "--", "/bin/true"], "--until"),
+    (["run", "--", "/nonexistent/qemu"], "/nonexistent/qemu"),
 ])
 def test_command_line_shape(vfio_emu, argv, names):
     assert_error(vfio_emu(*argv), names)

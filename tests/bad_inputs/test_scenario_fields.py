@@ -44,7 +44,7 @@ BASE_A = [
                     ("x-bypass-ro", "false"), ("x-iommu-pgsizes", '"0x1000"')]),
 ]
 BASE_B = [
-    (None, [("title", '"bad-input base B"'), ("qemu", '"10.2"'), ("research", '"none"')]),
+    (None, [("title", '"bad-input base B"'), ("qemu", '"10.2"'), ("upstream", '"none"')]),
     ("[machine]", [("type", '"pc"')]),
     ("[[object]]", [("qom-type", '"memory-backend-memfd"'), ("id", '"m0"'), ("size", '"1G"')]),
     ("[[numa]]", [("memdev", '"m0"'), ("nodeid", "0")]),
