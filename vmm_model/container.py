@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backends.base import DmaResult, VFIOIOMMUClass
+from backends.errors import UsageError, VfioEmuError
 from vmm_model.machine import Machine
 from vmm_model.memory import MemoryRegion, MemoryRegionSection
 from vmm_model.policy import POLICIES, Policy
@@ -65,8 +66,24 @@ class VFIOContainer:
 
     def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool,
                 mr: MemoryRegion) -> DmaResult:
-        """``vfio_container_dma_map()``."""
-        return self.policy(self.backend, iova, size, vaddr, readonly, mr)
+        """``vfio_container_dma_map()``.  A user policy that raises or returns
+        something else than a DmaResult is bad input naming the policy."""
+        try:
+            res = self.policy(self.backend, iova, size, vaddr, readonly, mr)
+        except VfioEmuError:
+            raise
+        except Exception as e:
+            raise UsageError(f"the policy raised {type(e).__name__}: {e}",
+                             where=f"policy {self.policy_name}",
+                             valid="policy(bcontainer, iova, size, vaddr, readonly, mr) "
+                                   "returning bcontainer.dma_map(...) or dma_map_file(...)"
+                             ) from e
+        if not isinstance(res, DmaResult):
+            raise UsageError(f"the policy returned {type(res).__name__}, not a DmaResult",
+                             where=f"policy {self.policy_name}",
+                             valid="the result of bcontainer.dma_map(...) or "
+                                   "bcontainer.dma_map_file(...)")
+        return res
 
     def dma_unmap(self, iova: int, size: int, unmap_all: bool = False) -> DmaResult:
         """``vfio_container_dma_unmap()``."""

@@ -253,8 +253,11 @@ def _backend_ramblock(obj, qemu: QemuVersion, idstr: str) -> tuple[RAMBlock, boo
 def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
                   backend: str | None = None) -> Machine:
     """Create the RAMBlocks and flat views for ``sc`` as QEMU ``qemu`` would;
-    CommandLineRejected when that version does not start with it."""
+    CommandLineRejected when that version does not start with it, UsageError
+    (with QEMU's message) for what it refuses later (vmm_model/validate.py)."""
     check_command_line(sc, qemu, backend)
+    from vmm_model.validate import check_scenario
+    check_scenario(sc, qemu)
     m = Machine(qemu=qemu, viommu_maps=sc.viommu_maps, cpr_incoming=sc.incoming is not None,
                 allocator=allocator or SyntheticAllocator())
     aux = sc.machine.get("aux-ram-share", False)
@@ -269,7 +272,8 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
         return m.regions[oid]
 
     # main RAM: -machine memory-backend=, -numa node,memdev=, or the default memdev
-    ram_size = sc.memory.get("size", 128 * MiB if not (sc.numa or sc.machine.get("memory-backend")) else 0)
+    # -m 0 is QEMU's default size, not an empty VM (parse_memory_options(), system/vl.c)
+    ram_size = sc.memory.get("size") or (128 * MiB if not (sc.numa or sc.machine.get("memory-backend")) else 0)
     parts: list[MemoryRegion] = []
     if sc.machine.get("memory-backend"):
         parts = [backend_mr(sc.machine["memory-backend"])]

@@ -22,7 +22,9 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +91,7 @@ def parse_str(value) -> str:
 
 
 def parse_int(value) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, float)):
         raise ValueError("an integer")
     try:
         return int(value, 0) if isinstance(value, str) else int(value)
@@ -135,9 +137,27 @@ def parse_bars(value) -> tuple[dict, ...]:
 
 # --- property schemas: QEMU names --------------------------------------------
 
+def _choice(*choices):
+    def parse(value):
+        if value not in choices:
+            raise ValueError(", ".join(choices))
+        return value
+    return parse
+
+
+def parse_host_nodes(value) -> str:
+    """host-nodes: NUMA node numbers or ranges, e.g. "0" or "0-1"."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or \
+            not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", str(value)):
+        raise ValueError('host NUMA nodes, e.g. "0" or "0-1"')
+    return str(value)
+
+
 _COMMON = {"id": parse_str, "size": parse_size, "share": parse_bool, "prealloc": parse_bool,
            "merge": parse_bool, "dump": parse_bool, "reserve": parse_bool,
-           "host-nodes": str, "policy": str, "prealloc-threads": parse_int,
+           "host-nodes": parse_host_nodes,
+           "policy": _choice("default", "preferred", "bind", "interleave"),
+           "prealloc-threads": parse_int,
            "x-use-canonical-path-for-ramblock-id": parse_bool}
 
 OBJECT_TYPES = {
@@ -150,7 +170,7 @@ OBJECT_TYPES = {
         "hugetlb": parse_bool, "hugetlbsize": parse_size, "seal": parse_bool}),
     "memory-backend-shm": dict(_COMMON),
     "memory-backend-epc": dict(_COMMON),
-    "iommufd": {"id": parse_str, "fd": str},
+    "iommufd": {"id": parse_str, "fd": parse_str},
 }
 
 DEVICE_TYPES = {
@@ -171,7 +191,9 @@ DEVICE_TYPES["nvdimm"] = dict(DEVICE_TYPES["pc-dimm"], **{"label-size": parse_si
 DEVICE_TYPES["virtio-pmem-pci"] = {"id": parse_str, "memdev": parse_str, "memaddr": parse_size,
                                    "x-hotplug": parse_bool}
 
-MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool, "smm": parse_onoffauto,
+MACHINE_TYPES = ("q35", "pc")
+MACHINE_PROPS = {"type": _choice(*MACHINE_TYPES), "aux-ram-share": parse_bool,
+                 "smm": parse_onoffauto,
                  "memory-backend": parse_str, "vga": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
@@ -179,7 +201,6 @@ SECTION_PROPS = {"gpa": parse_size, "size": parse_size, "mr": parse_str,
                  "offset": parse_size, "type": parse_str, "readonly": parse_bool}
 VIOMMU_MAP_PROPS = {"iova": parse_size, "size": parse_size, "gpa": parse_size,
                     "perm": parse_str}
-MACHINE_TYPES = ("q35", "pc")
 TOP_KEYS = {"title", "upstream", "qemu", "backend", "description", "machine", "memory",
             "object", "numa", "device", "viommu", "migration", "section", "host"}
 HOST_PROPS = {"iommu": parse_str}     # the simulated host (backends/simulated/iommu.py HOST_IOMMUS)
@@ -322,18 +343,34 @@ class _Locator:
         return f"{self.path}:{line}" if line else self.path
 
 
+MAX_SCENARIO_BYTES = 16 << 20     # foreign input is read bounded
+
+
 def load_toml(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError("cannot read scenario: not a regular file", where=str(path))
+            data = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise UsageError(f"scenario file larger than {MAX_SCENARIO_BYTES >> 20} MiB",
+                             where=str(path))
+        text = data.decode("utf-8")
     except OSError as e:
         raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise UsageError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}",
+                         where=f"{path}:{line}", valid="a UTF-8 TOML file") from None
     return loads_toml(text, str(path), path.stem)
 
 
 def loads_toml(text: str, source: str, name: str) -> Scenario:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise UsageError("TOML nested too deeply", where=source) from None
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         where = f"{source}:{m.group(1)}" if m else source
@@ -366,7 +403,7 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
             where = loc.at(line)
             raw = dict(raw)
             kind = raw.pop(typekey, None)
-            if kind not in types:
+            if not isinstance(kind, str) or kind not in types:
                 raise UsageError(f"unknown {typekey} {kind!r} in [[{name_}]] #{i + 1}",
                                  where=loc.at(loc.key(line, typekey) or line), field=typekey,
                                  valid=", ".join(sorted(types)))
@@ -383,6 +420,13 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
     sc.title = data.get("title", "")
     sc.upstream = data.get("upstream", "")
     sc.qemu = _opt_choice(data, "qemu", None, loc)
+    if sc.qemu is not None:
+        from vmm_model.qemu_versions import get_qemu
+        try:
+            get_qemu(sc.qemu)
+        except UsageError as e:
+            raise UsageError(e.message, where=loc.at(loc.key(None, "qemu")), field="qemu",
+                             valid=e.valid) from None
     sc.backend = _opt_choice(data, "backend", backend_names(), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")

@@ -134,7 +134,8 @@ def register(subparsers):
     r.add_argument("--set", action="append", required=True, help=", ".join(SETS))
     r.add_argument("--accel", default="tcg", help=f"{', '.join(ACCELS)} (default tcg)")
     r.add_argument("--edu", type=int, default=1, help="edu devices (default 1)")
-    r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    from vmm_model.cli import seconds
+    r.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds before the guest is killed (default {DEFAULT_TIMEOUT:g})")
     r.add_argument("--qemu", help="QEMU binary (default $VFIO_EMU_QEMU or qemu-system-x86_64)")
     r.add_argument("--offline", action="store_true", help="use the cached kernel, not the mirror")

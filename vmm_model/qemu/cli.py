@@ -40,7 +40,7 @@ def read_live(args, qemu_argv) -> LiveVM:
             raise UsageError("QEMU arguments after -- go with --hmp-stdio, not --qmp",
                              where="vfio-emu inspect")
         with QmpMonitor(args.qmp, timeout=args.timeout) as mon:
-            return introspect(mon, name=os.path.basename(args.qmp) or "live")
+            return _introspect(mon, os.path.basename(args.qmp) or "live")
     if not qemu_argv:
         raise UsageError("--hmp-stdio needs QEMU arguments after --",
                          where="vfio-emu inspect",
@@ -50,7 +50,23 @@ def read_live(args, qemu_argv) -> LiveVM:
     binary = argv.pop(0) if not argv[0].startswith("-") else \
         os.environ.get("VFIO_EMU_QEMU", "qemu-system-x86_64")
     with launch_hmp(binary, argv, timeout=args.timeout) as mon:
-        return introspect(mon, name="hmp-stdio")
+        return _introspect(mon, "hmp-stdio")
+
+
+def _introspect(mon, name: str) -> LiveVM:
+    """introspect(), with an answer of the wrong shape (a QMP peer that is not the
+    QEMU it claims to be) reported as one line naming the last command."""
+    try:
+        return introspect(mon, name=name)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        from vmm_model.qemu.errors import QemuError
+        last = mon.transcript[-1] if mon.transcript else {}
+        cmd = last.get("execute", "?")
+        if cmd == "human-monitor-command":
+            cmd = f"human-monitor-command {last.get('arguments', {}).get('command-line', '')!r}"
+        raise QemuError(f"{mon.source}: unexpected answer to {cmd} "
+                        f"({type(e).__name__}: {e})",
+                        valid="a QEMU 7.2 or newer QMP monitor") from e
 
 
 def _observed_table(vm: LiveVM) -> str:
@@ -80,15 +96,14 @@ def cmd_inspect(args, qemu_argv) -> int:
     from vmm_model.cli import kernel_arg
     from vmm_model.qemu_versions import parse_qemu_list
     kernel = kernel_arg(args.kernel)
-    if args.qemu:
-        qemus = parse_qemu_list(args.qemu)
+    qemus = parse_qemu_list(args.qemu) if args.qemu else None
+    backends = args.backend or "all"
+    blist = (backend_names(in_all=True) if backends == "all"      # checked before QEMU
+             else [get_backend(backends, also=("all",)).name])       # is touched
     vm = read_live(args, qemu_argv)
     sc = vm.scenario
-    if not args.qemu:
+    if qemus is None:
         qemus = [get_qemu(sc.qemu, where="live QEMU version")]
-    backends = args.backend or "all"
-    blist = (backend_names(in_all=True) if backends == "all"
-             else [get_backend(backends, also=("all",)).name])
     plans = [make_plan(sc, q, b, None, kernel) for b in blist for q in qemus]
     diffs = compare_with_model(vm) if vm.proc else []
     if args.save:
@@ -142,7 +157,8 @@ def register(subparsers):
                         f"{DEFAULT_KERNEL}; 'host'; 'none' = plan only)")
     p.add_argument("--no-compare", action="store_true",
                    help="skip the other-QEMU-versions column")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    from vmm_model.cli import seconds
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds to wait for each QEMU answer (default {DEFAULT_TIMEOUT:g})")
     p.set_defaults(func=cmd_inspect)
     return p
