@@ -249,7 +249,7 @@ def cmd_plan(args, qemu_argv) -> int:
         inputs = inputs_json([sc for sc, _, _ in jobs])
         with _DeferSigint():
             report.write_json(plans, out, with_others, jsonl=args.jsonl,
-                              head={"inputs": inputs} if inputs else None)
+                              top={"inputs": inputs} if inputs else None)
             out.flush()
     else:
         width = _width(args)
