@@ -206,6 +206,9 @@ def test_cli_run_json_and_bad_input():
     assert {e["kind"] for e in plan["events"]} == {"map", "unmap"}
     assert main(["run", "--"]) == 2
     assert main(["run", "--until", "soon", "--", q]) == 2
+    assert main(["run", "--timeout", "0", "--", q]) == 2
+    assert main(["run", "--kernel", "9.9", "--", q]) == 2
+    assert main(["run", "--", "/nonexistent/qemu-system-x86_64"]) == 2
 
 
 # ---- the shim with a process other than QEMU --------------------------------------

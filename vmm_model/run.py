@@ -429,6 +429,9 @@ def cmd_run(args, qemu_argv) -> int:
     if not qemu_argv:
         raise UsageError("no QEMU binary after --", where="vfio-emu run",
                          valid="vfio-emu run [options] -- QEMU_BINARY ARGS...")
+    if not args.timeout > 0:
+        raise UsageError(f"bad --timeout {args.timeout:g}", where="--timeout",
+                         valid="a number of seconds > 0")
     kernel = kernel_arg(args.kernel)
     if kernel is None:
         raise UsageError("run needs a simulated kernel", where="--kernel")
