@@ -554,3 +554,52 @@ def test_other_devices_and_files_are_the_real_kernels(tmp_path):
         "/sys/bus/pci/devices/0000:00:04.0/subsystem"}
     assert [r.name for r in res.requests if r.name == "VFIO_GROUP_GET_DEVICE_FD"] == \
         ["VFIO_GROUP_GET_DEVICE_FD"]
+
+
+def test_prochost_sees_this_process(tmp_path):
+    """The adapter on a real process (this one): VMAs from /proc/PID/smaps with
+    the file behind each, and a passed fd examined as the kernel sees it."""
+    import ctypes
+    import fcntl
+    import mmap
+    from backends.shim.prochost import ProcHost
+    from backends.simulated.mmap import VM_MAYWRITE, VM_SHARED
+
+    def addr(m):
+        return ctypes.addressof(ctypes.c_char.from_buffer(m))
+
+    mfd = os.memfd_create("probe", os.MFD_ALLOW_SEALING)
+    os.ftruncate(mfd, 1 << 20)
+    shared = mmap.mmap(mfd, 1 << 20, mmap.MAP_SHARED)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 8192)
+    ffd = os.open(path, os.O_RDWR)
+    private = mmap.mmap(ffd, 8192, mmap.MAP_PRIVATE)
+    anon = mmap.mmap(-1, 1 << 16, mmap.MAP_PRIVATE)
+    host = ProcHost("7.2")
+    try:
+        host.attach(os.getpid())
+        host.sync_maps()
+        v = host.mm.find_vma(addr(shared))
+        assert (v.file.inode.kind, v.end - v.start, bool(v.vm_flags & VM_SHARED)) == \
+            ("shmem", 1 << 20, True)
+        assert v.file.inode.name == "/memfd:probe (deleted)" and v.vm_flags & VM_MAYWRITE
+        assert v.file.inode.mapping.i_mmap_writable == 1      # the shared writable VMA
+        p = host.mm.find_vma(addr(private))
+        assert (p.file.inode.kind, bool(p.vm_flags & VM_SHARED), p.file.inode.name) == \
+            ("ext4", False, str(path))
+        assert host.mm.find_vma(addr(anon)).file is None
+        seals = uapi.F_SEAL_GROW | uapi.F_SEAL_SHRINK
+        fcntl.fcntl(mfd, uapi.F_ADD_SEALS, seals)
+        f = host.file_of(host.install_real_fd(os.dup(mfd)))
+        assert f.inode is v.file.inode                 # one inode for the fd and the VMA
+        assert (f.inode.seals, f.inode.i_size, f.f_flags & os.O_ACCMODE) == (seals, 1 << 20, os.O_RDWR)
+        anon[0:4] = b"real"
+        assert host.read_mem(addr(anon), 4) == (4, b"real")
+        assert host.write_mem(addr(anon), b"sim!") == 4 and anon[0:4] == b"sim!"
+    finally:
+        host.close_all()
+        for m in (shared, private, anon):
+            m.close()
+        os.close(mfd)
+        os.close(ffd)
