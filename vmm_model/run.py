@@ -239,8 +239,9 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, server, ready)
             ready(mon)
         try:
             mon.execute("quit")
-        except QemuError:
-            pass
+        except QemuError as e:
+            if proc.poll() is None:
+                res.killed = f"QEMU did not answer quit: {e}"
     except QemuError as e:
         if proc.poll() is None:
             res.killed = f"QEMU stopped answering QMP: {e}"
