@@ -615,3 +615,42 @@ def test_qemu_hung_after_realize_is_killed():
     assert res.killed.startswith("QEMU did not answer quit: ")
     assert one(res, "VFIO_GROUP_GET_DEVICE_FD").ret >= 0
     assert not os.path.exists(res.tmpdir) and _fds() == fds
+
+
+DUP_CHILD = r"""
+import fcntl, os, struct
+from backends import uapi
+
+def alloc(fd):
+    buf = bytearray(struct.pack("<III", 12, 0, 0))
+    fcntl.ioctl(fd, uapi.IOMMU_IOAS_ALLOC, buf)
+    return struct.unpack_from("<I", buf, 8)[0]
+
+fd = os.open("/dev/iommu", os.O_RDWR)
+a = alloc(fd)
+d = os.dup(fd)                  # fcntl(F_DUPFD_CLOEXEC)
+b = alloc(d)
+os.close(fd)
+c = alloc(d)                    # the dup keeps the iommufd context alive
+os.dup2(d, 50)
+e = alloc(50)
+print(a, b, c, e)
+"""
+
+
+def test_dup_of_a_vfio_fd_is_the_same_open_file(tmp_path):
+    """A dup of a VFIO/iommufd fd (not QEMU: a process under the shim) is a dup
+    of the simulated fd: one iommufd context, alive until the last close."""
+    server = ShimServer("7.2", {})
+    try:
+        sock = str(tmp_path / "vfio.sock")
+        server.serve(sock)
+        env = dict(os.environ, LD_PRELOAD=build_shim(), VFIO_EMU_SOCK=sock,
+                   PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run([sys.executable, "-c", DUP_CHILD], env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "2", "3", "4"]       # object ids of one context
+    assert [r.op for r in server.log if r.op in ("dup", "close")][:2] == ["dup", "close"]

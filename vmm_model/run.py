@@ -174,7 +174,8 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
         prefixes = server.sysfs(root)
         server.serve(os.path.join(tmp, "vfio.sock"))
         qmp = os.path.join(tmp, "qmp.sock")
-        env = dict(os.environ, LD_PRELOAD=shim, VFIO_EMU_SOCK=os.path.join(tmp, "vfio.sock"),
+        preload = " ".join(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
+        env = dict(os.environ, LD_PRELOAD=preload, VFIO_EMU_SOCK=os.path.join(tmp, "vfio.sock"),
                    VFIO_EMU_ROOT=root, VFIO_EMU_REDIRECT="|".join(prefixes))
         argv = [binary, *qemu_args, "-qmp", f"unix:{qmp},server=on,wait=off"]
         err = open(os.path.join(tmp, "stderr"), "wb")
