@@ -654,3 +654,27 @@ def test_dup_of_a_vfio_fd_is_the_same_open_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "2", "3", "4"]       # object ids of one context
     assert [r.op for r in server.log if r.op in ("dup", "close")][:2] == ["dup", "close"]
+
+
+def _ev(kind, iova, size, ret=0, ioctl="VFIO_IOMMU_MAP_DMA", flags=0):
+    return {"kind": kind, "iova": iova, "size": size, "ret": ret, "ioctl": ioctl,
+            "fields": {"flags": flags}, "readonly": False}
+
+
+def test_final_maps_replays_maps_and_unmaps():
+    live = final_maps([
+        _ev("map", 0, 0x8000000), _ev("map", 0xFFFC0000, 0x40000),
+        _ev("unmap", 0, 0x8000000),                          # removes what lies inside
+        _ev("map", 0, 0xC0000), _ev("map", 0x100000, 0x7F00000),
+        _ev("unmap", 0x100000, 0x1000, ret=-22),             # a refused unmap removes nothing
+        _ev("map", 0x9000000, 0x1000, ret=-14)])             # a refused map stays visible
+    assert sorted(live) == [(0, 0xC0000), (0x100000, 0x7F00000), (0x9000000, 0x1000),
+                            (0xFFFC0000, 0x40000)]
+    assert live[(0x9000000, 0x1000)]["ret"] == -14
+    everything = final_maps([_ev("map", 0, 0x1000), _ev("map", 1 << 32, 0x1000),
+                             _ev("unmap", 0, 0, ioctl="VFIO_IOMMU_UNMAP_DMA",
+                                 flags=uapi.VFIO_DMA_UNMAP_FLAG_ALL)])
+    assert everything == {}
+    ioas_all = final_maps([_ev("map", 1 << 32, 0x1000, ioctl="IOMMU_IOAS_MAP"),
+                           _ev("unmap", 0, (1 << 64) - 1, ioctl="IOMMU_IOAS_UNMAP")])
+    assert ioas_all == {}
