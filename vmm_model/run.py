@@ -465,7 +465,8 @@ def register(sub) -> None:
     r.add_argument("--until", default="realize",
                    help="realize (machine created and reset), reset (then a system_reset), "
                         "or SECONDS of running after 'cont' (default realize)")
-    r.add_argument("--timeout", type=float, default=20.0,
+    from vmm_model.cli import seconds
+    r.add_argument("--timeout", type=seconds, default=20.0,
                    help="seconds QEMU gets to answer QMP before it is killed (default 20)")
     r.add_argument("--against-model", action="store_true",
                    help="also plan the same command line with the QEMU model of the binary's "
