@@ -287,8 +287,12 @@ def _req_line(r: Request) -> str:
     return line
 
 
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def render(res: RunResult, all_requests: bool = True) -> str:
-    from vmm_model.report import _table
     head = [f"== run: {os.path.basename(res.binary)} (QEMU {res.version or '?'}) "
             f"· backend {res.backend} · simulated kernel {res.kernel}",
             f"   {res.binary} {' '.join(res.argv)}"]
@@ -477,14 +481,17 @@ def register(sub) -> None:
     r.add_argument("--brief", action="store_true", help="only the map/unmap table, stderr, status")
     r.add_argument("--json", action="store_true", help="versioned JSON (the plan document shape)")
     r.set_defaults(func=cmd_run)
-    plan = sub.choices.get("plan")
-    if plan is not None:                        # vfio-emu plan --against-binary QEMU -- ARGS
-        plan.add_argument("--against-binary", metavar="QEMU_BINARY",
-                          help="run this real QEMU binary on the simulated kernel (vfio-emu "
-                               "run) and show where it and the model differ")
-        inner = plan.get_default("func")
-        plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
-                          if args.against_binary else inner(args, q))
+
+
+def add_against_binary(plan) -> None:
+    """``vfio-emu plan --against-binary QEMU -- ARGS`` (registered by vmm_model/cli.py's
+    register_plan): the same as ``run --against-model --brief -- QEMU ARGS``."""
+    plan.add_argument("--against-binary", metavar="QEMU_BINARY",
+                      help="run this real QEMU binary on the simulated kernel (vfio-emu run) "
+                           "and show where it and the model differ")
+    inner = plan.get_default("func")
+    plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
+                      if args.against_binary else inner(args, q))
 
 
 def _plan_against_binary(args, qemu_argv) -> int:

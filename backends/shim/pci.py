@@ -394,7 +394,7 @@ def load_shape(path: str) -> PciShape:
     from vmm_model.scenario import parse_size
 
     def bad(msg: str, fld: str, valid: str):
-        raise UsageError(msg, where=path, field=fld, valid=valid)
+        raise UsageError(msg, where=f"{path} [{fld}]", field=fld, valid=valid)
 
     try:
         with open(path, "rb") as f:
