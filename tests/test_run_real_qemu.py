@@ -211,7 +211,7 @@ def test_cli_run_json_text_and_bad_input(capsys):
     assert main(["plan", "--against-binary", q, "--", *BASE, *TYPE1]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0] == "== run: qemu-system-x86_64 (QEMU 10.0.2) · backend type1 · simulated kernel 7.2"
-    assert "   [0x100000, 0x8000000)      VFIO_IOMMU_MAP_DMA    vaddr=" in "\n".join(text)
+    assert "   reset    [0x100000, 0x8000000)      VFIO_IOMMU_MAP_DMA    vaddr=" in "\n".join(text)
     assert text[-3:] == ["   QEMU stderr: (empty)", "   QEMU reached realize; exit status 0",
                          "   model and real QEMU agree (outcome; what ends up mapped: range, "
                          "ioctl, readonly, result; or the first refused map)"]

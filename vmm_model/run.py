@@ -296,14 +296,14 @@ def render(res: RunResult, all_requests: bool = True) -> str:
     head = [f"== run: {os.path.basename(res.binary)} (QEMU {res.version or '?'}) "
             f"· backend {res.backend} · simulated kernel {res.kernel}",
             f"   {res.binary} {' '.join(res.argv)}"]
-    rows = [["GPA range", "action", "arguments", "flags", "kernel"]]
+    rows = [["when", "GPA range", "action", "arguments", "flags", "kernel"]]
     for ev in res.events():
         f = ev["fields"]
         args = " ".join(f"{k}=0x{v:x}" for k, v in f.items()
                         if isinstance(v, int) and k not in ("argsz", "size", "flags")
                         or k == "size" and ev["ioctl"].startswith("VFIO"))
         kern = "0" if ev["ret"] == 0 else f"{ev['ret']} [{ev['errno']}]"
-        rows.append([ev["gpa"], ev["ioctl"], args, ev["flags"], kern])
+        rows.append([ev["phase"], ev["gpa"], ev["ioctl"], args, ev["flags"], kern])
     lines = head
     if len(rows) > 1:
         lines += ["   " + ln for ln in _table(rows)]
