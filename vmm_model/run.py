@@ -462,10 +462,12 @@ def cmd_run(args, qemu_argv) -> int:
 
 
 def register(sub) -> None:
+    from vmm_model.plan import DEFAULT_KERNEL
     r = sub.add_parser("run", help="run a real QEMU binary against the simulated kernel "
                        "(LD_PRELOAD shim; give the binary and its arguments after --)")
-    r.add_argument("--kernel", default="7.2", help="simulated kernel profile (default 7.2; "
-                   "'host' = this machine's version; see 'profiles')")
+    r.add_argument("--kernel", default=DEFAULT_KERNEL,
+                   help=f"simulated kernel profile (default {DEFAULT_KERNEL}, as plan's; "
+                        "'host' = this machine's version; see 'profiles')")
     r.add_argument("--until", default="realize",
                    help="realize (machine created and reset), reset (then a system_reset), "
                         "or SECONDS of running after 'cont' (default realize)")
