@@ -686,3 +686,22 @@ def test_final_maps_replays_maps_and_unmaps():
     ioas_all = final_maps([_ev("map", 1 << 32, 0x1000, ioctl="IOMMU_IOAS_MAP"),
                            _ev("unmap", 0, (1 << 64) - 1, ioctl="IOMMU_IOAS_UNMAP")])
     assert ioas_all == {}
+
+
+def test_two_devices_share_the_container_or_the_hwpt():
+    """Two vfio-pci functions, each its own group: type1 puts the second group in
+    the first container (one /dev/vfio/vfio); iommufd attaches the second device
+    to the HWPT QEMU allocated for the first."""
+    two = ["-device", "vfio-pci,host=0000:00:04.0", "-device", "vfio-pci,host=0000:00:05.0"]
+    res = run(qemu("10.0"), BASE + two, kernel="7.2")
+    assert (res.reached, res.status) == ("realize", 0)
+    assert [r.name for r in res.requests if r.op == "open"] == \
+        ["/dev/vfio/1", "/dev/vfio/vfio", "/dev/vfio/2"]
+    assert [r.ret for r in res.requests if r.name == "VFIO_GROUP_SET_CONTAINER"] == [0, 0]
+    res = run(qemu("10.0"), BASE + ["-object", "iommufd,id=i0"] +
+              [a + ",iommufd=i0" if a.startswith("vfio-pci") else a for a in two], kernel="7.2")
+    assert (res.reached, res.status) == ("realize", 0)
+    hwpt = one(res, "IOMMU_HWPT_ALLOC").out["out_hwpt_id"]
+    assert [r.fields["pt_id"] for r in res.requests if r.name == "VFIO_DEVICE_ATTACH_IOMMUFD_PT"] \
+        == [hwpt, hwpt]
+    assert len([r for r in res.requests if r.name == "IOMMU_HWPT_ALLOC"]) == 1
