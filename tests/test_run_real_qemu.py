@@ -365,7 +365,7 @@ sparse = [[0x2000, 0x2000]]
 def test_configured_shape_msix_sparse_rom(tmp_path):
     """A NIC-like shape from TOML: QEMU 10.0 mmaps only the sparse area of the
     MSI-X BAR, asks the PCIe-only ERR irq, sizes the ROM through config space."""
-    from backends.shim.pci import load_shape
+    from vmm_model.run import load_shape
     (tmp_path / "nic.toml").write_text(NIC)
     shape = load_shape(str(tmp_path / "nic.toml"))
     res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", devices={"0000:00:04.0": shape})
