@@ -590,7 +590,7 @@ def add_against_binary(plan) -> None:
                            "and show where it and the model differ")
     inner = plan.get_default("func")
     plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
-                      if args.against_binary else inner(args, q))
+                      if args.against_binary is not None else inner(args, q))
 
 
 def _plan_against_binary(args, qemu_argv) -> int:
