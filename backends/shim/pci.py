@@ -209,9 +209,10 @@ class PciFunction:
     def get_region_info(self, buf: bytes):
         """vfio_pci_ioctl_get_region_info(): config READ|WRITE (pdev->cfg_size);
         BARs READ|WRITE, plus MMAP when page-aligned memory BARs, plus a
-        SPARSE_MMAP capability (vfio_pci_info_...: argsz too small -> the
-        needed argsz is returned with FLAG_CAPS and no cap_offset); the ROM
-        READ only; VGA absent (size 0); index >= num_regions -EINVAL."""
+        SPARSE_MMAP capability chained with vfio_info_add_capability() (an
+        argsz too small for it: FLAG_CAPS, cap_offset 0 and the argsz needed,
+        so the caller asks again); the ROM READ only; VGA absent (size 0);
+        index >= num_regions -EINVAL."""
         minsz = uapi.offsetofend("vfio_region_info", "offset")
         if len(buf) < minsz:
             return -errno.EINVAL, buf
