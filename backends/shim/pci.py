@@ -181,7 +181,7 @@ class PciFunction:
         if request == VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
             # vfio_pci_ioctl_get_pci_hot_reset_info(): -ENODEV when no slot or bus
             # reset is possible (pci_probe_reset_slot()/bus() fail); the simulated
-            # function sits alone on the root bus, as edu does under the rig.
+            # function sits on a root bus, with no slot or bus reset.
             return -errno.ENODEV, buf
         return None
 
