@@ -617,7 +617,7 @@ def test_qemu_hung_after_realize_is_killed():
     """QEMU stops answering after realize (stopped): the quit times out, QEMU is
     killed and the report keeps what it did before."""
     fds = _fds()
-    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", timeout=3.0,
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", timeout=6.0,
               on_ready=lambda server, mon: os.kill(server.pids[0], signal.SIGSTOP))
     assert res.reached == "realize" and res.status == -signal.SIGKILL
     assert res.killed.startswith("QEMU did not answer quit: ")
