@@ -324,6 +324,8 @@ def register_plan(sub):
     pl.add_argument("--all", action="store_true",
                     help="one row per section (default: runs of identical sections are one row)")
     pl.set_defaults(func=cmd_plan)
+    from vmm_model.run import add_against_binary       # --against-binary: vfio-emu run
+    add_against_binary(pl)
     return pl
 
 

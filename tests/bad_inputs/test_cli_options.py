@@ -25,6 +25,8 @@ BAD = {
         "--json": [(None, "--json")], "--jsonl": [(None, "--jsonl")],
         "--check": [(None, "--check")], "--no-compare": [(None, "--no-compare")],
         "--wide": [(None, "--wide")], "--all": [(None, "--all")],
+        "--against-binary": [("/nonexistent/qemu", "--against-binary"),
+                             ("", "--against-binary")],
     },
     "compare": {
         "--backends": [("nope", "--backends"), (",", "--backends"), ("", "--backends"),
