@@ -81,11 +81,11 @@ def _scenario(scenario):
     from pathlib import Path
 
     from vmm_model import gallery
-    from vmm_model.scenario import Scenario, load_toml
+    from vmm_model.scenario import Scenario, load_scenario
     if isinstance(scenario, Scenario):
         return scenario
-    if Path(str(scenario)).exists():
-        return load_toml(scenario)
+    if Path(str(scenario)).exists():     # TOML, libvirt domain XML or a command line
+        return load_scenario(scenario)
     return gallery.load(str(scenario))
 
 

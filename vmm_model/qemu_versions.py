@@ -81,6 +81,12 @@ RULES: tuple[Rule, ...] = (
          "-object iommufd and vfio-pci iommufd= exist (the iommufd backend)",
          "6e6d8ac62b5b", "backends/iommufd: Introduce the iommufd object", "9.0.0",
          "backends/iommufd.c"),
+    Rule("q35_smram_region_needs_smm",
+         "q35 creates smram-region, the alias that shows the PCI space (a VGA's "
+         "vga-lowmem) at 0xa0000-0xbffff, only with SMM enabled: with smm=off (or KVM "
+         "without SMM) guest RAM shows through the VGA window and VFIO maps it",
+         "b07bf7b73fd0", "q35: Introduce smm_ranges property for q35-pci-host", "9.1.0",
+         "hw/pci-host/q35.c: mch_realize() (mch->has_smm_ranges)"),
     Rule("memory_backend_shm",
          "memory-backend-shm exists (POSIX shm_open, always shared)",
          "4e647fa08586", "hostmem: add a new memory backend based on POSIX shm_open()", "9.1.0",
@@ -184,6 +190,7 @@ class QemuVersion:
     memory_backend_file_rom: bool = False
     container_dma_map_api: bool = False
     iommufd_object: bool = False
+    q35_smram_region_needs_smm: bool = False
     memory_backend_shm: bool = False
     ram_share_memfd: bool = False
     aux_ram_share: bool = False
