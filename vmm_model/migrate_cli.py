@@ -202,14 +202,17 @@ def cmd_migrate_check(args, qemu_argv) -> int:
 def register(sub) -> None:
     m = sub.add_parser("migrate-check", help="will this VM (or fleet) survive a move of QEMU, "
                        "backend, kernel or migration mode?")
-    m.add_argument("scenario", nargs="?", help="a gallery name, a .toml or .args file, a "
-                   "directory of them, or QEMU arguments after --")
+    from vmm_model.qemu_versions import DEFAULT_QEMU
+    m.add_argument("scenario", nargs="?", help="a gallery name, a scenario file (TOML, "
+                   "libvirt domain XML, QEMU command line), a directory of them (*.toml, "
+                   "*.xml, *.args), or QEMU arguments after --")
     keys = ", ".join(SIDE_KEYS)
     m.add_argument("--from", dest="src", default="", metavar="K=V,...",
-                   help=f"the source: any of {keys} (unset: the scenario's, then QEMU 10.1, "
-                        "iommufd, kernel 7.2, mode normal)")
+                   help=f"the source: any of {keys}; kernel= also takes a release such as "
+                        f"6.12.5 (unset: the scenario's, then QEMU {DEFAULT_QEMU}, iommufd, "
+                        "kernel 7.2, mode normal)")
     m.add_argument("--to", dest="dst", default="", metavar="K=V,...",
-                   help=f"the destination: any of {keys}")
+                   help=f"the destination: any of {keys} (unset: the same as the source)")
     m.add_argument("--mode", choices=MODES, help="migration mode for both sides (default normal)")
     m.add_argument("--libvirt", metavar="X.Y", help="libvirt version that translates domain "
                    "XML (default: the newest modelled)")
