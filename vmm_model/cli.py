@@ -88,6 +88,11 @@ def examples(cmd: str | None) -> str | None:
     "rig": """examples:
   vfio-emu rig list
   vfio-emu rig run --kernel 7.2 --set probe""",
+    "migrate-check": f"""examples:
+  vfio-emu migrate-check s06 --from qemu=10.0,backend=type1 --to qemu={NEWEST_QEMU},backend=iommufd
+  vfio-emu migrate-check vms/ --from backend=type1 --to backend=iommufd --jobs 2 --json
+  vfio-emu migrate-check s34 --from qemu=10.2 --to qemu={NEWEST_QEMU} --mode cpr-transfer
+  vfio-emu migrate-check seed001 --from kernel=7.2 --to kernel=7.2+lu""",
     "run": f"""examples:
   vfio-emu run --kernel 7.2 -- qemu-system-x86_64 -m 1G -device vfio-pci,host=0000:01:00.0
   vfio-emu run --against-model -- qemu-system-x86_64 -m 1G -machine q35""",
