@@ -318,3 +318,13 @@ def test_libvirt_argv_json(capsys):
     assert doc["qemu_argv"][i + 1] == "size=4194304k,slots=4,maxmem=16777216k"
     assert '{"driver":"pc-dimm","node":0,"memdev":"memdimm0","id":"dimm0","slot":0}' in \
         doc["qemu_argv"]
+
+
+def test_migrate_check_takes_a_domain(capsys):
+    """libvirt's default <hugepages/> (private hugetlbfs file): moving from type1 on
+    QEMU 10.0 to iommufd on 10.1 breaks (MAP_FILE of private file RAM)."""
+    rc, out, err = run(capsys, "migrate-check", str(LV / "vm-hugepages-default.xml"),
+                       "--from", "qemu=10.0,backend=type1", "--to", "qemu=10.1,backend=iommufd")
+    assert rc == 1, err
+    assert out.startswith("== vm-hugepages-default: BREAKS")
+    assert "BREAKS  [cow-divergence-appears] pc.ram [0x0, 0x180000000)" in out

@@ -21,7 +21,7 @@ from pathlib import Path
 from backends.errors import UsageError
 from vmm_model.migration import (MODES, RULES, SCHEMA_VERSION, SIDE_KEYS, VERDICTS, MigrationCheck,
                                  migrate_check, parse_side, worst)
-from vmm_model.scenario import Scenario, from_qemu_args, load_toml
+from vmm_model.scenario import Scenario, from_qemu_args, load_scenario, load_toml
 
 MAX_FILE = 1 << 20          # a scenario or command line is small; refuse anything larger
 
@@ -35,8 +35,8 @@ def load_args(path: Path) -> Scenario:
     return from_qemu_args(words, name=path.stem)
 
 
-LOADERS = {".toml": load_toml, ".args": load_args}
-"""One VM per file, by suffix (a libvirt domain XML loader goes here too)."""
+LOADERS = {".toml": load_toml, ".args": load_args, ".xml": load_scenario}
+"""One VM per file, by suffix (.xml: a libvirt domain, vmm_model/libvirt.py)."""
 FLEET_SUFFIXES = tuple(LOADERS)
 
 
@@ -63,13 +63,14 @@ def load_scenarios(target: str | None, qemu_argv: list[str] | None) -> list[Scen
         return [from_qemu_args(qemu_argv)]
     if not target:
         raise UsageError("no scenario", where="vfio-emu migrate-check",
-                         valid="a gallery name, a .toml or .args file, a directory, or QEMU "
+                         valid="a gallery name, a .toml, .args or .xml (libvirt) file, a "
+                               "directory, or QEMU "
                                "arguments after --")
     path = Path(target)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in FLEET_SUFFIXES and p.is_file())
         if not files:
-            raise UsageError("no *.toml or *.args files", where=str(path))
+            raise UsageError("no *.toml, *.args or *.xml files", where=str(path))
         return [dataclasses.replace(load_file(p), name=p.name) for p in files]
     if path.exists() or path.suffix in FLEET_SUFFIXES:
         if not path.exists():
@@ -209,7 +210,7 @@ def cmd_migrate_check(args, qemu_argv) -> int:
 def register(sub) -> None:
     m = sub.add_parser("migrate-check", help="will this VM (or fleet) survive a move of QEMU, "
                        "backend, kernel or migration mode?")
-    m.add_argument("scenario", nargs="?", help="a gallery name, a .toml or .args file, a "
+    m.add_argument("scenario", nargs="?", help="a gallery name, a .toml, .args or .xml file, a "
                    "directory of them, or QEMU arguments after --")
     keys = ", ".join(SIDE_KEYS)
     m.add_argument("--from", dest="src", default="", metavar="K=V,...",
