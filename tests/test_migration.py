@@ -387,7 +387,7 @@ def test_cli_unknown_file_type(tmp_path, capsys):
     vm.write_text("{}")
     assert main(["migrate-check", str(vm)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"vfio-emu: error: {vm}: unknown scenario file type (valid: .toml, .args)")
+        f"vfio-emu: error: {vm}: unknown scenario file type (valid: .toml, .args, .xml)")
 
 
 def _fleet(tmp_path):
