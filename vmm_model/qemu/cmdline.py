@@ -214,13 +214,16 @@ def from_qemu_args(argv: list[str], name: str = "command-line",
     def arg_value(opt):
         nonlocal i
         if i + 1 >= len(argv):
-            raise UsageError(f"option {opt} needs an argument", where=f"{source}: argument {i + 1}")
+            raise UsageError(f"option {opt} needs an argument", where=f"argument {i + 1}"
+                             if source == "QEMU command line" else f"{source}: argument {i + 1}")
         i += 1
         return argv[i]
 
     while i < len(argv):
         opt = argv[i]
-        where = f"{source}: argument {i + 1} ({opt})"
+        where = f"argument {i + 1} ({opt})"
+        if source != "QEMU command line":
+            where = f"{source}: {where}"
         norm = "-" + opt.lstrip("-") if opt.startswith("-") else opt
         if norm == "-m":
             props = option_props(arg_value(opt), where, "size")
