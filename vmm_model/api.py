@@ -1,0 +1,175 @@
+"""vfio-emu's Python API for VMM test suites (re-exported by ``vmm_model``).
+
+Every function takes plain values (version names, backend names, kernel profile
+names) and returns the project's own objects; bad input raises
+:class:`~vmm_model.UsageError` with what was wrong, where, and what is valid.
+
+    from vmm_model import load_scenario, plan_scenario
+
+    plan = plan_scenario(load_scenario("s08-memfd-share-off"), qemu="10.1",
+                         backend="iommufd", kernel="7.2")
+    assert plan.section("ram0").ioctls == {"IOMMU_IOAS_MAP_FILE"}
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence, Union
+
+if TYPE_CHECKING:
+    from vmm_model.plan import Plan
+    from vmm_model.policy import Policy
+    from vmm_model.qemu_versions import QemuVersion
+    from vmm_model.scenario import Scenario
+    from vmm_model.simulate import Simulation
+
+ScenarioLike = Union["Scenario", str, Path]
+"""A :class:`Scenario`, a path to a ``.toml`` file, or a gallery name (``s08`` or
+``s08-memfd-share-off``)."""
+PolicyLike = Union[str, "Policy", None]
+"""A registered policy name, ``"package.module:callable"``, a policy callable, or
+None for the QEMU version's own ``vfio_container_dma_map``."""
+
+DEFAULT_BACKEND = "iommufd"
+
+
+def load_scenario(source: ScenarioLike) -> Scenario:
+    """A scenario from a :class:`Scenario` (returned as is), a ``.toml`` path or a
+    gallery name."""
+    from vmm_model import gallery
+    from vmm_model.scenario import Scenario, load_toml
+    if isinstance(source, Scenario):
+        return source
+    text = str(source)
+    if isinstance(source, Path) or text.endswith(".toml") or Path(text).exists():
+        return load_toml(text)
+    return gallery.load(text)
+
+
+def load_command_line(args: str | Sequence[str], name: str = "command-line") -> Scenario:
+    """A scenario from QEMU command-line arguments (a string is split like a shell
+    would), e.g. ``load_command_line("-m 4G -object memory-backend-memfd,id=m0,size=4G
+    -machine q35,memory-backend=m0")``."""
+    from vmm_model.scenario import from_qemu_args
+    argv = shlex.split(args) if isinstance(args, str) else list(args)
+    return from_qemu_args(argv, name)
+
+
+def qemu_version(name: str | QemuVersion) -> QemuVersion:
+    """A modelled QEMU version by name or alias (``"10.1"``, ``"10.0.2"``, ``"fixed"``)."""
+    from vmm_model.qemu_versions import QemuVersion, get_qemu
+    return name if isinstance(name, QemuVersion) else get_qemu(name, where="qemu")
+
+
+def kernel_profile_name(kernel: str | None) -> str | None:
+    """A kernel argument as the API takes it: a profile name (``"7.2"``), ``"host"``
+    (this machine's release), or ``"none"``/None (plan only: requests are built
+    but no kernel answers them).  Returns the profile name or None."""
+    from backends.simulated.profiles import get_profile, host_profile
+    if kernel in (None, "none"):
+        return None
+    if kernel == "host":
+        return host_profile().name
+    return get_profile(kernel).name
+
+
+def policy_name(policy: PolicyLike) -> str | None:
+    """Resolve ``policy`` to a registered name (a callable is registered under
+    ``module:qualname``); None means the QEMU version's own policy."""
+    from vmm_model.policy import get_policy, register_policy
+    if policy is None:
+        return None
+    if isinstance(policy, str):
+        return get_policy(policy, where="policy")[0]
+    name = f"{getattr(policy, '__module__', '?')}:{getattr(policy, '__qualname__', repr(policy))}"
+    register_policy(name, policy)
+    return name
+
+
+def _backend(backend: str) -> str:
+    from backends.errors import UsageError
+    from vmm_model.plan import ALL_BACKENDS
+    if backend not in ALL_BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}", where="backend",
+                         valid=", ".join(ALL_BACKENDS))
+    return backend
+
+
+def plan_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None = None,
+                  backend: str | None = None, kernel: str | None = "7.2",
+                  policy: PolicyLike = None) -> Plan:
+    """Plan ``scenario`` as QEMU ``qemu`` would on ``backend`` over a simulated
+    ``kernel``: every section's listener outcome with the kernel's answer.
+
+    ``qemu`` and ``backend`` default to the ones the scenario names, else 10.1
+    and iommufd.  The plan is returned even when it could not run (check
+    :attr:`Plan.ok`, :attr:`Plan.kernel_error`, :attr:`Plan.rejected`); the
+    pytest fixture ``vfio_plan`` fails the test instead."""
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import DEFAULT_QEMU
+    sc = load_scenario(scenario)
+    q = qemu_version(qemu or sc.qemu or DEFAULT_QEMU)
+    return make_plan(sc, q, _backend(backend or sc.backend or DEFAULT_BACKEND),
+                     policy_name(policy), kernel_profile_name(kernel))
+
+
+@dataclass
+class Comparison:
+    """One scenario run under several (QEMU, backend, kernel) columns:
+    ``plans`` one per column, ``differences`` the rows whose answers differ
+    (``{"path", "gpa", "cells"}``, one cell per column); ``str()`` is the table
+    ``vfio-emu compare`` prints."""
+
+    scenario: Scenario
+    plans: list[Plan]
+    differences: list[dict] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        from vmm_model.compare import column_name
+        return [column_name(p) for p in self.plans]
+
+    def __str__(self) -> str:
+        from vmm_model.compare import render
+        return render(self.scenario, self.plans, self.differences)
+
+
+def compare_scenario(scenario: ScenarioLike, *, qemu: Sequence[str] | str | None = None,
+                     backends: Sequence[str] = ("type1", "iommufd", "compat"),
+                     kernels: Sequence[str] = ("6.12", "7.2", "7.2+fix"),
+                     policy: PolicyLike = None) -> Comparison:
+    """``vfio-emu compare`` as a function: every combination of ``qemu`` (default:
+    the scenario's version, else 10.1), ``backends`` and ``kernels`` (simulated
+    profiles or ``"host"``)."""
+    from backends.errors import UsageError
+    from vmm_model import compare
+    from vmm_model.qemu_versions import DEFAULT_QEMU
+    sc = load_scenario(scenario)
+    names = [qemu] if isinstance(qemu, str) else list(qemu or [sc.qemu or DEFAULT_QEMU])
+    ks = [kernel_profile_name(k) for k in kernels]
+    if not ks or None in ks:
+        raise UsageError("compare needs simulated kernels", where="kernels")
+    plans, diffs = compare.compare(sc, [qemu_version(n) for n in names],
+                                   [_backend(b) for b in backends], ks, policy_name(policy))
+    return Comparison(sc, plans, diffs)
+
+
+def simulate_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None = None,
+                      backend: str | None = None, kernel: str = "7.2",
+                      policy: PolicyLike = None) -> Simulation:
+    """Realize ``scenario`` on a simulated kernel (``SimHost``) with a vfio-pci
+    device attached: ``sim.host`` (write guest memory with ``write_mem``),
+    ``sim.device`` (DMA with :func:`dma_read` / :func:`dma_write`),
+    ``sim.machine``, ``sim.container``.  Use it as a context manager, or call
+    ``close()``."""
+    from backends.errors import UsageError
+    from vmm_model.qemu_versions import DEFAULT_QEMU
+    from vmm_model.simulate import simulate
+    sc = load_scenario(scenario)
+    k = kernel_profile_name(kernel)
+    if k is None:
+        raise UsageError("a simulation needs a kernel profile", where="kernel")
+    return simulate(sc, qemu_version(qemu or sc.qemu or DEFAULT_QEMU),
+                    _backend(backend or sc.backend or DEFAULT_BACKEND), k, policy_name(policy))
