@@ -76,6 +76,7 @@ def __getattr__(name: str) -> Any:
     mod = _WHERE.get(name)
     if mod is None:
         raise AttributeError(f"module 'vmm_model' has no attribute {name!r}")
+    _imports.check()
     value = getattr(import_module(mod), name)
     globals()[name] = value
     return value

@@ -83,6 +83,7 @@ class BackendsFinder:
             return None
         if child not in self.names:
             return None
+        self.check()
         theirs = list(getattr(parent, "__path__", ()))
         own = _has_child(theirs, child)
         if own:
@@ -92,10 +93,37 @@ class BackendsFinder:
         return importlib.machinery.PathFinder.find_spec(fullname, [OURS])
 
 
+    def check(self) -> None:
+        """Fail if a foreign ``backends`` already loaded a submodule under one of our
+        names (then ``from backends.errors import ...`` would silently get theirs)."""
+        parent = sys.modules.get("backends")
+        if parent is None or _is_ours(parent):
+            return
+        for child in self.names:
+            mod = sys.modules.get(f"backends.{child}")
+            where = getattr(mod, "__file__", None) or ""
+            if mod is not None and not where.startswith(OURS + os.sep):
+                raise _clash(os.path.dirname(where) or "?",
+                             f"both have a module 'backends.{child}' ({where}); rename "
+                             f"yours (e.g. backends/{child}.py) or your package")
+
+
+_FINDER: BackendsFinder | None = None
+
+
 def install() -> None:
-    """Put the finder first on ``sys.meta_path`` (once)."""
+    """Put the finder first on ``sys.meta_path`` (once) and check for clashes."""
+    global _FINDER
     if not os.path.exists(os.path.join(OURS, "__init__.py")):
         return
-    if not any(isinstance(f, BackendsFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, BackendsFinder())
+    if _FINDER is None:
+        _FINDER = BackendsFinder()
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+    _FINDER.check()
+
+
+def check() -> None:
+    if _FINDER is not None:
+        _FINDER.check()
 

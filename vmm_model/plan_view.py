@@ -39,16 +39,19 @@ def gpa(ev: Event) -> tuple[int, int]:
 
 def outcome(ev: Event) -> str:
     """What one event decided, without process addresses: ``map file rw = 0``,
-    ``map va ro = EFAULT``, ``map va rw = not run``, ``skip``, ``warn``, ``error``."""
+    ``map va ro = EFAULT``, ``map va rw = not run``, ``map no ioctl = 0`` (a policy
+    that answered itself), ``skip``, ``warn``, ``error``."""
     from backends.base import errno_name
     if ev.kind not in ("map", "unmap"):
         return ev.kind
     r = ev.result
-    if r is None or r.request is None:
-        return f"{ev.kind} {r.note if r is not None and r.note else 'no ioctl'}"
+    if r is None:
+        return f"{ev.kind} no ioctl"
+    answer = "not run" if r.ret is None else (errno_name(r.ret) or "0")
+    if r.request is None:            # the policy answered without asking the kernel
+        return f"{ev.kind} no ioctl = {answer}"
     how = "file" if r.request.ioctl in _FILE_IOCTLS else "va"
     ro = "ro" if ev.readonly else "rw"
-    answer = "not run" if r.ret is None else (errno_name(r.ret) or "0")
     head = f"{ev.kind} {how} {ro}" if ev.kind == "map" else ev.kind
     return f"{head} = {answer}"
 

@@ -21,7 +21,8 @@ class PolicyError(UsageError):
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = " ".join(repr(value).split())
+    """One line: ``repr(value)`` (``str`` for exceptions), whitespace folded, cut."""
+    text = " ".join((str(value) if isinstance(value, BaseException) else repr(value)).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -36,7 +37,7 @@ def checked(name: str, fn: Any) -> Any:
         except PolicyError:
             raise
         except Exception as e:
-            raise PolicyError(f"the policy raised {type(e).__name__}: {_short(str(e), 120)}",
+            raise PolicyError(f"the policy raised {type(e).__name__}: {_short(e, 120)}",
                               where=where) from e
         if not isinstance(ret, DmaResult):
             raise PolicyError(
