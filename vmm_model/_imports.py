@@ -24,7 +24,9 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import sys
+from importlib.machinery import ModuleSpec
 from types import ModuleType
+from typing import Iterable, Sequence
 
 OURS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backends")
 
@@ -40,7 +42,7 @@ def _is_ours(mod: ModuleType | None) -> bool:
     return mod is not None and any(_same(p, OURS) for p in getattr(mod, "__path__", ()))
 
 
-def _has_child(paths, child: str) -> str | None:
+def _has_child(paths: Iterable[str], child: str) -> str | None:
     for p in paths:
         for cand in (os.path.join(p, child + ".py"), os.path.join(p, child, "__init__.py")):
             if os.path.exists(cand):
@@ -62,7 +64,8 @@ class BackendsFinder:
                       if (n.endswith(".py") and n != "__init__.py")
                       or os.path.exists(os.path.join(OURS, n, "__init__.py"))}
 
-    def find_spec(self, fullname: str, path=None, target=None):
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if not fullname.startswith("backends.") or fullname.count(".") != 1:
             return None
         child = fullname[len("backends."):]

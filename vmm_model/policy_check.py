@@ -29,7 +29,8 @@ def _short(value: Any, limit: int = 80) -> str:
 def checked(name: str, fn: Any) -> Any:
     """``fn`` wrapped so that its misbehaviour is a PolicyError naming ``name``."""
 
-    def policy(bcontainer, iova: int, size: int, vaddr: int, readonly: bool, mr) -> DmaResult:
+    def policy(bcontainer: Any, iova: int, size: int, vaddr: int, readonly: bool,
+               mr: Any) -> DmaResult:
         where = f"policy {name}, section {getattr(mr, 'name', '?')} iova 0x{iova:x}"
         try:
             with contextlib.redirect_stdout(sys.stderr):

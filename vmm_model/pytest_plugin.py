@@ -19,9 +19,15 @@ skipped instead only when the test asks (``unavailable="skip"``, the
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from vmm_model.plan import Plan
+    from vmm_model.qemu_versions import QemuVersion
+    from vmm_model.scenario import Scenario
+    from vmm_model.simulate import Simulation
 
 DEFAULT_KERNEL = "7.2"
 _UNSET: Any = object()
@@ -151,7 +157,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from vmm_model.qemu_versions import DEFAULT_QEMU
     option = config.getoption("--vfio-qemu") or DEFAULT_QEMU
     for item, m in marked:
-        combo = getattr(item, "callspec", None) and item.callspec.params.get("vfio_combo")
+        callspec = getattr(item, "callspec", None)
+        combo = callspec.params.get("vfio_combo") if callspec is not None else None
         selected = qemu_version(combo.qemu if combo else option).name
         try:
             wanted = {qemu_version(v).name for v in m.args}
@@ -183,7 +190,7 @@ def vfio_combo() -> VfioCombo | None:
 
 
 @pytest.fixture
-def vfio_qemu(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None):
+def vfio_qemu(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None) -> QemuVersion:
     """The selected QemuVersion: the matrix cell's, ``--vfio-qemu``, else 10.1."""
     from vmm_model.api import qemu_version
     from vmm_model.qemu_versions import DEFAULT_QEMU
@@ -225,7 +232,8 @@ class _Setup(NamedTuple):
     policy: Any
 
 
-def _resolve(setup: _Setup, scenario: Any, qemu: Any, backend: Any, kernel: Any, policy: Any):
+def _resolve(setup: _Setup, scenario: Any, qemu: Any, backend: Any, kernel: Any,
+             policy: Any) -> tuple[Scenario, QemuVersion, str, str | None, str | None]:
     """(scenario, QemuVersion, backend, kernel profile or None, policy name or None)
     with the plugin's precedence."""
     from vmm_model.api import (DEFAULT_BACKEND, kernel_profile_name, load_scenario,
@@ -272,7 +280,7 @@ def _cannot_run(mode: str, what: str, reason: str) -> None:
 
 @pytest.fixture
 def vfio_plan(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
-              vfio_policy: Any) -> Callable[..., Any]:
+              vfio_policy: Any) -> Callable[..., Plan]:
     """``vfio_plan(scenario, qemu=None, backend=None, kernel=..., policy=...,
     unavailable=None)`` -> :class:`vmm_model.Plan`.
 
@@ -283,7 +291,7 @@ def vfio_plan(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
     setup = _Setup(request, vfio_combo, vfio_policy)
 
     def plan(scenario: Any, qemu: Any = None, backend: str | None = None,
-             kernel: Any = _UNSET, policy: Any = _UNSET, unavailable: str | None = None):
+             kernel: Any = _UNSET, policy: Any = _UNSET, unavailable: str | None = None) -> Plan:
         from vmm_model.plan import make_plan
         from vmm_model.plan_view import label, problems, status
         mode = _unavailable_mode(setup, unavailable)
@@ -297,16 +305,18 @@ def vfio_plan(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
 
 
 @pytest.fixture
-def vfio_sim(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None, vfio_policy: Any):
+def vfio_sim(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
+             vfio_policy: Any) -> Iterator[Callable[..., Simulation]]:
     """``vfio_sim(scenario, qemu=None, backend=None, kernel=..., policy=...,
     unavailable=None, **host_options)``: a live :class:`vmm_model.Simulation` on
     a simulated kernel (host, machine, container, ``device`` for DMA), closed at
     teardown.  A backend that cannot start fails the test as in ``vfio_plan``."""
     setup = _Setup(request, vfio_combo, vfio_policy)
-    sims: list = []
+    sims: list[Simulation] = []
 
     def sim(scenario: Any, qemu: Any = None, backend: str | None = None, kernel: Any = _UNSET,
-            policy: Any = _UNSET, unavailable: str | None = None, **host_options: Any):
+            policy: Any = _UNSET, unavailable: str | None = None,
+            **host_options: Any) -> Simulation:
         from vmm_model.simulate import simulate
         mode = _unavailable_mode(setup, unavailable)
         sc, q, b, k, p = _resolve(setup, scenario, qemu, backend, kernel, policy)
