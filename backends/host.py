@@ -19,6 +19,7 @@ import os
 import platform
 
 from backends.errors import HostError
+from backends.kernel_profiles import host_profile
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -56,7 +57,7 @@ class Host(abc.ABC):
     """The calls QEMU makes, kernel convention (``>= 0`` or ``-errno``).
 
     ``kernel_release`` is the ``uname -r`` string; ``profile`` the
-    ``backends.simulated.profiles.KernelProfile`` describing it (for LinuxHost,
+    ``backends.kernel_profiles.KernelProfile`` describing it (for LinuxHost,
     the nearest known profile).  ``with host:`` releases every fd and mapping
     the host created, on every path.
     """
@@ -66,7 +67,6 @@ class Host(abc.ABC):
 
     @property
     def profile(self):
-        from backends.simulated.profiles import host_profile
         return host_profile(self.kernel_release)
 
     # files

@@ -260,5 +260,5 @@ def compat_container(host, group: int | str, **options) -> Type1Container:
     return Type1Container(host, group, container_path=IOMMUFD_PATH, **options)
 
 
-#: backend name -> factory(host, **options): the real clients (compare base.PLAN_BACKENDS).
+#: backend name -> factory(host, **options): the real clients.
 BACKENDS = {"type1": Type1Container, "iommufd": IommufdContainer, "compat": compat_container}

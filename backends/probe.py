@@ -3,7 +3,7 @@
     vfio-emu probe [--json] [--require type1,group,iommufd,compat,cdev,map_file]
 
 Reports the kernel release and the matching simulator profile
-(backends/simulated/profiles.py), /dev/vfio/vfio (API version, extensions), the
+(backends/kernel_profiles.py), /dev/vfio/vfio (API version, extensions), the
 VFIO groups /dev/vfio/N (viable?), /dev/iommu (a scratch IOAS: IOVA ranges, the
 VFIO compat layer), the VFIO cdevs /dev/vfio/devices/vfioN, whether
 IOMMU_IOAS_MAP_FILE works (tried on the scratch IOAS with a scratch memfd),

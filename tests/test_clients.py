@@ -186,9 +186,9 @@ def simulator_has(part: str) -> bool:
     (vfio.install() needs both modules; a placeholder lacks the hooks vfio.py calls)."""
     try:
         if part == "type1":
-            from backends.simulated.vfio_iommu_type1 import VfioContainer
+            from backends.simulated.vfio_container import VfioContainer
             return hasattr(VfioContainer, "group_attach")
-        from backends.simulated.iommufd import IommufdCtx
+        from backends.simulated.iommufd.main import IommufdCtx
         return hasattr(IommufdCtx, "bind")
     except ImportError:
         return False

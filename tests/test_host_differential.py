@@ -27,7 +27,8 @@ from backends.host import (F_ADD_SEALS, F_GET_SEALS, F_GETFL, F_SEAL_EXEC, F_SEA
                            MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING,
                            MFD_EXEC, MFD_NOEXEC_SEAL, O_RDONLY, O_RDWR, O_TMPFILE, O_WRONLY,
                            PAGE_SIZE)
-from backends.simulated import SimHost, host_profile
+from backends.kernel_profiles import host_profile
+from backends.simulated import SimHost
 from backends.simulated.fs import EXT4, SHMEM
 from steps import rle, result
 

@@ -12,7 +12,8 @@ from backends.errors import HostError
 from backends.host import (F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GET_SEALS, F_SEAL_WRITE, MAP_ANONYMOUS,
                            MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING, O_RDONLY, PAGE_SIZE,
                            PROT_READ, PROT_WRITE)
-from backends.simulated import SimHost, host_profile
+from backends.kernel_profiles import host_profile
+from backends.simulated import SimHost
 
 RW = PROT_READ | PROT_WRITE
 

@@ -15,8 +15,9 @@ from backends.host import (F_ADD_SEALS, F_GET_SEALS, F_SEAL_EXEC, F_SEAL_FUTURE_
                            MFD_NOEXEC_SEAL, O_RDONLY, O_RDWR, O_TMPFILE, PAGE_SIZE, PROT_READ,
                            PROT_WRITE)
 from backends.simulated.gup import pages_of
-from backends.simulated import (PfnmapDevice, SimHost, format_profiles, get_profile, host_profile,
-                                list_profiles, profiles_dict)
+from backends.kernel_profiles import (format_profiles, get_profile, host_profile, list_profiles,
+                                      profiles_dict)
+from backends.simulated import PfnmapDevice, SimHost
 
 RW = PROT_READ | PROT_WRITE
 GiB = 1 << 30

@@ -10,7 +10,9 @@ import errno
 
 import pytest
 
-from backends.base import DmaResult, IommufdPlan, Type1Plan
+from backends.base import DmaResult
+from vmm_model.container_legacy import Type1Plan
+from vmm_model.iommufd import IommufdPlan
 from vmm_model import gallery
 from vmm_model.container import VFIOContainer, attach, realize_error
 from vmm_model.machine import build_machine

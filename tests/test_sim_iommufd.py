@@ -1,4 +1,4 @@
-"""The simulated /dev/iommu (backends/simulated/iommufd.py and its kernel-named
+"""The simulated /dev/iommu (backends/simulated/iommufd/ and its kernel-named
 modules) driven with raw ioctls and uapi bytes through SimHost.
 
 Every expected errno cites research kernel-iommu-errno.md ("§2.1" ...) or the
@@ -1576,8 +1576,8 @@ def test_property_compat_v1_splits_keep_pins_exact(ops):
     """VFIO TYPE1 (v1) compat: random MAP_DMA / sub-range UNMAP_DMA.  Split areas
     share their iopt_pages; a page stays pinned exactly while some area covers it,
     and every remaining byte still DMAs to the process page it was mapped from."""
-    from backends.simulated.io_pagetable import iopt_pages_of
-    from backends.simulated.pages import area_index, npinned
+    from backends.simulated.iommufd.io_pagetable import iopt_pages_of
+    from backends.simulated.iommufd.pages import area_index, npinned
     e, ioas = _compat(set_iommu=uapi.VFIO_TYPE1_IOMMU)
     va = e.mem(32, fill=bytes(range(256)) * 512)
     iopt = e.ctx.get_ioas(ioas).iopt

@@ -27,7 +27,7 @@ from backends import uapi
 from backends.host import (MAP_ANONYMOUS, MAP_FIXED, MAP_HUGETLB, MAP_PRIVATE, MAP_SHARED,
                            O_RDONLY, O_RDWR, O_CREAT, PAGE_SIZE, PROT_READ, PROT_WRITE)
 from backends.simulated.dma import dma_read
-from backends.simulated.io_pagetable import iopt_reserve_iova
+from backends.simulated.iommufd.io_pagetable import iopt_reserve_iova
 from backends.simulated.iommu import MOCK_IOMMU, SimVfioDevice
 from backends.simulated.mmap import MM
 from test_sim_iommufd import R, U64_MAX, W, Env

@@ -20,7 +20,7 @@ from backends.simulated import SimHost
 from backends.simulated.dma import dma_read, dma_write
 from backends.simulated.iommu import MOCK_IOMMU, IommuHw, SimVfioDevice
 from backends.simulated.vfio import bar_store, install, region_offset
-from backends.simulated.vfio_iommu_type1 import VfioContainer
+from backends.simulated.vfio_container import VfioContainer
 
 P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE

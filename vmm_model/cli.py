@@ -41,7 +41,7 @@ def _scenarios(args, qemu_argv):
 
 def kernel_arg(value: str | None) -> str | None:
     """--kernel: a profile name, 'host' (this machine's kernel), or 'none'."""
-    from backends.simulated.profiles import get_profile, host_profile
+    from backends.kernel_profiles import get_profile, host_profile
     if value in (None, "none"):
         return None
     if value == "host":
@@ -79,7 +79,7 @@ def cmd_plan(args, qemu_argv) -> int:
 
 def cmd_compare(args, qemu_argv) -> int:
     from vmm_model import compare
-    from backends.simulated.profiles import list_profiles
+    from backends.kernel_profiles import list_profiles
     scs = _scenarios(args, qemu_argv)
     if len(scs) != 1:
         raise UsageError("compare takes one scenario (a .toml file, a gallery name, or QEMU "
@@ -124,7 +124,7 @@ def cmd_versions(args, _qemu_argv) -> int:
 
 
 def cmd_profiles(args, _qemu_argv) -> int:
-    from backends.simulated.profiles import (format_profiles, get_profile, host_profile,
+    from backends.kernel_profiles import (format_profiles, get_profile, host_profile,
                                              profiles_dict)
     names = None
     if args.kernel:

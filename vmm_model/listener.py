@@ -74,7 +74,7 @@ def vfio_listener_region_add(c: VFIOContainer, machine: Machine,
         return
     iova, llsize = rng
     if mr.iommu:
-        vfio_iommu_replay(c, machine, section)
+        memory_region_iommu_replay(c, machine, section)
         return
     if mr.has_ram_discard_manager:
         vfio_ram_discard_register_listener(c, machine, section)
@@ -122,8 +122,11 @@ def _map_failed(c: VFIOContainer, ev: Event, err: str) -> None:
 
 # --- vIOMMU (vfio_iommu_map_notify) ------------------------------------------------
 
-def vfio_iommu_replay(c: VFIOContainer, machine: Machine, section: MemoryRegionSection) -> None:
-    """Register the IOMMU notifier and replay the scenario's MAP/UNMAP events."""
+def memory_region_iommu_replay(c: VFIOContainer, machine: Machine,
+                               section: MemoryRegionSection) -> None:
+    """What vfio_container_region_add() does for an IOMMU region: register the
+    notifier and memory_region_iommu_replay() it (system/memory.c), here over
+    the scenario's vIOMMU MAP/UNMAP events."""
     iommu_offset = section.offset_within_address_space - section.offset_within_region
     for ev in machine.viommu_maps or []:
         vfio_iommu_map_notify(c, machine, section, iommu_offset, ev)

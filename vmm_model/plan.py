@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from backends.base import PLAN_BACKENDS
 from backends.errors import UsageError
-from backends.simulated.profiles import get_profile
+from backends.kernel_profiles import get_profile
 from vmm_model.container import Event, VFIOContainer, attach, realize_error
+from vmm_model.container_legacy import Type1Plan
+from vmm_model.iommufd import IommufdPlan
 from vmm_model.machine import Machine, build_machine
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
@@ -117,7 +118,7 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         with simulate(sc, qemu, backend, kernel, policy) as sim:
             plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
     else:
-        client = PLAN_BACKENDS["type1" if backend == "compat" else backend]()
+        client = IommufdPlan() if backend == "iommufd" else Type1Plan()
         client.name = backend
         plan.container = attach(plan.machine, VFIOContainer(client, qemu,
                                                             policy_name=pname, policy=pfn))

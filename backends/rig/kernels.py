@@ -127,7 +127,7 @@ STOCK_OPTIONAL = {"iommufd"}          # a module only some configs have
 
 SELFTESTS = ("iommufd", "iommufd_fail_nth")   # tools/testing/selftests/iommu/
 
-# What a patch changes, as backends.simulated.profiles switch names; they join
+# What a patch changes, as backends.kernel_profiles switch names; they join
 # the kernel's features so guest tests can expect the patched behaviour.
 PATCH_FEATURES = {"000-iommufd-map-file-write-access.mail": ("map_file_requires_fmode_write",)}
 

@@ -1,7 +1,7 @@
 """mm/memfd.c: memfd_create(), F_ADD_SEALS / F_GET_SEALS, the mmap seal check.
 
 Errnos and order follow memfd_add_seals() (research kernel-iommu-errno.md §4);
-version differences come from the profile (profiles.py).
+version differences come from the profile (backends/kernel_profiles.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One process: an fd table, a mount table, an ``MM``.  Each syscall checks its
 arguments in the kernel's order and returns ``>= 0`` or ``-errno``; the
-per-version differences come from ``self.profile`` (profiles.py).
+per-version differences come from ``self.profile`` (backends/kernel_profiles.py).
 
 Device nodes: ``register_chardev(path, factory)`` puts a character device at
 ``path``.  ``factory(host, file)`` is called on every open() and returns the
@@ -30,7 +30,7 @@ from .fs import (CHARDEV, DIR, DMABUF, EXT4, FALLOC_FL_MODE_MASK, FMODE_WRITE,
 from .gup import memfd_pin_folios, pin_user_pages, process_vm_rw, unpin_user_pages
 from .memfd import memfd_create, memfd_fcntl
 from .mmap import MM, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_PFNMAP, do_mmap, do_mprotect, do_munmap
-from .profiles import KernelProfile, get_profile
+from backends.kernel_profiles import KernelProfile, get_profile
 from .shmem import (hugetlbfs_fallocate, hugetlbfs_setattr, shmem_fallocate, shmem_setattr,
                     shmem_write_begin)
 
@@ -105,7 +105,7 @@ class SimHost(Host):
     def luo_preserve(self, fd: int) -> int:
         """Preserve fd's file in the Live Update Orchestrator session (proposed
         2026 LUO / memfd preservation series, not merged; research §5).  A file
-        with a live-update handler (/dev/iommu: iommufd_save_hwpts(), device.py)
+        with a live-update handler (/dev/iommu: iommufd_save_hwpts(), iommufd/device.py)
         runs its checks and is not preserved when they fail.  -EBADF for a bad fd."""
         file = self.fds.get(fd)
         if file is None:

@@ -3,10 +3,10 @@
 
 ``install(host, devices)`` creates what a host with vfio-pci devices shows:
 
-  /dev/vfio/vfio            type1 container   (vfio_iommu_type1.py)
+  /dev/vfio/vfio            type1 container   (vfio_container.py)
   /dev/vfio/<group>         one per IOMMU group (``VfioGroupFile`` here)
   /dev/vfio/devices/vfioN   VFIO cdev, profile.vfio_cdev (6.6+)
-  /dev/iommu                iommufd, profile.iommufd (6.2+)   (iommufd.py)
+  /dev/iommu                iommufd, profile.iommufd (6.2+)   (iommufd/main.py)
 
 The group and device files talk to the IOMMU side through small hooks, so
 type1 and iommufd stay in their own modules:
@@ -360,8 +360,8 @@ def bar_store(dev: SimVfioDevice, index: int) -> PageStore:
 def install(host, devices: list[SimVfioDevice] | None = None) -> list[SimVfioDevice]:
     """Register the VFIO / iommufd nodes of ``devices`` (default: one edu-like
     function in group 1) on ``host``, as the profile's kernel would have them."""
-    from .iommufd import IommufdCtx
-    from .vfio_iommu_type1 import VfioContainer
+    from .iommufd.main import IommufdCtx
+    from .vfio_container import VfioContainer
 
     devices = devices if devices is not None else [SimVfioDevice()]
     host.add_dir("/dev/vfio")

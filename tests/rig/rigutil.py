@@ -141,7 +141,7 @@ def sim_profile(kernel: str | None = None, release: str | None = None,
     ``iommufd``)."""
     import dataclasses
 
-    from backends.simulated.profiles import get_profile, host_profile
+    from backends.kernel_profiles import get_profile, host_profile
     kernel = kernel if kernel is not None else os.environ.get("RIG_KERNEL", "")
     release = release if release is not None else os.environ.get("RIG_RELEASE") or os.uname().release
     features = FEATURES if features is None else features

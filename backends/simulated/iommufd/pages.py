@@ -32,11 +32,11 @@ from __future__ import annotations
 import errno
 
 from backends.host import PAGE_SHIFT, PAGE_SIZE
-from .fs import FMODE_WRITE, Held, Pin
-from .iommu import IOMMU_READ, IOMMU_WRITE
-from .gup import memfd_pin_folios, pin_user_pages
-from .memfd import memfd_get_seals
-from .mmap import VM_IO, VM_PFNMAP
+from ..fs import FMODE_WRITE, Held, Pin
+from ..iommu import IOMMU_READ, IOMMU_WRITE
+from ..gup import memfd_pin_folios, pin_user_pages
+from ..memfd import memfd_get_seals
+from ..mmap import VM_IO, VM_PFNMAP
 
 ULONG_MAX = SIZE_MAX = (1 << 64) - 1
 MAX_NPFNS = (1 << 32) - 1                       # type_max(u32), pfn_batch npfns

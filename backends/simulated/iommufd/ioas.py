@@ -15,7 +15,7 @@ import errno
 import struct
 
 from backends import uapi
-from .fs import DMABUF
+from ..fs import DMABUF
 from .io_pagetable import (IOPT_ALLOC_IOVA, IoPagetable, iopt_disable_large_pages,
                            iopt_enable_large_pages, iopt_get_pages, iopt_map_file_pages,
                            iopt_map_pages, iopt_map_user_pages, iopt_pages_of, iopt_put_pages,

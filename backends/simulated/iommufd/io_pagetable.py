@@ -16,7 +16,7 @@ import errno
 import heapq
 
 from backends.host import HPAGE_SIZE, PAGE_SIZE
-from .iommu import IOMMU_WRITE, IovaTree
+from ..iommu import IOMMU_WRITE, IovaTree
 from .pages import (IOPT_ADDRESS_DMABUF, IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_NONE,
                     IOPT_PAGES_ACCOUNT_USER, PAGE_SHIFT, ULONG_MAX, IoptPages, area_index,
                     iopt_alloc_dmabuf_pages, iopt_alloc_file_pages, iopt_area_fill_domain,
