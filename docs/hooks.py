@@ -109,7 +109,7 @@ def _functions() -> tuple[dict[str, list[_Fn]], dict[str, str]]:
     """Every function of backends/simulated by name, and ioctl name -> handler name."""
     fns: dict[str, list[_Fn]] = {}
     handlers: dict[str, str] = {}
-    for path in sorted(SIM.glob("*.py")):
+    for path in sorted(SIM.rglob("*.py")):
         tree = ast.parse(path.read_text())
         mdoc = ast.get_docstring(tree) or ""
         m = _KFILE.search(mdoc)
@@ -128,7 +128,8 @@ def _functions() -> tuple[dict[str, list[_Fn]], dict[str, str]]:
                         aliases[t.id] = e.attr
         for n in ast.walk(tree):
             if isinstance(n, ast.FunctionDef):
-                fns.setdefault(n.name, []).append(_Fn(path.stem, n, aliases, kfile))
+                fns.setdefault(n.name, []).append(_Fn(path.relative_to(REPO).as_posix(), n, aliases,
+                                                        kfile))
             # iommufd's op table: ("IOMMU_IOAS_MAP", iommufd_ioas_map)
             if isinstance(n, ast.Tuple) and len(n.elts) == 2 \
                     and isinstance(n.elts[0], ast.Constant) and isinstance(n.elts[1], ast.Name) \
@@ -150,7 +151,7 @@ def _functions() -> tuple[dict[str, list[_Fn]], dict[str, str]]:
 
 
 def _profiles_where(switch: str) -> str:
-    from backends.simulated.profiles import PROFILES
+    from backends.kernel_profiles import PROFILES
     values: dict[str, list[str]] = {}
     for p in PROFILES.values():
         v = getattr(p, switch)
@@ -162,8 +163,8 @@ def _profiles_where(switch: str) -> str:
 
 def _ioctl_profiles(ioctl: str) -> str | None:
     """The profiles whose /dev/iommu op table registers ``ioctl`` (iommufd only)."""
-    from backends.simulated.iommufd import _op_table
-    from backends.simulated.profiles import PROFILES
+    from backends.simulated.iommufd.main import _op_table
+    from backends.kernel_profiles import PROFILES
     from backends import uapi
     if not ioctl.startswith("IOMMU_") or ioctl not in uapi.IOCTLS:
         return None
@@ -198,7 +199,7 @@ def _callees(fn: _Fn, pick, depth: int = 4) -> list[_Fn]:
 
 
 def errno_reference() -> str:
-    from backends.simulated.profiles import SOURCES, KernelProfile
+    from backends.kernel_profiles import SOURCES, KernelProfile
     fields = set(KernelProfile(name="", description="").switches())
     fns, handlers = _functions()
 
@@ -228,8 +229,7 @@ def errno_reference() -> str:
         used_switches.update(switches)
         lines += [f"## {ioctl}", ""]
         where = f" in `{fn.kfile}`" if fn.kfile else ""
-        lines.append(f"Kernel function: `{fn.kfunc}()`{where} (simulated in "
-                     f"`backends/simulated/{fn.module}.py`).")
+        lines.append(f"Kernel function: `{fn.kfunc}()`{where} (simulated in `{fn.module}`).")
         profs = _ioctl_profiles(ioctl)
         if profs is not None:
             lines.append(f"Kernel profiles with this ioctl: {profs}.")

@@ -103,7 +103,7 @@ def never_by_file(bcontainer, iova, size, vaddr, readonly, mr):
 
 POLICY_TESTS = '''
 import pytest
-from team_policies import never_by_file
+from acme_policies import never_by_file
 
 def test_default_policy_maps_memfd_by_file(vfio_plan):
     assert vfio_plan("s08-memfd-share-off").section("ram0").ioctls == {"IOMMU_IOAS_MAP_FILE"}
@@ -111,9 +111,9 @@ def test_default_policy_maps_memfd_by_file(vfio_plan):
 def test_policy_argument(vfio_plan):
     plan = vfio_plan("s08-memfd-share-off", policy=never_by_file)
     assert plan.section("ram0").ioctls == {"IOMMU_IOAS_MAP"}
-    assert plan.policy == "team_policies:never_by_file"
+    assert plan.policy == "acme_policies:never_by_file"
 
-@pytest.mark.vfio_policy("team_policies:never_by_file")
+@pytest.mark.vfio_policy("acme_policies:never_by_file")
 def test_policy_marker(vfio_plan, vfio_sim):
     assert vfio_plan("s08-memfd-share-off").section("ram0").ioctls == {"IOMMU_IOAS_MAP"}
     sim = vfio_sim("s08-memfd-share-off")
@@ -128,23 +128,23 @@ def test_argument_beats_marker(vfio_plan):
 
 
 def test_policy_per_test(pytester):
-    pytester.makepyfile(team_policies=POLICIES, test_policies=POLICY_TESTS)
+    pytester.makepyfile(acme_policies=POLICIES, test_policies=POLICY_TESTS)
     pytester.syspathinsert()
     r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=4)
 
 
 def test_policy_option(pytester):
-    pytester.makepyfile(team_policies=POLICIES, test_opt='''
+    pytester.makepyfile(acme_policies=POLICIES, test_opt='''
 def test_option_policy(vfio_plan):
-    assert vfio_plan("s08-memfd-share-off").policy == "team_policies:never_by_file"
+    assert vfio_plan("s08-memfd-share-off").policy == "acme_policies:never_by_file"
     assert vfio_plan("s08-memfd-share-off").section("ram0").ioctls == {"IOMMU_IOAS_MAP"}
 ''')
     pytester.syspathinsert()
     r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-policy",
-                           "team_policies:never_by_file")
+                           "acme_policies:never_by_file")
     r.assert_outcomes(passed=1)
-    r.stdout.fnmatch_lines(["vfio-emu: * policy=team_policies:never_by_file"])
+    r.stdout.fnmatch_lines(["vfio-emu: * policy=acme_policies:never_by_file"])
 
 
 SCENARIO_FILE = '''

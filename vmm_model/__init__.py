@@ -65,7 +65,7 @@ _EXPORTS = {
     "backends.simulated": ("SimHost",),
     "backends.simulated.iommu": ("SimVfioDevice",),
     "backends.simulated.dma": ("dma_read", "dma_write"),
-    "backends.simulated.profiles": ("KernelProfile", "get_profile", "list_profiles"),
+    "backends.kernel_profiles": ("KernelProfile", "get_profile", "list_profiles"),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from backends.simulated import SimHost
     from backends.simulated.dma import dma_read, dma_write
     from backends.simulated.iommu import SimVfioDevice
-    from backends.simulated.profiles import KernelProfile, get_profile, list_profiles
+    from backends.kernel_profiles import KernelProfile, get_profile, list_profiles
     from vmm_model.api import (Comparison, PolicyLike, ScenarioLike, compare_scenario,
                                load_command_line, load_scenario, plan_scenario, qemu_version,
                                simulate_scenario)

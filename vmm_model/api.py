@@ -67,7 +67,7 @@ def kernel_profile_name(kernel: str | None) -> str | None:
     """A kernel argument as the API takes it: a profile name (``"7.2"``), ``"host"``
     (this machine's release), or ``"none"``/None (plan only: requests are built
     but no kernel answers them).  Returns the profile name or None."""
-    from backends.simulated.profiles import get_profile, host_profile
+    from backends.kernel_profiles import get_profile, host_profile
     if kernel in (None, "none"):
         return None
     if kernel == "host":
