@@ -6,22 +6,22 @@ Every other module (``vmm_model.*``, ``backends.*``) is internal and may move.
 Names are imported on first use, so ``import vmm_model`` stays cheap (the
 pytest plugin loads it at start-up).
 
-Loading:     :func:`load_scenario`, :func:`load_command_line`, :class:`Scenario`
-Planning:    :func:`plan_scenario`, :class:`Plan`, :class:`PlanSection`,
-             :class:`PlanDiff`, :class:`Event`
-Comparing:   :func:`compare_scenario`, :class:`Comparison`
-Simulating:  :func:`simulate_scenario`, :class:`Simulation`, :class:`SimHost`,
-             :class:`SimVfioDevice`, :func:`dma_read`, :func:`dma_write`
-Versions:    :func:`qemu_version`, :class:`QemuVersion`, :data:`QEMU_VERSIONS`,
-             :func:`get_profile`, :func:`list_profiles`, :class:`KernelProfile`
-Policies:    :data:`Policy`, :func:`register_policy`, :func:`get_policy`,
-             :func:`vfio_container_dma_map_va`, :func:`vfio_container_dma_map_fd`,
-             :func:`vfio_container_dma_map_fixed`,
-             :func:`vfio_container_can_dma_map_file`, and what a policy sees:
-             :class:`VFIOIOMMUClass`, :class:`MemoryRegion`, :class:`RAMBlock`,
-             :class:`DmaResult`, :class:`DmaRequest`
-Errors:      :class:`VfioEmuError` (root), :class:`UsageError`,
-             :class:`HostError`, :class:`PolicyError`, :class:`QemuError`
+Loading:     `load_scenario`, `load_command_line`, `Scenario`
+Planning:    `plan_scenario`, `Plan`, `PlanSection`,
+             `PlanDiff`, `Event`
+Comparing:   `compare_scenario`, `Comparison`
+Simulating:  `simulate_scenario`, `Simulation`, `SimHost`,
+             `SimVfioDevice`, `dma_read`, `dma_write`
+Versions:    `qemu_version`, `QemuVersion`, `QEMU_VERSIONS`,
+             `get_profile`, `list_profiles`, `KernelProfile`
+Policies:    `Policy`, `register_policy`, `get_policy`,
+             `vfio_container_dma_map_va`, `vfio_container_dma_map_fd`,
+             `vfio_container_dma_map_fixed`,
+             `vfio_container_can_dma_map_file`, and what a policy sees:
+             `VFIOIOMMUClass`, `MemoryRegion`, `RAMBlock`,
+             `DmaResult`, `DmaRequest`
+Errors:      `VfioEmuError` (root), `UsageError`,
+             `HostError`, `PolicyError`, `QemuError`
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every function takes plain values (version names, backend names, kernel profile
 names) and returns the project's own objects; bad input raises
-:class:`~vmm_model.UsageError` with what was wrong, where, and what is valid.
+`vmm_model.UsageError` with what was wrong, where, and what is valid.
 
     from vmm_model import load_scenario, plan_scenario
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from vmm_model.simulate import Simulation
 
 ScenarioLike = Union["Scenario", str, Path]
-"""A :class:`Scenario`, a path to a ``.toml`` file, or a gallery name (``s08`` or
+"""A `Scenario`, a path to a ``.toml`` file, or a gallery name (``s08`` or
 ``s08-memfd-share-off``)."""
 PolicyLike = Union[str, "Policy", None]
 """A registered policy name, ``"package.module:callable"``, a policy callable, or
@@ -36,7 +36,7 @@ DEFAULT_BACKEND = "iommufd"
 
 
 def load_scenario(source: ScenarioLike) -> Scenario:
-    """A scenario from a :class:`Scenario` (returned as is), a ``.toml`` path or a
+    """A scenario from a `Scenario` (returned as is), a ``.toml`` path or a
     gallery name."""
     from vmm_model import gallery
     from vmm_model.scenario import Scenario, load_toml
@@ -105,7 +105,7 @@ def plan_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None = No
 
     ``qemu`` and ``backend`` default to the ones the scenario names, else 10.1
     and iommufd.  The plan is returned even when it could not run (check
-    :attr:`Plan.ok`, :attr:`Plan.kernel_error`, :attr:`Plan.rejected`); the
+    `Plan.ok`, `Plan.kernel_error`, `Plan.rejected`); the
     pytest fixture ``vfio_plan`` fails the test instead."""
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import DEFAULT_QEMU
@@ -161,7 +161,7 @@ def simulate_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None 
                       policy: PolicyLike = None) -> Simulation:
     """Realize ``scenario`` on a simulated kernel (``SimHost``) with a vfio-pci
     device attached: ``sim.host`` (write guest memory with ``write_mem``),
-    ``sim.device`` (DMA with :func:`dma_read` / :func:`dma_write`),
+    ``sim.device`` (DMA with `dma_read` / `dma_write`),
     ``sim.machine``, ``sim.container``.  Use it as a context manager, or call
     ``close()``."""
     from backends.errors import UsageError

@@ -247,7 +247,7 @@ class PlanSection:
 
     @property
     def outcomes(self) -> list[str]:
-        """Each event's outcome as :class:`Plan` equality sees it (``map file rw = 0``)."""
+        """Each event's outcome as `Plan` equality sees it (``map file rw = 0``)."""
         return [outcome(ev) for ev in self.events]
 
     @property

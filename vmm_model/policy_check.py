@@ -1,5 +1,5 @@
 """User policies run behind a guard: a policy that raises or returns something
-other than a ``DmaResult`` stops the run with a :class:`PolicyError` naming the
+other than a ``DmaResult`` stops the run with a `PolicyError` naming the
 policy, the section and what it did (one line; the CLI prints it and exits 2),
 and whatever it prints goes to stderr so ``--json`` output stays valid.
 

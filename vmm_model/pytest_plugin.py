@@ -185,7 +185,7 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any,
 
 @pytest.fixture
 def vfio_combo() -> VfioCombo | None:
-    """The current ``vfio_matrix`` cell (a :class:`VfioCombo`), None outside a matrix."""
+    """The current ``vfio_matrix`` cell (a `VfioCombo`), None outside a matrix."""
     return None
 
 
@@ -282,7 +282,7 @@ def _cannot_run(mode: str, what: str, reason: str) -> None:
 def vfio_plan(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
               vfio_policy: Any) -> Callable[..., Plan]:
     """``vfio_plan(scenario, qemu=None, backend=None, kernel=..., policy=...,
-    unavailable=None)`` -> :class:`vmm_model.Plan`.
+    unavailable=None)`` -> `vmm_model.Plan`.
 
     ``scenario``: a Scenario, a ``.toml`` path or a gallery name.  ``kernel``: a
     profile name, ``"host"``, or ``"none"``/None (plan only).  A plan that cannot
@@ -308,7 +308,7 @@ def vfio_plan(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
 def vfio_sim(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
              vfio_policy: Any) -> Iterator[Callable[..., Simulation]]:
     """``vfio_sim(scenario, qemu=None, backend=None, kernel=..., policy=...,
-    unavailable=None, **host_options)``: a live :class:`vmm_model.Simulation` on
+    unavailable=None, **host_options)``: a live `vmm_model.Simulation` on
     a simulated kernel (host, machine, container, ``device`` for DMA), closed at
     teardown.  A backend that cannot start fails the test as in ``vfio_plan``."""
     setup = _Setup(request, vfio_combo, vfio_policy)
