@@ -36,7 +36,7 @@ def test_only_for_9_2(vfio_qemu):
 
 
 def test_downstream_suite_uses_fixtures(pytester):
-    pytester.makepyfile(test_downstream=DOWNSTREAM)
+    pytester.makepyfile(test_ds_downstream=DOWNSTREAM)
     r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-kernel", "7.2")
     r.assert_outcomes(passed=3, skipped=1)
     r.stdout.fnmatch_lines(["vfio-emu: qemu=scenario or 10.1 backend=scenario or iommufd "
@@ -74,7 +74,7 @@ def test_sim_unavailable(vfio_sim):
 
 
 def test_unusable_backend_fails_with_the_reason(pytester):
-    pytester.makepyfile(test_unavailable=UNAVAILABLE)
+    pytester.makepyfile(test_ds_unavailable=UNAVAILABLE)
     r = pytester.runpytest("-p", "no:cacheprovider", "-rfs")
     r.assert_outcomes(failed=3, skipped=2, passed=1)
     r.stdout.fnmatch_lines([
@@ -85,9 +85,9 @@ def test_unusable_backend_fails_with_the_reason(pytester):
         "*vfio_sim(s08-memfd-share-off qemu-10.1 iommufd/6.1): iommufd cannot start:*",
         "SKIPPED [[]2[]] *iommufd cannot start on kernel 6.1*",
     ])
-    r.stdout.fnmatch_lines(["FAILED test_unavailable.py::test_iommufd_on_6_1*",
-                            "FAILED test_unavailable.py::test_rejected_by_that_qemu*",
-                            "FAILED test_unavailable.py::test_sim_unavailable*"],
+    r.stdout.fnmatch_lines(["FAILED test_ds_unavailable.py::test_iommufd_on_6_1*",
+                            "FAILED test_ds_unavailable.py::test_rejected_by_that_qemu*",
+                            "FAILED test_ds_unavailable.py::test_sim_unavailable*"],
                            consecutive=False)
 
 
@@ -128,14 +128,14 @@ def test_argument_beats_marker(vfio_plan):
 
 
 def test_policy_per_test(pytester):
-    pytester.makepyfile(acme_policies=POLICIES, test_policies=POLICY_TESTS)
+    pytester.makepyfile(acme_policies=POLICIES, test_ds_policies=POLICY_TESTS)
     pytester.syspathinsert()
     r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=4)
 
 
 def test_policy_option(pytester):
-    pytester.makepyfile(acme_policies=POLICIES, test_opt='''
+    pytester.makepyfile(acme_policies=POLICIES, test_ds_opt='''
 def test_option_policy(vfio_plan):
     assert vfio_plan("s08-memfd-share-off").policy == "acme_policies:never_by_file"
     assert vfio_plan("s08-memfd-share-off").section("ram0").ioctls == {"IOMMU_IOAS_MAP"}
@@ -163,7 +163,7 @@ size = "2G"
 
 def test_scenario_file_names_qemu_and_backend(pytester):
     pytester.makefile(".toml", team_vm=SCENARIO_FILE)
-    pytester.makepyfile(test_file='''
+    pytester.makepyfile(test_ds_file='''
 def test_scenario_wins_over_defaults(vfio_plan):
     plan = vfio_plan("team_vm.toml")
     assert (plan.qemu.name, plan.backend) == ("10.0", "type1")
@@ -182,7 +182,7 @@ def test_argument_wins_over_scenario(vfio_plan):
 
 
 def test_kernel_none_and_host_as_keywords(pytester):
-    pytester.makepyfile(test_kernels='''
+    pytester.makepyfile(test_ds_kernels='''
 import platform
 from vmm_model import get_profile
 
@@ -209,7 +209,7 @@ def test_host(vfio_plan):
                                           "'nosuch.module:fn'*"),
 ])
 def test_bad_option_is_a_usage_error_at_start_up(pytester, option, value, message):
-    pytester.makepyfile(test_x="def test_x(vfio_plan):\n    pass\n")
+    pytester.makepyfile(test_ds_x="def test_x(vfio_plan):\n    pass\n")
     r = pytester.runpytest("-p", "no:cacheprovider", option, value)
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(["ERROR: " + message])
@@ -217,7 +217,7 @@ def test_bad_option_is_a_usage_error_at_start_up(pytester, option, value, messag
 
 
 def test_marker_knows_version_aliases(pytester):
-    pytester.makepyfile(test_alias='''
+    pytester.makepyfile(test_ds_alias='''
 import pytest
 
 @pytest.mark.vfio_qemu("10.0.2", "master")
@@ -256,7 +256,7 @@ def test_marker_filters_cells(vfio_qemu):
 
 
 def test_matrix_over_versions_backends_kernels(pytester):
-    pytester.makepyfile(test_matrix=MATRIX)
+    pytester.makepyfile(test_ds_matrix=MATRIX)
     r = pytester.runpytest("-p", "no:cacheprovider", "-v")
     r.assert_outcomes(passed=8 + 3 + 1, skipped=1 + 1)
     r.stdout.fnmatch_lines([
@@ -267,7 +267,7 @@ def test_matrix_over_versions_backends_kernels(pytester):
 
 
 def test_matrix_with_a_bad_value_is_a_usage_error(pytester):
-    pytester.makepyfile(test_bad='''
+    pytester.makepyfile(test_ds_bad='''
 import pytest
 
 @pytest.mark.vfio_matrix(qemu=["10.1", "4.0"])
@@ -276,12 +276,12 @@ def test_x(vfio_plan):
 ''')
     r = pytester.runpytest("-p", "no:cacheprovider")
     assert r.ret != 0
-    r.stdout.fnmatch_lines(["*vfio-emu: vfio_matrix on test_bad.py::test_x: "
+    r.stdout.fnmatch_lines(["*vfio-emu: vfio_matrix on test_ds_bad.py::test_x: "
                             "qemu: unknown QEMU version '4.0'*"])
 
 
 def test_assertion_message_shows_the_differing_sections(pytester):
-    pytester.makepyfile(test_cmp='''
+    pytester.makepyfile(test_ds_cmp='''
 def test_type1_like_iommufd(vfio_plan):
     assert vfio_plan("s17-bar-va-map", backend="type1") == vfio_plan("s17-bar-va-map")
 
