@@ -193,12 +193,15 @@ class VFIOIOMMUClass:
     file (QEMU: iommufd only).  ``pgsizes`` is the IOMMU page-size bitmap the
     listener uses for ram_device alignment (type1: iova_pgsizes of
     VFIO_IOMMU_GET_INFO; iommufd: out_iova_alignment; else the host page size).
+    The backends themselves (names, how a client is opened) are registered in
+    vmm_model/iommu_backends.py.
     """
 
     name = "abstract"
     dma_map_file = None
     pgsizes = 4096
     cpr_incoming = False
+    dma_max_mappings = 0       # bcontainer->dma_max_mappings: 0 = no limit (iommufd)
 
     def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool, mr=None) -> DmaResult:
         raise NotImplementedError

@@ -119,6 +119,26 @@ class Host(abc.ABC):
         self.close_all()
 
 
+class SimulatedHost(Host):
+    """A Host whose kernel is a model (backends/simulated: ``SimHost``): what a
+    simulation (vmm_model/simulate.py) does beyond QEMU's syscalls, in place of
+    what an administrator would have set up on a real machine."""
+
+    #: the vfio-pci functions on this host (``backends.simulated.vfio.install``)
+    vfio_devices: list
+
+    @abc.abstractmethod
+    def add_dir(self, path: str, kind: str | None = None) -> None:
+        """Make ``path`` an existing directory (a mount of ``kind``: shmem,
+        hugetlbfs, ext4, when given)."""
+    @abc.abstractmethod
+    def register_chardev(self, path: str, factory) -> None:
+        """A character device node at ``path``; ``factory(host, file)`` serves each open()."""
+    @abc.abstractmethod
+    def dmabuf_export(self, size: int) -> int:
+        """A dma-buf fd of ``size`` bytes (what VFIO_DEVICE_FEATURE_DMA_BUF returns)."""
+
+
 # --------------------------------------------------------------------------
 # LinuxHost: the real syscalls.
 

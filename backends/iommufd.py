@@ -15,8 +15,8 @@ cdevs (which unbinds them), unmaps everything, destroys the IOAS and closes
 /dev/iommu, on every path.
 
 The VFIO compat mode ("compat") is the type1 client on /dev/iommu:
-``compat_container(host, group)``.  ``BACKENDS`` maps the three backend names
-to factories taking ``(host, **options)``.
+``compat_container(host, group)``.  Which client a backend name opens is
+vmm_model/iommu_backends.py's registry.
 """
 
 from __future__ import annotations
@@ -259,6 +259,3 @@ def compat_container(host, group: int | str, **options) -> Type1Container:
     """The VFIO compat mode: the type1 client's calls on /dev/iommu (vfio_compat.c)."""
     return Type1Container(host, group, container_path=IOMMUFD_PATH, **options)
 
-
-#: backend name -> factory(host, **options): the real clients.
-BACKENDS = {"type1": Type1Container, "iommufd": IommufdContainer, "compat": compat_container}

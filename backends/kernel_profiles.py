@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from backends.errors import UsageError
+from backends.version import parse_version
 
 
 @dataclass(frozen=True)
@@ -215,12 +216,8 @@ def get_profile(name: str | KernelProfile) -> KernelProfile:
 
 
 def _version(s: str) -> tuple[int, int, int]:
-    """"6.12.5-amd64" -> (6, 12, 5); "6.12" -> (6, 12, 0)."""
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", s)
-    if not m:
-        raise UsageError(f"cannot read a kernel version from {s!r}", field="release",
-                         valid="a release like 6.18.44")
-    return int(m[1]), int(m[2]), int(m[3] or 0)
+    """"6.12.5-amd64" -> (6, 12, 5); "6.12" -> (6, 12, 0) (backends.version)."""
+    return parse_version(s, where="kernel release", example="6.18.44")
 
 
 # Point releases that fall in a side profile: (series, first, last point release, profile).

@@ -167,6 +167,7 @@ class Type1Container(VFIOIOMMUClass):
     """
 
     name = "type1"
+    dma_max_mappings = 65535     # vfio_legacy_setup(): U16_MAX without a DMA_AVAIL cap
 
     def __init__(self, host, group: int | str, *, iommu_type: int = uapi.VFIO_TYPE1v2_IOMMU,
                  container_path: str = VFIO_CONTAINER_PATH):

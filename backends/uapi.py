@@ -981,8 +981,9 @@ def parse_cap_chain(buf: bytes, cap_offset: int, known: Mapping[int, str] | None
 
 
 def kernel_version(v: str) -> tuple[int, int]:
-    """``"7.2.13-1"`` -> (7, 2)."""
-    m = re.match(r"(\d+)\.(\d+)", v)
-    if not m:
+    """``"7.2.13-1"`` -> (7, 2) (backends.version.match_version)."""
+    from backends.version import match_version
+    got = match_version(v)
+    if got is None:
         raise UapiError(f"not a kernel version: {v!r}", valid="e.g. 7.2.13-1")
-    return int(m.group(1)), int(m.group(2))
+    return got[0][:2]

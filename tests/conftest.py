@@ -48,3 +48,11 @@ def linux_hosts():
 @pytest.fixture
 def real(linux_hosts):
     return linux_hosts()
+
+
+@pytest.fixture
+def env():
+    """``Env()`` of tests/iommufd_env.py: a SimHost (7.2) with one edu-like VFIO
+    device and /dev/iommu open."""
+    from iommufd_env import Env
+    return Env()

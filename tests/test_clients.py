@@ -28,8 +28,9 @@ from backends.base import (DmaRequest, ioas_map_file_request, ioas_map_request, 
                            vfio_dma_map_request, vfio_dma_unmap_request)
 from backends.errors import HostError
 from backends.host import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
-from backends.iommufd import BACKENDS, IommufdContainer, compat_container
+from backends.iommufd import IommufdContainer, compat_container
 from backends.simulated import SimHost
+from backends.simulated.vfio import install
 from backends.type1 import SetupError, Type1Container, describe, node_hint
 from vmm_model.container import VFIOContainer, attach
 from vmm_model.gallery import load
@@ -181,30 +182,14 @@ class Trace(list):
         return [n for _, n, _ in self]
 
 
-def simulator_has(part: str) -> bool:
-    """Whether the simulated kernel implements ``part`` ("type1" or "iommufd") yet
-    (vfio.install() needs both modules; a placeholder lacks the hooks vfio.py calls)."""
-    try:
-        if part == "type1":
-            from backends.simulated.vfio_container import VfioContainer
-            return hasattr(VfioContainer, "group_attach")
-        from backends.simulated.iommufd.main import IommufdCtx
-        return hasattr(IommufdCtx, "bind")
-    except ImportError:
-        return False
-
-
-def _host(kind: str, needs: tuple[str, ...] = ("type1",)) -> SimHost:
+def _host(kind: str) -> SimHost:
+    """"double": FakeKernel at the VFIO/iommufd nodes; "sim": the simulated 7.2
+    kernel's (backends.simulated.vfio.install: type1 and iommufd)."""
     host = SimHost("7.2")
     host.scratch = []
     if kind == "double":
         host.kernel = FakeKernel(host)
     else:
-        missing = [p for p in needs if not simulator_has(p)]
-        if missing:
-            pytest.skip(f"the simulated {'/'.join(missing)} is not there yet "
-                        "(backends.simulated.vfio.install)")
-        from backends.simulated.vfio import install
         install(host)
         host.kernel = None                       # no scripting: the simulator answers
     host.trace = Trace(host)
@@ -235,11 +220,6 @@ def kernel(request):
     start = (dict(host.fds), list(host.mm.vmas))
     yield host
     _check_clean(host, start)
-
-
-def needs_iommufd(host) -> None:
-    if host.kernel is None and not simulator_has("iommufd"):
-        pytest.skip("the simulated iommufd is not there yet (backends/simulated/iommufd.py)")
 
 
 def anon(host, size: int) -> int:
@@ -519,7 +499,6 @@ def test_type1_missing_node(path, group, frag):
 
 def test_compat_is_type1_on_dev_iommu(kernel):
     """VFIO compat: the group takes the iommufd fd (vfio_compat.c, kernel-iommu-errno §2.5)."""
-    needs_iommufd(kernel)
     buf = anon(kernel, 0x1000)
     with compat_container(kernel, 1) as c:
         assert c.name == "compat" and c.container_path == "/dev/iommu"
@@ -547,7 +526,6 @@ def ranges_golden(ioas_id, num, addr):
 
 def test_iommufd_setup_exact_calls(kernel):
     """iommufd_backend_connect/alloc_ioas + iommufd_cdev_get_info_iova_range()."""
-    needs_iommufd(kernel)
     with IommufdContainer(kernel) as c:
         addr = uapi.parse("iommu_ioas_iova_ranges", kernel.trace[1][2]).allowed_iovas
         assert kernel.trace == [
@@ -584,7 +562,6 @@ def test_iommufd_iova_ranges_failure_warns_and_falls_back(sim):
 
 def test_iommufd_map_map_file_unmap_exact_bytes(kernel):
     """iommufd_backend_map_dma/_map_file_dma/_unmap_dma (backends/iommufd.c)."""
-    needs_iommufd(kernel)
     buf = anon(kernel, 0x5000)
     mfd = memfd(kernel, 0x201000)
     with IommufdContainer(kernel) as c:
@@ -663,7 +640,6 @@ def test_iommufd_cpr_incoming(sim):
 
 def test_iommufd_attach_device(kernel):
     """BIND_IOMMUFD (-> devid) then ATTACH_IOMMUFD_PT(pt_id = IOAS) -> the hwpt id (kernel-rig §4b)."""
-    needs_iommufd(kernel)
     with IommufdContainer(kernel) as c:
         n = len(kernel.trace)
         devid, hwpt = c.attach_device(CDEV)
@@ -764,7 +740,8 @@ def test_vfio_container_uses_the_clients_unchanged(sim, backend):
     """vmm_model.container.VFIOContainer replays a gallery VM through a real client."""
     opts = {} if backend == "iommufd" else {"group": 1}
     qemu = get_qemu("10.1")
-    with BACKENDS[backend](sim, **opts) as client:
+    clients = {"type1": Type1Container, "iommufd": IommufdContainer, "compat": compat_container}
+    with clients[backend](sim, **opts) as client:
         c = attach(build_machine(load("s02"), qemu), VFIOContainer(client, qemu))
         maps = [ev for ev in c.events if ev.kind == "map"]
         assert maps and all(ev.result.ret == 0 for ev in maps) and c.error is None

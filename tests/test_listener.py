@@ -43,10 +43,11 @@ def run(sc, qemu, backend):
 
 def test_20_init_time_ram_failure_fails_realize_with_first_error():
     sc = gallery.load("s15")
-    m, c = run(sc, "10.1", failing(Type1Plan, {0x100000: errno.EFAULT, 0x100000000: errno.ENOMEM}))
+    # at realize q35's PAM is still disabled: ram-below-4g is one section from 0
+    m, c = run(sc, "10.1", failing(Type1Plan, {0x0: errno.EFAULT, 0x100000000: errno.ENOMEM}))
     host = m.regions["ram0"].ram_block.host
-    assert c.error == (f"Region ram0: vfio_container_dma_map(0x55d0c0a0b000, 0x100000, "
-                       f"0x7ff00000, 0x{host + 0x100000:x}) = -14 (Bad address)")
+    assert c.error == (f"Region ram0: vfio_container_dma_map(0x55d0c0a0b000, 0x0, "
+                       f"0x80000000, 0x{host:x}) = -14 (Bad address)")
     assert realize_error(m, c).startswith("vfio vfio-pci: memory listener initialization failed: "
                                           "Region ram0: vfio_container_dma_map(")
     assert not c.initialized and c.aborted is None
@@ -54,8 +55,8 @@ def test_20_init_time_ram_failure_fails_realize_with_first_error():
 
 
 def test_20_qemu_7_2_names_the_function_vfio_dma_map():
-    m, c = run(gallery.load("s15"), "7.2", failing(Type1Plan, {0x100000: errno.EFAULT}))
-    assert c.error.startswith("Region ram0: vfio_dma_map(0x55d0c0a0b000, 0x100000, 0x7ff00000,")
+    m, c = run(gallery.load("s15"), "7.2", failing(Type1Plan, {0x0: errno.EFAULT}))
+    assert c.error.startswith("Region ram0: vfio_dma_map(0x55d0c0a0b000, 0x0, 0x80000000,")
 
 
 SC_HOTPLUG = """
@@ -118,10 +119,40 @@ def test_27_virtio_mem_failure_unmaps_whole_section_and_fails():
     assert c.error.startswith("Region vmem0: vfio_container_dma_map(") and "-12" in c.error
 
 
-@pytest.mark.parametrize("qemu", ["10.1", "fixed"])
+@pytest.mark.parametrize("qemu", ["10.1", "11.1"])
 def test_viommu_map_failure_is_error_report_only(qemu):
     sc = gallery.load("s29")
     m, c = run(sc, qemu, failing(IommufdPlan, {0x100000: errno.EFAULT}))
     ev = next(e for e in c.events if e.path == "iommu" and e.kind == "map")
     assert ev.result.ret == -errno.EFAULT and not ev.fatal
     assert ev.message.startswith("vfio_container_dma_map(") and c.error is None
+
+
+@pytest.mark.parametrize("qemu,kernel,fails", [
+    ("10.2", "6.12", True),       # 3ca0a0ab05ca: the blocker's 0 read as false
+    ("10.2", "6.13", False),      # IOMMU_IOAS_CHANGE_PROCESS: no blocker needed
+    ("11.0.0", "6.12", False),    # fixed by 0e387bd1dff4
+    ("10.1", "6.12", False),
+])
+def test_10_2_iommufd_cpr_registration_fails_realize_on_kernels_before_6_13(qemu, kernel, fails):
+    from vmm_model.plan import make_plan
+    p = make_plan(gallery.load("s02"), get_qemu(qemu), "iommufd", kernel=kernel)
+    if fails:
+        assert p.events == [] and p.realize_error.startswith(
+            "vfio vfio-pci: iommufd_backend_connect() fails: vfio_iommufd_cpr_register_iommufd()")
+    else:
+        assert p.realize_error is None and p.events
+    t = make_plan(gallery.load("s02"), get_qemu(qemu), "type1", kernel=kernel)
+    assert t.realize_error is None
+
+
+@pytest.mark.parametrize("kernel,ioctl,ret", [
+    ("7.2", "IOMMU_IOAS_MAP_FILE", 0),          # VFIO_DEVICE_FEATURE_DMA_BUF (6.19+)
+    ("6.18", "IOMMU_IOAS_MAP", -errno.EFAULT),   # ENOTTY: no dma-buf, VA map of the PFNMAP
+])
+def test_11_0_bar_dmabuf_needs_a_kernel_with_vfio_dma_buf(kernel, ioctl, ret):
+    from vmm_model.plan import make_plan
+    p = make_plan(gallery.load("s18"), get_qemu("11.1"), "iommufd", kernel=kernel)
+    bars = [e for e in p.events if e.kind == "map" and e.section.mr.ram_device]
+    assert bars and {(e.result.request.ioctl, e.result.ret) for e in bars} == {(ioctl, ret)}
+    assert p.realize_error is None            # ram_device failures only warn

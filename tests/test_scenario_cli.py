@@ -97,10 +97,44 @@ def test_bad_arguments_one_line_exit_2(capsys, args, expect):
 
 
 def test_qemu_rejects_feature_of_a_newer_version(capsys):
-    # aux-ram-share exists from 10.0: with --qemu 9.2 the plan says QEMU rejects it
+    # aux-ram-share exists from 10.0 (91792807d11c): QEMU 9.2 refuses to start, with
+    # its own message, and that cell is a failure (exit status 1, "failed" in JSON)
     rc, out, err = run(capsys, "plan", "s34", "--qemu", "9.2", "--backend", "iommufd")
-    assert rc == 0
-    assert "QEMU 9.2 rejects this configuration" in out and "aux-ram-share" in out
+    assert rc == 1
+    assert ("QEMU 9.2 rejects this command line: qemu-system-x86_64: Property "
+            "'pc-q35-9.2-machine.aux-ram-share' not found") in out
+    rc, out, err = run(capsys, "plan", "s34", "--qemu", "9.2,10.0", "--backend", "iommufd",
+                       "--json")
+    plans = json.loads(out)["plans"]
+    assert rc == 1 and [(p["qemu"], p["failed"]) for p in plans] == [("9.2", True),
+                                                                      ("10.0", False)]
+    assert plans[0]["events"] == [] and "aux-ram-share' not found" in plans[0]["rejected"]
+
+
+@pytest.mark.parametrize("qemu_args, message", [
+    (["-object", "iommufd,id=iommufd0"],
+     "-object iommufd,id=iommufd0: Parameter 'qom-type' does not accept value 'iommufd'"),
+    (["-object", "memory-backend-file,id=m0,size=64M,mem-path=/dev/shm/x,rom=on,readonly=on",
+      "-machine", "memory-backend=m0", "-m", "64M"],
+     "-object memory-backend-file,id=m0,rom=...: Invalid parameter 'rom'"),
+    (["-object", "memory-backend-file,id=m0,size=64M,mem-path=/dev/shm/x,offset=0",
+      "-machine", "memory-backend=m0", "-m", "64M"],
+     "-object memory-backend-file,id=m0,offset=...: Invalid parameter 'offset'"),
+    (["-object", "memory-backend-shm,id=m0,size=64M", "-machine", "memory-backend=m0",
+      "-m", "64M"],
+     "-object memory-backend-shm,id=m0: Parameter 'qom-type' does not accept value "
+     "'memory-backend-shm'"),
+    (["-machine", "q35,aux-ram-share=on"],
+     "Property 'pc-q35-7.2-machine.aux-ram-share' not found"),
+])
+def test_qemu_7_2_rejects_options_it_does_not_have(capsys, qemu_args, message):
+    """QEMU 7.2's own start-up errors (each checked against Debian's 7.2 binary in
+    tests/test_qemu_errors.py); the same command line plans on 11.1."""
+    rc, out, err = run(capsys, "plan", "--qemu", "7.2,11.1", "--backend", "type1",
+                       "--no-compare", "--", *qemu_args)
+    assert rc == 1 and err == ""
+    assert f"QEMU 7.2 rejects this command line: qemu-system-x86_64: {message}" in out
+    assert "QEMU 11.1 rejects" not in out
 
 
 def test_user_policy_plugs_in_and_its_name_shows(capsys):
@@ -126,10 +160,11 @@ def test_user_policy_plugs_in_and_its_name_shows(capsys):
 
 def test_policy_by_module_path(capsys):
     rc, out, err = run(capsys, "plan", "s06", "--policy",
-                       "vmm_model.policy:vfio_container_dma_map_fixed", "--no-compare")
-    assert rc == 0 and "policy vmm_model.policy:vfio_container_dma_map_fixed" in out
-    assert "IOMMU_IOAS_MAP_FILE" not in out
-    POLICIES.pop("vmm_model.policy:vfio_container_dma_map_fixed")
+                       "vmm_model.policy:vfio_container_dma_map_shared", "--no-compare")
+    assert rc == 0 and "policy vmm_model.policy:vfio_container_dma_map_shared" in out
+    table = [ln for ln in out.splitlines() if ln.startswith(("   realize", "   reset"))]
+    assert table and not any("IOMMU_IOAS_MAP_FILE" in ln for ln in table)
+    POLICIES.pop("vmm_model.policy:vfio_container_dma_map_shared")
 
 
 def test_plan_json_schema(capsys):
@@ -142,7 +177,8 @@ def test_plan_json_schema(capsys):
     assert ev["ioctl"] == "IOMMU_IOAS_MAP_FILE" and ev["kernel"] == "ran" and ev["ret"] == 0
     assert p["kernel"] == "7.2" and p["kernel_error"] is None
     assert ev["fields"]["start"] == 0x80000000
-    assert {"versions": ["7.2", "8.2", "9.0", "9.2", "10.0", "fixed", "fixed+dmabuf"],
+    # 7.2 and 8.2 have no -object iommufd: rejected, so not in the comparison
+    assert {"versions": ["9.0", "9.1", "9.2", "10.0", "11.0.2", "11.1", "master"],
             "decision": "IOMMU_IOAS_MAP FIXED_IOVA|WRITEABLE|READABLE"} in ev["other_qemu"]
     assert [h["code"] for h in p["hazards"]] == ["private-map-file"]
 
@@ -226,3 +262,51 @@ def test_compare_prints_only_differences(capsys):
 def test_compare_bad_arguments(capsys, args, expect):
     rc, out, err = run(capsys, *args)
     assert rc == 2 and expect in err and err.count("\n") == 1
+
+
+def test_versions_lists_every_line_and_each_rule_with_its_release(capsys):
+    rc, out, err = run(capsys, "versions")
+    assert rc == 0 and "(default 11.1)" in out
+    for name in ("7.2", "8.2", "9.0", "9.2", "10.0", "10.1", "10.2", "11.0.0", "11.0.2", "11.1",
+                 "master"):
+        assert f"\n  {name} " in out
+    assert "master@b2e5620b4f5d" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("dma_map_file_shared_only"))
+    assert "11.1.0 / 11.0.2 (stable)" in line and "Restrict dma_map_file()" in line
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("iommufd_cpr_blocker_bug"))
+    assert "10.2.0" in line and "until 11.0.0 (0e387bd1dff4)" in line
+    rc, out, err = run(capsys, "versions", "--json")
+    doc = json.loads(out)
+    assert doc["default"] == "11.1"
+    assert (doc["versions"]["11.0.0"]["policy"], doc["versions"]["11.0.2"]["policy"]) == \
+        ("fd", "fd-shared-or-ram-device")
+    assert {r["switch"]: r["since"] for r in doc["rules"]}["bar_dmabuf"] == "11.0.0"
+    assert not doc["versions"]["7.2"]["iommufd_object"] and doc["versions"]["9.0"]["iommufd_object"]
+
+
+@pytest.mark.parametrize("given,line", [("11.0.1", "11.0.0"), ("11.0.7", "11.0.2"),
+                                        ("1:11.1.3+ds-2~bpo13+1", "11.1"), ("10.0.2", "10.0"),
+                                        ("9.1.3", "9.1"), ("7.2.22", "7.2")])
+def test_any_release_maps_to_its_line(given, line):
+    assert get_qemu(given).name == line
+
+
+@pytest.mark.parametrize("given,expect", [
+    ("fixed", "QEMU 'fixed' is retired: the shared-or-ram-device MAP_FILE rule it stood for "
+              "shipped in QEMU 11.0.2 (stable) and 11.1"),
+    ("fixed+dmabuf", "is retired"), ("12.0", "unknown QEMU version '12.0'"),
+    ("6.2", "unknown QEMU version '6.2'"), ("latest", "unknown QEMU version 'latest'")])
+def test_retired_and_unknown_versions_are_one_line_errors(capsys, given, expect):
+    rc, out, err = run(capsys, "plan", "s02", "--qemu", given)
+    assert rc == 2 and err.count("\n") == 1 and expect in err
+
+
+def test_docs_qemu_versions_names_every_rule_and_line():
+    from vmm_model.qemu_versions import QEMU_VERSIONS, RULES
+    text = (Path(__file__).parent.parent / "docs" / "qemu-versions.md").read_text()
+    for r in RULES:
+        assert f"`{r.field}`" in text and r.since.rsplit(".0", 1)[0] in text, r.field
+        if r.commit:
+            assert r.commit in text, r.field
+    for name in QEMU_VERSIONS:
+        assert f"`{name}`" in text, name

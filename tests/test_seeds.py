@@ -44,8 +44,10 @@ def _write_file(host, rb, off: int, data: bytes) -> None:
 
 @pytest.mark.parametrize("qemu, backend, device_sees", [
     ("10.1", "iommufd", b"FILE"),    # MAP_FILE of the private memfd: the page cache, stale
-    ("master", "iommufd", b"FILE"),
-    ("fixed", "iommufd", b"GUES"),   # seed 002's fix: private RAM mapped by VA
+    ("11.0.0", "iommufd", b"FILE"),
+    ("11.0.2", "iommufd", b"GUES"),  # shared-only MAP_FILE (stable): private RAM mapped by VA
+    ("11.1", "iommufd", b"GUES"),
+    ("master", "iommufd", b"GUES"),
     ("10.0", "iommufd", b"GUES"),    # before MAP_FILE existed in QEMU
     ("10.1", "type1", b"GUES"),      # type1 has no dma_map_file
     ("10.1", "compat", b"GUES"),
@@ -96,7 +98,7 @@ def test_seed000_map_file_eperm_and_realize_fails_after_fix():
 
 def test_seed000_fixed_policy_maps_by_va_and_file_stays_intact():
     sc = gallery.load("s38-readonly-file-rom-off")
-    with simulate(sc, get_qemu("fixed"), "iommufd", "7.2+fix") as sim:
+    with simulate(sc, get_qemu("11.1"), "iommufd", "7.2+fix") as sim:
         ev = _map_event(sim, GPA)
         assert (ev.result.ret, ev.result.request.ioctl) == (0, "IOMMU_IOAS_MAP")
         assert dma_write(sim.device, GPA, b"DEVICE") == 6
@@ -175,22 +177,30 @@ def _lu_preserve(sim) -> int:
 
 def test_seed001_qemu_aux_memfd_rom_blocks_preserve_until_it_is_gone():
     """QEMU 10.2, aux-ram-share, sealed memfd RAM: every section is MAP_FILE,
-    but pc.bios's aux memfd (qemu_memfd_create(name, 0, 0, ...): no
-    MFD_ALLOW_SEALING) has only F_SEAL_SEAL, so the HWPT cannot be preserved
-    (EINVAL; the IOAS stays mutable).  Without that area it is, and the IOAS is
-    then immutable: QEMU's own map/unmap get EBUSY."""
+    but the aux memfds of pc.bios and pc.rom (qemu_memfd_create(name, 0, 0, ...):
+    no MFD_ALLOW_SEALING) have only F_SEAL_SEAL, so the HWPT cannot be preserved
+    (EINVAL; the IOAS stays mutable).  Without those areas (pc.bios at 4 GiB -
+    256 KiB and as isa-bios at 0xe0000, pc.rom at 0xc0000 after reset) it is, and
+    the IOAS is then immutable: QEMU's own map/unmap get EBUSY."""
+    from vmm_model.container import live_mappings
     sc = gallery.load("seed001-live-update-memfd")
     with simulate(sc, get_qemu("10.2"), "iommufd", "7.2+lu") as sim:
         maps = [ev for ev in sim.container.events if ev.kind == "map"]
         assert {(ev.result.ret, ev.result.request.ioctl) for ev in maps} == {(0, "IOMMU_IOAS_MAP_FILE")}
         assert set(sim.block("ram0").backing.seals) >= LU_SEALS
         assert sim.block("pc.bios").backing.seals == ("F_SEAL_SEAL",)
+        assert sim.block("pc.rom").backing.seals == ("F_SEAL_SEAL",)
         assert _lu_preserve(sim) == -errno.EINVAL
-        bios = next(ev for ev in maps if ev.section.mr.ram_block.idstr == "pc.bios")
-        assert sim.container.dma_unmap(bios.iova, bios.size).ret == 0
+        aux = [ev for ev in live_mappings(sim.container)
+               if ev.section.mr.ram_block.idstr in ("pc.bios", "pc.rom")]
+        assert sorted((ev.iova, ev.size) for ev in aux) == [
+            (0xC0000, 0x20000), (0xE0000, 0x20000), (0xFFFC0000, 0x40000)]
+        for ev in aux:
+            assert sim.container.dma_unmap(ev.iova, ev.size).ret == 0
         assert _lu_preserve(sim) == 0
-        low = next(ev for ev in maps if ev.iova == 0xc0000)              # ram0, read-only
+        low = next(ev for ev in maps if ev.iova == 0x100000)             # ram0
         assert sim.container.dma_unmap(low.iova, low.size).ret == -errno.EBUSY
+        bios = aux[-1]
         r = sim.container.dma_map(bios.iova, bios.size, bios.vaddr, True, bios.section.mr)
         assert (r.ret, r.request.ioctl) == (-errno.EBUSY, "IOMMU_IOAS_MAP_FILE")
 
@@ -229,8 +239,6 @@ def test_seed003_ro_shared_mmap_of_write_sealed_memfd(kernel, mmap_ok, backend):
     from backends.simulated import SimHost
     from backends.simulated.vfio import install
     from backends.type1 import Type1Container
-    if backend == "iommufd" and not SimHost(kernel).profile.vfio_cdev:
-        pytest.skip("no VFIO cdev on this kernel")
     with SimHost(kernel) as h:
         install(h)
         fd = h.memfd_create("rom", MFD_ALLOW_SEALING)

@@ -30,7 +30,7 @@ from backends.simulated.dma import dma_read
 from backends.simulated.iommufd.io_pagetable import iopt_reserve_iova
 from backends.simulated.iommu import MOCK_IOMMU, SimVfioDevice
 from backends.simulated.mmap import MM
-from test_sim_iommufd import R, U64_MAX, W, Env
+from iommufd_env import R, U64_MAX, W, Env
 
 E = errno
 P = PAGE_SIZE

@@ -16,7 +16,7 @@ Versions:    `qemu_version`, `QemuVersion`, `QEMU_VERSIONS`,
              `get_profile`, `list_profiles`, `KernelProfile`
 Policies:    `Policy`, `register_policy`, `get_policy`,
              `vfio_container_dma_map_va`, `vfio_container_dma_map_fd`,
-             `vfio_container_dma_map_fixed`,
+             `vfio_container_dma_map_shared`,
              `vfio_container_can_dma_map_file`, and what a policy sees:
              `VFIOIOMMUClass`, `MemoryRegion`, `RAMBlock`,
              `DmaResult`, `DmaRequest`
@@ -45,7 +45,7 @@ def _version() -> str:
 __version__: str = _version()
 
 _EXPORTS = {
-    "vmm_model.api": ("load_scenario", "load_command_line", "plan_scenario",
+    "vmm_model.api": ("load_scenario", "load_command_line", "plan_scenario", "backend_name",
                       "compare_scenario", "simulate_scenario", "qemu_version",
                       "Comparison", "ScenarioLike", "PolicyLike"),
     "vmm_model.scenario": ("Scenario",),
@@ -56,7 +56,7 @@ _EXPORTS = {
     "vmm_model.qemu_versions": ("QemuVersion", "QEMU_VERSIONS"),
     "vmm_model.policy": ("Policy", "POLICIES", "register_policy", "get_policy",
                          "vfio_container_dma_map_va", "vfio_container_dma_map_fd",
-                         "vfio_container_dma_map_fixed", "vfio_container_can_dma_map_file"),
+                         "vfio_container_dma_map_shared", "vfio_container_can_dma_map_file"),
     "vmm_model.policy_check": ("PolicyError",),
     "vmm_model.memory": ("MemoryRegion", "RAMBlock"),
     "vmm_model.qemu.errors": ("QemuError",),
@@ -93,8 +93,8 @@ if TYPE_CHECKING:
     from backends.simulated.dma import dma_read, dma_write
     from backends.simulated.iommu import SimVfioDevice
     from backends.kernel_profiles import KernelProfile, get_profile, list_profiles
-    from vmm_model.api import (Comparison, PolicyLike, ScenarioLike, compare_scenario,
-                               load_command_line, load_scenario, plan_scenario, qemu_version,
+    from vmm_model.api import (Comparison, PolicyLike, ScenarioLike, backend_name,
+                               compare_scenario, load_command_line, load_scenario, plan_scenario, qemu_version,
                                simulate_scenario)
     from vmm_model.container import Event
     from vmm_model.memory import MemoryRegion, RAMBlock
@@ -102,7 +102,7 @@ if TYPE_CHECKING:
     from vmm_model.plan_view import PlanDiff, PlanSection, SectionDiff
     from vmm_model.policy import (POLICIES, Policy, get_policy, register_policy,
                                   vfio_container_can_dma_map_file, vfio_container_dma_map_fd,
-                                  vfio_container_dma_map_fixed, vfio_container_dma_map_va)
+                                  vfio_container_dma_map_shared, vfio_container_dma_map_va)
     from vmm_model.policy_check import PolicyError
     from vmm_model.qemu.errors import QemuError
     from vmm_model.qemu_versions import QEMU_VERSIONS, QemuVersion

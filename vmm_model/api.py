@@ -58,7 +58,8 @@ def load_command_line(args: str | Sequence[str], name: str = "command-line") -> 
 
 
 def qemu_version(name: str | QemuVersion) -> QemuVersion:
-    """A modelled QEMU version by name or alias (``"10.1"``, ``"10.0.2"``, ``"fixed"``)."""
+    """A modelled QEMU version by line name or any release (``"11.1"``, ``"10.0.2"``,
+    ``"master"``)."""
     from vmm_model.qemu_versions import QemuVersion, get_qemu
     return name if isinstance(name, QemuVersion) else get_qemu(name, where="qemu")
 
@@ -88,13 +89,11 @@ def policy_name(policy: PolicyLike) -> str | None:
     return name
 
 
-def _backend(backend: str) -> str:
-    from backends.errors import UsageError
-    from vmm_model.plan import ALL_BACKENDS
-    if backend not in ALL_BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}", where="backend",
-                         valid=", ".join(ALL_BACKENDS))
-    return backend
+def backend_name(backend: str) -> str:
+    """A registered IOMMU backend's name (``"type1"``, ``"iommufd"``, ``"compat"``, or an
+    alias of one); bad input otherwise."""
+    from vmm_model.iommu_backends import get_backend
+    return get_backend(backend, where="backend").name
 
 
 def plan_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None = None,
@@ -103,15 +102,15 @@ def plan_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None = No
     """Plan ``scenario`` as QEMU ``qemu`` would on ``backend`` over a simulated
     ``kernel``: every section's listener outcome with the kernel's answer.
 
-    ``qemu`` and ``backend`` default to the ones the scenario names, else 10.1
-    and iommufd.  The plan is returned even when it could not run (check
+    ``qemu`` and ``backend`` default to the ones the scenario names, else the
+    newest modelled release and iommufd.  The plan is returned even when it could not run (check
     `Plan.ok`, `Plan.kernel_error`, `Plan.rejected`); the
     pytest fixture ``vfio_plan`` fails the test instead."""
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import DEFAULT_QEMU
     sc = load_scenario(scenario)
     q = qemu_version(qemu or sc.qemu or DEFAULT_QEMU)
-    return make_plan(sc, q, _backend(backend or sc.backend or DEFAULT_BACKEND),
+    return make_plan(sc, q, backend_name(backend or sc.backend or DEFAULT_BACKEND),
                      policy_name(policy), kernel_profile_name(kernel))
 
 
@@ -137,14 +136,15 @@ class Comparison:
 
 
 def compare_scenario(scenario: ScenarioLike, *, qemu: Sequence[str] | str | None = None,
-                     backends: Sequence[str] = ("type1", "iommufd", "compat"),
+                     backends: Sequence[str] | None = None,
                      kernels: Sequence[str] = ("6.12", "7.2", "7.2+fix"),
                      policy: PolicyLike = None) -> Comparison:
     """``vfio-emu compare`` as a function: every combination of ``qemu`` (default:
-    the scenario's version, else 10.1), ``backends`` and ``kernels`` (simulated
-    profiles or ``"host"``)."""
+    the scenario's version, else the newest release), ``backends`` (default: every
+    registered backend) and ``kernels`` (simulated profiles or ``"host"``)."""
     from backends.errors import UsageError
     from vmm_model import compare
+    from vmm_model.iommu_backends import backend_names
     from vmm_model.qemu_versions import DEFAULT_QEMU
     sc = load_scenario(scenario)
     names = [qemu] if isinstance(qemu, str) else list(qemu or [sc.qemu or DEFAULT_QEMU])
@@ -152,7 +152,8 @@ def compare_scenario(scenario: ScenarioLike, *, qemu: Sequence[str] | str | None
     if not ks or None in ks:
         raise UsageError("compare needs simulated kernels", where="kernels")
     plans, diffs = compare.compare(sc, [qemu_version(n) for n in names],
-                                   [_backend(b) for b in backends], ks, policy_name(policy))
+                                   [backend_name(b) for b in backends or backend_names()], ks,
+                                   policy_name(policy))
     return Comparison(sc, plans, diffs)
 
 
@@ -172,4 +173,4 @@ def simulate_scenario(scenario: ScenarioLike, *, qemu: str | QemuVersion | None 
     if k is None:
         raise UsageError("a simulation needs a kernel profile", where="kernel")
     return simulate(sc, qemu_version(qemu or sc.qemu or DEFAULT_QEMU),
-                    _backend(backend or sc.backend or DEFAULT_BACKEND), k, policy_name(policy))
+                    backend_name(backend or sc.backend or DEFAULT_BACKEND), k, policy_name(policy))

@@ -1,6 +1,7 @@
 """``vfio-emu``: the command line.
 
-Exit status: 0 ok; 1 a check found a hazard (``--check``); 2 bad input (one
+Exit status: 0 ok; 1 a check found a hazard (``--check``) or a QEMU version
+rejects the command line (``plan``); 2 bad input (one
 line naming the file/argument, the field and what would be valid; no traceback).
 """
 
@@ -13,8 +14,10 @@ from pathlib import Path
 
 from backends.errors import UsageError, VfioEmuError
 from vmm_model import gallery
-from vmm_model.plan import ALL_BACKENDS, BACKENDS, DEFAULT_KERNEL, make_plan
-from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list
+from vmm_model.iommu_backends import backend_names, get_backend
+from vmm_model.plan import DEFAULT_KERNEL, make_plan
+from vmm_model.qemu_versions import (DEFAULT_QEMU, QEMU_VERSIONS, parse_qemu_list,
+                                     versions_dict, versions_table)
 from vmm_model.report import NOT_RUN, document, render_plan
 from vmm_model.scenario import from_qemu_args, load_toml
 
@@ -55,11 +58,9 @@ def cmd_plan(args, qemu_argv) -> int:
     for sc in _scenarios(args, qemu_argv):
         qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
         backends = args.backend or sc.backend or "all"
-        blist = list(BACKENDS) if backends == "all" else [backends]
+        blist = (backend_names(in_all=True) if backends == "all"
+                 else [get_backend(backends, also=("all",)).name])
         for b in blist:
-            if b not in ALL_BACKENDS:
-                raise UsageError(f"unknown backend {b!r}", where="--backend",
-                                 valid=", ".join(ALL_BACKENDS) + ", all")
             for q in qemus:
                 plans.append(make_plan(sc, q, b, args.policy, kernel))
     with_others = not args.no_compare
@@ -71,6 +72,8 @@ def cmd_plan(args, qemu_argv) -> int:
             print(f"kernel column: '{NOT_RUN}' = the request is exact but no kernel answered "
                   "it (--kernel none)\n")
         print("\n\n".join(render_plan(p, with_others) for p in plans))
+    if any(p.rejected for p in plans):
+        return 1            # a QEMU that refuses the command line is a failed cell
     if args.check and any(p.hazards or p.realize_error or (p.container and p.container.aborted)
                           for p in plans):
         return 1
@@ -86,10 +89,8 @@ def cmd_compare(args, qemu_argv) -> int:
                          "arguments after --)", where="vfio-emu compare")
     sc = scs[0]
     qemus = parse_qemu_list(args.qemu or sc.qemu or DEFAULT_QEMU)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for b in backends:
-        if b not in ALL_BACKENDS:
-            raise UsageError(f"unknown backend {b!r}", where="--backends", valid=", ".join(ALL_BACKENDS))
+    backends = [get_backend(b.strip(), where="--backends").name
+                for b in args.backends.split(",") if b.strip()]
     kernels = [kernel_arg(k.strip()) for k in args.kernels.split(",") if k.strip()]
     if None in kernels or not kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
@@ -104,22 +105,25 @@ def cmd_compare(args, qemu_argv) -> int:
 
 
 def cmd_gallery(args, _qemu_argv) -> int:
-    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.research, sc.title)
+    rows = [(sc.name, sc.qemu or "-", sc.backend or "all", sc.upstream, sc.title)
             for sc in gallery.load_all()]
     if args.json:
         json.dump({"schema_version": 1, "scenarios": [
-            dict(zip(("name", "qemu", "backend", "research", "title"), r)) for r in rows]},
+            dict(zip(("name", "qemu", "backend", "upstream", "title"), r)) for r in rows]},
             sys.stdout, indent=1)
         print()
         return 0
     for r in rows:
-        print(f"{r[0]:34} qemu {r[1]:7} {r[2]:8} {r[3]:28} {r[4]}")
+        print(f"{r[0]:34} qemu {r[1]:7} {r[2]:8} {r[4]}\n{'':34} upstream: {r[3]}")
     return 0
 
 
 def cmd_versions(args, _qemu_argv) -> int:
-    for q in QEMU_VERSIONS.values():
-        print(f"{q.name:13} policy {q.policy:24} {q.title}")
+    if args.json:
+        json.dump(versions_dict(), sys.stdout, indent=1)
+        print()
+    else:
+        print(versions_table())
     return 0
 
 
@@ -148,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="what QEMU maps, how, per section (default: the gallery)")
     pl.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                     "or give QEMU arguments after --")
-    pl.add_argument("--qemu", help="QEMU version(s): " + ", ".join(QEMU_VERSIONS) + ", or all")
-    pl.add_argument("--backend", help="type1, iommufd, compat or all (= type1 and iommufd)")
+    pl.add_argument("--qemu", help="QEMU version(s), comma list: " + ", ".join(QEMU_VERSIONS)
+                    + ", a release such as 11.0.1, or all (default: the scenario's, else "
+                    + DEFAULT_QEMU + ")")
+    pl.add_argument("--backend", help=f"{', '.join(backend_names())} or all (= "
+                    f"{' and '.join(backend_names(in_all=True))})")
     pl.add_argument("--kernel", default=DEFAULT_KERNEL,
                     help=f"simulated kernel profile that answers the ioctls (default "
                          f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")
@@ -164,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "kernels and QEMU versions")
     c.add_argument("scenario", nargs="?", help="a scenario .toml file or a gallery name; "
                    "or give QEMU arguments after --")
-    c.add_argument("--backends", default="type1,iommufd,compat",
-                   help="comma list of type1, iommufd, compat (default: all three)")
+    c.add_argument("--backends", default=",".join(backend_names()),
+                   help=f"comma list of {', '.join(backend_names())} (default: all of them)")
     c.add_argument("--kernels", default="6.12,7.2,7.2+fix",
                    help="comma list of kernel profiles (default 6.12,7.2,7.2+fix; see 'profiles')")
     c.add_argument("--qemu", help="QEMU version(s), comma list (default: the scenario's or "
@@ -176,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gallery", help="list the built-in scenarios")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gallery)
-    v = sub.add_parser("versions", help="list the modelled QEMU versions")
+    v = sub.add_parser("versions", help="list the modelled QEMU versions and, per rule, the "
+                       "release it appeared in")
+    v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_versions)
     pr = sub.add_parser("profiles", help="list the simulated kernel profiles and their switches")
     pr.add_argument("--kernel", help="one profile: a name or 'host' (the running kernel)")
@@ -185,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backends.probe import register as register_probe
     from backends.rig.cli import register as register_rig
     from vmm_model.qemu.cli import register
+    from vmm_model.run import register as register_run
     register(sub)
+    register_run(sub)
     register_probe(sub)
     register_rig(sub)
     return p

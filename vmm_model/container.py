@@ -35,6 +35,7 @@ class Event:
     result: DmaResult | None = None
     message: str = ""
     fatal: bool = False              # realize fails (init) or hw_error abort (runtime)
+    phase: str = "realize"           # realize | reset (first machine reset) | hotplug
 
 
 @dataclass
@@ -48,18 +49,19 @@ class VFIOContainer:
     policy: Policy | None = None
     initialized: bool = False
     error: str | None = None          # bcontainer->error: first init-time error
+    connect_error: str | None = None  # the device could not attach (before any listener)
     aborted: str | None = None        # hw_error() message at runtime
     events: list[Event] = field(default_factory=list)
     warned_once: set = field(default_factory=set)
     ptr: int = 0x55D0C0A0B000         # %p of bcontainer in QEMU's messages
-    dma_max_mappings: int = 0         # legacy: DMA_AVAIL (65535); iommufd: 0 (no limit)
+    dma_max_mappings: int = 0         # 0: the backend's (legacy 65535; iommufd 0, no limit)
 
     def __post_init__(self):
         if self.policy is None:
             self.policy_name = self.policy_name or self.qemu.policy
             self.policy = POLICIES[self.policy_name]
-        if self.backend.name in ("type1", "compat") and not self.dma_max_mappings:
-            self.dma_max_mappings = 65535   # VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL default (U16_MAX)
+        if not self.dma_max_mappings:
+            self.dma_max_mappings = self.backend.dma_max_mappings
 
     def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool,
                 mr: MemoryRegion) -> DmaResult:
@@ -79,27 +81,59 @@ class VFIOContainer:
 
 
 def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
-    """vfio_listener_register(): replay the flat view at device realize, then
-    (if that worked) apply runtime hotplug sections."""
-    from vmm_model.listener import vfio_listener_region_add
+    """vfio_listener_register(): replay the flat view at device realize; then (if
+    that worked) the first machine reset's flat-view change (region_del, then
+    region_add) and runtime hotplug sections.  Each event records its phase."""
+    from vmm_model.listener import vfio_listener_region_add, vfio_listener_update
 
     container.backend.cpr_incoming = machine.cpr_incoming
     if machine.iommu_pgsizes:
         container.backend.pgsizes = machine.iommu_pgsizes
     for section in machine.sections:
         vfio_listener_region_add(container, machine, section)
-    if container.error is None:
-        container.initialized = True
-        for section in machine.hotplug_sections:
-            if container.aborted:
-                break
-            vfio_listener_region_add(container, machine, section)
+    if container.error is not None:
+        return container
+    container.initialized = True
+    n = len(container.events)
+    if machine.reset_sections is not None:
+        vfio_listener_update(container, machine, machine.sections, machine.reset_sections)
+    for ev in container.events[n:]:
+        ev.phase = "reset"
+    n = len(container.events)
+    for section in machine.hotplug_sections:
+        if container.aborted:
+            break
+        vfio_listener_region_add(container, machine, section)
+    for ev in container.events[n:]:
+        ev.phase = "hotplug"
     return container
+
+
+def live_mappings(container: VFIOContainer) -> list[Event]:
+    """The successful (or planned) map events whose IOVA range is still mapped at
+    the end: later unmaps of an overlapping range remove them."""
+    live: list[Event] = []
+    for ev in container.events:
+        if ev.kind == "map" and ev.result is not None and not ev.result.ret:
+            live.append(ev)
+        elif ev.kind == "unmap" and ev.result is not None and not ev.result.ret:
+            live = [m for m in live
+                    if m.iova + m.size <= ev.iova or ev.iova + ev.size <= m.iova]
+    return sorted(live, key=lambda e: e.iova)
 
 
 def realize_error(machine: Machine, container: VFIOContainer) -> str | None:
     """The realize failure QEMU prints when the listener failed at init."""
+    dev = machine.vfio_devices[0] if machine.vfio_devices else "vfio-pci"
+    if container.connect_error is not None:
+        return f"vfio {dev}: {container.connect_error}"
     if container.error is None:
         return None
-    dev = machine.vfio_devices[0] if machine.vfio_devices else "vfio-pci"
     return f"vfio {dev}: memory listener initialization failed: {container.error}"
+
+
+IOMMUFD_CPR_BLOCKER_BUG = (
+    "iommufd_backend_connect() fails: vfio_iommufd_cpr_register_iommufd() returns "
+    "migrate_add_blocker_modes()'s 0 as false on a kernel without "
+    "IOMMU_IOAS_CHANGE_PROCESS, and QEMU prints no reason (hw/vfio/cpr-iommufd.c, "
+    "3ca0a0ab05ca in 10.2.0; fixed by 0e387bd1dff4 in 11.0.0)")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from backends.base import (DmaResult, VFIOIOMMUClass, ioas_map_file_request, ioas_map_request,
                            ioas_unmap_request)
+from backends.iommufd import IommufdContainer
+from backends.type1 import VFIO_CDEV_DIR
+from vmm_model.iommu_backends import IOMMUBackend, open_attached, register
 
 
 class IommufdPlan(VFIOIOMMUClass):
@@ -32,3 +35,21 @@ class IommufdPlan(VFIOIOMMUClass):
         if self.cpr_incoming:
             return DmaResult(0, None, note="cpr incoming: no ioctl")
         return DmaResult(None, ioas_unmap_request(self.ioas_id, iova, size, unmap_all))
+
+
+@register
+class Iommufd(IOMMUBackend):
+    """TYPE_VFIO_IOMMU_IOMMUFD: an IOAS on /dev/iommu, the device's cdev bound and
+    attached to it (iommufd_cdev_attach())."""
+
+    name = "iommufd"
+    capabilities = frozenset({"map_file", "cdev", "dirty_tracking", "live_update"})
+    description = "iommufd (/dev/iommu IOAS + VFIO cdev)"
+    iommufd_object = True
+
+    def plan_client(self) -> IommufdPlan:
+        return IommufdPlan()
+
+    def open_client(self, host, dev):
+        client = IommufdContainer(host)
+        return open_attached(client, client.attach_device, f"{VFIO_CDEV_DIR}vfio{dev.cdev}")

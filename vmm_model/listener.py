@@ -1,6 +1,7 @@
 """``vfio_listener_region_add`` and its three paths to ``vfio_container_dma_map``:
-plain RAM, vIOMMU MAP events, and RamDiscardManager (virtio-mem).
-hw/vfio/listener.c (10.1+; hw/vfio/common.c before); research §3.
+plain RAM, vIOMMU MAP events, and RamDiscardManager (virtio-mem); and
+``vfio_listener_region_del`` for flat-view changes (machine reset).
+hw/vfio/listener.c (10.1+; hw/vfio/common.c before).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def vfio_listener_skipped_section(section: MemoryRegionSection, bypass_ro: bool)
     """Why the listener ignores ``section`` (trace vfio_listener_region_skip), or None."""
     mr = section.mr
     if bypass_ro and section.readonly:
-        return "readonly section skipped: bypass_ro (ERRATA_772415_SPR17, master)"
+        return "readonly section skipped: bypass_ro (ERRATA_772415_SPR17, 11.0+)"
     if not mr.ram and not mr.iommu:
         return f"not RAM ({mr.kind.value})"
     if mr.protected:
@@ -96,7 +97,10 @@ def vfio_listener_region_add(c: VFIOContainer, machine: Machine,
 
 
 def _map_failed(c: VFIOContainer, ev: Event, err: str) -> None:
-    """Failure handling of vfio_container_region_add (research §3.4)."""
+    """Failure handling of vfio_container_region_add() (hw/vfio/listener.c): a
+    ram_device failure only warns (P2P); otherwise before the listener is
+    initialized the first error is stored and fails realize
+    ("memory listener initialization failed"), after it hw_error() aborts."""
     section = ev.section
     if section.mr.ram_device:
         if c.qemu.ram_device_warn_once:   # aaec00422ba6 (10.0)
@@ -118,6 +122,52 @@ def _map_failed(c: VFIOContainer, ev: Event, err: str) -> None:
     else:
         ev.message = f"{err}\nvfio: DMA mapping failed, unable to continue"
         c.aborted = "hw_error: vfio: DMA mapping failed, unable to continue"
+
+
+def vfio_listener_region_del(c: VFIOContainer, machine: Machine,
+                             section: MemoryRegionSection) -> None:
+    """The same section checks as region_add, then ``vfio_container_dma_unmap()``
+    of its host-page-aligned range (a RamDiscardManager section: the whole
+    section, vfio_ram_discard_unregister_listener())."""
+    if vfio_listener_skipped_section(section, machine.bypass_ro) or section.mr.iommu:
+        return
+    oas, owr = section.offset_within_address_space, section.offset_within_region
+    if (oas & (P - 1)) != (owr & (P - 1)):
+        return
+    rng = vfio_get_section_iova_range(section)
+    if rng is None:
+        return
+    iova, llsize = rng
+    if section.mr.ram_device:
+        pgmask = (1 << ctz64(c.backend.pgsizes)) - 1
+        if (iova & pgmask) or (llsize & pgmask):
+            return
+    res = c.dma_unmap(iova, llsize)
+    ev = _record(c, Event("unmap", section, path="region_del", iova=iova, size=llsize,
+                          result=res))
+    if res.ret:
+        from backends.base import strerror
+        ev.message = (f"vfio_container_dma_unmap(0x{c.ptr:x}, 0x{iova:x}, 0x{llsize:x}) = "
+                      f"{res.ret} ({strerror(res.ret)})")
+
+
+def _same_range(a: MemoryRegionSection, b: MemoryRegionSection) -> bool:
+    """flatrange_equal() (system/memory.c)."""
+    return (a.mr is b.mr and a.offset_within_address_space == b.offset_within_address_space
+            and a.size == b.size and a.offset_within_region == b.offset_within_region
+            and a.readonly == b.readonly)
+
+
+def vfio_listener_update(c: VFIOContainer, machine: Machine, old: list[MemoryRegionSection],
+                         new: list[MemoryRegionSection]) -> None:
+    """address_space_update_topology_pass(): region_del for every old FlatRange
+    that is not in the new view, then region_add for every new one not in the old."""
+    for s in old:
+        if not any(_same_range(s, t) for t in new):
+            vfio_listener_region_del(c, machine, s)
+    for t in new:
+        if not any(_same_range(s, t) for s in old):
+            vfio_listener_region_add(c, machine, t)
 
 
 # --- vIOMMU (vfio_iommu_map_notify) ------------------------------------------------

@@ -1,13 +1,18 @@
-"""Scenario -> the RAMBlocks QEMU would create and the flat view VFIO's listener
-sees, for one QEMU version.  Which configuration yields which RAMBlock facts:
-research qemu-vfio-dma-map.md §4.2–§4.4 and §4.6.
+"""Scenario -> the RAMBlocks QEMU would create and the flat views VFIO's listener
+sees, for one QEMU version (docs/qemu-memory-map.md).
 
-The x86 layout is QEMU's (hw/i386/pc_q35.c, pc_piix.c, pc.c): RAM split at
-``lowmem`` into ram-below-4g / ram-above-4g, device memory (pc-dimm, virtio-mem)
-from ROUND_UP(4 GiB + above_4g, 1 GiB), the BIOS ROM at 4 GiB - 256 KiB.  Below
-1 MiB it is simplified to what matters for VFIO: the VGA hole is I/O, and the
-0xc0000–0xfffff PAM shadow is read-only pc.ram (a flat "rom" range).  A
-scenario with explicit ``[[section]]`` rows (``inspect --save``) replaces the
+The x86 layout is QEMU's (hw/i386/pc_q35.c, pc_piix.c, pc.c, x86-common.c,
+hw/pci-host/q35.c, i440fx.c, pam.c): RAM split at ``lowmem`` into
+ram-below-4g / ram-above-4g; device memory (pc-dimm, virtio-mem) from
+ROUND_UP(4 GiB + above_4g, 1 GiB); pc.bios (256 KiB) at 4 GiB - 256 KiB; below
+1 MiB the PAM windows.  Two flat views: the one a vfio-pci device sees at
+realize, and the one after the first machine reset (``Machine.reset_sections``):
+q35's mch_realize() creates its PAM aliases disabled, so at realize pc.ram covers
+0xc0000-0xfffff; mch_reset() -> mch_update_pam() enables "pam-pci", which shows
+the PCI space there: pc.rom (0xc0000-0xdffff) and isa-bios, the last 128 KiB of
+pc.bios (0xe0000-0xfffff), both read-only.  i440fx_pcihost_realize() already
+calls i440fx_update_memory_mappings(), so on pc both views are the split one.
+A scenario with explicit ``[[section]]`` rows (``inspect --save``) replaces the
 generated layout.
 
 Host addresses and fd numbers are assigned by an allocator: synthetic and
@@ -26,10 +31,57 @@ from vmm_model.scenario import Scenario
 
 GiB = 1 << 30
 MiB = 1 << 20
-BIOS_SIZE = 256 * 1024
+BIOS_SIZE = 256 * 1024          # pc-bios/bios-256k.bin (SeaBIOS)
+ISA_BIOS_SIZE = 128 * 1024      # x86_isa_bios_init(): MIN(bios_size, 128 KiB)
+PC_ROM_BASE, PC_ROM_SIZE = 0xC0000, 0x20000   # hw/i386/pc.c: "pc.rom"
 HUGETLB_DEFAULT = 2 * MiB
 VIRTIO_MEM_DEFAULT_BLOCK = 2 * MiB
 MAX_MEMSLOTS_KVM_X86 = 32764   # KVM_USER_MEM_SLOTS on x86 (kvm_get_max_memslots)
+
+
+class CommandLineRejected(UsageError):
+    """This QEMU version refuses the command line at start-up (an option it does
+    not have).  The message is QEMU's own; the plan for that version is a failure."""
+
+    def __init__(self, qemu: QemuVersion, message: str, where: str = ""):
+        self.qemu_message = message
+        super().__init__(f"QEMU {qemu.name} rejects this command line: {message}", where=where)
+
+
+OBJECT_SWITCHES = {"iommufd": "iommufd_object", "memory-backend-shm": "memory_backend_shm"}
+FILE_PROP_SWITCHES = {"offset": "memory_backend_file_offset", "rom": "memory_backend_file_rom"}
+
+
+def _opt(obj) -> str:
+    """The option as QEMU echoes it in its error prefix (type and id)."""
+    return f"-object {obj.type},id={obj.id}" if obj.id else f"-object {obj.type}"
+
+
+def check_command_line(sc: Scenario, qemu: QemuVersion, backend: str | None = None) -> None:
+    """Raise CommandLineRejected with QEMU's own start-up error when ``qemu``
+    lacks an option ``sc`` uses (each switch is a Rule in vmm_model.qemu_versions;
+    messages as QEMU 7.2 prints them: qapi input visitor, qemu_opts, qdev)."""
+    prog = "qemu-system-x86_64"
+    for o in sc.objects:
+        switch = OBJECT_SWITCHES.get(o.type)
+        if switch and not getattr(qemu, switch):
+            raise CommandLineRejected(qemu, f"{prog}: {_opt(o)}: Parameter 'qom-type' does "
+                                      f"not accept value '{o.type}'", o.where)
+        for prop, switch in FILE_PROP_SWITCHES.items():
+            if o.type == "memory-backend-file" and prop in o.props and not getattr(qemu, switch):
+                raise CommandLineRejected(qemu, f"{prog}: {_opt(o)},{prop}=...: Invalid "
+                                          f"parameter '{prop}'", o.where)
+    if backend == "iommufd" and not qemu.iommufd_object:
+        raise CommandLineRejected(qemu, f"{prog}: -object iommufd,id=iommufd0: Parameter "
+                                  "'qom-type' does not accept value 'iommufd'", sc.source)
+    if sc.machine.get("aux-ram-share") and not qemu.aux_ram_share:
+        kind = "q35" if sc.machine.get("type", "q35") == "q35" else "i440fx"
+        major, minor = qemu.version[:2]
+        raise CommandLineRejected(qemu, f"{prog}: Property 'pc-{kind}-{major}.{minor}-machine."
+                                  "aux-ram-share' not found", sc.source)
+    if sc.incoming and not qemu.cpr_transfer:
+        raise CommandLineRejected(qemu, "migrate-set-parameters mode=cpr-transfer: Parameter "
+                                  "'mode' does not accept value 'cpr-transfer'", sc.source)
 
 
 class SyntheticAllocator:
@@ -54,7 +106,10 @@ class Machine:
     qemu: QemuVersion
     ramblocks: list[RAMBlock] = field(default_factory=list)
     sections: list[MemoryRegionSection] = field(default_factory=list)
-    """What the VFIO listener replays: guest RAM, or one IOMMU section with a vIOMMU."""
+    """What the VFIO listener replays at realize: guest RAM, or one IOMMU section
+    with a vIOMMU."""
+    reset_sections: list[MemoryRegionSection] | None = None
+    """The flat view after the first machine reset, when it differs (q35's PAM)."""
     memory_sections: list[MemoryRegionSection] = field(default_factory=list)
     """address_space_memory's flat view (vIOMMU translations land here)."""
     hotplug_sections: list[MemoryRegionSection] = field(default_factory=list)
@@ -78,6 +133,11 @@ class Machine:
                           readonly=rb.mr_readonly, owner=owner)
         self.regions[mr.name] = mr
         return mr
+
+    @property
+    def final_sections(self) -> list[MemoryRegionSection]:
+        """The flat view VFIO sees once the machine has been reset."""
+        return self.sections if self.reset_sections is None else self.reset_sections
 
     def section_at(self, gpa: int) -> MemoryRegionSection | None:
         """The guest-RAM section covering ``gpa`` (address_space_memory translation)."""
@@ -164,10 +224,6 @@ def _backend_ramblock(obj, qemu: QemuVersion, idstr: str) -> tuple[RAMBlock, boo
                       fd_offset=offset, page_size=psize, mr_readonly=rom == "on")
         return rb, True
     if t == "memory-backend-shm":
-        if not qemu.memory_backend_shm:
-            raise UsageError(f"invalid object type: memory-backend-shm (QEMU {qemu.name} has "
-                             "no memory-backend-shm; added in 9.1)", where=obj.where,
-                             field="qom-type")
         if not p.get("share", True):
             raise UsageError("memory-backend-shm: share=off is not supported",
                              where=obj.where, field="share")
@@ -179,17 +235,14 @@ def _backend_ramblock(obj, qemu: QemuVersion, idstr: str) -> tuple[RAMBlock, boo
     raise UsageError(f"{t} is not a memory backend", where=obj.where, field="qom-type")
 
 
-def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None) -> Machine:
-    """Create the RAMBlocks and flat view for ``sc`` as QEMU ``qemu`` would."""
+def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
+                  backend: str | None = None) -> Machine:
+    """Create the RAMBlocks and flat views for ``sc`` as QEMU ``qemu`` would;
+    CommandLineRejected when that version does not start with it."""
+    check_command_line(sc, qemu, backend)
     m = Machine(qemu=qemu, viommu_maps=sc.viommu_maps, cpr_incoming=sc.incoming is not None,
                 allocator=allocator or SyntheticAllocator())
-    if sc.incoming and not qemu.cpr_transfer:
-        raise UsageError(f"QEMU {qemu.name} has no cpr-transfer (added in 10.0)",
-                         where=sc.source, field="migration.incoming")
     aux = sc.machine.get("aux-ram-share", False)
-    if aux and not qemu.aux_ram_share:
-        raise UsageError(f"QEMU {qemu.name} has no machine property aux-ram-share (10.0+)",
-                         where=sc.source, field="machine.aux-ram-share")
     backends: dict[str, RAMBlock] = {}
 
     def backend_mr(oid: str) -> MemoryRegion:
@@ -250,15 +303,19 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None) -> Machine:
                             if d.type == "vfio-pci" and "x-iommu-pgsizes" in d.props), None)
     m.bypass_ro = qemu.bypass_ro and any(d.props.get("x-bypass-ro") for d in sc.devices
                                          if d.type == "vfio-pci")
-    _check_overlaps(m)
-    m.sections.sort(key=lambda s: s.offset_within_address_space)
-    m.memory_sections = m.sections
+    for view in (m.sections, m.reset_sections):
+        if view is not None:
+            _check_overlaps(view + m.hotplug_sections)
+            view.sort(key=lambda s: s.offset_within_address_space)
+    m.memory_sections = m.final_sections
     if sc.viommu_maps is not None:
         # intel-iommu with DMAR enabled: the device's address space is the IOMMU
-        # region; guest RAM is reached only through MAP events (research §3.5).
+        # region (vtd_host_dma_iommu(), hw/i386/intel_iommu.c); guest RAM is reached
+        # only through MAP events (vfio_iommu_map_notify()).
         iommu = MemoryRegion("intel_iommu_dmar", MRKind.IOMMU, 1 << 64)
-        m.memory_sections = m.sections + m.hotplug_sections
+        m.memory_sections = m.final_sections + m.hotplug_sections
         m.sections, m.hotplug_sections = [_sec(iommu, 0, 1 << 64)], []
+        m.reset_sections = None
     return m
 
 
@@ -286,22 +343,49 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
                 yield mr, gpa + (lo - start), hi - lo, lo - off
             off += mr.size
 
-    for mr, gpa, size, owr in ram_ranges(0, 0, below):
-        # 0xa0000-0xbffff: VGA window (I/O); 0xc0000-0xfffff: PAM shadow, read-only
-        for lo, hi, ro in ((0, 0xA0000, False), (0xC0000, 0x100000, True),
-                           (0x100000, 1 << 64, False)):
-            a, b = max(gpa, lo), min(gpa + size, hi)
-            if a < b:
-                secs.append(_sec(mr, a, b - a, owr + (a - gpa), readonly=ro or mr.readonly))
-    vga_io = MemoryRegion("vga-lowmem", MRKind.IO, 0x20000)
-    secs.append(_sec(vga_io, 0xA0000, 0x20000))
-    for mr, gpa, size, owr in ram_ranges(1 << 32, below, above):
-        secs.append(_sec(mr, gpa, size, owr))
+    # pc_memory_init(): pc.bios at 4 GiB - bios_size, pc.rom at 0xc0000 and
+    # isa-bios (the last 128 KiB of pc.bios) at 0xe0000 in the PCI space, all RAM
+    # regions set read-only (x86_bios_rom_init(), memory_region_set_readonly()).
     bios = implicit("pc.bios", BIOS_SIZE, True)
-    secs.append(_sec(bios, (1 << 32) - BIOS_SIZE, BIOS_SIZE))
-    if sc.machine.get("vga", "none") == "std":
+    pc_rom = implicit("pc.rom", PC_ROM_SIZE, True)
+    # The 0xa0000-0xbffff window ("smram-region", an alias of the PCI space) shows
+    # the VGA's vga-lowmem when there is a VGA; with none it is transparent.
+    vga = sc.machine.get("vga", "none") == "std"
+    holes = [(0xA0000, 0xC0000, None)] if vga else []
+    pam = [(PC_ROM_BASE, PC_ROM_BASE + PC_ROM_SIZE, (pc_rom, 0)),
+           (0x100000 - ISA_BIOS_SIZE, 0x100000, (bios, BIOS_SIZE - ISA_BIOS_SIZE))]
+
+    def low_view(windows) -> list[MemoryRegionSection]:
+        """ram-below-4g with the given windows cut out of it (and filled by ROMs)."""
+        out, cuts = [], sorted(windows)
+        for mr, gpa, size, owr in ram_ranges(0, 0, below):
+            pos, end = gpa, gpa + size
+            for lo, hi, _ in cuts:
+                if pos < min(hi, end) and lo < end:
+                    if pos < lo:
+                        out.append(_sec(mr, pos, lo - pos, owr + (pos - gpa)))
+                    pos = max(pos, hi)
+            if pos < end:
+                out.append(_sec(mr, pos, end - pos, owr + (pos - gpa)))
+        for lo, hi, fill in cuts:
+            if fill is None:
+                out.append(_sec(MemoryRegion("vga-lowmem", MRKind.IO, hi - lo), lo, hi - lo))
+            elif lo < below:
+                out.append(_sec(fill[0], lo, hi - lo, fill[1]))
+        return sorted(out, key=lambda x: x.offset_within_address_space)
+
+    high = [_sec(mr, gpa, size, owr) for mr, gpa, size, owr in ram_ranges(1 << 32, below, above)]
+    high.append(_sec(bios, (1 << 32) - BIOS_SIZE, BIOS_SIZE))
+    if vga:
         vram = implicit("vga.vram", 16 * MiB, False)
-        secs.append(_sec(vram, 0xFD000000, 16 * MiB))
+        high.append(_sec(vram, 0xFD000000, 16 * MiB))
+    split = low_view(holes + pam)
+    if mtype == "q35":      # PAM aliases disabled until mch_reset()
+        secs += low_view(holes) + high
+        m.reset_sections = split + list(high)
+    else:                   # i440fx_update_memory_mappings() at realize
+        secs += split + high
+    reset = m.reset_sections
     # device memory: pc_get_device_memory_range()
     dev_base = round_up((1 << 32) + above, GiB)
     next_addr = dev_base
@@ -331,13 +415,20 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
             gpa = d.props.get("memaddr", round_up(next_addr, block))
             sec = _sec(mr, gpa, mr.size)
         next_addr = max(next_addr, sec.end)
-        (m.hotplug_sections if d.props.get("x-hotplug") else secs).append(sec)
+        if d.props.get("x-hotplug"):
+            m.hotplug_sections.append(sec)
+        else:
+            secs.append(sec)
+            if reset is not None:
+                reset.append(sec)
 
 
 def _vfio_bars(m: Machine, d) -> None:
     """VFIO BAR mmaps: ``"<dev> BAR n mmaps[i]"`` ram_device regions
     (memory_region_init_ram_device_ptr), RAM_PREALLOC, never RAM_SHARED; with a
-    VFIO dma-buf fd and fd_offset = mmaps[i].offset on master (8cfaf22668c7)."""
+    VFIO dma-buf fd and fd_offset = mmaps[i].offset from 11.0 (8cfaf22668c7).
+    BARs are where the scenario says: placed by firmware or the guest, so they are
+    in both flat views."""
     dev = d.props.get("host") or d.props.get("id") or "vfio-pci"
     next_gpa = 0xE0000000
     for bar in d.props.get("x-bars", ()):
@@ -352,7 +443,10 @@ def _vfio_bars(m: Machine, d) -> None:
                           Backing("dmabuf" if has_fd else "pfnmap", path=dev),
                           fd_offset=off if has_fd else 0)
             mr = m.add_block(rb, has_fd, MRKind.RAM_DEVICE, name, owner=dev)
-            m.sections.append(_sec(mr, gpa + off, size, 0))
+            sec = _sec(mr, gpa + off, size, 0)
+            m.sections.append(sec)
+            if m.reset_sections is not None:
+                m.reset_sections.append(sec)
 
 
 def _explicit_layout(m: Machine, sc: Scenario, backend_mr, implicit) -> None:
@@ -379,8 +473,8 @@ def _explicit_layout(m: Machine, sc: Scenario, backend_mr, implicit) -> None:
                                readonly=s.get("readonly", kind is MRKind.ROM)))
 
 
-def _check_overlaps(m: Machine) -> None:
-    secs = sorted(m.sections + m.hotplug_sections, key=lambda s: s.offset_within_address_space)
+def _check_overlaps(view: list[MemoryRegionSection]) -> None:
+    secs = sorted(view, key=lambda s: s.offset_within_address_space)
     for a, b in zip(secs, secs[1:]):
         if b.offset_within_address_space < a.end:
             raise UsageError(

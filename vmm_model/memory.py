@@ -4,7 +4,7 @@ MemoryRegionSection (include/exec/ramblock.h, include/system/memory.h).
 Only what ``vfio_container_dma_map`` and the VFIO listener look at is modelled:
 the RAMBlock's fd, fd_offset, flags (RAM_SHARED, ...), host address and page
 size; the MemoryRegion's kind (ram, ram_device, rom, romd, i/o, iommu) and
-readonly bit; the section's offsets.  Research: qemu-vfio-dma-map.md §4.1, §6.4.
+readonly bit; the section's offsets.
 """
 
 from __future__ import annotations

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 from backends.errors import UsageError
 from backends.kernel_profiles import get_profile
 from vmm_model.container import Event, VFIOContainer, attach, realize_error
-from vmm_model.container_legacy import Type1Plan
-from vmm_model.iommufd import IommufdPlan
-from vmm_model.machine import Machine, build_machine
+from vmm_model.iommu_backends import get_backend
+from vmm_model.machine import CommandLineRejected, Machine, build_machine
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
 from vmm_model.scenario import Scenario
@@ -26,8 +25,6 @@ from vmm_model.scenario import Scenario
 if TYPE_CHECKING:
     from vmm_model.plan_view import PlanDiff, PlanSection
 
-BACKENDS = ("type1", "iommufd")           # what "all" means
-ALL_BACKENDS = ("type1", "iommufd", "compat")
 DEFAULT_KERNEL = "7.2"
 
 
@@ -39,7 +36,7 @@ class Plan:
     policy: str
     machine: Machine | None = None
     container: VFIOContainer | None = None
-    rejected: str | None = None          # QEMU refuses the configuration itself
+    rejected: str | None = None          # QEMU refuses to start with this command line
     kernel: str | None = None            # simulated kernel profile, None: not run
     kernel_error: str | None = None      # the backend could not be set up on that kernel
     hazards: list[tuple[Event, str, str]] = field(default_factory=list)
@@ -98,19 +95,21 @@ class Plan:
 
 def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,
               kernel: str | None = None) -> Plan:
-    if backend not in ALL_BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}", where="--backend",
-                         valid=", ".join(ALL_BACKENDS) + ", all")
+    b = get_backend(backend, also=("all",))
+    backend = b.name
     pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
     plan = Plan(sc, qemu, backend, pname)
     try:
-        plan.machine = build_machine(sc, qemu)
+        plan.machine = build_machine(sc, qemu, backend=backend)
+    except CommandLineRejected as e:
+        plan.rejected = e.message      # "QEMU 7.2 rejects this command line: ..."
+        return plan
     except UsageError as e:
         own = get_qemu(sc.qemu or DEFAULT_QEMU)
         if own.name == qemu.name:
             raise
         build_machine(sc, own)       # bad in every version: raises, it is bad input
-        plan.rejected = str(e)       # valid for the scenario's own QEMU, not this one
+        plan.rejected = f"QEMU {qemu.name} rejects this command line: {e}"
         return plan
     if kernel is not None:
         from vmm_model.simulate import simulate
@@ -118,9 +117,7 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         with simulate(sc, qemu, backend, kernel, policy) as sim:
             plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
     else:
-        client = IommufdPlan() if backend == "iommufd" else Type1Plan()
-        client.name = backend
-        plan.container = attach(plan.machine, VFIOContainer(client, qemu,
+        plan.container = attach(plan.machine, VFIOContainer(b.plan_client(), qemu,
                                                             policy_name=pname, policy=pfn))
     plan.hazards = find_hazards(plan)
     return plan
@@ -188,17 +185,18 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
             add(ev, "private-map-file", (
                 f"{rb.idstr} is a private (MAP_PRIVATE) mapping of its file: MAP_FILE pins the "
                 "file's page-cache pages while the guest runs on copy-on-write copies, so "
-                "device DMA and the CPU see different memory (seed 002, kernel bugzilla "
-                "220776)"))
+                "device DMA and the CPU see different memory (kernel bugzilla 220776; QEMU "
+                "11.0.2 and 11.1 map it by VA: docs/qemu-versions.md)"))
         writable = not ev.readonly
         if writable and rb.backing.open_flags == "O_RDONLY":
             add(ev, "writable-map-file-rdonly-fd", (
-                f"writable MAP_FILE of {rb.backing.path}, opened O_RDONLY: before the "
-                "June-2026 kernel fix the device can write into the file; after it the map "
-                "fails EPERM (seed 000)"))
+                f"writable MAP_FILE of {rb.backing.path}, opened O_RDONLY: "
+                "iommufd_ioas_map_file() does not check FMODE_WRITE, so the device can "
+                "write into the file; with the proposed FMODE_WRITE check (kernel "
+                "profile 7.2+fix) the map fails EPERM"))
         if rb.backing.kind == "file" and rb.backing.fs not in ("tmpfs", "hugetlbfs"):
             add(ev, "map-file-not-shmem", (
                 f"{rb.backing.path} is on {rb.backing.fs}: memfd_pin_folios() pins only "
                 "shmem/hugetlbfs files, so MAP_FILE fails EINVAL once pages are pinned "
-                "(mm/gup.c; research qemu §7 #13, derived)"))
+                "(mm/gup.c: memfd_pin_folios(), derived from the source)"))
     return out

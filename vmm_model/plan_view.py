@@ -77,7 +77,9 @@ def problems(plan: Plan) -> list[str]:
     out = []
     st = status(plan)
     if st == "rejected":
-        out.append(f"QEMU {plan.qemu.name} rejects the configuration: {plan.rejected}")
+        own = plan.rejected.startswith(f"QEMU {plan.qemu.name} ")
+        out.append(plan.rejected if own else
+                   f"QEMU {plan.qemu.name} rejects the configuration: {plan.rejected}")
     elif st == "unavailable":
         out.append(f"{plan.backend} cannot start on kernel {plan.kernel}: {plan.kernel_error}")
     elif st == "realize-fails":

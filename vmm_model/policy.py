@@ -4,7 +4,8 @@ A policy is a callable with QEMU's signature
 ``policy(bcontainer, iova, size, vaddr, readonly, mr) -> DmaResult`` that calls
 ``bcontainer.dma_map(...)`` or ``bcontainer.dma_map_file(...)`` — exactly what
 QEMU's function does with ``vioc->dma_map`` / ``vioc->dma_map_file``.
-Research: qemu-vfio-dma-map.md §1 and the summary table.
+Which version uses which: vmm_model.qemu_versions (rules ``dma_map_file`` and
+``dma_map_file_shared_only``) and docs/qemu-versions.md.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ Policy = Callable[[VFIOIOMMUClass, int, int, int, bool, MemoryRegion], DmaResult
 
 def vfio_container_dma_map_va(bcontainer: VFIOIOMMUClass, iova: int, size: int,
                               vaddr: int, readonly: bool, mr: MemoryRegion) -> DmaResult:
-    """QEMU 9.0 – 10.0 (hw/vfio/container-base.c @ v10.0.0): always by VA,
-    ``vioc->dma_map(bcontainer, iova, size, vaddr, readonly)``."""
+    """QEMU up to 10.0 (hw/vfio/container-base.c @ v10.0.0; hw/vfio/common.c
+    before 9.0): always by VA, ``vioc->dma_map(bcontainer, iova, size, vaddr, readonly)``."""
     return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
 
 
 def _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr) -> DmaResult:
-    """The file branch shared by 10.1+ and the fix:
+    """The file branch shared by 10.1+ and 11.0.2+:
     ``start = vaddr - qemu_ram_get_host_addr(rb)``, ``offset = qemu_ram_get_fd_offset(rb)``,
     ``return vioc->dma_map_file(bcontainer, iova, size, mfd, start + offset, readonly)``."""
     rb = mr.ram_block
@@ -37,9 +38,9 @@ def _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr) -> DmaResult:
 
 def vfio_container_dma_map_fd(bcontainer: VFIOIOMMUClass, iova: int, size: int,
                               vaddr: int, readonly: bool, mr: MemoryRegion) -> DmaResult:
-    """QEMU 10.1 … master@2026-02-13 (fb32965b6dd8 "vfio/iommufd: use
-    IOMMU_IOAS_MAP_FILE"): by file whenever the RAMBlock has an fd and the backend
-    implements dma_map_file; its result is returned as is (no fallback)."""
+    """QEMU 10.1.0 – 11.0.1 (fb32965b6dd8 "vfio/iommufd: use IOMMU_IOAS_MAP_FILE",
+    10.1.0): by file whenever the RAMBlock has an fd and the backend implements
+    dma_map_file; its result is returned as is (no fallback to VA)."""
     rb = mr.ram_block
     mfd = rb.fd if rb else -1
     if mfd >= 0 and bcontainer.dma_map_file is not None:
@@ -48,9 +49,11 @@ def vfio_container_dma_map_fd(bcontainer: VFIOIOMMUClass, iova: int, size: int,
 
 
 def vfio_container_can_dma_map_file(bcontainer: VFIOIOMMUClass, mr: MemoryRegion) -> bool:
-    """Seed 002 ("use dma_map_file() only for shared RAMBlocks or RAM device
-    regions", Chenyi Qiang, 2026-05-27, Fixes: fb32965b6dd8): the backend has
-    dma_map_file, the RAMBlock has an fd, and it is RAM_SHARED or a ram_device."""
+    """"vfio/container: Restrict dma_map_file() to shared RAM or RAM devices"
+    (Chenyi Qiang, 2026-05, Fixes: fb32965b6dd8; qemu-stable 11.0.2, and 11.1.0):
+    the backend has dma_map_file, the RAMBlock has an fd, and it is RAM_SHARED or
+    a ram_device.  A private mapping of a file is copy-on-write: pinning the
+    file's pages would let the device and the guest see different memory."""
     rb = mr.ram_block
     if bcontainer.dma_map_file is None or rb is None:
         return False
@@ -59,9 +62,12 @@ def vfio_container_can_dma_map_file(bcontainer: VFIOIOMMUClass, mr: MemoryRegion
     return rb.is_shared() or mr.ram_device
 
 
-def vfio_container_dma_map_fixed(bcontainer: VFIOIOMMUClass, iova: int, size: int,
+def vfio_container_dma_map_shared(bcontainer: VFIOIOMMUClass, iova: int, size: int,
                                  vaddr: int, readonly: bool, mr: MemoryRegion) -> DmaResult:
-    """QEMU with seed 002 (hw/vfio/container.c; queued for qemu-stable 10.2.x/11.0.x)."""
+    """QEMU 11.0.2+ and 11.1 (hw/vfio/container.c: vfio_container_dma_map(); in 11.1
+    the same test sits in iommufd's .dma_map() after 877da3831355 "vfio/iommufd:
+    Merge .dma_map_file() into .dma_map()").  MAP_FILE failure fails the map: no VA
+    fallback."""
     if vfio_container_can_dma_map_file(bcontainer, mr):
         return _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr)
     return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
@@ -70,7 +76,7 @@ def vfio_container_dma_map_fixed(bcontainer: VFIOIOMMUClass, iova: int, size: in
 POLICIES: dict[str, Policy] = {
     "va-only": vfio_container_dma_map_va,
     "fd": vfio_container_dma_map_fd,
-    "fd-shared-or-ram-device": vfio_container_dma_map_fixed,
+    "fd-shared-or-ram-device": vfio_container_dma_map_shared,
 }
 
 

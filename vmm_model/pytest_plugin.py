@@ -9,7 +9,7 @@ choose what ``vfio_plan`` and ``vfio_sim`` use when a test does not say; a bad
 value is a usage error at start-up.  Precedence, highest first: the fixture's
 keyword argument, the test's ``vfio_matrix`` combination or ``vfio_policy``
 marker, the command-line option, what the scenario file names, the default
-(QEMU 10.1, iommufd, kernel 7.2, the QEMU version's own policy).
+(the newest modelled QEMU release, iommufd, kernel 7.2, the QEMU version's own policy).
 
 A plan that cannot run (the backend cannot start on that kernel, or that QEMU
 version rejects the configuration) fails the test with the reason; it is
@@ -50,9 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vfio-emu", "vfio-emu (VFIO DMA-mapping policy emulator)")
     group.addoption("--vfio-qemu", default=None,
                     help="QEMU version whose vfio_container_dma_map is emulated "
-                         "(default: the scenario's, else 10.1)")
-    group.addoption("--vfio-backend", default=None, choices=("type1", "iommufd", "compat"),
-                    help="IOMMU backend for vfio_plan / vfio_sim "
+                         "(default: the scenario's, else the newest release)")
+    group.addoption("--vfio-backend", default=None,
+                    help="IOMMU backend for vfio_plan / vfio_sim: type1, iommufd, compat "
                          "(default: the scenario's, else iommufd)")
     group.addoption("--vfio-kernel", default=DEFAULT_KERNEL,
                     help="simulated kernel profile (see 'vfio-emu profiles'), 'host' "
@@ -81,7 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     # Validate only what was given: the defaults are valid, and importing vfio-emu
     # here would make start-up heavier for every run.
-    checks = [("--vfio-qemu", None, "qemu_version"),
+    checks = [("--vfio-qemu", None, "qemu_version"), ("--vfio-backend", None, "backend_name"),
               ("--vfio-kernel", DEFAULT_KERNEL, "kernel_profile_name"),
               ("--vfio-policy", None, "policy_name")]
     for option, default, fn in checks:
@@ -98,10 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    from vmm_model.qemu_versions import DEFAULT_QEMU
     q = config.getoption("--vfio-qemu")
     b = config.getoption("--vfio-backend")
     p = config.getoption("--vfio-policy")
-    return (f"vfio-emu: qemu={q or 'scenario or 10.1'} backend={b or 'scenario or iommufd'} "
+    return (f"vfio-emu: qemu={q or 'scenario or ' + DEFAULT_QEMU} "
+            f"backend={b or 'scenario or iommufd'} "
             f"kernel={config.getoption('--vfio-kernel')}" + (f" policy={p}" if p else ""))
 
 
@@ -114,7 +116,7 @@ def _as_list(value: Any, default: list) -> list:
 
 
 def _matrix(config: pytest.Config, mark: pytest.Mark) -> list[VfioCombo]:
-    from vmm_model.api import kernel_profile_name, qemu_version
+    from vmm_model.api import backend_name, kernel_profile_name, qemu_version
     from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS
     unknown = set(mark.kwargs) - {"qemu", "backend", "kernel", "unavailable"}
     if mark.args or unknown:
@@ -127,11 +129,7 @@ def _matrix(config: pytest.Config, mark: pytest.Mark) -> list[VfioCombo]:
     backends = _as_list(mark.kwargs.get("backend"),
                         [config.getoption("--vfio-backend") or "iommufd"])
     kernels = _as_list(mark.kwargs.get("kernel"), [config.getoption("--vfio-kernel")])
-    for b in backends:
-        if b not in ("type1", "iommufd", "compat"):
-            raise pytest.UsageError(f"vfio-emu: vfio_matrix: unknown backend {b!r} "
-                                    "(valid: type1, iommufd, compat)")
-    return [VfioCombo(qemu_version(q).name, b, kernel_profile_name(k))
+    return [VfioCombo(qemu_version(q).name, backend_name(b), kernel_profile_name(k))
             for q in qemus for b in backends for k in kernels]
 
 
@@ -191,7 +189,7 @@ def vfio_combo() -> VfioCombo | None:
 
 @pytest.fixture
 def vfio_qemu(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None) -> QemuVersion:
-    """The selected QemuVersion: the matrix cell's, ``--vfio-qemu``, else 10.1."""
+    """The selected QemuVersion: the matrix cell's, ``--vfio-qemu``, else the newest release."""
     from vmm_model.api import qemu_version
     from vmm_model.qemu_versions import DEFAULT_QEMU
     return qemu_version(vfio_combo.qemu if vfio_combo else

@@ -7,7 +7,7 @@ Errors are printed the way QEMU prints them plus the symbolic errno, e.g.
 from __future__ import annotations
 
 from backends.base import errno_name
-from vmm_model.container import Event
+from vmm_model.container import Event, live_mappings
 from vmm_model.plan import Plan, other_versions
 
 SCHEMA_VERSION = 1
@@ -57,7 +57,7 @@ def event_json(ev: Event, others=None) -> dict:
          "errno": errno_name(ev.result.ret) if ev.result else None,
          "kernel": ("not_run" if ev.result.ret is None else "ran") if ev.result else None,
          "note": ev.result.note if ev.result else "",
-         "message": ev.message, "fatal": ev.fatal}
+         "message": ev.message, "fatal": ev.fatal, "phase": ev.phase}
     if others is not None:
         d["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
     return d
@@ -66,12 +66,16 @@ def event_json(ev: Event, others=None) -> dict:
 def plan_json(plan: Plan, with_others: bool = True) -> dict:
     others = other_versions(plan.scenario, plan) if with_others and not plan.rejected else {}
     return {"scenario": plan.scenario.name, "title": plan.scenario.title,
-            "research": plan.scenario.research, "source": plan.scenario.source,
+            "upstream": plan.scenario.upstream, "source": plan.scenario.source,
             "qemu": plan.qemu.name, "backend": plan.backend, "policy": plan.policy,
             "kernel": plan.kernel, "kernel_error": plan.kernel_error,
-            "rejected": plan.rejected, "realize_error": plan.realize_error,
+            "rejected": plan.rejected, "failed": bool(plan.rejected or plan.realize_error),
+            "realize_error": plan.realize_error,
             "aborted": plan.container.aborted if plan.container else None,
             "events": [event_json(ev, others.get(i, [])) for i, ev in enumerate(plan.events)],
+            "live": [{"iova": ev.iova, "size": ev.size, "readonly": ev.readonly,
+                      "ramblock": _block(ev)[0]}
+                     for ev in (live_mappings(plan.container) if plan.container else [])],
             "hazards": [{"event": plan.events.index(ev), "code": code, "text": text}
                         for ev, code, text in plan.hazards]}
 
@@ -89,20 +93,20 @@ def _table(rows: list[list[str]]) -> list[str]:
 def render_plan(plan: Plan, with_others: bool = True) -> str:
     sc = plan.scenario
     head = f"== {sc.name}" + (f": {sc.title}" if sc.title else "")
-    if sc.research:
-        head += f"  ({sc.research})"
+    if sc.upstream:
+        head += f"\n   upstream: {sc.upstream}"
     kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
     lines = [head, f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy}"
                    f" · {kernel}"]
     if plan.rejected:
-        lines.append(f"   QEMU {plan.qemu.name} rejects this configuration: {plan.rejected}")
+        lines.append(f"   {plan.rejected}")
         return "\n".join(lines)
     if plan.kernel_error:
         lines.append(f"   the {plan.backend} backend cannot start on kernel {plan.kernel}: "
                      f"{plan.kernel_error}")
         return "\n".join(lines)
     others = other_versions(sc, plan) if with_others else {}
-    rows = [["GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
+    rows = [["when", "GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
              "kernel", "other QEMU versions"]]
     notes = []
     for i, ev in enumerate(plan.events):
@@ -115,7 +119,7 @@ def render_plan(plan: Plan, with_others: bool = True) -> str:
         else:
             action, args, flags = ev.kind, ev.message.split("\n")[0][:70], "-"
         other = "; ".join(f"{v}: {d}" for v, d in others.get(i, []))
-        rows.append([_gpa(ev), name, fd, shared, ramd, action, args, flags,
+        rows.append([ev.phase, _gpa(ev), name, fd, shared, ramd, action, args, flags,
                      outcome(ev) if ev.kind in ("map", "unmap") else "-", other or "-"])
         if ev.kind in ("map", "unmap") and ev.message:
             notes.append(ev.message)
@@ -124,6 +128,11 @@ def render_plan(plan: Plan, with_others: bool = True) -> str:
     lines += ["   " + line for line in _table(rows)]
     for n in notes:
         lines.append("   " + n.replace("\n", "\n   "))
+    if plan.container and any(ev.phase != "realize" for ev in plan.events):
+        live = live_mappings(plan.container)
+        lines.append(f"   live at the end ({len(live)}): " + ", ".join(
+            f"[0x{ev.iova:x}, 0x{ev.iova + ev.size:x}){' ro' if ev.readonly else ''}"
+            for ev in live))
     if plan.realize_error:
         lines.append(f"   realize fails: {plan.realize_error}")
     if plan.container and plan.container.aborted:

@@ -3,8 +3,8 @@ turned into the same ``Scenario`` (QEMU's own property names throughout).
 
 TOML layout (see vmm_model/gallery/*.toml)::
 
-    title = "..."            research = "qemu §7 #6"      qemu = "10.1"
-    backend = "iommufd"      # optional: type1 | iommufd
+    title = "..."            upstream = "fb32965b6dd8 ..."   qemu = "10.1"
+    backend = "iommufd"      # optional: a backend name (vfio-emu plan --help)
     [machine]  type = "q35", aux-ram-share = false, memory-backend = "m0", vga = "none"
     [memory]   size = "4G", mem-path = "/dev/hugepages", slots = 2, maxmem = "8G"   # -m, -mem-path
     [[object]] qom-type = "memory-backend-file", id = "m0", size = "4G", mem-path = "...", share = true
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.errors import UsageError
+from vmm_model.iommu_backends import backend_names
 
 # --- value parsers (QEMU semantics) -----------------------------------------
 
@@ -172,7 +173,7 @@ SECTION_PROPS = {"gpa": parse_size, "size": parse_size, "mr": parse_str,
 VIOMMU_MAP_PROPS = {"iova": parse_size, "size": parse_size, "gpa": parse_size,
                     "perm": parse_str}
 MACHINE_TYPES = ("q35", "pc")
-TOP_KEYS = {"title", "research", "qemu", "backend", "description", "machine", "memory",
+TOP_KEYS = {"title", "upstream", "qemu", "backend", "description", "machine", "memory",
             "object", "numa", "device", "viommu", "migration", "section"}
 
 
@@ -194,7 +195,8 @@ class Scenario:
     name: str
     source: str
     title: str = ""
-    research: str = ""
+    upstream: str = ""
+    """The upstream source the scenario reproduces (commit, file: function)."""
     qemu: str | None = None
     backend: str | None = None
     machine: dict = field(default_factory=lambda: {"type": "q35"})
@@ -347,14 +349,14 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
         return out
 
     sc = Scenario(name=name, source=source)
-    for key in ("title", "research", "description"):
+    for key in ("title", "upstream", "description"):
         if key in data and not isinstance(data[key], str):
             raise UsageError(f"{key} must be a string", where=loc.at(loc.key(None, key)),
                              field=key)
     sc.title = data.get("title", "")
-    sc.research = data.get("research", "")
+    sc.upstream = data.get("upstream", "")
     sc.qemu = _opt_choice(data, "qemu", None, loc)
-    sc.backend = _opt_choice(data, "backend", ("type1", "iommufd"), loc)
+    sc.backend = _opt_choice(data, "backend", backend_names(), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")
     sc.objects = typed("object", "qom-type", OBJECT_TYPES)
@@ -568,7 +570,7 @@ def _key(k: str) -> str:
 def to_toml(sc: Scenario) -> str:
     """The scenario as a TOML file that ``load_toml`` reads back to the same model."""
     out = []
-    for key in ("title", "research", "qemu", "backend"):
+    for key in ("title", "upstream", "qemu", "backend"):
         if getattr(sc, key):
             out.append(f"{key} = {_toml_value(getattr(sc, key))}")
 

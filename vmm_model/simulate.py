@@ -1,14 +1,14 @@
 """Run a scenario end to end: QEMU's guest RAM allocated on a Host the way QEMU
-allocates it, a real client (backends/type1.py, backends/iommufd.py) attached
-to a vfio-pci device, and QEMU's listener replaying the flat view through the
-version's policy.  On ``SimHost(profile)`` every ioctl is answered by the
+allocates it, the backend's real client (backends/type1.py, backends/iommufd.py,
+opened by its vmm_model/iommu_backends.py entry) attached to a vfio-pci device,
+and QEMU's listener replaying the flat view through the version's policy.  On ``SimHost(profile)`` every ioctl is answered by the
 simulated kernel; a simulated device can then DMA (backends/simulated/dma.py).
 
-    with simulate(scenario, get_qemu("10.1"), "iommufd", "7.2") as sim:
+    with simulate(scenario, get_qemu("11.1"), "iommufd", "7.2") as sim:
         sim.host.write_mem(rb.host, b"guest")          # the guest writes RAM
         dma_read(sim.device, iova, 5)                  # the device reads it back
 
-Allocation follows QEMU (research qemu-vfio-dma-map.md §4.2-§4.4):
+Allocation follows QEMU (system/physmem.c, util/memfd.c, backends/hostmem-*.c):
 qemu_ram_alloc_internal() (anonymous mmap, or a memfd for RAM_SHARED from 10.0),
 qemu_memfd_create() (MFD_ALLOW_SEALING only when seals are asked for, then
 F_ADD_SEALS), file_ram_open() + file_ram_alloc() (O_RDONLY for readonly=on,
@@ -24,15 +24,15 @@ import errno
 from backends.errors import HostError, UsageError
 from backends.host import (F_ADD_SEALS, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING,
                            MFD_CLOEXEC, MFD_HUGETLB, O_CREAT, O_RDONLY, O_RDWR, PROT_READ,
-                           PROT_WRITE, Host)
+                           PROT_WRITE, SimulatedHost)
 from backends.host import F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE
-from vmm_model.container import VFIOContainer, attach
+from vmm_model.container import IOMMUFD_CPR_BLOCKER_BUG, VFIOContainer, attach
+from vmm_model.iommu_backends import get_backend
 from vmm_model.machine import Machine, build_machine
 from vmm_model.memory import RAMBlock, RamFlags
 from vmm_model.qemu_versions import QemuVersion
 from vmm_model.scenario import Scenario
 
-BACKENDS = ("type1", "iommufd", "compat")
 _SEALS = {"F_SEAL_SEAL": F_SEAL_SEAL, "F_SEAL_SHRINK": F_SEAL_SHRINK,
           "F_SEAL_GROW": F_SEAL_GROW, "F_SEAL_WRITE": F_SEAL_WRITE}
 _FS_KIND = {"tmpfs": "shmem", "hugetlbfs": "hugetlbfs"}
@@ -40,9 +40,11 @@ _FS_KIND = {"tmpfs": "shmem", "hugetlbfs": "hugetlbfs"}
 
 class HostAllocator:
     """Allocates each RAMBlock on ``host`` with the calls QEMU makes; a failing
-    call raises HostError naming the call, the block and the errno."""
+    call raises HostError naming the call, the block and the errno.  The host is
+    simulated: a file's directory is made on the file system the scenario names,
+    and a BAR is a simulated device node."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: SimulatedHost):
         self.host = host
         self.serial = 0                 # numbers BAR nodes and mkstemp() names
 
@@ -70,8 +72,7 @@ class HostAllocator:
         elif b.kind in ("file", "shm"):
             path = b.path if b.kind == "file" else "/dev/shm" + b.path
             parent = path.rsplit("/", 1)[0] or "/"
-            if hasattr(h, "add_dir"):
-                h.add_dir(parent, _FS_KIND.get(b.fs or "", "ext4") if b.kind == "file" else "shmem")
+            h.add_dir(parent, _FS_KIND.get(b.fs or "", "ext4") if b.kind == "file" else "shmem")
             # file_ram_open(): create the file if missing; a directory gets a fresh
             # mkstemp() file "qemu_back_mem.<idstr>.XXXXXX" (then unlinked).
             fd = h.open(path, O_RDWR | O_CREAT)
@@ -86,16 +87,18 @@ class HostAllocator:
                 fd = self._check(h.open(path, O_RDONLY), f"open({path}, O_RDONLY)", rb)
         elif b.kind in ("pfnmap", "dmabuf"):
             from backends.simulated import PfnmapDevice
-            if not hasattr(h, "register_chardev"):
-                raise UsageError(f"RAMBlock {rb.idstr}: BAR sections need a simulated host",
-                                 where=rb.idstr)
             node = f"/dev/vfio-emu-bar{self.serial}"
             self.serial += 1
             h.register_chardev(node, PfnmapDevice.factory(size))
             bar_fd = self._check(h.open(node, O_RDWR), f"open({node})", rb)
             rb.host = self._check(h.mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, bar_fd),
                                   "mmap(BAR)", rb)
-            if wants_fd:     # one dma-buf per BAR region; this block is at fd_offset in it
+            if wants_fd and not h.profile.map_file_dmabuf:
+                # vfio_region_create_dma_buf() (hw/vfio/region.c, 11.0): -ENOTTY before
+                # Linux 6.19 -> "VFIO dma-buf not supported in kernel" (warn once); the
+                # RAMBlock keeps fd -1, so the BAR is mapped by VA
+                b.kind, rb.fd_offset = "pfnmap", 0
+            elif wants_fd:   # one dma-buf per BAR region; this block is at fd_offset in it
                 rb.fd = self._check(h.dmabuf_export(rb.fd_offset + size),
                                     "VFIO_DEVICE_FEATURE_DMA_BUF", rb)
             return
@@ -114,8 +117,8 @@ class Simulation:
     ``error`` is set when the backend could not even be set up (e.g. no
     /dev/iommu on that kernel); ``close()`` releases everything."""
 
-    def __init__(self, host, machine: Machine | None, container: VFIOContainer | None,
-                 client=None, error: str | None = None):
+    def __init__(self, host: SimulatedHost, machine: Machine | None,
+                 container: VFIOContainer | None, client=None, error: str | None = None):
         self.host, self.machine, self.container, self.client = host, machine, container, client
         self.error = error
 
@@ -142,52 +145,20 @@ class Simulation:
         self.close()
 
 
-def open_client(host, backend: str):
-    """QEMU's vfio_attach_device() for the first vfio-pci device of ``host``:
-    type1 (group + /dev/vfio/vfio, SET_IOMMU type1v2), compat (the same on
-    /dev/iommu) or iommufd (IOAS + cdev bind/attach)."""
-    from backends.iommufd import IommufdContainer, compat_container
-    from backends.type1 import Type1Container
-    dev = host.vfio_devices[0]
-    if backend == "type1":
-        client = Type1Container(host, dev.group)
-    elif backend == "compat":
-        client = compat_container(host, dev.group)
-    elif backend == "iommufd":
-        client = IommufdContainer(host)
-        try:
-            client.attach_device(f"/dev/vfio/devices/vfio{dev.cdev}")
-        except BaseException:
-            client.close()
-            raise
-    else:
-        raise UsageError(f"unknown backend {backend!r}", where="--backend", valid=", ".join(BACKENDS))
-    if backend != "iommufd":
-        try:
-            client.get_device_fd(dev.name)          # the client keeps and closes it
-        except BaseException:
-            client.close()
-            raise
-    return client
-
-
-def _cpr_source(host, machine: Machine, client, qemu, pname, pfn) -> None:
-    """What an incoming CPR QEMU inherits on a type1 container: the old QEMU's
-    mappings with their vaddrs invalidated (vfio_legacy_cpr_reboot_notifier():
-    VFIO_IOMMU_UNMAP_DMA with FLAG_VADDR|FLAG_ALL), so the incoming VADDR maps
-    rebind them (hw/vfio/cpr-legacy.c, 10.1+)."""
-    from backends import uapi
+def _cpr_source(host, machine: Machine, backend, client, qemu, pname, pfn) -> None:
+    """What an incoming CPR QEMU inherits: the outgoing QEMU's mappings, after
+    what the backend does to them before the transfer (``cpr_unmap_vaddr_all``)."""
     machine.cpr_incoming = False
     attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
     machine.cpr_incoming = True
-    c = uapi.codec("vfio_iommu_type1_dma_unmap")
-    flags = uapi.VFIO_DMA_UNMAP_FLAG_VADDR | uapi.VFIO_DMA_UNMAP_FLAG_ALL
-    host.ioctl(client.fd, uapi.VFIO_IOMMU_UNMAP_DMA, c.pack(c.size, flags, 0, 0))
+    backend.cpr_unmap_vaddr_all(host, client)
 
 
 def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
              devices=None, **host_options) -> Simulation:
-    """Realize ``sc`` on ``SimHost(kernel, **host_options)`` with ``backend``."""
+    """Realize ``sc`` on ``SimHost(kernel, **host_options)`` with ``backend`` (a
+    registered name: vmm_model/iommu_backends.py)."""
+    b = get_backend(backend)
     from backends.simulated import SimHost
     from backends.simulated.iommu import IommuHw, SimVfioDevice
     from backends.simulated.vfio import install
@@ -201,14 +172,18 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
             devices = [SimVfioDevice(hw=hw)]
         install(host, devices)
         try:
-            client = open_client(host, backend)
+            client = b.open_client(host, host.vfio_devices[0])
         except HostError as e:
             return Simulation(host, machine, None, error=str(e))
         pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
-        if machine.cpr_incoming and backend != "iommufd":
-            _cpr_source(host, machine, client, qemu, pname, pfn)
-        container = attach(machine, VFIOContainer(client, qemu, policy_name=pname, policy=pfn))
-        return Simulation(host, machine, container, client)
+        if machine.cpr_incoming and b.cpr_unmap_vaddr_all is not None:
+            _cpr_source(host, machine, b, client, qemu, pname, pfn)
+        container = VFIOContainer(client, qemu, policy_name=pname, policy=pfn)
+        if (b.iommufd_object and qemu.iommufd_cpr_blocker_bug
+                and not host.profile.change_process):
+            container.connect_error = IOMMUFD_CPR_BLOCKER_BUG
+            return Simulation(host, machine, container, client)
+        return Simulation(host, machine, attach(machine, container), client)
     except BaseException:
         host.close_all()
         raise

@@ -21,9 +21,9 @@ from __future__ import annotations
 import errno
 
 from backends.host import (F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GET_SEALS, F_GETFD, F_GETFL,
-                           FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HPAGE_SIZE, Host,
+                           FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HPAGE_SIZE,
                            MAP_ANONYMOUS, O_ACCMODE, O_CLOEXEC, O_CREAT, O_EXCL, O_RDONLY,
-                           O_TMPFILE, O_TRUNC, PAGE_SIZE, page_align)
+                           O_TMPFILE, O_TRUNC, PAGE_SIZE, SimulatedHost, page_align)
 from .fs import (CHARDEV, DIR, DMABUF, EXT4, FALLOC_FL_MODE_MASK, FMODE_WRITE,
                  HUGETLBFS, SHMEM, File, Inode, Page, PageStore, ext4_fallocate, generic_write_begin,
                  new_inode, truncate_setsize, vfs_read, vfs_write)
@@ -39,7 +39,7 @@ DEFAULT_MOUNTS = {"/": EXT4, "/dev/shm": SHMEM, "/run": SHMEM, "/dev/hugepages":
 PROC_FD = "/proc/self/fd/"
 
 
-class SimHost(Host):
+class SimHost(SimulatedHost):
     """A simulated Linux process + kernel.
 
     ``profile``: a profile name or KernelProfile.  ``mounts``: path -> fs kind

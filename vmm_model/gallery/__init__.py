@@ -1,5 +1,6 @@
-"""The built-in scenarios, numbered as research qemu-vfio-dma-map.md §7
-(``sNN-…``) plus one per seed without a §7 number (``seedNNN-…``)."""
+"""The built-in scenarios (``sNN-…``, and ``seed001-…`` for iommufd live
+update), each naming the upstream source it reproduces; docs/qemu-versions.md
+lists them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def names() -> list[str]:
 
 
 def load(name: str) -> Scenario:
-    """A gallery scenario by name, or by its §7 number prefix (e.g. ``s06``)."""
+    """A gallery scenario by name, or by its number prefix (e.g. ``s06``)."""
     matches = [n for n in names() if n == name or n.split("-")[0] == name]
     if len(matches) != 1:
         raise UsageError(f"no scenario file or gallery scenario {name!r}", where="vfio-emu plan",

@@ -17,7 +17,8 @@ import os
 import sys
 
 from backends.errors import UsageError
-from vmm_model.plan import BACKENDS, make_plan
+from vmm_model.iommu_backends import backend_names, get_backend
+from vmm_model.plan import make_plan
 from vmm_model.qemu.introspect import LiveVM, compare_with_model, introspect
 from vmm_model.qemu.monitor import DEFAULT_TIMEOUT, QmpMonitor
 from vmm_model.qemu_versions import get_qemu
@@ -68,11 +69,8 @@ def cmd_inspect(args, qemu_argv) -> int:
     sc = vm.scenario
     qemu = get_qemu(sc.qemu, where="live QEMU version")
     backends = args.backend or "all"
-    blist = list(BACKENDS) if backends == "all" else [backends]
-    for b in blist:
-        if b not in BACKENDS:
-            raise UsageError(f"unknown backend {b!r}", where="--backend",
-                             valid="type1, iommufd, all")
+    blist = (backend_names(in_all=True) if backends == "all"
+             else [get_backend(backends, also=("all",)).name])
     plans = [make_plan(sc, qemu, b) for b in blist]
     diffs = compare_with_model(vm) if vm.proc else []
     if args.save:

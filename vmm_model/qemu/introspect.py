@@ -1,7 +1,7 @@
 """Read a live QEMU's memory and turn it into a Scenario plus the RAMBlocks
 observed on the host.
 
-From the monitor (research qemu-vfio-dma-map.md §6): ``query-version``,
+From the monitor (QMP and HMP, as QEMU 7.2 and later answer): ``query-version``,
 ``query-memdev``, ``qom-list /objects`` and ``qom-get`` of each memory
 backend's own properties, ``/machine`` ``type``/``memory``/``memory-backend``/
 ``aux-ram-share`` (where they exist), pc-dimm devices under

@@ -51,9 +51,9 @@ def binary_version(binary: str) -> str | None:
                              timeout=30, stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    import re
-    m = re.search(r"version (\d+\.\d+\.\d+)", out)
-    return m.group(1) if m else None
+    from backends.version import format_version, match_version
+    got = match_version(out.partition("version ")[2])
+    return format_version(got[0]) if got else None
 
 
 def find_qemu(label: str) -> tuple[str | None, str]:

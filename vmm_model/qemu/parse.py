@@ -1,12 +1,11 @@
 """Parsers for what QEMU's monitor prints and what /proc shows.
 
-* ``info mtree -f`` (``mtree_print_flatview``, system/memory.c; research
-  qemu-vfio-dma-map.md §6.4): ``FlatView #N`` blocks, each with its
+* ``info mtree -f`` (``mtree_print_flatview``, system/memory.c): ``FlatView #N`` blocks, each with its
   ``AS "name", root: X`` lines and ranges
   ``START-END (prio P, [nv-]TYPE): NAME[ @OFFSET][ ACCEL]``.  Aliases are
   already resolved in the flat view: NAME is the target region and @OFFSET the
   offset within it (``section.offset_within_region``); no ``@`` means 0.
-* ``info ramblock`` (``ram_block_format``, §6.3): Block Name, PSize, Offset,
+* ``info ramblock`` (``ram_block_format``, system/physmem.c): Block Name, PSize, Offset,
   Used, Total, and since 8.0 HVA and RO.
 * ``gpa2hva ADDR`` (HMP, hmp_gpa2hva): "Host virtual address for 0x.. (NAME) is 0x..".
 * /proc/PID/maps (proc(5)).
@@ -215,9 +214,9 @@ def parse_hmp_qom_list(text: str) -> list[dict]:
 
 def parse_hmp_version(text: str) -> dict:
     """HMP ``info version``: ``10.0.2Debian 1:10.0.2+ds-...`` (version, then package)."""
-    m = re.match(r"^\s*(\d+)\.(\d+)\.(\d+)(.*)$", text.strip().splitlines()[0] if text.strip()
-                 else "")
-    if not m:
+    from backends.version import match_version
+    got = match_version(text.strip().splitlines()[0]) if text.strip() else None
+    if got is None:
         raise QemuError(f"info version: unrecognised output {text.strip()!r}")
-    return {"qemu": {"major": int(m.group(1)), "minor": int(m.group(2)),
-                     "micro": int(m.group(3))}, "package": m.group(4).strip()}
+    (major, minor, micro), rest = got
+    return {"qemu": {"major": major, "minor": minor, "micro": micro}, "package": rest.strip()}

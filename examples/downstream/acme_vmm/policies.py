@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 
-from vmm_model import (DmaResult, MemoryRegion, VFIOIOMMUClass, vfio_container_dma_map_fixed)
+from vmm_model import (DmaResult, MemoryRegion, VFIOIOMMUClass, vfio_container_dma_map_shared)
 
 
 def never_map_file_private(bcontainer: VFIOIOMMUClass, iova: int, size: int, vaddr: int,
@@ -30,7 +30,7 @@ def bars_only_on_type1(bcontainer: VFIOIOMMUClass, iova: int, size: int, vaddr: 
     kernel refuses."""
     if mr.ram_device and bcontainer.name != "type1":
         return DmaResult(0, None, note="BAR not mapped: ACME maps BARs only on type1")
-    return vfio_container_dma_map_fixed(bcontainer, iova, size, vaddr, readonly, mr)
+    return vfio_container_dma_map_shared(bcontainer, iova, size, vaddr, readonly, mr)
 
 
 def refuse_unsealed_memfds(bcontainer: VFIOIOMMUClass, iova: int, size: int, vaddr: int,
@@ -40,4 +40,4 @@ def refuse_unsealed_memfds(bcontainer: VFIOIOMMUClass, iova: int, size: int, vad
     rb = mr.ram_block
     if rb is not None and rb.backing.kind == "memfd" and "F_SEAL_SHRINK" not in rb.backing.seals:
         return DmaResult(-errno.EPERM, None, note=f"{rb.idstr}: memfd without F_SEAL_SHRINK")
-    return vfio_container_dma_map_fixed(bcontainer, iova, size, vaddr, readonly, mr)
+    return vfio_container_dma_map_shared(bcontainer, iova, size, vaddr, readonly, mr)

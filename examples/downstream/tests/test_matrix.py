@@ -5,7 +5,7 @@ import pytest
 from acme_vmm.vms import vm
 
 
-@pytest.mark.vfio_matrix(qemu=["10.0", "10.1", "fixed"], backend=["type1", "iommufd"],
+@pytest.mark.vfio_matrix(qemu=["10.0", "10.1", "11.1"], backend=["type1", "iommufd"],
                          kernel=["6.18", "7.2"])
 @pytest.mark.vfio_policy("acme_vmm.policies:never_map_file_private")
 def test_small_vm_maps_everywhere(vfio_plan, vfio_combo):

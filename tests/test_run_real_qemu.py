@@ -1,0 +1,376 @@
+"""``vfio-emu run``: real, unmodified QEMU binaries (Debian's 7.2 and 10.0.x)
+against the simulated kernel through the LD_PRELOAD shim (backends/shim/).
+
+Everything here is real except the kernel's VFIO/iommufd, which is the
+simulated one: the QEMU binaries, their address spaces (/proc/PID/smaps), the
+memfds they pass, the sysfs lookups they make (redirected to a tree the
+server writes).  Two tests use a small Python process instead of QEMU where no
+installed QEMU makes the call (IOMMU_IOAS_MAP_FILE: QEMU 10.1+), and say so.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+import pytest
+
+from backends import uapi
+from backends.shim.build import build_shim
+from backends.shim.server import ShimServer
+from vmm_model.qemu.launcher import find_qemu
+from vmm_model.run import compare_with_model, final_maps, run
+
+BASE = ["-machine", "q35", "-accel", "tcg", "-nodefaults", "-display", "none", "-S", "-m", "128M"]
+TYPE1 = ["-device", "vfio-pci,host=0000:00:04.0"]
+IOMMUFD = ["-object", "iommufd,id=i0", "-device", "vfio-pci,host=0000:00:04.0,iommufd=i0"]
+BAR0 = 0xFEA00000                      # where SeaBIOS puts the edu-like BAR0 on q35
+
+
+def qemu(label: str) -> str:
+    path, why = find_qemu(label)
+    if path is None:
+        pytest.skip(why)
+    return path
+
+
+def names(res) -> list[str]:
+    return [r.name for r in res.requests if r.op in ("ioctl", "open")]
+
+
+def one(res, name: str, **fields):
+    hits = [r for r in res.requests if r.name == name and
+            all(r.fields.get(k) == v for k, v in fields.items())]
+    assert hits, f"no {name} {fields} in {names(res)}"
+    return hits[0]
+
+
+def _tmp_runs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "vfio-emu-run-*")))
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_qemu10_type1_realizes_and_resets():
+    before, fds = _tmp_runs(), _fds()
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", until="reset")
+    assert (res.reached, res.status, res.killed, res.stderr) == ("reset", 0, None, "")
+    assert names(res)[:7] == ["/dev/vfio/1", "VFIO_GROUP_GET_STATUS", "/dev/vfio/vfio",
+                              "VFIO_GET_API_VERSION", "VFIO_CHECK_EXTENSION",
+                              "VFIO_GROUP_SET_CONTAINER", "VFIO_SET_IOMMU"]
+    assert one(res, "VFIO_SET_IOMMU").fields == {"value": uapi.VFIO_TYPE1v2_IOMMU}
+    assert one(res, "VFIO_GROUP_GET_DEVICE_FD").fields == {"name": "0000:00:04.0"}
+    assert one(res, "VFIO_GROUP_GET_DEVICE_FD").ret >= 0
+    # vfio_region_mmap() of BAR0 (1 MiB), a VM_PFNMAP VMA in the simulated kernel
+    mm = [r for r in res.requests if r.op == "mmap"]
+    assert [(r.fields["length"], r.fields["offset"], r.ret) for r in mm] == [(1 << 20, 0, 0)]
+    # machine creation resets the device, system_reset does it again
+    assert [r.ret for r in res.requests if r.name == "VFIO_DEVICE_RESET"] == [0, 0]
+    live = final_maps(res.events())
+    ram = live[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["flags"], ram["ret"]) == ("VFIO_IOMMU_MAP_DMA", "READ|WRITE", 0)
+    assert ram["backing"]["kind"] == "anonymous"
+    bios = live[(0xFFFC0000, 0x40000)]
+    assert (bios["flags"], bios["readonly"], bios["ret"]) == ("READ", True, 0)
+    assert _tmp_runs() == before and _fds() == fds        # nothing left behind
+
+
+@pytest.mark.parametrize("kernel, argsz", [("6.1", 0x74), ("7.2", 0x78)])
+def test_qemu72_type1_info_caps_per_kernel(kernel, argsz):
+    """VFIO_IOMMU_GET_INFO's capability chain is packed before 6.6 (116 bytes)
+    and 8-byte aligned from 6.6 (120): QEMU 7.2 sees the kernel's argsz."""
+    res = run(qemu("7.2"), BASE + TYPE1, kernel=kernel)
+    assert (res.reached, res.status) == ("realize", 0)
+    first = one(res, "VFIO_IOMMU_GET_INFO")
+    assert first.ret == 0 and first.out["argsz"] == argsz
+
+
+def test_qemu10_iommufd_realizes():
+    res = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    assert (res.reached, res.status, res.stderr) == ("realize", 0, "")
+    assert names(res)[:9] == ["/dev/vfio/devices/vfio0", "/dev/iommu", "VFIO_DEVICE_BIND_IOMMUFD",
+                              "IOMMU_GET_HW_INFO", "IOMMU_IOAS_ALLOC", "IOMMU_HWPT_ALLOC",
+                              "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "IOMMU_IOAS_IOVA_RANGES",
+                              "IOMMU_IOAS_IOVA_RANGES"]
+    ranges = [r for r in res.requests if r.name == "IOMMU_IOAS_IOVA_RANGES"]
+    # the first call asks the count (-EMSGSIZE, num_iovas written back), then the list;
+    # the VT-d MSI window splits the aperture in two
+    assert [r.ret for r in ranges] == [-90, 0] and ranges[1].fields["num_iovas"] == 2
+    ram = final_maps(res.events())[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["readonly"], ram["ret"]) == ("IOMMU_IOAS_MAP", False, 0)
+
+
+def test_iommufd_on_a_kernel_without_it_is_qemus_own_error():
+    """6.1 has neither iommufd nor VFIO cdevs: QEMU 10.0 fails looking for
+    vfio-dev/ in sysfs and says so itself; the model agrees (no map differs)."""
+    args = BASE + IOMMUFD
+    res = run(qemu("10.0"), args, kernel="6.1")
+    assert (res.reached, res.status, res.requests) == ("", 1, [])
+    assert res.stderr.startswith("qemu-system-x86_64: -device vfio-pci,host=0000:00:04.0,"
+                                 "iommufd=i0: vfio 0000:00:04.0: vfio /sys/bus/pci/devices/"
+                                 "0000:00:04.0/vfio-dev: couldn't open directory")
+    assert res.stderr.rstrip().endswith("No such file or directory")
+    assert compare_with_model(res, args) == []
+
+
+@pytest.mark.parametrize("backend, ioctl, ret", [(IOMMUFD, "IOMMU_IOAS_MAP", -14),
+                                                 (TYPE1, "VFIO_IOMMU_MAP_DMA", 0)])
+def test_pfnmap_bar_dma_map(backend, ioctl, ret):
+    """Once SeaBIOS enables BAR0, QEMU maps its mmap (a ram_device region):
+    iommufd cannot pin VM_PFNMAP (-EFAULT, QEMU warns and goes on), type1
+    follows the PFNs (0)."""
+    res = run(qemu("10.0"), BASE + backend, kernel="7.2", until=1.5)
+    assert res.status == 0 and res.reached == "ran 1.5s"
+    bar = [r for r in res.requests if r.name == ioctl and r.fields.get("iova") == BAR0]
+    assert bar, "SeaBIOS did not enable BAR0 within 1.5 s"
+    assert bar[0].ret == ret and bar[0].backing["kind"] == "pfnmap"
+    if ret:
+        assert "warning: IOMMU_IOAS_MAP failed: Bad address, PCI BAR?" in res.stderr
+        assert (f"vfio_container_dma_map(" in res.stderr and
+                f", 0x{BAR0:x}, 0x100000, " in res.stderr and "= -14 (Bad address)" in res.stderr)
+
+
+@pytest.mark.parametrize("share, shared", [("on", True), ("off", False)])
+def test_memfd_share_on_off(share, shared):
+    """QEMU 10.0 maps guest RAM by VA on both settings; the simulated kernel
+    sees QEMU's real memfd VMA (shared or private) and pins it.  The model
+    agrees on every mapping at and above 1 MiB."""
+    args = BASE + ["-object", f"memory-backend-memfd,id=m0,size=128M,share={share}",
+                   "-numa", "node,memdev=m0"] + IOMMUFD
+    res = run(qemu("10.0"), args, kernel="7.2")
+    assert res.status == 0
+    ram = final_maps(res.events())[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["ret"]) == ("IOMMU_IOAS_MAP", 0)
+    b = ram["backing"]
+    assert (b["kind"], b["shared"]) == ("shmem", shared)
+    assert b["name"].startswith("/memfd:memory-backend-memfd")
+    diffs = compare_with_model(res, args)
+    assert [d for d in diffs if int(d["range"][1:].split(",")[0], 16) >= 0x100000] == []
+
+
+def test_crashed_qemu_is_reported_and_nothing_left():
+    before, fds = _tmp_runs(), _fds()
+    pids = []
+
+    def crash(proc):
+        pids.append(proc.pid)
+        threading.Timer(1.0, lambda: os.kill(proc.pid, signal.SIGSEGV)).start()
+
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", until=30.0, on_start=crash)
+    assert res.status == -signal.SIGSEGV and res.killed is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+    assert _tmp_runs() == before and _fds() == fds
+
+
+def test_hung_qemu_is_killed_and_nothing_left():
+    """A QEMU that never answers (stopped before its QMP socket) is killed."""
+    before, fds = _tmp_runs(), _fds()
+    pids = []
+
+    def hang(proc):
+        pids.append(proc.pid)
+        os.kill(proc.pid, signal.SIGSTOP)
+
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", timeout=1.0, on_start=hang)
+    assert res.killed == "no QMP socket within 1s" and res.status == -signal.SIGKILL
+    assert res.reached == ""
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+    assert _tmp_runs() == before and _fds() == fds
+
+
+def test_cli_run_json_and_bad_input():
+    from vmm_model.cli import main
+    q = qemu("10.0")
+    out = subprocess.run([sys.executable, "-m", "vmm_model.cli", "run", "--json", "--",
+                          q, *BASE, *TYPE1], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    plan = doc["plans"][0]
+    assert (doc["schema_version"], plan["backend"], plan["kernel"], plan["exit_status"]) == \
+        (1, "type1", "7.2", 0)
+    assert {e["kind"] for e in plan["events"]} == {"map", "unmap"}
+    assert main(["run", "--"]) == 2
+    assert main(["run", "--until", "soon", "--", q]) == 2
+
+
+# ---- the shim with a process other than QEMU --------------------------------------
+
+CHILD = r"""
+import fcntl, os, struct, sys
+from backends import uapi
+fd = os.open("/dev/iommu", os.O_RDWR)
+buf = bytearray(struct.pack("<III", 12, 0, 0))
+fcntl.ioctl(fd, uapi.IOMMU_IOAS_ALLOC, buf)
+ioas = struct.unpack_from("<I", buf, 8)[0]
+m = os.memfd_create("guest-ram", os.MFD_ALLOW_SEALING)
+os.ftruncate(m, 2 << 20)
+fcntl.fcntl(m, uapi.F_ADD_SEALS, uapi.F_SEAL_GROW | uapi.F_SEAL_SHRINK)
+use = os.open(f"/proc/self/fd/{m}", os.O_RDONLY) if sys.argv[1] == "ro" else m
+flags = uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE
+req = bytearray(struct.pack("<IIIiQQQ", 40, flags, ioas, use, 0, 2 << 20, 1 << 30))
+try:
+    fcntl.ioctl(fd, uapi.IOMMU_IOAS_MAP_FILE, req)
+    print(0, struct.unpack_from("<i", req, 12)[0] == use)
+except OSError as e:
+    print(-e.errno, True)
+"""
+
+
+@pytest.mark.parametrize("kernel, mode, ret", [
+    ("7.2", "rw", 0),
+    ("7.2", "ro", 0),            # the bug: a writable map of an O_RDONLY fd is accepted
+    ("7.2+fix", "ro", -1),       # iopt_alloc_file_pages() with the fix: -EPERM
+    ("6.12", "rw", -25),         # no IOMMU_IOAS_MAP_FILE before 6.13: -ENOTTY
+])
+def test_map_file_passes_the_real_fd(tmp_path, kernel, mode, ret):
+    """A Python process (not QEMU: the installed QEMUs never send MAP_FILE)
+    under the shim maps a real memfd by file; the server receives the fd by
+    SCM_RIGHTS and sees what it really is."""
+    server = ShimServer(kernel, {})
+    try:
+        sock = str(tmp_path / "vfio.sock")
+        server.serve(sock)
+        env = dict(os.environ, LD_PRELOAD=build_shim(), VFIO_EMU_SOCK=sock,
+                   PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    got, fd_restored = out.stdout.split()
+    assert (int(got), fd_restored) == (ret, "True")
+    mf = [r for r in server.log if r.name == "IOMMU_IOAS_MAP_FILE"]
+    assert len(mf) == 1 and mf[0].ret == ret
+    if ret != -25:
+        b = mf[0].backing
+        assert (b["kind"], b["size"], b["name"]) == ("shmem", 2 << 20, "/memfd:guest-ram (deleted)")
+        assert b["seals"] == uapi.F_SEAL_GROW | uapi.F_SEAL_SHRINK
+        assert b["f_flags"] & os.O_ACCMODE == (os.O_RDONLY if mode == "ro" else os.O_RDWR)
+
+
+def test_shim_leaves_everything_else_alone(tmp_path):
+    """Without a server, VFIO opens fail (EIO) instead of reaching the host's
+    nodes; redirected sysfs paths read the server's tree; other files, stat
+    and ioctls are the real kernel's."""
+    root = tmp_path / "root"
+    dev = root / "sys/devices/pci0000:00/0000:00:04.0"
+    dev.mkdir(parents=True)
+    os.symlink("../../../kernel/iommu_groups/7", dev / "iommu_group")
+    child = r"""
+import errno, fcntl, os, struct, termios
+try:
+    os.open("/dev/vfio/vfio", os.O_RDWR); print("opened")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+print(os.readlink("/sys/devices/pci0000:00/0000:00:04.0/iommu_group"))
+print(os.path.realpath("/sys/devices/pci0000:00/0000:00:04.0"))
+print(open(os.environ["PLAIN"]).read())
+r, w = os.pipe(); os.write(w, b"abc")
+print(struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0" * 4))[0])
+"""
+    (tmp_path / "plain.txt").write_text("plain")
+    env = dict(os.environ, LD_PRELOAD=build_shim(), VFIO_EMU_SOCK=str(tmp_path / "none.sock"),
+               PLAIN=str(tmp_path / "plain.txt"),
+               VFIO_EMU_ROOT=str(root), VFIO_EMU_REDIRECT="/sys/devices/pci0000:00/0000:00:04.0")
+    out = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:5] == ["EIO", "../../../kernel/iommu_groups/7",
+                                          "/sys/devices/pci0000:00/0000:00:04.0", "plain", "3"]
+
+
+@pytest.mark.parametrize("backend", [TYPE1, IOMMUFD], ids=["type1", "iommufd"])
+def test_device_dma_reaches_qemus_guest_ram(backend):
+    """The simulated device writes guest RAM through the simulated IOMMU into
+    QEMU's real memory (QEMU's own 'xp' sees it), reads it back, and faults
+    where the IOMMU says no: the read-only BIOS, an unmapped IOVA."""
+    got = {}
+
+    def ready(server, mon):
+        bdf = "0000:00:04.0"
+        got["write"] = server.dma(bdf, 0x100000, data=b"vfio-emu")
+        got["read"] = server.dma(bdf, 0x100000, 8)
+        got["xp"] = mon.hmp("xp /8bx 0x100000")
+        got["rom"] = server.dma(bdf, 0xFFFC0000, data=b"x")
+        got["hole"] = server.dma(bdf, 0x9000000, 4)
+        got["faults"] = list(server.devices[0].faults)
+
+    res = run(qemu("10.0"), BASE + backend, kernel="7.2", on_ready=ready)
+    assert res.status == 0
+    assert got["write"] == (8, b"") and got["read"] == (8, b"vfio-emu")
+    assert "0x76 0x66 0x69 0x6f 0x2d 0x65 0x6d 0x75" in got["xp"]
+    assert got["rom"] == (-14, b"") and got["hole"] == (-14, b"")
+    assert got["faults"] == [(0xFFFC0000, "write", "no permission"),
+                             (0x9000000, "read", "not mapped")]
+    assert [(r.name, r.ret) for r in res.requests if r.op == "dma"] == [
+        ("0000:00:04.0 write", 8), ("0000:00:04.0 read", 8), ("0000:00:04.0 write", -14),
+        ("0000:00:04.0 read", -14)]
+
+
+NIC = """
+vendor = 0x8086
+device = 0x10d3
+class_code = 0x020000
+rom = "256K"
+msix_vectors = 5
+msix_bar = 3
+msix_pba_offset = 0x2000
+pcie = true
+[bars.0]
+size = "128K"
+[bars.2]
+size = 32
+io = true
+[bars.3]
+size = "16K"
+mem64 = true
+prefetch = true
+sparse = [[0x2000, 0x2000]]
+"""
+
+
+def test_configured_shape_msix_sparse_rom(tmp_path):
+    """A NIC-like shape from TOML: QEMU 10.0 mmaps only the sparse area of the
+    MSI-X BAR, asks the PCIe-only ERR irq, sizes the ROM through config space."""
+    from backends.shim.pci import load_shape
+    (tmp_path / "nic.toml").write_text(NIC)
+    shape = load_shape(str(tmp_path / "nic.toml"))
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", devices={"0000:00:04.0": shape})
+    assert (res.reached, res.status, res.stderr) == ("realize", 0, "")
+    mm = sorted((r.fields["offset"], r.fields["length"]) for r in res.requests if r.op == "mmap")
+    assert mm == [(0, 128 << 10), ((3 << 40) + 0x2000, 0x2000)]
+    irq = {r.fields["index"]: r.ret for r in res.requests if r.name == "VFIO_DEVICE_GET_IRQ_INFO"}
+    assert irq[3] == 0 and irq[2] == 0                 # ERR (PCIe) and MSI-X
+    cfg = one(res, "VFIO_DEVICE_GET_REGION_INFO", index=7)
+    assert cfg.out["size"] == 0x1000
+    rom = [r for r in res.requests if r.op == "pwrite" and r.name == "region 7 +0x30"]
+    assert rom and rom[0].fields["data"] == "00f8ffff"    # vfio_pci_size_rom() sizing
+
+
+@pytest.mark.parametrize("text, field", [
+    ('rom = "3K"', "rom"),
+    ("[bars.0]\nsize = 1000", "bars.0.size"),
+    ("[bars.0]\nsize = 4096\nmem64 = true\n[bars.1]\nsize = 4096", "bars"),
+    ("msix_vectors = 64\n[bars.0]\nsize = 256", "msix_bar"),
+    ("colour = 1", "colour"),
+    ("vendor = [", "-"),
+])
+def test_bad_shape_is_one_line_exit_2(tmp_path, capsys, text, field):
+    from vmm_model.cli import main
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    assert main(["run", "--shape", str(p), "--", qemu("10.0")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vfio-emu: error: {p}") and err.count("\n") == 1
+    if field != "-":
+        assert f": {field}: " in err
