@@ -74,12 +74,13 @@ def status(plan: Plan) -> str:
 def problems(plan: Plan) -> list[str]:
     """Why ``plan.ok`` is False, one line each (empty when it is True)."""
     from backends.base import errno_name
-    out = []
+    out: list[str] = []
     st = status(plan)
     if st == "rejected":
-        own = plan.rejected.startswith(f"QEMU {plan.qemu.name} ")
-        out.append(plan.rejected if own else
-                   f"QEMU {plan.qemu.name} rejects the configuration: {plan.rejected}")
+        rejected = plan.rejected or ""
+        own = rejected.startswith(f"QEMU {plan.qemu.name} ")
+        out.append(rejected if own else
+                   f"QEMU {plan.qemu.name} rejects the configuration: {rejected}")
     elif st == "unavailable":
         out.append(f"{plan.backend} cannot start on kernel {plan.kernel}: {plan.kernel_error}")
     elif st == "realize-fails":
