@@ -394,9 +394,9 @@ def render(doc: dict) -> str:
 
 
 def parse_require(text: str | None) -> list[str]:
-    if not text:
+    if text is None:
         return []
-    want = [p.strip() for p in text.split(",") if p.strip()]
+    want = [p.strip() for p in text.split(",")]
     bad = [p for p in want if p not in PIECES]
     if bad:
         raise UsageError(f"unknown piece {bad[0]!r}", where="--require", valid=", ".join(PIECES))

@@ -10,6 +10,7 @@ Loading:     `load_scenario`, `load_command_line`, `Scenario`
 Planning:    `plan_scenario`, `Plan`, `PlanSection`,
              `PlanDiff`, `Event`
 Comparing:   `compare_scenario`, `Comparison`
+Migrating:   `migrate_check`, `MigrationCheck`, `Finding` (docs/migrate.md)
 Simulating:  `simulate_scenario`, `Simulation`, `SimHost`,
              `SimVfioDevice`, `dma_read`, `dma_write`
 Versions:    `qemu_version`, `QemuVersion`, `QEMU_VERSIONS`,
@@ -53,6 +54,7 @@ _EXPORTS = {
     "vmm_model.plan_view": ("PlanSection", "PlanDiff", "SectionDiff"),
     "vmm_model.container": ("Event",),
     "vmm_model.simulate": ("Simulation",),
+    "vmm_model.migration": ("migrate_check", "MigrationCheck", "Finding"),
     "vmm_model.qemu_versions": ("QemuVersion", "QEMU_VERSIONS"),
     "vmm_model.policy": ("Policy", "POLICIES", "register_policy", "get_policy",
                          "vfio_container_dma_map_va", "vfio_container_dma_map_fd",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
                                simulate_scenario)
     from vmm_model.container import Event
     from vmm_model.memory import MemoryRegion, RAMBlock
+    from vmm_model.migration import Finding, MigrationCheck, migrate_check
     from vmm_model.plan import Plan
     from vmm_model.plan_view import PlanDiff, PlanSection, SectionDiff
     from vmm_model.policy import (POLICIES, Policy, get_policy, register_policy,

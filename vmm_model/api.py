@@ -13,7 +13,6 @@ names) and returns the project's own objects; bad input raises
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
@@ -35,26 +34,33 @@ None for the QEMU version's own ``vfio_container_dma_map``."""
 DEFAULT_BACKEND = "iommufd"
 
 
-def load_scenario(source: ScenarioLike) -> Scenario:
-    """A scenario from a `Scenario` (returned as is), a ``.toml`` path or a
-    gallery name."""
+def load_scenario(source: ScenarioLike, libvirt: str | None = None) -> Scenario:
+    """A scenario from a `Scenario` (returned as is), a file (TOML, a libvirt domain
+    XML, a captured QEMU command line; told apart by content) or a gallery name.
+    ``libvirt``: the libvirt version whose translation of a domain XML is modelled
+    (default: the newest; docs/inputs.md)."""
     from vmm_model import gallery
-    from vmm_model.scenario import Scenario, load_toml
+    from vmm_model.scenario import Scenario
+    from vmm_model.scenario import load_scenario as load_file
     if isinstance(source, Scenario):
         return source
     text = str(source)
-    if isinstance(source, Path) or text.endswith(".toml") or Path(text).exists():
-        return load_toml(text)
-    return gallery.load(text)
+    if isinstance(source, Path) or text.endswith((".toml", ".xml", ".args")) \
+            or Path(text).exists():
+        return load_file(text, libvirt)
+    return gallery.load(text, libvirt)
 
 
 def load_command_line(args: str | Sequence[str], name: str = "command-line") -> Scenario:
-    """A scenario from QEMU command-line arguments (a string is split like a shell
-    would), e.g. ``load_command_line("-m 4G -object memory-backend-memfd,id=m0,size=4G
+    """A scenario from QEMU command-line arguments: a list, or a string split as a
+    shell would (a whole captured command line, binary first, is accepted), e.g.
+    ``load_command_line("-m 4G -object memory-backend-memfd,id=m0,size=4G
     -machine q35,memory-backend=m0")``."""
+    from vmm_model.qemu.cmdline import loads_command_line
     from vmm_model.scenario import from_qemu_args
-    argv = shlex.split(args) if isinstance(args, str) else list(args)
-    return from_qemu_args(argv, name)
+    if isinstance(args, str):
+        return loads_command_line(args, "command line", name)
+    return from_qemu_args(list(args), name)
 
 
 def qemu_version(name: str | QemuVersion) -> QemuVersion:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from backends.base import errno_name
 from vmm_model.plan import Plan, make_plan
+from vmm_model.report import SHORT_IOCTL as _SHORT
 from vmm_model.scenario import Scenario
 
 SCHEMA_VERSION = 1
-_SHORT = {"VFIO_IOMMU_MAP_DMA": "MAP_DMA", "VFIO_IOMMU_UNMAP_DMA": "UNMAP_DMA",
-          "IOMMU_IOAS_MAP": "IOAS_MAP", "IOMMU_IOAS_MAP_FILE": "MAP_FILE",
-          "IOMMU_IOAS_UNMAP": "IOAS_UNMAP"}
 
 
 def _row_key(ev) -> tuple:
@@ -53,10 +51,12 @@ def outcome(p: Plan) -> str:
     return "runs"
 
 
-def compare(sc: Scenario, qemus, backends, kernels, policy=None) -> tuple[list[Plan], list[dict]]:
+def compare(sc: Scenario, qemus, backends, kernels, policy=None,
+            host_iommu=None) -> tuple[list[Plan], list[dict]]:
     """Run every combination; return the plans and the differing rows
     ({"path", "gpa", "cells": [text per column]})."""
-    plans = [make_plan(sc, q, b, policy, k) for q in qemus for b in backends for k in kernels]
+    plans = [make_plan(sc, q, b, policy, k, host_iommu) for q in qemus for b in backends
+             for k in kernels]
     rows: dict[tuple, list] = {}
     for i, p in enumerate(plans):
         for ev in p.events:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backends.base import DmaResult, VFIOIOMMUClass
+from backends.errors import UsageError, VfioEmuError
 from vmm_model.machine import Machine
 from vmm_model.memory import MemoryRegion, MemoryRegionSection
 from vmm_model.policy import POLICIES, Policy
@@ -35,7 +36,7 @@ class Event:
     result: DmaResult | None = None
     message: str = ""
     fatal: bool = False              # realize fails (init) or hw_error abort (runtime)
-    phase: str = "realize"           # realize | reset (first machine reset) | hotplug
+    phase: str = "realize"           # realize | reset | firmware (PCI BARs) | hotplug
 
 
 @dataclass
@@ -65,8 +66,24 @@ class VFIOContainer:
 
     def dma_map(self, iova: int, size: int, vaddr: int, readonly: bool,
                 mr: MemoryRegion) -> DmaResult:
-        """``vfio_container_dma_map()``."""
-        return self.policy(self.backend, iova, size, vaddr, readonly, mr)
+        """``vfio_container_dma_map()``.  A user policy that raises or returns
+        something else than a DmaResult is bad input naming the policy."""
+        try:
+            res = self.policy(self.backend, iova, size, vaddr, readonly, mr)
+        except VfioEmuError:
+            raise
+        except Exception as e:
+            raise UsageError(f"the policy raised {type(e).__name__}: {e}",
+                             where=f"policy {self.policy_name}",
+                             valid="policy(bcontainer, iova, size, vaddr, readonly, mr) "
+                                   "returning bcontainer.dma_map(...) or dma_map_file(...)"
+                             ) from e
+        if not isinstance(res, DmaResult):
+            raise UsageError(f"the policy returned {type(res).__name__}, not a DmaResult",
+                             where=f"policy {self.policy_name}",
+                             valid="the result of bcontainer.dma_map(...) or "
+                                   "bcontainer.dma_map_file(...)")
+        return res
 
     def dma_unmap(self, iova: int, size: int, unmap_all: bool = False) -> DmaResult:
         """``vfio_container_dma_unmap()``."""
@@ -83,22 +100,40 @@ class VFIOContainer:
 def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     """vfio_listener_register(): replay the flat view at device realize; then (if
     that worked) the first machine reset's flat-view change (region_del, then
-    region_add) and runtime hotplug sections.  Each event records its phase."""
+    region_add), the PCI BARs firmware maps, and runtime hotplug sections.  Each
+    event records its phase."""
     from vmm_model.listener import vfio_listener_region_add, vfio_listener_update
 
-    container.backend.cpr_incoming = machine.cpr_incoming
+    # VFIO's CPR support (10.1): type1 maps VADDR-only (legacy_cpr_vaddr), iommufd
+    # skips MAP_FILE and UNMAP (with dma_map_file); before it, ordinary maps.
+    from vmm_model.iommu_backends import get_backend
+    legacy = not get_backend(container.backend.name).iommufd_object
+    q = container.qemu
+    cpr = machine.cpr_incoming and (q.legacy_cpr_vaddr if legacy else q.dma_map_file)
+    container.backend.cpr_incoming = cpr
     if machine.iommu_pgsizes:
         container.backend.pgsizes = machine.iommu_pgsizes
-    for section in machine.sections:
+    # Legacy CPR incoming registers the listener in vfio_container_post_load()
+    # (hw/vfio/cpr-legacy.c): after reset and the device state load, so it replays
+    # the source's view (BARs included) once, with VADDR-only maps.
+    legacy_cpr = cpr and legacy
+    for section in machine.final_sections if legacy_cpr else machine.sections:
         vfio_listener_region_add(container, machine, section)
     if container.error is not None:
         return container
     container.initialized = True
     n = len(container.events)
-    if machine.reset_sections is not None:
+    if machine.reset_sections is not None and not legacy_cpr:
         vfio_listener_update(container, machine, machine.sections, machine.reset_sections)
     for ev in container.events[n:]:
         ev.phase = "reset"
+    n = len(container.events)
+    for section in [] if legacy_cpr else machine.bar_sections:   # firmware maps the BARs
+        if container.aborted:
+            break
+        vfio_listener_region_add(container, machine, section)
+    for ev in container.events[n:]:
+        ev.phase = "firmware"
     n = len(container.events)
     for section in machine.hotplug_sections:
         if container.aborted:

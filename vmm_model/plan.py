@@ -37,6 +37,7 @@ class Plan:
     machine: Machine | None = None
     container: VFIOContainer | None = None
     rejected: str | None = None          # QEMU refuses to start with this command line
+    rejected_error: UsageError | None = None   # ... with this error (where, field)
     kernel: str | None = None            # simulated kernel profile, None: not run
     kernel_error: str | None = None      # the backend could not be set up on that kernel
     hazards: list[tuple[Event, str, str]] = field(default_factory=list)
@@ -94,7 +95,7 @@ class Plan:
 
 
 def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,
-              kernel: str | None = None) -> Plan:
+              kernel: str | None = None, host_iommu: str | None = None) -> Plan:
     b = get_backend(backend, also=("all",))
     backend = b.name
     pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
@@ -108,13 +109,17 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
         own = get_qemu(sc.qemu or DEFAULT_QEMU)
         if own.name == qemu.name:
             raise
-        build_machine(sc, own)       # bad in every version: raises, it is bad input
-        plan.rejected = f"QEMU {qemu.name} rejects this command line: {e}"
+        try:
+            build_machine(sc, own)
+        except UsageError:           # bad for its own QEMU too: bad input, in this QEMU's words
+            raise e from None
+        plan.rejected = f"QEMU {qemu.name} rejects this command line: {e.message}"
+        plan.rejected_error = e
         return plan
     if kernel is not None:
         from vmm_model.simulate import simulate
         plan.kernel = get_profile(kernel).name
-        with simulate(sc, qemu, backend, kernel, policy) as sim:
+        with simulate(sc, qemu, backend, kernel, policy, host_iommu=host_iommu) as sim:
             plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
     else:
         plan.container = attach(plan.machine, VFIOContainer(b.plan_client(), qemu,
@@ -124,7 +129,8 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
 
 
 def decision(ev: Event) -> str:
-    """What a map event decided, independent of addresses: ioctl and flags."""
+    """What an event decided, independent of addresses: ioctl and flags for a
+    map, the kind (skip, error, warn, unmap) otherwise."""
     if ev.kind != "map" or ev.result is None:
         return ev.kind
     req = ev.result.request
@@ -133,33 +139,63 @@ def decision(ev: Event) -> str:
     return f"{req.ioctl} {req.flag_names()}"
 
 
-def other_versions(sc: Scenario, plan: Plan, versions=None) -> dict[int, list[tuple[str, str]]]:
-    """For each event index of ``plan``: the other QEMU versions that decide
-    differently for the same section and IOVA, grouped by their decision."""
-    out: dict[int, dict[str, list[str]]] = {}
-    mine = {(_key(ev)): (i, decision(ev)) for i, ev in enumerate(plan.events)}
-    for q in versions or QEMU_VERSIONS.values():
-        if q.name == plan.qemu.name:
-            continue
-        try:
-            other = make_plan(sc, q, plan.backend, None if plan.policy == plan.qemu.policy
-                              else plan.policy)
-        except UsageError:
-            continue
-        if other.rejected:
-            continue
-        theirs = {_key(ev): decision(ev) for ev in other.events}
-        for k, (i, d) in mine.items():
-            td = theirs.get(k, "no event")
-            if td != d:
-                out.setdefault(i, {}).setdefault(td, []).append(q.name)
-    return {i: [(",".join(vs), d) for d, vs in groups.items()] for i, groups in out.items()}
-
-
-def _key(ev: Event):
+def decision_key(ev: Event) -> tuple:
+    """What a decision is shared by: every section of one MemoryRegion (so one
+    RAMBlock) on one listener path with one access mode decides alike under a
+    built-in policy (vfio_container_dma_map() reads only the RAMBlock's fd and
+    flags and the region's ram_device bit, and the flags only ``readonly``)."""
     s = ev.section
-    return (ev.kind if ev.kind in ("map", "unmap") else "other", ev.path,
-            s.offset_within_address_space if s else None, ev.iova, ev.size)
+    return (ev.kind, ev.path, s.mr.name if s is not None else None, ev.readonly)
+
+
+def _decisions(sc: Scenario, q: QemuVersion, backend: str, policy: str | None
+               ) -> dict[tuple, str] | None:
+    """QEMU ``q``'s decision per decision_key() for ``sc``, from one listener run
+    over its machine with every virtio-mem region cut to its first populated
+    block (the RamDiscardManager path decides once per region, so the other
+    blocks would repeat it).  None when ``q`` refuses the configuration."""
+    try:
+        m = build_machine(sc, q, backend=backend)
+    except UsageError:               # CommandLineRejected too
+        return None
+    for mr in m.regions.values():
+        if len(mr.rdm_populated) > 1 or (mr.rdm_populated and mr.rdm_populated[0][1]
+                                         - mr.rdm_populated[0][0] > mr.rdm_granularity):
+            a = mr.rdm_populated[0][0]
+            mr.rdm_populated = ((a, a + mr.rdm_granularity),)
+    pname, pfn = get_policy(policy) if policy else (q.policy, None)
+    c = attach(m, VFIOContainer(get_backend(backend).plan_client(), q, policy_name=pname,
+                                policy=pfn))
+    return {decision_key(ev): decision(ev) for ev in c.events}
+
+
+def other_versions(sc: Scenario, plan: Plan, versions=None) -> dict[tuple, list[tuple[str, str]]]:
+    """For each decision_key() of ``plan``'s events: the other QEMU versions that
+    decide differently, grouped by their decision ("no event" when that version
+    does not reach the listener call at all).  Each version is run once per
+    RAMBlock, not once per section: the cost does not grow with the sections."""
+    mine: dict[tuple, str] = {}
+    for ev in plan.events:
+        k = decision_key(ev)
+        if k not in mine:
+            mine[k] = decision(ev)
+    policy = None if plan.policy == plan.qemu.policy else plan.policy
+    theirs = []
+    for q in versions or QEMU_VERSIONS.values():
+        if q.name != plan.qemu.name:
+            d = _decisions(sc, q, plan.backend, policy)
+            if d is not None:
+                theirs.append((q.name, d))
+    out = {}
+    for k, d in mine.items():
+        groups: dict[str, list[str]] = {}
+        for qname, dec in theirs:
+            td = dec.get(k, "no event")
+            if td != d:
+                groups.setdefault(td, []).append(qname)
+        if groups:
+            out[k] = [(",".join(vs), td) for td, vs in groups.items()]
+    return out
 
 
 # --- static hazards (no kernel needed) ---------------------------------------------
@@ -175,11 +211,15 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
             seen.add(key)
             out.append((ev, code, text))
 
+    checked = set()              # (region, readonly): its sections all decide alike
     for ev in plan.events:
         req = ev.result.request if ev.result else None
         if req is None or req.ioctl != "IOMMU_IOAS_MAP_FILE":
             continue
         mr = ev.section.mr
+        if (id(mr), ev.readonly) in checked:
+            continue
+        checked.add((id(mr), ev.readonly))
         rb = mr.ram_block
         if not rb.is_shared() and not mr.ram_device:
             add(ev, "private-map-file", (

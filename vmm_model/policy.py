@@ -97,8 +97,8 @@ def get_policy(spec: str, where: str = "--policy") -> tuple[str, Policy]:
         modname, _, attr = spec.partition(":")
         try:
             fn = getattr(importlib.import_module(modname), attr)
-        except (ImportError, AttributeError) as e:
-            raise UsageError(f"cannot load policy {spec!r}: {e}", where=where,
+        except Exception as e:       # ImportError, AttributeError, or the module's own error
+            raise UsageError(f"cannot load policy {spec!r}: {type(e).__name__}: {e}", where=where,
                              valid="a registered name or module:callable") from None
         register_policy(spec, fn)
         return spec, fn

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 import pytest
 
 if TYPE_CHECKING:
+    from vmm_model.migration import MigrationCheck
     from vmm_model.plan import Plan
     from vmm_model.qemu_versions import QemuVersion
     from vmm_model.scenario import Scenario
@@ -331,3 +332,19 @@ def vfio_sim(request: pytest.FixtureRequest, vfio_combo: VfioCombo | None,
     yield sim
     for s in sims:
         s.close()
+
+
+@pytest.fixture
+def vfio_migrate_check() -> Callable[..., MigrationCheck]:
+    """``vfio_migrate_check(scenario, source="qemu=10.0,backend=type1",
+    destination="qemu=11.1,backend=iommufd", mode=None)`` -> a
+    `vmm_model.MigrationCheck` (``.verdict``, ``.findings``);
+    ``.expect("changes")`` fails the test with the whole report (docs/migrate.md)."""
+
+    def check(scenario: Any, source: str | dict = "", destination: str | dict = "",
+              mode: str | None = None) -> MigrationCheck:
+        from vmm_model.api import load_scenario
+        from vmm_model.migration import migrate_check
+        return migrate_check(load_scenario(scenario), source, destination, mode)
+
+    return check

@@ -2,25 +2,56 @@
 
 Errors are printed the way QEMU prints them plus the symbolic errno, e.g.
 ``vfio_container_dma_map(0x..., 0x100000000, 0x40000000, 0x7f...) = -14 (Bad address) [EFAULT]``.
+
+Text fits ``width`` columns (columns that do not fit are left out, and said
+so); runs of identical, contiguous sections are one row unless ``all_rows``;
+each plan ends with a summary line.  JSON is written as it is produced
+(``write_json``): one event per line, so memory does not grow with the output;
+``jsonl`` writes one JSON object per line instead of one document.
 """
 
 from __future__ import annotations
 
-from backends.base import errno_name
+import json
+import textwrap
+
+from backends.base import errno_name, flag_names
 from vmm_model.container import Event, live_mappings
-from vmm_model.plan import Plan, other_versions
+from vmm_model.plan import Plan, decision_key, other_versions
 
 SCHEMA_VERSION = 1
 NOT_RUN = "not run"
+SHORT_IOCTL = {"VFIO_IOMMU_MAP_DMA": "MAP_DMA", "VFIO_IOMMU_UNMAP_DMA": "UNMAP_DMA",
+               "IOMMU_IOAS_MAP": "IOAS_MAP", "IOMMU_IOAS_MAP_FILE": "MAP_FILE",
+               "IOMMU_IOAS_UNMAP": "IOAS_UNMAP"}
+BY_FILE = "IOMMU_IOAS_MAP_FILE"
+_FLAGS: dict[tuple[str, int], str] = {}
+
+
+def _flag_names(ioctl: str, flags: int) -> str:
+    """flag_names(), once per (ioctl, flags): a plan has a handful of distinct ones."""
+    try:
+        return _FLAGS[ioctl, flags]
+    except KeyError:
+        name = _FLAGS[ioctl, flags] = flag_names(ioctl, flags)
+        return name
+
+
+def _range(ev: Event) -> tuple[int, int] | None:
+    s = ev.section
+    if ev.kind in ("map", "unmap") and ev.path != "region_add":
+        return ev.iova, ev.iova + ev.size
+    if s is None:
+        return None
+    return s.offset_within_address_space, s.end
+
+
+def _fmt_range(r) -> str:
+    return "-" if r is None else f"[0x{r[0]:x}, 0x{r[1]:x})"
 
 
 def _gpa(ev: Event) -> str:
-    s = ev.section
-    if ev.kind in ("map", "unmap") and ev.path != "region_add":
-        return f"[0x{ev.iova:x}, 0x{ev.iova + ev.size:x})"
-    if s is None:
-        return "-"
-    return f"[0x{s.offset_within_address_space:x}, 0x{s.end:x})"
+    return _fmt_range(_range(ev))
 
 
 def _block(ev: Event) -> tuple[str, str, str, str]:
@@ -43,41 +74,201 @@ def outcome(ev: Event) -> str:
     return ev.kind
 
 
-def event_json(ev: Event, others=None) -> dict:
-    rb_name, fd, shared, ramd = _block(ev)
-    req = ev.result.request if ev.result else None
-    d = {"kind": ev.kind, "path": ev.path, "gpa": _gpa(ev), "ramblock": rb_name,
-         "fd": None if fd == "-" else int(fd), "shared": shared == "yes",
-         "ram_device": ramd == "yes", "readonly": ev.readonly,
-         "iova": ev.iova, "size": ev.size, "vaddr": ev.vaddr,
-         "ioctl": req.ioctl if req else None,
-         "fields": dict(req.fields) if req else None,
-         "flags": req.flag_names() if req else None,
-         "ret": ev.result.ret if ev.result else None,
-         "errno": errno_name(ev.result.ret) if ev.result else None,
-         "kernel": ("not_run" if ev.result.ret is None else "ran") if ev.result else None,
-         "note": ev.result.note if ev.result else "",
-         "message": ev.message, "fatal": ev.fatal, "phase": ev.phase}
+# --- summary and --check ---------------------------------------------------------------
+
+def summary(plan: Plan) -> dict:
+    """Counts of one plan: map calls by VA / by file / without an ioctl, failed
+    ones (the kernel said -errno), skipped sections, hazards, and the end result."""
+    va = by_file = none = failed = skipped = 0
+    for ev in plan.events:
+        if ev.kind == "map":
+            r = ev.result
+            req = r.request
+            if req is None:
+                none += 1
+            elif req.ioctl == BY_FILE:
+                by_file += 1
+            else:
+                va += 1
+            if r.ret is not None and r.ret < 0:
+                failed += 1
+        elif ev.kind == "skip":
+            skipped += 1
+    return {"by_va": va, "by_file": by_file, "no_ioctl": none, "failed": failed,
+            "skipped": skipped, "hazards": len(plan.hazards), "result": result(plan)}
+
+
+def result(plan: Plan) -> str:
+    if plan.rejected:
+        return plan.rejected            # "QEMU 7.2 rejects this command line: ..."
+    if plan.kernel_error:
+        return f"the {plan.backend} backend cannot start on kernel {plan.kernel}: " \
+               f"{plan.kernel_error}"
+    if plan.realize_error:
+        return f"realize fails: {plan.realize_error}"
+    if plan.container and plan.container.aborted:
+        return f"QEMU aborts: {plan.container.aborted}"
+    return "realize ok"
+
+
+def summary_line(plan: Plan) -> str:
+    if plan.rejected:
+        return f"summary: QEMU {plan.qemu.name} rejects this command line"
+    if plan.kernel_error:
+        return "summary: " + result(plan).split(":")[0]
+    s = summary(plan)
+    maps = s["by_va"] + s["by_file"] + s["no_ioctl"]
+    verb = "mapped" if plan.kernel else "planned (no kernel)"
+    text = (f"summary: {maps} sections {verb}: {s['by_va']} by VA, {s['by_file']} by file"
+            + (f", {s['no_ioctl']} without an ioctl" if s["no_ioctl"] else "")
+            + f", {s['failed']} failed; {s['skipped']} skipped; {s['hazards']} hazard"
+            + ("" if s["hazards"] == 1 else "s") + "; ")
+    res = s["result"]
+    return text + (res if res == "realize ok" else res.split(":")[0])
+
+
+def check_reasons(plan: Plan) -> list[str]:
+    """Why ``--check`` fails this plan, one reason per finding: a hazard, a map
+    the kernel refused (even one QEMU only warns about), a realize failure, an
+    abort, a backend that cannot start, a configuration QEMU rejects."""
+    out = []
+    if plan.rejected or plan.kernel_error:
+        return [result(plan)]
+    for ev in plan.events:
+        if ev.kind == "map" and ev.result.ret is not None and ev.result.ret < 0:
+            out.append(f"{ev.result.request.ioctl if ev.result.request else 'map'} of "
+                       f"{_block(ev)[0]} {_gpa(ev)} = {ev.result.ret} "
+                       f"[{errno_name(ev.result.ret)}]")
+    for ev, code, text in plan.hazards:
+        out.append(f"hazard [{code}] {_gpa(ev)}: {text}")
+    if plan.realize_error or (plan.container and plan.container.aborted):
+        out.append(result(plan))
+    return out
+
+
+# --- JSON --------------------------------------------------------------------------
+
+_FIELDS: dict[str, tuple] = {}
+
+
+def _fields_fmt(ioctl: str):
+    """(codec, JSON template) of an ioctl's argument struct: one unpack and one
+    ``%`` give ``DmaRequest.fields`` as JSON text."""
+    try:
+        return _FIELDS[ioctl]
+    except KeyError:
+        from backends import uapi
+        c = uapi.codec(uapi.IOCTLS[ioctl].arg)
+        fmt = "{" + ", ".join(f'"{n}": %d' for n in c.names) + "}"
+        _FIELDS[ioctl] = c, fmt
+        return c, fmt
+
+
+def _shape(ev: Event, others) -> tuple:
+    """The JSON text of an event around its addresses, its request fields and its
+    message: (template, codec, fields template)."""
+    s = ev.section
+    mr = s.mr if s is not None else None
+    rb = mr.ram_block if mr is not None else None
+    r = ev.result
+    req = r.request if r is not None else None
+    ret = r.ret if r is not None else None
+    fields = req.fields if req is not None else None
+    tail = {"ramblock": rb.idstr if rb is not None else (mr.name if mr is not None else "-"),
+            "fd": rb.fd if rb is not None and rb.fd >= 0 else None,
+            "shared": rb.is_shared() if rb is not None else False,
+            "ram_device": mr.ram_device if rb is not None else False,
+            "readonly": ev.readonly, "ioctl": req.ioctl if req is not None else None,
+            "flags": _flag_names(req.ioctl, fields.get("flags", 0)) if req is not None else None,
+            "ret": ret, "errno": errno_name(ret) if r is not None else None,
+            "kernel": ("not_run" if ret is None else "ran") if r is not None else None,
+            "note": r.note if r is not None else "", "fatal": ev.fatal, "phase": ev.phase}
     if others is not None:
-        d["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
-    return d
+        tail["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
+    text = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))
+            + '"gpa": %s, "iova": %d, "size": %d, "vaddr": %d, "fields": %s, "message": %s, '
+            + json.dumps(tail)[1:])
+    c, ffmt = _fields_fmt(req.ioctl) if req is not None else (None, None)
+    return text, c, ffmt
+
+
+def events_text(events, others: dict | None):
+    """Each event as JSON text.  What does not depend on the section's addresses
+    is formatted once per shape (region, decision, answer) and reused: the half
+    a million virtio-mem blocks of a 1 TiB guest share a handful of shapes, so
+    an event costs one unpack and two ``%`` (``others``: other_versions(), or None)."""
+    shapes: dict[tuple, tuple] = {}
+    dumps = json.dumps
+    for ev in events:
+        s = ev.section
+        r = ev.result
+        if r is not None:
+            req = r.request
+            key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
+                   r.ret, r.note, ev.fatal, ev.phase, req.ioctl if req is not None else None,
+                   req.data[4:8] if req is not None else None)    # flags: u32 at offset 4
+        else:
+            req = None
+            key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
+                   ev.fatal, ev.phase)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _shape(ev, None if others is None
+                                         else others.get(decision_key(ev), []))
+        text, c, ffmt = shape
+        if ev.kind in ("map", "unmap") and ev.path != "region_add":
+            gpa = '"[0x%x, 0x%x)"' % (ev.iova, ev.iova + ev.size)
+        elif s is not None:
+            gpa = '"[0x%x, 0x%x)"' % (s.offset_within_address_space,
+                                      s.offset_within_address_space + s.size)
+        else:
+            gpa = '"-"'
+        try:
+            fields = ffmt % c.unpack_from(req.data) if req is not None else "null"
+        except TypeError:                   # a non-integer field: the slow way
+            fields = dumps(req.fields)
+        yield text % (gpa, ev.iova, ev.size, ev.vaddr, fields,
+                      dumps(ev.message) if ev.message else '""')
+
+
+def event_json(ev: Event, others=None) -> dict:
+    return json.loads(next(events_text([ev], None if others is None else
+                                       {decision_key(ev): others})))
+
+
+def plan_head(plan: Plan) -> dict:
+    sc = plan.scenario
+    return {"scenario": sc.name, "title": sc.title, "upstream": sc.upstream,
+            "source": sc.source, "qemu": plan.qemu.name, "backend": plan.backend,
+            "policy": plan.policy, "kernel": plan.kernel, "kernel_error": plan.kernel_error,
+            "rejected": plan.rejected, "failed": bool(plan.rejected or plan.realize_error),
+            "realize_error": plan.realize_error,
+            "aborted": plan.container.aborted if plan.container else None}
+
+
+def _plan_parts(plan: Plan, with_others: bool):
+    """(head, events, live mappings (iterators of JSON text), hazards, summary)
+    of one plan's JSON."""
+    others = other_versions(plan.scenario, plan) if with_others and not plan.rejected else None
+    index = {id(h[0]): None for h in plan.hazards}
+    if index:
+        for i, ev in enumerate(plan.events):
+            if id(ev) in index and index[id(ev)] is None:
+                index[id(ev)] = i
+    hazards = [{"event": index[id(ev)], "code": code, "text": text}
+               for ev, code, text in plan.hazards]
+    events = events_text(plan.events, others)
+    live = ('{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
+        ev.iova, ev.size, "true" if ev.readonly else "false", json.dumps(_block(ev)[0]))
+        for ev in (live_mappings(plan.container) if plan.container else ()))
+    return (plan_head(plan), events, live, hazards,
+            {**summary(plan), "check": check_reasons(plan)})
 
 
 def plan_json(plan: Plan, with_others: bool = True) -> dict:
-    others = other_versions(plan.scenario, plan) if with_others and not plan.rejected else {}
-    return {"scenario": plan.scenario.name, "title": plan.scenario.title,
-            "upstream": plan.scenario.upstream, "source": plan.scenario.source,
-            "qemu": plan.qemu.name, "backend": plan.backend, "policy": plan.policy,
-            "kernel": plan.kernel, "kernel_error": plan.kernel_error,
-            "rejected": plan.rejected, "failed": bool(plan.rejected or plan.realize_error),
-            "realize_error": plan.realize_error,
-            "aborted": plan.container.aborted if plan.container else None,
-            "events": [event_json(ev, others.get(i, [])) for i, ev in enumerate(plan.events)],
-            "live": [{"iova": ev.iova, "size": ev.size, "readonly": ev.readonly,
-                      "ramblock": _block(ev)[0]}
-                     for ev in (live_mappings(plan.container) if plan.container else [])],
-            "hazards": [{"event": plan.events.index(ev), "code": code, "text": text}
-                        for ev, code, text in plan.hazards]}
+    head, events, live, hazards, summ = _plan_parts(plan, with_others)
+    return {**head, "events": [json.loads(e) for e in events],
+            "live": [json.loads(x) for x in live], "hazards": hazards, "summary": summ}
 
 
 def document(plans: list[Plan], with_others: bool = True) -> dict:
@@ -85,58 +276,235 @@ def document(plans: list[Plan], with_others: bool = True) -> dict:
             "plans": [plan_json(p, with_others) for p in plans]}
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+_BATCH = 4096
 
 
-def render_plan(plan: Plan, with_others: bool = True) -> str:
-    sc = plan.scenario
-    head = f"== {sc.name}" + (f": {sc.title}" if sc.title else "")
-    if sc.upstream:
-        head += f"\n   upstream: {sc.upstream}"
-    kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
-    lines = [head, f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy}"
-                   f" · {kernel}"]
-    if plan.rejected:
-        lines.append(f"   {plan.rejected}")
-        return "\n".join(lines)
-    if plan.kernel_error:
-        lines.append(f"   the {plan.backend} backend cannot start on kernel {plan.kernel}: "
-                     f"{plan.kernel_error}")
-        return "\n".join(lines)
-    others = other_versions(sc, plan) if with_others else {}
-    rows = [["when", "GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
-             "kernel", "other QEMU versions"]]
-    notes = []
-    for i, ev in enumerate(plan.events):
-        name, fd, shared, ramd = _block(ev)
-        req = ev.result.request if ev.result else None
-        if ev.kind in ("map", "unmap"):
-            action = req.ioctl if req else "(no ioctl)"
-            args = req.args() if req else ev.result.note
-            flags = req.flag_names() if req else "-"
+def _batches(it):
+    """Lists of up to _BATCH items: one write per batch, memory bounded by a batch."""
+    import itertools
+    while batch := list(itertools.islice(it, _BATCH)):
+        yield batch
+
+
+def write_json(plans, out, with_others: bool = True, jsonl: bool = False,
+               top: dict | None = None) -> None:
+    """``document(plans)`` written to ``out`` as it is produced: the same JSON
+    value, one event per line.  ``jsonl``: one object per line instead, each with
+    ``"record"``: ``plan`` (head, hazards, summary), then its ``event`` lines, then
+    its ``live`` lines (the mappings still in place at the end).  ``top``: more
+    top-level keys (``jsonl``: one ``{"record": key, key: value}`` line each, first)."""
+    dumps = json.dumps
+    w = out.write
+    parts = [_plan_parts(p, with_others) for p in plans]   # whatever can fail, before output
+    extra = "".join(f"{dumps(k)}: {dumps(v)}, " for k, v in (top or {}).items())
+    if not jsonl:
+        w('{"schema_version": %d, "tool": "vfio-emu", %s"plans": [' % (SCHEMA_VERSION, extra))
+    else:
+        for k, v in (top or {}).items():
+            w(dumps({"record": k, k: v}) + "\n")
+    for n, (head, events, live, hazards, summ) in enumerate(parts):
+        if jsonl:
+            w(dumps({"record": "plan", "plan": n, **head, "hazards": hazards,
+                     "summary": summ}) + "\n")
+            pre = '{"record": "event", "plan": %d, "index": ' % n
+            for i, batch in enumerate(_batches(events)):
+                w("".join(['%s%d, %s\n' % (pre, i * _BATCH + k, ev[1:])
+                           for k, ev in enumerate(batch)]))
+            pre = '{"record": "live", "plan": %d, ' % n
+            for batch in _batches(live):
+                w("".join([pre + x[1:] + "\n" for x in batch]))
+            continue
+        w(("," if n else "") + "\n" + dumps(head)[:-1] + ', "events": [')
+        for i, batch in enumerate(_batches(events)):
+            w(("\n" if i == 0 else ",\n") + ",\n".join(batch))
+        w('], "live": [')
+        for i, batch in enumerate(_batches(live)):
+            w(("" if i == 0 else ", ") + ", ".join(batch))
+        w('], "hazards": %s, "summary": %s}' % (dumps(hazards), dumps(summ)))
+    if not jsonl:
+        w("\n]}\n")
+
+
+# --- text --------------------------------------------------------------------------
+
+COLUMNS = ("GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments", "flags",
+           "kernel", "other QEMU versions", "when")
+# left out first when the table is wider than the terminal
+_DROP_ORDER = ("arguments", "other QEMU versions", "flags", "ramd", "shared", "fd")
+
+
+def _cells(ev: Event, others) -> list[str]:
+    name, fd, shared, ramd = _block(ev)
+    req = ev.result.request if ev.result else None
+    if ev.kind in ("map", "unmap"):
+        action = req.ioctl if req else "(no ioctl)"
+        args = req.args() if req else ev.result.note
+        flags = _flag_names(req.ioctl, req.fields.get("flags", 0)) if req else "-"
+        kernel = outcome(ev)
+    else:
+        action, args, flags, kernel = ev.kind, ev.message.split("\n")[0][:70], "-", "-"
+    other = "; ".join(f"{v}: {d}" for v, d in others) if others else "-"
+    return [_gpa(ev), name, fd, shared, ramd, action, args, flags, kernel, other, ev.phase]
+
+
+def _rows(plan: Plan, others: dict, all_rows: bool):
+    """(cells, notes) per table row: a run of contiguous events that differ only in
+    their addresses is one row (its notes: the first one and a count) unless all_rows."""
+    run: list = []          # [first_ev, last_range, count, sig, note, notes_count]
+
+    def flush():
+        ev, rng, count, _, note, nnotes = run
+        cells = _cells(ev, others.get(decision_key(ev)) if others else None)
+        if count > 1:
+            lo = _range(ev)[0]
+            cells = [f"{_fmt_range((lo, rng[1]))} ×{count}", *cells[1:6],
+                     f"{count} sections, first: {cells[6]}", *cells[7:]]
+        notes = []
+        if note:
+            notes.append(note + (f"\n(and {nnotes - 1} more like it)" if nnotes > 1 else ""))
+        return cells, notes
+
+    for ev in plan.events:
+        note = ev.message if ev.kind in ("map", "unmap", "error", "warn") and ev.message else ""
+        rng = _range(ev)
+        if run and not all_rows and ev.kind in ("map", "unmap"):
+            r = ev.result
+            req = r.request
+            # what the row shows besides addresses: region, decision, answer
+            sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
+                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ret, r.note, bool(note), ev.phase)
+            if sig == run[3] and rng is not None and run[1] is not None and rng[0] == run[1][1]:
+                run[1] = rng
+                run[2] += 1
+                run[5] += bool(note)
+                continue
         else:
-            action, args, flags = ev.kind, ev.message.split("\n")[0][:70], "-"
-        other = "; ".join(f"{v}: {d}" for v, d in others.get(i, []))
-        rows.append([ev.phase, _gpa(ev), name, fd, shared, ramd, action, args, flags,
-                     outcome(ev) if ev.kind in ("map", "unmap") else "-", other or "-"])
-        if ev.kind in ("map", "unmap") and ev.message:
-            notes.append(ev.message)
-        elif ev.kind in ("error", "warn"):
-            notes.append(ev.message)
-    lines += ["   " + line for line in _table(rows)]
+            sig = None
+        if run:
+            yield flush()
+        if sig is None and ev.kind in ("map", "unmap"):
+            r = ev.result
+            req = r.request
+            sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
+                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ret, r.note, bool(note), ev.phase)
+        run = [ev, rng, 1, sig, note, 1 if note else 0]
+    if run:
+        yield flush()
+
+
+def _fit(widths: list[int], cols: list[str], width: int | None, hidden=()) -> list[int]:
+    """Indexes of the columns to show within ``width`` (all when width is None)."""
+    keep = [i for i in range(len(cols)) if cols[i] not in hidden]
+    if width is None:
+        return keep
+
+    def total():
+        return 3 + sum(widths[i] for i in keep) + 2 * (len(keep) - 1)
+    for name in _DROP_ORDER:
+        if total() <= width:
+            break
+        if cols.index(name) in keep:
+            keep.remove(cols.index(name))
+    over = total() - width
+    if over > 0:            # then cut the RAMBlock names (the cells end in "…")
+        i = cols.index("RAMBlock")
+        widths[i] = max(len(cols[i]), widths[i] - over)
+    return keep
+
+
+def _cut(cell: str, w: int) -> str:
+    return cell if len(cell) <= w else cell[:w - 1] + "…"
+
+
+def _clip(line: str, width: int | None) -> str:
+    if width is None or len(line) <= width:
+        return line
+    return line[:width - 1] + "…"
+
+
+def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
+                 all_rows: bool = False):
+    """The text of one plan, line by line; ``width`` None: full rows."""
+    sc = plan.scenario
+    yield _clip(f"== {sc.name}" + (f": {sc.title}" if sc.title else ""), width)
+    if sc.upstream:
+        yield from _wrap(f"upstream: {sc.upstream}", width)
+    kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
+    yield f"   QEMU {plan.qemu.name} · backend {plan.backend} · policy {plan.policy} · {kernel}"
+    if plan.rejected or plan.kernel_error:
+        yield from _wrap(result(plan), width)
+        yield from _wrap(summary_line(plan), width)
+        return
+    others = other_versions(sc, plan) if with_others else {}
+    widths = [len(c) for c in COLUMNS]
+    short_action = len("action")          # the action column with short ioctl names
+    # runs make few rows: keep them; every row (all_rows): two passes, nothing kept
+    rows = None if all_rows else list(_rows(plan, others, all_rows))
+    for cells, _ in rows if rows is not None else _rows(plan, others, all_rows):
+        for i, c in enumerate(cells):
+            if len(c) > widths[i]:
+                widths[i] = len(c)
+        short_action = max(short_action, len(SHORT_IOCTL.get(cells[5], cells[5])))
+    phases = any(ev.phase != "realize" for ev in plan.events)
+    hidden = {"other QEMU versions"} if not with_others else set()
+    if not phases:                        # every event at realize: no "when" column
+        hidden.add("when")
+    keep = [i for i in _fit(widths, list(COLUMNS), width, hidden) if COLUMNS[i] not in hidden]
+    keep.sort(key=lambda i: COLUMNS[i] != "when")      # "when" (the phase) comes first
+    short = width is not None and 1 + sum(widths[i] + 2 for i in keep) > width
+    if short:                     # still too wide: MAP_FILE for IOMMU_IOAS_MAP_FILE, ...
+        widths[5] = short_action
+
+    def line(cells):
+        if short:
+            cells = cells[:5] + [SHORT_IOCTL.get(cells[5], cells[5])] + cells[6:]
+        return _clip("   " + "  ".join(_cut(cells[i], widths[i]).ljust(widths[i])
+                                       for i in keep).rstrip(), width)
+    yield line(list(COLUMNS))
+    notes = []
+    for cells, ns in rows if rows is not None else _rows(plan, others, all_rows):
+        yield line(cells)
+        notes += ns
+    dropped = [COLUMNS[i] for i in range(len(COLUMNS)) if i not in keep
+               and COLUMNS[i] not in hidden]
+    if dropped:
+        yield from _wrap(f"({', '.join(dropped)} left out to fit {width} columns: --wide "
+                         "shows them)", width)
+    if "other QEMU versions" in dropped and others:
+        yield "   other QEMU versions decide differently:"
+        for (kind, path, mr, ro), groups in others.items():
+            for v, d in groups:
+                yield from _wrap(f"{mr} ({kind} {path}{', readonly' if ro else ''}): {v}: {d}",
+                                 width, "     ")
     for n in notes:
-        lines.append("   " + n.replace("\n", "\n   "))
-    if plan.container and any(ev.phase != "realize" for ev in plan.events):
+        for part in n.split("\n"):
+            yield from _wrap(part, width)
+    if phases and plan.container:
         live = live_mappings(plan.container)
-        lines.append(f"   live at the end ({len(live)}): " + ", ".join(
+        shown = live if all_rows or len(live) <= 8 else live[:8]
+        yield from _wrap(f"live at the end ({len(live)}): " + ", ".join(
             f"[0x{ev.iova:x}, 0x{ev.iova + ev.size:x}){' ro' if ev.readonly else ''}"
-            for ev in live))
+            for ev in shown) + (", … (--all lists them)" if len(shown) < len(live) else ""),
+            width)
     if plan.realize_error:
-        lines.append(f"   realize fails: {plan.realize_error}")
+        yield from _wrap(f"realize fails: {plan.realize_error}", width)
     if plan.container and plan.container.aborted:
-        lines.append(f"   QEMU aborts: {plan.container.aborted}")
+        yield from _wrap(f"QEMU aborts: {plan.container.aborted}", width)
     for ev, code, text in plan.hazards:
-        lines.append(f"   HAZARD [{code}] {_gpa(ev)}: {text}")
-    return "\n".join(lines)
+        yield from _wrap(f"HAZARD [{code}] {_gpa(ev)}: {text}", width)
+    yield from _wrap(summary_line(plan), width)
+
+
+def _wrap(text: str, width: int | None, indent: str = "   "):
+    if width is None:
+        yield indent + text
+        return
+    yield from textwrap.wrap(text, width, initial_indent=indent,
+                             subsequent_indent=indent + "  ", break_on_hyphens=False) or [indent]
+
+
+def render_plan(plan: Plan, with_others: bool = True, width: int | None = None,
+                all_rows: bool = False) -> str:
+    return "\n".join(render_lines(plan, with_others, width, all_rows))

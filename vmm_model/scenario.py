@@ -21,7 +21,10 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +91,7 @@ def parse_str(value) -> str:
 
 
 def parse_int(value) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, float)):
         raise ValueError("an integer")
     try:
         return int(value, 0) if isinstance(value, str) else int(value)
@@ -134,9 +137,27 @@ def parse_bars(value) -> tuple[dict, ...]:
 
 # --- property schemas: QEMU names --------------------------------------------
 
+def _choice(*choices):
+    def parse(value):
+        if value not in choices:
+            raise ValueError(", ".join(choices))
+        return value
+    return parse
+
+
+def parse_host_nodes(value) -> str:
+    """host-nodes: NUMA node numbers or ranges, e.g. "0" or "0-1"."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or \
+            not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", str(value)):
+        raise ValueError('host NUMA nodes, e.g. "0" or "0-1"')
+    return str(value)
+
+
 _COMMON = {"id": parse_str, "size": parse_size, "share": parse_bool, "prealloc": parse_bool,
            "merge": parse_bool, "dump": parse_bool, "reserve": parse_bool,
-           "host-nodes": str, "policy": str, "prealloc-threads": parse_int,
+           "host-nodes": parse_host_nodes,
+           "policy": _choice("default", "preferred", "bind", "interleave"),
+           "prealloc-threads": parse_int,
            "x-use-canonical-path-for-ramblock-id": parse_bool}
 
 OBJECT_TYPES = {
@@ -149,7 +170,7 @@ OBJECT_TYPES = {
         "hugetlb": parse_bool, "hugetlbsize": parse_size, "seal": parse_bool}),
     "memory-backend-shm": dict(_COMMON),
     "memory-backend-epc": dict(_COMMON),
-    "iommufd": {"id": parse_str, "fd": str},
+    "iommufd": {"id": parse_str, "fd": parse_str},
 }
 
 DEVICE_TYPES = {
@@ -163,8 +184,16 @@ DEVICE_TYPES = {
                  "x-iommu-pgsizes": parse_size},
 }
 DEVICE_TYPES["virtio-mem"] = DEVICE_TYPES["virtio-mem-pci"]
+# hw/mem/nvdimm.c (TYPE_NVDIMM is a TYPE_PC_DIMM) and hw/virtio/virtio-pmem.c: their
+# memdev is mapped into device memory like a DIMM's
+DEVICE_TYPES["nvdimm"] = dict(DEVICE_TYPES["pc-dimm"], **{"label-size": parse_size,
+                                                          "unarmed": parse_bool})
+DEVICE_TYPES["virtio-pmem-pci"] = {"id": parse_str, "memdev": parse_str, "memaddr": parse_size,
+                                   "x-hotplug": parse_bool}
 
-MACHINE_PROPS = {"type": parse_str, "aux-ram-share": parse_bool,
+MACHINE_TYPES = ("q35", "pc")
+MACHINE_PROPS = {"type": _choice(*MACHINE_TYPES), "aux-ram-share": parse_bool,
+                 "smm": parse_onoffauto,
                  "memory-backend": parse_str, "vga": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
@@ -172,9 +201,9 @@ SECTION_PROPS = {"gpa": parse_size, "size": parse_size, "mr": parse_str,
                  "offset": parse_size, "type": parse_str, "readonly": parse_bool}
 VIOMMU_MAP_PROPS = {"iova": parse_size, "size": parse_size, "gpa": parse_size,
                     "perm": parse_str}
-MACHINE_TYPES = ("q35", "pc")
 TOP_KEYS = {"title", "upstream", "qemu", "backend", "description", "machine", "memory",
-            "object", "numa", "device", "viommu", "migration", "section"}
+            "object", "numa", "device", "viommu", "migration", "section", "host"}
+HOST_PROPS = {"iommu": parse_str}     # the simulated host (backends/simulated/iommu.py HOST_IOMMUS)
 
 
 @dataclass
@@ -207,6 +236,14 @@ class Scenario:
     viommu_maps: list[dict] | None = None
     incoming: str | None = None
     sections: list[dict] = field(default_factory=list)
+    host: dict = field(default_factory=dict)      # [host] iommu = "vtd-48"
+    # where it came from (not part of model()): the QEMU arguments it was built
+    # from (a command line, or libvirt's translation of a domain), what they
+    # hold that vfio-emu does not model, and the versioned machine type
+    argv: list[str] | None = None
+    not_modelled: list[str] = field(default_factory=list)
+    machine_version: str | None = None
+    origin: str = ""
 
     def object(self, oid: str) -> Obj | None:
         return next((o for o in self.objects if o.id == oid), None)
@@ -229,8 +266,10 @@ def _parse_props(schema: dict, raw: dict, where: str, kind: str,
     for key, value in raw.items():
         loc = locate(key) or where
         if key not in schema:
-            raise UsageError(f"unknown property {key!r} for {kind}", where=loc, field=key,
-                             valid=", ".join(sorted(schema)))
+            near = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UsageError(f"unknown property {key!r} for {kind}{hint}", where=loc,
+                             field=key, valid=", ".join(sorted(schema)))
         try:
             out[key] = schema[key](value)
         except ValueError as e:
@@ -270,43 +309,68 @@ def _check_refs(sc: Scenario) -> None:
 # --- TOML ---------------------------------------------------------------------
 
 class _Locator:
-    """Line numbers for TOML tables and keys (tomllib gives none)."""
+    """Line numbers for TOML tables and keys (tomllib gives none), from one pass
+    over the text: every lookup afterwards is a dict access, so a file with
+    20,000 tables costs no more per table than a file with one."""
 
     def __init__(self, path: str, text: str):
         self.path = path
-        self.lines = text.splitlines()
+        self.tables: dict[str, list[int]] = {}          # header -> its lines (1-based)
+        self.keys: dict[tuple[int | None, str], int] = {}   # (table line, key) -> line
+        table = None
+        keys = self.keys
+        for n, line in enumerate(text.splitlines(), 1):
+            s = line.lstrip()
+            if s[:1] == "[":
+                header = s.split("#", 1)[0].strip().strip("[]").strip()
+                table = n
+                self.tables.setdefault(header, []).append(n)
+            elif "=" in s and s[:1] != "#":
+                key = s.partition("=")[0].strip().strip('"')
+                if (table, key) not in keys:
+                    keys[table, key] = n
+                if (None, key) not in keys:
+                    keys[None, key] = n     # first anywhere
 
     def table(self, header: str, index: int = 0) -> int | None:
-        pat = re.compile(r"^\s*\[\[?\s*" + re.escape(header) + r"\s*\]\]?\s*(#.*)?$")
-        hits = [i for i, line in enumerate(self.lines) if pat.match(line)]
-        return hits[index] + 1 if index < len(hits) else None
+        hits = self.tables.get(header, ())
+        return hits[index] if index < len(hits) else None
 
     def key(self, after: int | None, key: str) -> int | None:
-        start = after or 0
-        pat = re.compile(r'^\s*"?' + re.escape(key) + r'"?\s*=')
-        for i in range(start, len(self.lines)):
-            if i > start and self.lines[i].lstrip().startswith("[") and after:
-                break
-            if pat.match(self.lines[i]):
-                return i + 1
-        return None
+        return self.keys.get((after, key))
 
     def at(self, line: int | None) -> str:
         return f"{self.path}:{line}" if line else self.path
 
 
+MAX_SCENARIO_BYTES = 16 << 20     # foreign input is read bounded
+
+
 def load_toml(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError("cannot read scenario: not a regular file", where=str(path))
+            data = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise UsageError(f"scenario file larger than {MAX_SCENARIO_BYTES >> 20} MiB",
+                             where=str(path))
+        text = data.decode("utf-8")
     except OSError as e:
         raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise UsageError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}",
+                         where=f"{path}:{line}", valid="a UTF-8 TOML file") from None
     return loads_toml(text, str(path), path.stem)
 
 
 def loads_toml(text: str, source: str, name: str) -> Scenario:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise UsageError("TOML nested too deeply", where=source) from None
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         where = f"{source}:{m.group(1)}" if m else source
@@ -339,7 +403,7 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
             where = loc.at(line)
             raw = dict(raw)
             kind = raw.pop(typekey, None)
-            if kind not in types:
+            if not isinstance(kind, str) or kind not in types:
                 raise UsageError(f"unknown {typekey} {kind!r} in [[{name_}]] #{i + 1}",
                                  where=loc.at(loc.key(line, typekey) or line), field=typekey,
                                  valid=", ".join(sorted(types)))
@@ -356,9 +420,23 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
     sc.title = data.get("title", "")
     sc.upstream = data.get("upstream", "")
     sc.qemu = _opt_choice(data, "qemu", None, loc)
+    if sc.qemu is not None:
+        from vmm_model.qemu_versions import get_qemu
+        try:
+            get_qemu(sc.qemu)
+        except UsageError as e:
+            raise UsageError(e.message, where=loc.at(loc.key(None, "qemu")), field="qemu",
+                             valid=e.valid) from None
     sc.backend = _opt_choice(data, "backend", backend_names(), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")
+    sc.host = table("host", HOST_PROPS, "host")
+    if "iommu" in sc.host:
+        from backends.simulated.iommu import HOST_IOMMUS
+        if sc.host["iommu"] not in HOST_IOMMUS:
+            raise UsageError(f"unknown host IOMMU {sc.host['iommu']!r}",
+                             where=loc.at(loc.key(loc.table("host"), "iommu")), field="iommu",
+                             valid=", ".join(HOST_IOMMUS))
     sc.objects = typed("object", "qom-type", OBJECT_TYPES)
     sc.devices = typed("device", "driver", DEVICE_TYPES)
     for raw, line in array("numa"):
@@ -427,43 +505,38 @@ def _validate(sc: Scenario) -> None:
     _check_refs(sc)
 
 
-# --- QEMU command line -------------------------------------------------------
-
-_IGNORED_OPTS = {  # options that take an argument and do not change guest RAM
-    "-cpu", "-smp", "-name", "-accel", "-drive", "-netdev", "-nic", "-serial", "-monitor",
-    "-qmp", "-chardev", "-display", "-vnc", "-boot", "-bios", "-kernel", "-initrd",
-    "-append", "-pidfile", "-D", "-d", "-trace", "-global", "-rtc", "-uuid", "-k",
-    "-mon", "-fsdev", "-virtfs", "-L", "-incoming", "-vga", "-audiodev", "-blockdev",
-    "-runas", "-sandbox", "-msg", "-overcommit", "-usbdevice", "-cdrom", "-hda", "-fw_cfg",
-    "-smbios", "-add-fd",
-}
-_IGNORED_FLAGS = {"-nographic", "-nodefaults", "-no-user-config", "-enable-kvm", "-S",
-                  "-daemonize", "-no-reboot", "-no-shutdown", "-snapshot", "-mem-prealloc",
-                  "-no-hpet", "-usb", "-full-screen"}
-
+# --- QEMU command line (vmm_model/qemu/cmdline.py) ------------------------------
 
 def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
     """QEMU's QemuOpts syntax: ``[implied,]key=value,...`` with ``,,`` escaping a comma."""
-    parts, cur, i = [], "", 0
+    parts, cur, i = [], [], 0
     while i < len(text):
-        if text[i] == ",":
+        c = text[i]
+        if c == ",":
             if text[i + 1:i + 2] == ",":
-                cur += ","
+                cur.append(",")
                 i += 2
                 continue
-            parts.append(cur)
-            cur = ""
+            parts.append("".join(cur))
+            cur = []
         else:
-            cur += text[i]
+            cur.append(c)
         i += 1
-    parts.append(cur)
+    parts.append("".join(cur))
     implied = None
-    props = {}
+    props: dict = {}
     for n, part in enumerate(parts):
         if "=" in part:
             k, _, v = part.partition("=")
             if not k:
                 raise UsageError(f"empty property name in {text!r}", where=where)
+            if "." in k:        # keyval dotted keys: host-nodes.0=0 -> host-nodes list
+                k, _, sub = k.partition(".")
+                if sub.isdigit():
+                    props.setdefault(k, []).append(v)
+                    continue
+                props[f"{k}.{sub}"] = v
+                continue
             props[k] = v
         elif n == 0:
             implied = part
@@ -475,78 +548,54 @@ def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
 
 
 def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
-    """Build a Scenario from QEMU arguments (``-m``, ``-mem-path``, ``-machine``,
-    ``-object memory-backend-*``, ``-numa node,memdev=``, ``-device pc-dimm |
-    virtio-mem-pci | vfio-pci``).  Options that do not change guest memory are
-    accepted and ignored; anything else is an error naming the argument."""
-    sc = Scenario(name=name, source="QEMU command line")
-    i = 0
+    """A Scenario from QEMU arguments: see vmm_model.qemu.cmdline.from_qemu_args."""
+    from vmm_model.qemu.cmdline import from_qemu_args as build
+    return build(argv, name)
 
-    def arg_value(opt):
-        nonlocal i
-        if i + 1 >= len(argv):
-            raise UsageError(f"option {opt} needs an argument", where=f"argument {i + 1}")
-        i += 1
-        return argv[i]
 
-    while i < len(argv):
-        opt = argv[i]
-        where = f"argument {i + 1} ({opt})"
-        norm = "-" + opt.lstrip("-") if opt.startswith("-") else opt
-        if norm in ("-m",):
-            v = arg_value(opt)
-            implied, props = split_qemu_opts(v, where)
-            if implied is not None:
-                props.setdefault("size", implied)
-            sc.memory.update(_parse_props(MEMORY_PROPS, props, where, "-m"))
-        elif norm == "-mem-path":
-            sc.memory["mem-path"] = arg_value(opt)
-        elif norm in ("-machine", "-M"):
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            if implied is not None:
-                props.setdefault("type", implied)
-            props.pop("accel", None)
-            props.pop("kernel-irqchip", None)
-            props.pop("smm", None)
-            props.pop("usb", None)
-            sc.machine.update(_parse_props(MACHINE_PROPS, props, where, "-machine"))
-        elif norm == "-object":
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            qom_type = props.pop("qom-type", implied)
-            if qom_type not in OBJECT_TYPES:
-                raise UsageError(f"unknown object type {qom_type!r}", where=where,
-                                 field="qom-type", valid=", ".join(sorted(OBJECT_TYPES)))
-            sc.objects.append(Obj(qom_type, _parse_props(OBJECT_TYPES[qom_type], props,
-                                                         where, qom_type), where))
-        elif norm == "-numa":
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            if implied == "node" and "memdev" in props:
-                sc.numa.append(props["memdev"])
-        elif norm == "-device":
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            driver = props.pop("driver", implied)
-            if driver in DEVICE_TYPES:
-                props.pop("bus", None)
-                if driver != "pc-dimm":      # PCI addr=; pc-dimm addr= is a GPA
-                    props.pop("addr", None)
-                sc.devices.append(Obj(driver, _parse_props(DEVICE_TYPES[driver], props,
-                                                           where, driver), where))
-        elif norm in _IGNORED_OPTS:
-            arg_value(opt)
-        elif norm in _IGNORED_FLAGS:
-            pass
-        elif not opt.startswith("-") and i == 0 and "qemu" in opt:
-            pass  # the binary itself
-        else:
-            raise UsageError(f"unsupported QEMU argument {opt!r}", where=where,
-                             valid="-m, -mem-path, -machine, -object, -numa, -device, and "
-                                   "options that do not change guest memory")
-        i += 1
-    for d in sc.devices:
-        if d.type == "vfio-pci" and d.props.get("iommufd"):
-            sc.backend = "iommufd"
-    _validate(sc)
-    return sc
+# --- any scenario file, by content ----------------------------------------------
+
+def scenario_kind(text: str) -> str:
+    """What a scenario file holds, decided by its content: ``libvirt`` (a
+    ``<domain`` element), ``cmdline`` (a captured QEMU command line or a
+    -readconfig file) or ``toml``."""
+    from vmm_model.qemu.cmdline import is_readconfig
+    head = text.lstrip("\ufeff \t\r\n")
+    if head.startswith("<"):
+        return "libvirt"
+    if "\0" in text or is_readconfig(text):
+        return "cmdline"
+    first = head.split(None, 1)[0] if head else ""
+    if first.startswith("-"):
+        return "cmdline"
+    if re.match(r"^[A-Za-z_]\w*=[^\s\"'\[{]", first) or "qemu" in first.rsplit("/", 1)[-1]:
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return "cmdline"
+    return "toml"
+
+
+def load_scenario(path: str | Path, libvirt: str | None = None) -> Scenario:
+    """Any scenario file: TOML, a libvirt domain XML (translated as libvirt
+    ``libvirt`` would, default the newest modelled), a QEMU command line."""
+    from vmm_model.qemu.cmdline import read_text
+    path = Path(path)
+    text = read_text(path)
+    return loads_scenario(text, str(path), path.stem, libvirt)
+
+
+def loads_scenario(text: str, source: str, name: str, libvirt: str | None = None) -> Scenario:
+    kind = scenario_kind(text)
+    if libvirt is not None and kind != "libvirt":
+        raise UsageError("--libvirt applies to libvirt domain XML only", where=source)
+    if kind == "libvirt":
+        from vmm_model.libvirt import from_domain_xml
+        return from_domain_xml(text, source, name, libvirt)
+    if kind == "cmdline":
+        from vmm_model.qemu.cmdline import loads_command_line
+        return loads_command_line(text, source, name)
+    return loads_toml(text, source, name)
 
 
 # --- writing -------------------------------------------------------------------
@@ -581,6 +630,7 @@ def to_toml(sc: Scenario) -> str:
 
     table("machine", sc.machine)
     table("memory", sc.memory)
+    table("host", sc.host)
     for o in sc.objects:
         out.append("\n[[object]]")
         out.append(f'qom-type = "{o.type}"')
