@@ -36,17 +36,17 @@ def team(tmp_path, monkeypatch):
 def test_raising_policy_is_one_error_line(team, capsys):
     assert main(["plan", "s08-memfd-share-off", "--policy", f"{team}:raises"]) == 2
     out, err = capsys.readouterr()
-    assert err == ("vfio-emu: error: policy team_policies:raises, section ram0 iova 0x0: the "
-                   "policy raised RuntimeError: no idea what to do with ram0\n")
+    assert err == ("vfio-emu: error: the policy raised RuntimeError: no idea what to do with "
+                   "ram0 (policy team_policies:raises, section ram0 iova 0x0)\n")
 
 
 def test_policy_returning_a_wrong_type(team, capsys):
     assert main(["plan", "s08-memfd-share-off", "--json", "--policy", f"{team}:returns_int"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == ("vfio-emu: error: policy team_policies:returns_int, section ram0 iova 0x0: "
-                   "the policy returned 0 (int), not the DmaResult of bcontainer.dma_map() or "
-                   "bcontainer.dma_map_file()\n")
+    assert err == ("vfio-emu: error: the policy returned 0 (int), not the DmaResult of "
+                   "bcontainer.dma_map() or bcontainer.dma_map_file() (policy "
+                   "team_policies:returns_int, section ram0 iova 0x0)\n")
 
 
 def test_policy_prints_stay_off_json_stdout(team, capsys):
