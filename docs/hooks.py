@@ -105,10 +105,16 @@ class _Fn:
                                f.attr if isinstance(f, ast.Attribute) else "")
 
 
-def _functions() -> tuple[dict[str, list[_Fn]], dict[str, str]]:
+def _add(handlers: dict[str, list[str]], ioctl: str, name: str) -> None:
+    names = handlers.setdefault(ioctl, [])
+    if name and name not in names:
+        names.append(name)
+
+
+def _functions() -> tuple[dict[str, list[_Fn]], dict[str, list[str]]]:
     """Every function of backends/simulated by name, and ioctl name -> handler name."""
     fns: dict[str, list[_Fn]] = {}
-    handlers: dict[str, str] = {}
+    handlers: dict[str, list[str]] = {}
     for path in sorted(SIM.rglob("*.py")):
         tree = ast.parse(path.read_text())
         mdoc = ast.get_docstring(tree) or ""
@@ -134,7 +140,7 @@ def _functions() -> tuple[dict[str, list[_Fn]], dict[str, str]]:
             if isinstance(n, ast.Tuple) and len(n.elts) == 2 \
                     and isinstance(n.elts[0], ast.Constant) and isinstance(n.elts[1], ast.Name) \
                     and str(n.elts[0].value).startswith(("IOMMU_", "VFIO_")):
-                handlers[str(n.elts[0].value)] = n.elts[1].id
+                _add(handlers, str(n.elts[0].value), n.elts[1].id)
             # if request == uapi.VFIO_X: return handler(...)
             if isinstance(n, ast.If) and isinstance(n.test, ast.Compare) \
                     and isinstance(n.test.comparators[0], ast.Attribute) \
@@ -146,7 +152,7 @@ def _functions() -> tuple[dict[str, list[_Fn]], dict[str, str]]:
                         if call is not None:
                             f = call.func
                             name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")
-                            handlers.setdefault(n.test.comparators[0].attr, name)
+                            _add(handlers, n.test.comparators[0].attr, name)
     return fns, handlers
 
 
@@ -198,6 +204,29 @@ def _callees(fn: _Fn, pick, depth: int = 4) -> list[_Fn]:
     return seen
 
 
+def _handler(fn: _Fn, pick, fields: set[str], lines: list[str]) -> set[str]:
+    """The lines for one kernel function answering an ioctl; returns the switches read."""
+    callees = _callees(fn, pick)
+    errnos = sorted(fn.errnos | set(_DOC_ERRNO.findall(fn.doc)) - {"EXXX"})
+    switches = sorted((fn.switches | {s for c in callees for s in c.switches}) & fields)
+    where = f" in `{fn.kfile}`" if fn.kfile else ""
+    lines += [f"Kernel function: `{fn.kfunc}()`{where} (simulated in `{fn.module}`).", ""]
+    if errnos:
+        lines.append(f"Errnos returned here: {', '.join(f'`{e}`' for e in errnos)}.")
+    via = [(c, sorted(c.errnos | set(_DOC_ERRNO.findall(c.doc)))) for c in callees]
+    via = [(c, es) for c, es in via if es]
+    if via:
+        lines += ["", "| called function | kernel file | errnos |", "|---|---|---|"]
+        lines += [f"| `{c.kfunc}()` | {c.kfile or '-'} | {', '.join(es)} |" for c, es in via]
+    if switches:
+        lines += ["", "Version differences (profile switches read):", ""]
+        lines += [f"- `{s}`: {_profiles_where(s)}" for s in switches]
+    if fn.doc:
+        lines += ["", *("> " + line if line else ">" for line in _clean(fn.doc).splitlines())]
+    lines.append("")
+    return set(switches)
+
+
 def errno_reference() -> str:
     from backends.kernel_profiles import SOURCES, KernelProfile
     fields = set(KernelProfile(name="", description="").switches())
@@ -219,35 +248,20 @@ def errno_reference() -> str:
         "",
     ]
     used_switches: set[str] = set()
+    from backends import uapi
     for ioctl in sorted(handlers):
-        fn = pick(handlers[ioctl])
-        if fn is None:
+        fns_here = [f for f in map(pick, handlers[ioctl]) if f is not None]
+        if not fns_here or ioctl not in uapi.IOCTLS:    # not an ioctl: an op or extension code
             continue
-        callees = _callees(fn, pick)
-        errnos = sorted(fn.errnos | set(_DOC_ERRNO.findall(fn.doc)) - {"EXXX"})
-        switches = sorted((fn.switches | {s for c in callees for s in c.switches}) & fields)
-        used_switches.update(switches)
         lines += [f"## {ioctl}", ""]
-        where = f" in `{fn.kfile}`" if fn.kfile else ""
-        lines.append(f"Kernel function: `{fn.kfunc}()`{where} (simulated in `{fn.module}`).")
         profs = _ioctl_profiles(ioctl)
         if profs is not None:
-            lines.append(f"Kernel profiles with this ioctl: {profs}.")
-        lines.append("")
-        if errnos:
-            lines.append(f"Errnos returned here: {', '.join(f'`{e}`' for e in errnos)}.")
-        via = [(c, sorted(c.errnos | set(_DOC_ERRNO.findall(c.doc)))) for c in callees]
-        via = [(c, es) for c, es in via if es]
-        if via:
-            lines += ["", "| called function | kernel file | errnos |", "|---|---|---|"]
-            lines += [f"| `{c.kfunc}()` | {c.kfile or '-'} | {', '.join(es)} |" for c, es in via]
-        if switches:
-            lines += ["", "Version differences (profile switches read):", ""]
-            lines += [f"- `{s}`: {_profiles_where(s)}" for s in switches]
-        if fn.doc:
-            lines += ["", *("> " + line if line else ">" for line in _clean(fn.doc).splitlines())]
-        lines.append("")
-    lines += ["## Profile switches", "",
+            lines += [f"Kernel profiles with this ioctl: {profs}.", ""]
+        for fn in fns_here:
+            if len(fns_here) > 1:
+                lines += [f"### `{fn.kfunc}()`", ""]
+            used_switches.update(_handler(fn, pick, fields, lines))
+        lines += ["## Profile switches", "",
               "Each switch with the kernel versions where it holds and its upstream source.",
               ""]
     for s in sorted(SOURCES):
