@@ -297,7 +297,7 @@ def test_equal_plans(vfio_plan):
         "E*assert <Plan s17-bar-va-map qemu-10.2 type1/7.2 runs: 9 maps> == "
         "<Plan s17-bar-va-map qemu-10.2 iommufd/7.2 runs: 9 maps, 3 failed (EFAULT)>",
         "E*plans differ:",
-        "E*0000:01:00.0 BAR 0 mmaps[[]0[]] [[]0xe0000000, 0xe1000000): map va rw = 0  !=  "
+        "E*0000:01:00.0 BAR 0 mmaps[[]0[]] [[]0xe0000000, 0xe1000000) (firmware): map va rw = 0  !=  "
         "map va rw = EFAULT",
     ])
 

@@ -100,12 +100,20 @@ def problems(plan: Plan) -> list[str]:
     return out
 
 
+def when(ev: Event) -> str:
+    """Where an event comes from, when not the plain realize-time region_add:
+    the phase (reset, firmware, hotplug) and the listener path (region_del, iommu, rdm)."""
+    parts = [p for p in (ev.phase, ev.path)
+             if p not in ("realize", "region_add")]
+    return " ".join(parts)
+
+
 def rows(plan: Plan) -> dict[tuple[str, str, int, int], list[str]]:
-    """(path, section, gpa start, gpa end) -> the outcomes of its events, in order."""
+    """(when, section, gpa start, gpa end) -> the outcomes of its events, in order."""
     out: dict[tuple[str, str, int, int], list[str]] = {}
     for ev in plan.events:
         lo, hi = gpa(ev)
-        out.setdefault((ev.path, section_name(ev), lo, hi), []).append(outcome(ev))
+        out.setdefault((when(ev), section_name(ev), lo, hi), []).append(outcome(ev))
     return out
 
 
@@ -137,7 +145,7 @@ def table(plan: Plan) -> str:
     """The plan in a few lines: a header, then one line per section event."""
     lines = [short(plan)]
     for (path, name, lo, hi), outs in rows(plan).items():
-        where = "" if path == "region_add" else f" ({path})"
+        where = f" ({path})" if path else ""
         lines.append(f"  {name} [0x{lo:x}, 0x{hi:x}){where}: {'; '.join(outs)}")
     lines += [f"  ! {p}" for p in problems(plan) if not p.startswith(("hazard",))
               and "[0x" not in p]
@@ -147,7 +155,8 @@ def table(plan: Plan) -> str:
 
 @dataclass(frozen=True)
 class SectionDiff:
-    """One section whose outcomes differ between two plans."""
+    """One section whose outcomes differ between two plans (``path``: `when` the
+    events happen, "" for the realize-time region_add)."""
 
     path: str
     section: str
@@ -156,7 +165,7 @@ class SectionDiff:
     right: tuple[str, ...]
 
     def __str__(self) -> str:
-        where = "" if self.path == "region_add" else f" ({self.path})"
+        where = f" ({self.path})" if self.path else ""
         left = "; ".join(self.left) or "no event"
         right = "; ".join(self.right) or "no event"
         return (f"{self.section} [0x{self.gpa[0]:x}, 0x{self.gpa[1]:x}){where}: "
