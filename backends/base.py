@@ -145,9 +145,14 @@ def vfio_dma_map_request(iova: int, size: int, vaddr: int, readonly: bool,
     return DmaRequest("VFIO_IOMMU_MAP_DMA", _DMA_MAP.pack(_DMA_MAP.size, flags, vaddr, iova, size))
 
 
-def vfio_dma_unmap_request(iova: int, size: int, unmap_all: bool = False) -> DmaRequest:
-    """vfio_legacy_dma_unmap_one(): FLAG_ALL with iova = size = 0 for unmap-all."""
+def vfio_dma_unmap_request(iova: int, size: int, unmap_all: bool = False,
+                           vaddr_only: bool = False) -> DmaRequest:
+    """vfio_legacy_dma_unmap_one(): FLAG_ALL with iova = size = 0 for unmap-all;
+    ``vaddr_only``: FLAG_VADDR, the vaddrs invalidated, the mappings kept
+    (vfio_dma_unmap_vaddr_all(), hw/vfio/cpr-legacy.c, 10.1+)."""
     flags = uapi.VFIO_DMA_UNMAP_FLAG_ALL if unmap_all else 0
+    if vaddr_only:
+        flags |= uapi.VFIO_DMA_UNMAP_FLAG_VADDR
     if unmap_all:
         iova = size = 0
     return DmaRequest("VFIO_IOMMU_UNMAP_DMA", _DMA_UNMAP.pack(_DMA_UNMAP.size, flags, iova, size))
@@ -188,8 +193,8 @@ def ioas_unmap_request(ioas_id: int, iova: int, length: int,
 class VFIOIOMMUClass:
     """QEMU's VFIOIOMMUClass: the hooks vfio_container_dma_map() calls.
 
-    Subclasses set ``name`` (type1, iommufd, compat), implement ``dma_map`` and
-    ``dma_unmap``, and implement ``dma_map_file`` only if the backend can map by
+    Subclasses set ``name`` (the backend's, vmm_model/iommu_backends.py),
+    implement ``dma_map`` and ``dma_unmap``, and ``dma_map_file`` only if the backend can map by
     file (QEMU: iommufd only).  ``pgsizes`` is the IOMMU page-size bitmap the
     listener uses for ram_device alignment (type1: iova_pgsizes of
     VFIO_IOMMU_GET_INFO; iommufd: out_iova_alignment; else the host page size).

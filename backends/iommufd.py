@@ -1,9 +1,9 @@
 """iommufd client: QEMU's iommufd backend on any ``Host``, plus the VFIO compat mode.
 
 QEMU: backends/iommufd.c (iommufd_backend_connect, _alloc_ioas, _map_dma,
-_map_file_dma, _unmap_dma, _free_id) and hw/vfio/iommufd.c (iommufd_cdev_*),
-research qemu-vfio-dma-map.md §2.2.  Kernel: drivers/iommu/iommufd/ (ioas.c,
-main.c) and drivers/vfio/device_cdev.c (kernel-iommu-errno.md §2).
+_map_file_dma, _unmap_dma, _free_id) and hw/vfio/iommufd.c (iommufd_cdev_*).
+Kernel: drivers/iommu/iommufd/ (ioas.c, main.c) and drivers/vfio/device_cdev.c;
+the simulated counterparts are backends/simulated/ioas.py and device.py.
 
     with IommufdContainer(host) as c:                 # /dev/iommu + a fresh IOAS
         devid, hwpt_id = c.attach_device("/dev/vfio/devices/vfio0")

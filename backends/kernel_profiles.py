@@ -2,13 +2,14 @@
 
 One dataclass of named switches (``KernelProfile``), one table (``_TIMELINE``)
 where each row lists only what changed since the row above, and one source per
-switch (``SOURCES``).  Code reads ``profile.<switch>``; no version ``if`` lives
-anywhere else.  Research references are to /work/shared/research/.
+switch (``SOURCES``: release, commit, kernel file and function).  Code reads
+``profile.<switch>``; no version ``if`` lives anywhere else.
 
-What a profile name means: "X.Y" is the X.Y series as documented by the research
-(kernel-iommu-errno.md §3): mainline X.Y plus the stable backports whose landing
-in that series is documented or observed.  Other backports are named in
-SOURCES with their point releases and not applied.
+What a profile name means (docs/kernel-model.md, "Profiles"): "X.Y" is the X.Y
+series: mainline X.Y plus the stable backports whose landing in that series is
+documented or observed.  Other backports are named in SOURCES with their point
+releases and not applied.  "+fix" and "+lu" profiles add patches that are posted
+but not merged.
 """
 
 from __future__ import annotations
@@ -59,31 +60,33 @@ class KernelProfile:
                 if f.name not in ("name", "description")}
 
 
-R = "kernel-iommu-errno.md"
 SOURCES: dict[str, str] = {
-    "f_seal_future_write": "5.1, ab3948f58ff8 'mm/memfd: add an F_SEAL_FUTURE_WRITE seal to memfd' (%s §3)" % R,
-    "f_seal_exec": "6.3, 'mm/memfd: add F_SEAL_EXEC' + MFD_NOEXEC_SEAL/MFD_EXEC (%s §3); before: "
-                   "F_ADD_SEALS(F_SEAL_EXEC) and memfd_create(MFD_EXEC|MFD_NOEXEC_SEAL) -> EINVAL" % R,
+    "f_seal_future_write": "5.1, ab3948f58ff8 'mm/memfd: add an F_SEAL_FUTURE_WRITE seal to memfd' "
+                           "(mm/memfd.c memfd_add_seals())",
+    "f_seal_exec": "6.3, 'mm/memfd: add F_SEAL_EXEC' + MFD_NOEXEC_SEAL/MFD_EXEC (mm/memfd.c); before: "
+                   "F_ADD_SEALS(F_SEAL_EXEC) and memfd_create(MFD_EXEC|MFD_NOEXEC_SEAL) -> EINVAL",
     "i_mmap_writable_counts_maywrite_only":
-        "6.7, 'mm: drop the assumption that VM_SHARED always implies writable' (seed 003): "
-        "i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, every VM_SHARED VMA. "
+        "6.7, 'mm: drop the assumption that VM_SHARED always implies writable' (mm/mmap.c "
+        "vma_is_shared_maywrite()): i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, "
+        "every VM_SHARED VMA. "
         "In 6.1.y via the 2025-07 stable backport (Isaac Manjarres): F_SEAL_WRITE succeeds "
         "with a MAP_SHARED PROT_READ mapping of an F_SEAL_FUTURE_WRITE memfd on Debian 6.1.176, "
         "rig run debian-6.1 2026-11-23; not applied to 6.6 (6.6.y not observed)",
     "ro_shared_mmap_of_write_sealed":
-        "6.7, 158978945f31 'mm: perform the mapping_map_writable() check after call_mmap()' (seed 003, "
-        "%s §3/§4); regressed by 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour', "
-        "fixed by 8ec396d05d1b 'mm: reinstate ability to map write-sealed memfd mappings read-only' "
-        "(6.13-rc, 6.12-stable review 2025-01-06). The 2025-07 backport to 5.4..6.6 stable "
-        "(Isaac Manjarres; queued for 6.1.149 and 6.6.103, stable reviews 2025-08-26) is applied "
-        "to 6.1 only: observed on Debian 6.1.176 (MAP_SHARED PROT_READ of an F_SEAL_WRITE memfd "
-        "maps), rig run debian-6.1 2026-11-23; the 6.6 profile models 6.6.0-6.6.102" % R,
+        "6.7, 158978945f31 'mm: perform the mapping_map_writable() check after call_mmap()' "
+        "(mm/mmap.c mmap_region()); regressed by 5de195060b2e 'mm: resolve faulty mmap_region() "
+        "error path behaviour', fixed by 8ec396d05d1b 'mm: reinstate ability to map write-sealed "
+        "memfd mappings read-only' (6.13-rc, 6.12-stable review 2025-01-06). The 2025-07 backport "
+        "to 5.4..6.6 stable (Isaac Manjarres; queued for 6.1.149 and 6.6.103, stable reviews "
+        "2025-08-26) is applied to 6.1 only: observed on Debian 6.1.176 (MAP_SHARED PROT_READ of "
+        "an F_SEAL_WRITE memfd maps), rig run debian-6.1 2026-11-23; the 6.6 profile models "
+        "6.6.0-6.6.102",
     "seal_exec_denies_writable":
         "3b041514cb6e 'memfd: deny writeable mappings when implying SEAL_WRITE' (Cc stable): the "
-        "F_SEAL_EXEC implied seals are added before mapping_deny_writable(). Observed on 6.18.44 "
-        "(F_SEAL_EXEC with a shared RW mapping -> EBUSY). Before it, WRITE was implied without "
-        "mapping_deny_writable() (%s §4 quirk). Mainline 7.1 (7.1-rc); stable 6.6.143, 6.12.93, "
-        "6.18.35, 7.0.12; 6.19.y never fixed (OSV CVE-2026-63952 affected ranges)" % R,
+        "F_SEAL_EXEC implied seals are added before mapping_deny_writable() in memfd_add_seals(). "
+        "Observed on 6.18.44 (F_SEAL_EXEC with a shared RW mapping -> EBUSY). Before it, WRITE "
+        "was implied without mapping_deny_writable(). Mainline 7.1 (7.1-rc); stable 6.6.143, "
+        "6.12.93, 6.18.35, 7.0.12; 6.19.y never fixed (OSV CVE-2026-63952 affected ranges)",
     "mmap_region_unmaps_before_checks":
         "before 5de195060b2e 'mm: resolve faulty mmap_region() error path behaviour' (6.12-rc): "
         "mmap_region() unmapped the old range of a MAP_FIXED mapping before mapping_map_writable()/"
@@ -91,39 +94,49 @@ SOURCES: dict[str, str] = {
         "move only arch_validate_flags()/mapping_map_writable() before the unmap; an ->mmap() "
         "failure still leaves a hole there (code-read). Not applied: the profiles model .0",
     "memfd_pin_folios": "6.11, mm/gup.c memfd_pin_folios() (added for udmabuf); used by iommufd MAP_FILE",
-    "iommufd": "6.2, /dev/iommu, IOAS ioctls, IOMMU_OPTION, VFIO compat (%s §3)" % R,
-    "vfio_cdev": "6.6, VFIO_DEVICE_BIND_IOMMUFD, /dev/vfio/devices/vfioX (%s §3)" % R,
-    "map_file": "6.13, IOMMU_IOAS_MAP_FILE (iommufd 6.13 merge-window pull, %s §3)" % R,
-    "change_process": "6.13, IOMMU_IOAS_CHANGE_PROCESS (%s §3)" % R,
+    "iommufd": "6.2, drivers/iommu/iommufd/ (main.c iommufd_fops_ioctl(), ioas.c, vfio_compat.c): "
+               "/dev/iommu, IOAS ioctls, IOMMU_OPTION, VFIO compat",
+    "vfio_cdev": "6.6, drivers/vfio/device_cdev.c vfio_df_ioctl_bind_iommufd(): "
+                 "VFIO_DEVICE_BIND_IOMMUFD, /dev/vfio/devices/vfioX",
+    "map_file": "6.13, f4986a72d6e4 'iommufd: Add IOMMU_IOAS_MAP_FILE' (ioas.c "
+                "iommufd_ioas_map_file(), pages.c via memfd_pin_folios())",
+    "change_process": "6.13, ioas.c iommufd_ioas_change_process(): IOMMU_IOAS_CHANGE_PROCESS "
+                      "(same series as MAP_FILE)",
     "map_file_fget_in_ioas":
         "6.13-6.18: fget() in iommufd_ioas_map_file() after the IOAS lookup; EBADF leaks the IOAS "
         "reference (code-read of ioas.c 6.13-6.18 + main.c iommufd_object_remove(); not run; no stable "
-        "fix found). 6.19: 'iommufd: Have iopt_map_file_pages convert the fd to a file' (%s §2.3)" % R,
-    "map_file_dmabuf": "6.19, IOPT_ADDRESS_DMABUF, VFIO_DEVICE_FEATURE_DMA_BUF (%s §3)" % R,
+        "fix found). 6.19: 'iommufd: Have iopt_map_file_pages convert the fd to a file' "
+        "(io_pagetable.c iopt_map_file_pages())",
+    "map_file_dmabuf": "6.19, pages.c IOPT_ADDRESS_DMABUF + drivers/vfio/pci "
+                       "VFIO_DEVICE_FEATURE_DMA_BUF: MAP_FILE of a VFIO dma-buf",
     "map_file_requires_fmode_write":
-        "seed 000 '[PATCH] iommu/iommufd: Require write access for writable MAP_FILE mappings' "
-        "(2026-06-07): WRITEABLE needs FMODE_WRITE (EPERM) + mapping_map_writable(). Not in "
-        "Debian 7.2.13 (kernel-rig.md §4b); mainline status UNVERIFIED",
+        "NOT MERGED: '[PATCH] iommu/iommufd: Require write access for writable MAP_FILE mappings' "
+        "(posted 2026-06-07): iopt_alloc_file_pages() refuses WRITEABLE without FMODE_WRITE "
+        "(EPERM) and takes mapping_map_writable(). Not in Debian 7.2.13 (rig run iommufd-7.2 "
+        "2026-11-23); see docs/kernel-model.md, 'Unmerged patches'",
     "type1_overflow_errno":
-        "6.18, 6012379ede6a 'vfio/type1: sanitize for overflow using check_*_overflow()': "
-        "EOVERFLOW; before: EINVAL (%s §2.1)" % R,
-    "type1_map_up_to_limit": "6.18, ef270ec44637 'handle DMA map/unmap up to the addressable limit' (%s §3)" % R,
+        "6.18, 6012379ede6a 'vfio/type1: sanitize for overflow using check_*_overflow()' "
+        "(vfio_iommu_type1.c vfio_dma_do_map()/vfio_dma_do_unmap()): EOVERFLOW; before: EINVAL",
+    "type1_map_up_to_limit": "6.18, ef270ec44637 'vfio/type1: handle DMA map/unmap up to the "
+                             "addressable limit' (vfio_find_dma(), vfio_dma_do_unmap())",
     "compat_empty_unmap_ok":
-        "6.18, afb47765f923 'iommufd: Make vfio_compat's unmap succeed if the range is already empty'; "
-        "before: ENOENT. Stable 6.6.117 / 6.12.59 / 6.17.9 (2025-11-24), not applied: the profiles "
-        "model .0 (%s §2.2)" % R,
+        "6.18, afb47765f923 'iommufd: Make vfio_compat's unmap succeed if the range is already "
+        "empty' (io_pagetable.c iopt_unmap_iova_range()); before: ENOENT. Stable 6.6.117 / "
+        "6.12.59 / 6.17.9 (2025-11-24), not applied: the profiles model .0",
     "iommufd_unmap_enoent_if_nothing_removed":
-        "6.18: native IOAS_UNMAP ENOENT comes from 'if (!unmapped) rc = -ENOENT' in iommufd_ioas_unmap(); "
-        "before, from iopt_unmap_iova_range()'s 'rc = -ENOENT' init. Same errno (%s §2.2)" % R,
+        "6.18 (afb47765f923): native IOAS_UNMAP ENOENT comes from 'if (!unmapped) rc = -ENOENT' in "
+        "ioas.c iommufd_ioas_unmap(); before, from iopt_unmap_iova_range()'s 'rc = -ENOENT' init. "
+        "Same errno",
     "iommufd_map_pfnmap_errno":
-        "EFAULT from check_vma_flags() (VM_IO|VM_PFNMAP) in every version; the 2025-10 EOPNOTSUPP "
-        "patch was never merged (%s §2.1)" % R,
-    "type1_dma_entry_limit": "module param dma_entry_limit default U16_MAX (%s §2.1)" % R,
+        "EFAULT from mm/gup.c check_vma_flags() (VM_IO|VM_PFNMAP) in every version; the 2025-10 "
+        "EOPNOTSUPP patch was never merged",
+    "type1_dma_entry_limit": "5.1, 492855939bdb 'vfio/type1: Limit DMA mappings per container' "
+                             "(CVE-2019-3882): module param dma_entry_limit, default U16_MAX",
     "type1_nesting_extension":
         "before 6.13: vfio_iommu_type1_check_extension(VFIO_TYPE1_NESTING_IOMMU) = 1 and SET_IOMMU(6) "
         "opens a nesting v2 iommu (iommu_enable_nesting() at attach: EINVAL without an enable_nesting op, "
-        "e.g. VT-d). 6.13 renamed it __VFIO_RESERVED_TYPE1_NESTING_IOMMU: 0, SET_IOMMU(6) -> ENODEV "
-        "(%s §1.2, §2.5; 35890f85573c 'vfio: Remove VFIO_TYPE1_NESTING_IOMMU', 6.13 merge window)" % R,
+        "e.g. VT-d). 6.13: 35890f85573c 'vfio: Remove VFIO_TYPE1_NESTING_IOMMU' renamed it "
+        "__VFIO_RESERVED_TYPE1_NESTING_IOMMU: 0, SET_IOMMU(6) -> ENODEV",
     "vfio_info_cap_aligned":
         "6.6, a881b496941f 'vfio: align capability structures' (vfio 6.6 pull): vfio_info_cap_add() "
         "rounds each cap to ALIGN(size, sizeof(u64)), so VFIO_IOMMU_GET_INFO's chain is 120 bytes "
@@ -142,9 +155,10 @@ SOURCES: dict[str, str] = {
         "(reviews 2024-10-02); the 6.6.54 backport is not applied to the 6.6 profile",
     "iommufd_liveupdate":
         "NOT MERGED: '[PATCH 00/14] iommu: Add live update state preservation' v1 (S. Khawaja, "
-        "2026-02-03, 20260203220948.2176157-1-skhawaja@google.com; seed 001): "
+        "2026-02-03, 20260203220948.2176157-1-skhawaja@google.com): "
         "IOMMU_HWPT_LU_SET_PRESERVE (0x95, 10/14: marks), seals cached at MAP_FILE, checks and an "
-        "immutable IOAS when the iommufd fd is preserved (11/14 iommufd_save_hwpts()) (%s §5)" % R,
+        "immutable IOAS when the iommufd fd is preserved (11/14 iommufd_save_hwpts()); see "
+        "docs/kernel-model.md, 'Unmerged patches'",
 }
 
 # One row per profile: (name, description, what changed since the previous row).
@@ -176,9 +190,10 @@ _TIMELINE: list[tuple[str, str, dict]] = [
         map_file_dmabuf=True, map_file_fget_in_ioas=False, seal_exec_denies_writable=False)),
     ("7.1", "7.1", dict(seal_exec_denies_writable=True)),
     ("7.2", "7.2 (Debian 7.2.13): MAP_FILE WRITEABLE on an O_RDONLY / sealed fd succeeds", {}),
-    ("7.2+fix", "7.2 + seed 000 'Require write access for writable MAP_FILE mappings'", dict(
+    ("7.2+fix", "7.2 + '[PATCH] iommu/iommufd: Require write access for writable MAP_FILE "
+                "mappings' (2026-06-07, not merged)", dict(
         map_file_requires_fmode_write=True)),
-    ("7.2+lu", "7.2 + the 2026-02 iommufd live-update v1 series (NOT merged; seed 001)", dict(
+    ("7.2+lu", "7.2 + the 2026-02 iommufd live-update v1 series (not merged)", dict(
         iommufd_liveupdate=True, iommufd_last_cmd_nr=0x95)),
 ]
 

@@ -1,10 +1,9 @@
 """VFIO type1 container client: QEMU's legacy backend on any ``Host``.
 
-QEMU: hw/vfio/container-legacy.c @ master (<= 10.1: hw/vfio/container.c),
-research qemu-vfio-dma-map.md §2.1.  Kernel: drivers/vfio/container.c,
+QEMU: hw/vfio/container-legacy.c @ master (<= 10.1: hw/vfio/container.c:
+vfio_legacy_dma_map(), vfio_legacy_dma_unmap()).  Kernel: drivers/vfio/container.c,
 drivers/vfio/vfio_iommu_type1.c, and the VFIO compat layer of iommufd
-(drivers/iommu/iommufd/vfio_compat.c) when the container is ``/dev/iommu``
-(kernel-iommu-errno.md §2.5).
+(drivers/iommu/iommufd/vfio_compat.c) when the container is ``/dev/iommu``.
 
     with Type1Container(host, group=1) as c:          # /dev/vfio/vfio + /dev/vfio/1
         r = c.dma_map(0x100000, 0x4000, vaddr, readonly=False)
@@ -285,7 +284,8 @@ class Type1Container(VFIOIOMMUClass):
 
     def get_device_fd(self, name: str) -> int:
         """VFIO_GROUP_GET_DEVICE_FD: a NUL-terminated device name in, the new fd as
-        the ioctl's return value (kernel-rig.md §4).  Closed by ``close()``."""
+        the ioctl's return value (drivers/vfio/group.c vfio_group_ioctl_get_device_fd()).
+        Closed by ``close()``."""
         ret, _ = self._ioctl(self.group_fd, uapi.VFIO_GROUP_GET_DEVICE_FD,
                              name.encode() + b"\0")
         if ret < 0:

@@ -789,7 +789,7 @@ PROPOSED_STRUCTS: dict[str, StructDef] = {}
 # iommufd live update v1, "[PATCH 00/14] iommu: Add live update state preservation"
 # (Samiullah Khawaja, 2026-02-03, Msg-ID 20260203220948.2176157-1-skhawaja@google.com),
 # patch 10/14 "iommufd-lu: Implement ioctl to let userspace mark an HWPT to be preserved";
-# research kernel-iommu-errno.md §5.  NOT MERGED; later revisions renamed it.
+# NOT MERGED; later revisions renamed it (docs/kernel-model.md, "Unmerged patches").
 iommu_hwpt_lu_set_preserve = _struct("iommu_hwpt_lu_set_preserve", IOMMUFD_H, [
     ("size", "u32"), ("hwpt_id", "u32"), ("hwpt_token", "u64")], size_field="size",
     doc="PROPOSED (live update v1, not merged): mark HWPT hwpt_id preserved under hwpt_token.")

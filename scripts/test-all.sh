@@ -17,7 +17,8 @@ SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq python3-venv gcc qemu-system-x86 debian-archive-keyring \
-    util-linux >/dev/null
+    util-linux libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu ovmf >/dev/null
+$SUDO sh scripts/libvirt-prefix.sh    # libvirt 11.3 next to 9.0, for tests/test_libvirt.py
 if [ -f scripts/install-qemu.sh ]; then $SUDO sh scripts/install-qemu.sh; fi
 RIG=${VFIO_EMU_RIG:-1}
 if [ "$RIG" != 0 ]; then sh scripts/rig-deps.sh; fi

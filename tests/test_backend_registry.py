@@ -8,16 +8,20 @@ CLI and the pytest fixtures plan with it without another edit anywhere.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
 from backends import uapi
 from backends.errors import UsageError
+from backends.type1 import SetupError
 from vmm_model import iommu_backends
 from vmm_model.cli import main
 from vmm_model.container_legacy import Legacy
 from vmm_model.iommu_backends import IOMMUBackend, backend_names, get_backend, register
+from vmm_model.qemu_versions import DEFAULT_QEMU
 
 pytest_plugins = ["pytester"]
 
@@ -128,5 +132,35 @@ def test_made_up_backend_plans_through_the_pytest_fixture(pytester):
     r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-backend", "type1v1",
                            "--vfio-kernel", "7.2")
     r.assert_outcomes(passed=1)
-    r.stdout.fnmatch_lines(["vfio-emu: qemu=10.1 backend=type1v1 kernel=7.2"])
+    r.stdout.fnmatch_lines([f"vfio-emu: qemu={DEFAULT_QEMU} backend=type1v1 kernel=7.2"])
     assert "type1v1" not in backend_names()
+
+
+class Device:
+    """Where a vfio-pci device would be (VfioDeviceAddress)."""
+    group, name, cdev = 1, "0000:00:03.0", 0
+
+
+@pytest.mark.skipif(os.path.exists("/dev/vfio/vfio") or os.path.exists("/dev/iommu"),
+                    reason="this host has VFIO or iommufd")
+@pytest.mark.parametrize("backend,node", [("type1", "/dev/vfio/vfio"), ("iommufd", "/dev/iommu"),
+                                          ("compat", "/dev/iommu")])
+def test_open_client_on_this_real_host_names_the_missing_node(linux_hosts, backend, node):
+    """open_client() on a LinuxHost without VFIO: the client's one-line setup
+    error for the first node it opens, and nothing left open or mapped."""
+    host = linux_hosts()
+    with pytest.raises(SetupError) as e:
+        get_backend(backend).open_client(host, Device())
+    assert (e.value.call, e.value.path, e.value.ret) == ("open", node, -errno.ENOENT)
+
+
+def test_legacy_cpr_unmaps_every_vaddr_and_keeps_the_mappings():
+    """What the type1 backend's cpr_unmap_vaddr_all() sends: UNMAP_DMA with
+    FLAG_VADDR|FLAG_ALL over iova = size = 0 (vfio_dma_unmap_vaddr_all())."""
+    from backends.base import vfio_dma_unmap_request
+    req = vfio_dma_unmap_request(0x1000, 0x1000, unmap_all=True, vaddr_only=True)
+    assert req.ioctl == "VFIO_IOMMU_UNMAP_DMA" and req.flag_names() == "ALL|VADDR"
+    assert req.fields == {"argsz": 24, "flags": uapi.VFIO_DMA_UNMAP_FLAG_ALL
+                          | uapi.VFIO_DMA_UNMAP_FLAG_VADDR, "iova": 0, "size": 0}
+    assert get_backend("type1").cpr_unmap_vaddr_all is not None
+    assert get_backend("iommufd").cpr_unmap_vaddr_all is None

@@ -289,6 +289,8 @@ def test_34_aux_ram_share_makes_implicit_ram_memfd():
     assert bios.backing.kind == "memfd" and bios.is_shared() and bios.fd >= 0
     assert by_iova(p, 0xFFFC0000)[2:4] == ("IOMMU_IOAS_MAP_FILE", RF)
     assert by_iova(p, 0xFD000000)[2:4] == ("IOMMU_IOAS_MAP_FILE", RWF)     # vga.vram
+    # vga.vram is a PCI BAR: mapped once firmware assigns it, after reset
+    assert [e.phase for e in p.events if e.kind == "map" and e.iova == 0xFD000000] == ["firmware"]
     assert plan("s34", "10.0").machine.regions["pc.bios"].ram_block.fd >= 0   # memfd, VA map
     assert by_iova(plan("s34", "10.0"), 0xFFFC0000)[2] == "IOMMU_IOAS_MAP"
 

@@ -30,7 +30,7 @@ from backends.host import (F_ADD_SEALS, F_GET_SEALS, F_GETFL, F_SEAL_EXEC, F_SEA
 from backends.kernel_profiles import host_profile
 from backends.simulated import SimHost
 from backends.simulated.fs import EXT4, SHMEM
-from steps import rle, result
+from backends.rig.guest.steps import rle, result
 
 ARENA = 0x2000_0000_0000          # far below the mmap base: Python never allocates here
 SPAN = 64 * PAGE_SIZE             # per mapping slot: 16 pages used, the rest a guard gap

@@ -36,3 +36,25 @@ def test_downstream_suite_uses_fixtures(pytester):
     r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-kernel", "7.2")
     r.assert_outcomes(passed=3, skipped=1)
     r.stdout.fnmatch_lines(["vfio-emu: qemu=11.1 backend=iommufd kernel=7.2"])   # the newest release
+
+
+MIGRATION_SUITE = '''
+def test_upgrade_keeps_hugepage_vm_safe(vfio_migrate_check):
+    r = vfio_migrate_check("s06", "qemu=10.0,backend=type1", "qemu=11.1,backend=iommufd")
+    r.expect("changes")
+    assert r.verdict == "changes"
+
+def test_upgrade_to_10_2_breaks(vfio_migrate_check):
+    vfio_migrate_check("s06", "qemu=10.0,backend=type1", "qemu=10.2,backend=iommufd").expect()
+'''
+
+
+def test_vfio_migrate_check_fixture(pytester):
+    pytester.makepyfile(test_migration_suite=MIGRATION_SUITE)
+    r = pytester.runpytest("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1)
+    r.stdout.fnmatch_lines([
+        "E * AssertionError: migration breaks, expected at most safe:",
+        "E * == s06-mem-path-hugetlbfs: BREAKS",
+        "E * BREAKS  [[]cow-divergence-appears] pc.ram [[]0x0, 0x180000000) (3 sections): VA map 0 -> "
+        "MAP_FILE 0"])

@@ -15,7 +15,7 @@ from vmm_model import cli
 from vmm_model.qemu import (QemuGoneError, QemuLaunchError, QmpCommandError,
                             QmpConnectError, QemuProcess, QmpMonitor, find_qemu, introspect,
                             launch_hmp)
-from vmm_model.qemu.testing import children, launched
+from qemu_testing import children, launched
 from backends.errors import HostError, VfioEmuError
 
 

@@ -14,7 +14,7 @@ from vmm_model import cli
 from vmm_model.plan import make_plan
 from vmm_model.qemu import ReplayMonitor, compare_with_model, find_qemu, introspect
 from vmm_model.qemu.launcher import launch_hmp
-from vmm_model.qemu.testing import CONFIGS, children, config_args, launched, scratch_dir
+from qemu_testing import CONFIGS, children, config_args, launched, scratch_dir
 from vmm_model.qemu_versions import get_qemu
 from vmm_model.scenario import load_toml
 
@@ -186,3 +186,32 @@ def test_cli_inspect_hmp_stdio(capsys, tmp_path):
     assert sc.object("mem0").type == "memory-backend-memfd"
     assert sc.object("mem0").props["share"] is False
     assert children() == []
+
+
+def test_cli_inspect_qemu_kernel_simulated_labels_and_write_scenario(capsys, tmp_path):
+    """--qemu/--kernel as plan; fds and addresses in the plan are labelled
+    simulated; --write-scenario gives a file plan reads back to the same model."""
+    need("7.2")
+    saved = tmp_path / "live.toml"
+    with launched("7.2", "file-share-off") as (q, mon, d):
+        mon.close()
+        code, out, err = _cli(["inspect", "--qmp", q.socket_path, "--backend", "iommufd",
+                               "--qemu", "10.1", "--kernel", "7.2", "--no-compare",
+                               "--write-scenario", str(saved)], capsys)
+        assert code == 0, err
+        assert "modelled as QEMU 10.1" in out
+        assert "simulated: every fd number and host address in the plan below" in out
+        assert "QEMU 10.1 · backend iommufd" in out and "simulated kernel 7.2" in out
+        assert "IOMMU_IOAS_MAP_FILE" in out      # 10.1 maps fd-backed mem0 by file
+        code, out, err = _cli(["inspect", "--qmp", q.socket_path, "--json", "--kernel", "none",
+                               "--no-compare"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["live"]["simulated"] == ["fd", "user_va", "vaddr",
+                                                        "host address"]
+    sc = load_toml(saved)
+    code, out, err = _cli(["plan", str(saved), "--backend", "iommufd", "--qemu", "10.1",
+                           "--no-compare"], capsys)
+    assert code == 0, err
+    assert "QEMU 10.1" in out and "mem0" in out
+    from vmm_model.scenario import load_scenario
+    assert load_scenario(saved).model() == sc.model()

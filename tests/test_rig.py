@@ -21,15 +21,20 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from backends.errors import UsageError
+from backends.errors import HostError, UsageError
 from backends.rig import kernels
-from backends.rig.boot import REPO, check_sets, run
+from backends.rig import boot
+from backends.rig.boot import check_sets, guest_python, run
 from backends.rig.cli import describe
+from backends.rig.guest import rigutil
 from backends.rig.initramfs import make_initramfs
-from backends.rig.sets import SETS, TestSet
+from backends.rig.sets import GUEST_DIR, SETS, TestSet
+
+REPO = Path(__file__).resolve().parents[1]
 
 COMBOS = [(k, s.name) for s in SETS.values() for k in s.kernels]
 TOOLS = ("make", "gcc", "bison", "flex", "bc", "patch", "depmod", "dpkg-deb", "apt-get")
@@ -45,8 +50,10 @@ def missing_prerequisites() -> str | None:
             not os.path.exists("/usr/include/sys/capability.h"):
         return f"kernel build tools missing ({' '.join(missing) or 'busybox/libcap-dev'}); " \
                "run scripts/rig-deps.sh"
-    if not (REPO / ".venv" / "bin" / "python").exists():
-        return "no .venv in the repository for the guest's tests"
+    try:
+        guest_python()
+    except HostError as e:
+        return str(e)
     return None
 
 
@@ -175,18 +182,9 @@ def test_bad_arguments_are_one_line_usage_errors():
 
 def test_every_set_has_its_files():
     """clients and differential (issue 7) are filled; every file exists."""
-    assert SETS["clients"].files == ("tests/rig/test_clients_real.py",)
-    assert SETS["differential"].files == ("tests/rig/test_differential.py",)
-    assert all((REPO / f).is_file() for s in SETS.values() for f in s.files)
-
-
-def _rigutil():
-    sys.path.insert(0, str(REPO / "tests" / "rig"))
-    try:
-        import rigutil
-    finally:
-        sys.path.pop(0)
-    return rigutil
+    assert SETS["clients"].files == ("test_clients_real.py",)
+    assert SETS["differential"].files == ("test_differential.py",)
+    assert all((GUEST_DIR / f).is_file() for s in SETS.values() for f in s.files)
 
 
 @pytest.mark.parametrize("kernel,release,features,profile,iommufd", [
@@ -201,20 +199,20 @@ def test_differential_simulates_each_rig_kernel(kernel, release, features, profi
     the release's profile, +fix for seed 000's patch, no /dev/iommu or cdev without
     CONFIG_IOMMUFD (Debian's stock configs)."""
     assert kernel in kernels.KERNELS and kernel in SETS["differential"].kernels
-    p = _rigutil().sim_profile(kernel, release, features)
+    p = rigutil.sim_profile(kernel, release, features)
     assert (p.name, p.iommufd, p.vfio_cdev) == (profile, iommufd, iommufd)
     assert p.map_file_requires_fmode_write == kernel.endswith("+fix")
 
 
 @pytest.mark.rig
 def test_a_hung_guest_is_killed_and_its_console_shown():
-    """A guest whose test never ends (tests/rig/hang.py) is killed at the timeout:
+    """A guest whose test never ends (backends/rig/guest/hang.py) is killed at the timeout:
     an error naming it, the console tail up to the hung set, no QEMU left."""
     why = missing_prerequisites()
     if why:
         pytest.skip(why)
     k = kernels.get("iommufd-7.2")
-    hang = TestSet("hang", ("tests/rig/hang.py",), ("iommufd-7.2",))
+    hang = TestSet("hang", ("hang.py",), ("iommufd-7.2",))
     before = set(os.listdir("/proc"))
     r = run(k, [hang], timeout=60)
     assert not r.ok and "timed out after 60 s" in r.error and r.exit_status is None
@@ -229,3 +227,20 @@ def test_a_hung_guest_is_killed_and_its_console_shown():
         except OSError:
             pass
     assert not leftovers
+
+
+def test_the_guest_runs_the_sets_from_the_package_with_this_python(tmp_path, monkeypatch):
+    """run.sh: cd to backends/rig/guest (its pytest.ini makes it the rootdir),
+    this Python with the guest plugin on the set's files; the kernel command line
+    binds the package root and the venv (once: nested paths are dropped) and the
+    kernel directory back into the guest's view of the host."""
+    k = kernels.Kernel("iommufd-7.2", tmp_path / "k", "linux-source-7.2", "7.2.13-1", "7.2.13",
+                       "0" * 12, [], ["iommufd"], "bzImage", [])
+    script = boot._run_script(k, [SETS["probe"]], tmp_path, [])
+    assert f"cd {GUEST_DIR} || exit 125" in script
+    assert f"{sys.executable} -m pytest" in script
+    assert "-p backends.rig.guest_plugin" in script
+    assert "test_probe_iommufd.py test_probe_type1.py" in script
+    assert (GUEST_DIR / "pytest.ini").is_file()
+    monkeypatch.setattr(boot, "PACKAGE_ROOT", Path(sys.prefix) / "lib" / "site-packages")
+    assert boot.guest_binds(k) == [str(Path(sys.prefix).resolve()), str(tmp_path / "k")]

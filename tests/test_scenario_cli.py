@@ -80,8 +80,8 @@ def test_bad_scenario_files_one_line_exit_2(capsys, fixture, where, field, valid
     (["plan", "--", "-m", "4G", "-object", "memory-backend-ram,id=m0,size=4Z"],
      "size: bad value '4Z' for memory-backend-ram (argument 3 (-object))"),
     (["plan", "--", "-object", "memory-backend-foo,id=m0,size=1G"],
-     "unknown object type 'memory-backend-foo'"),
-    (["plan", "--", "-m", "1G", "-bogus"], "unsupported QEMU argument '-bogus'"),
+     "invalid object type 'memory-backend-foo' (did you mean 'memory-backend-file'?)"),
+    (["plan", "--", "-m", "1G", "-bogus"], "invalid option '-bogus'"),
     (["plan", "--", "-m"], "option -m needs an argument"),
     (["plan", "--", "-m", "1G", "-device", "pc-dimm,memdev=nope"],
      "no memory backend with id 'nope'"),
@@ -135,7 +135,7 @@ def test_qemu_rejects_feature_of_a_newer_version(capsys):
 ])
 def test_qemu_7_2_rejects_options_it_does_not_have(capsys, qemu_args, message):
     """QEMU 7.2's own start-up errors (each checked against Debian's 7.2 binary in
-    tests/test_qemu_errors.py); the same command line plans on 11.1."""
+    tests/test_qemu_rejections_real.py); the same command line plans on 11.1."""
     rc, out, err = run(capsys, "plan", "--qemu", "7.2,11.1", "--backend", "type1",
                        "--no-compare", "--", *qemu_args)
     assert rc == 1 and err == ("vfio-emu: check: command-line (QEMU 7.2, type1): QEMU 7.2 "
@@ -319,3 +319,17 @@ def test_docs_qemu_versions_names_every_rule_and_line():
             assert r.commit in text, r.field
     for name in QEMU_VERSIONS:
         assert f"`{name}`" in text, name
+
+
+def test_plan_json_has_phases_and_the_live_set(capsys):
+    rc, out, err = run(capsys, "plan", "s02", "--qemu", "11.1", "--backend", "type1",
+                       "--json", "--no-compare")
+    p = json.loads(out)["plans"][0]
+    assert rc == 0 and p["failed"] is False
+    assert [(e["phase"], e["kind"], e["iova"]) for e in p["events"] if e["phase"] == "reset"] == [
+        ("reset", "unmap", 0x0), ("reset", "map", 0x0), ("reset", "map", 0xC0000),
+        ("reset", "map", 0xE0000), ("reset", "map", 0x100000)]
+    assert [(m["iova"], m["size"], m["readonly"], m["ramblock"]) for m in p["live"]] == [
+        (0x0, 0xC0000, False, "pc.ram"), (0xC0000, 0x20000, True, "pc.rom"),
+        (0xE0000, 0x20000, True, "pc.bios"), (0x100000, 0x7FF00000, False, "pc.ram"),
+        (0xFFFC0000, 0x40000, True, "pc.bios"), (0x100000000, 0x80000000, False, "pc.ram")]

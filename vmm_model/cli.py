@@ -40,6 +40,10 @@ COMMANDS = {
               "/dev/iommu, cdevs, MAP_FILE, RLIMIT_MEMLOCK"),
     "rig": ("backends.rig.cli:register", "real kernels under QEMU (vIOMMU + edu): build, run "
             "test sets in the guest"),
+    "migrate-check": ("vmm_model.migrate_cli:register", "will this VM (or fleet) survive a "
+                      "move of QEMU, backend, kernel or a migration"),
+    "libvirt-argv": ("vmm_model.inputs_report:register", "the QEMU memory/VFIO arguments "
+                     "libvirt generates for a domain XML"),
     "run": ("vmm_model.run:register", "run a real QEMU binary against the simulated kernel "
             "(LD_PRELOAD shim; give the binary and its arguments after --)"),
 }
@@ -156,19 +160,23 @@ def _scenarios(args, qemu_argv):
 
     from backends.errors import UsageError
     from vmm_model import gallery
-    from vmm_model.scenario import from_qemu_args, load_toml
+    from vmm_model.scenario import from_qemu_args, load_scenario
+    libvirt = getattr(args, "libvirt", None)
     if qemu_argv is not None:
         if args.scenario:
             raise UsageError("give a scenario file or QEMU arguments after --, not both",
                              where=f"vfio-emu {args.cmd}")
         if not qemu_argv:
             raise UsageError("no QEMU arguments after --", where=f"vfio-emu {args.cmd}")
+        if libvirt:
+            raise UsageError("--libvirt applies to libvirt domain XML only",
+                             where=f"vfio-emu {args.cmd}")
         return [from_qemu_args(qemu_argv)]
     if not args.scenario:
         return gallery.load_all()
-    if Path(args.scenario).exists() or args.scenario.endswith(".toml"):
-        return [load_toml(args.scenario)]
-    return [gallery.load(args.scenario)]
+    if Path(args.scenario).exists() or args.scenario.endswith((".toml", ".xml")):
+        return [load_scenario(args.scenario, libvirt)]
+    return [gallery.load(args.scenario, libvirt)]
 
 
 def kernel_arg(value: str | None, where: str = "--kernel") -> str | None:
@@ -221,8 +229,9 @@ def cmd_plan(args, qemu_argv) -> int:
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import DEFAULT_QEMU
     from vmm_model import report
+    from vmm_model.inputs_report import inputs_json, render_inputs
     kernel = kernel_arg(args.kernel)
-    _no_empty(args, "qemu", "backend", "policy")
+    _no_empty(args, "qemu", "backend", "policy", "host_iommu")
     jobs = []
     for sc in _scenarios(args, qemu_argv):
         qemus = _qemus(args.qemu or sc.qemu or DEFAULT_QEMU)
@@ -235,14 +244,20 @@ def cmd_plan(args, qemu_argv) -> int:
     plans = []
     if args.json or args.jsonl:
         # every plan first (errors and Ctrl-C leave stdout empty), then the document
-        plans = [make_plan(sc, q, b, args.policy, kernel) for sc, q, b in jobs]
+        plans = [make_plan(sc, q, b, args.policy, kernel, args.host_iommu)
+                 for sc, q, b in jobs]
+        inputs = inputs_json([sc for sc, _, _ in jobs])
         with _DeferSigint():
-            report.write_json(plans, out, with_others, jsonl=args.jsonl)
+            report.write_json(plans, out, with_others, jsonl=args.jsonl,
+                              top={"inputs": inputs} if inputs else None)
             out.flush()
     else:
         width = _width(args)
+        text = render_inputs([sc for sc, _, _ in jobs])
+        if text:
+            out.write(text + "\n\n")
         for n, (sc, q, b) in enumerate(jobs):
-            p = make_plan(sc, q, b, args.policy, kernel)
+            p = make_plan(sc, q, b, args.policy, kernel, args.host_iommu)
             if n:
                 out.write("\n")
             elif kernel is None:
@@ -293,6 +308,9 @@ def register_plan(sub):
                     help=f"simulated kernel profile that answers the ioctls (default "
                          f"{DEFAULT_KERNEL}; 'host' = this machine's version; 'none' = plan only)")
     pl.add_argument("--policy", help="a registered policy name or module:callable")
+    _host_iommu_option(pl)
+    pl.add_argument("--libvirt", help="translate a libvirt domain XML as this libvirt "
+                    "release would (default: the newest modelled; see libvirt-argv)")
     fmt = pl.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="versioned JSON, written as produced")
     fmt.add_argument("--jsonl", action="store_true", help="one JSON object per line")
@@ -332,6 +350,12 @@ def _qemus(text: str):
     return parse_qemu_list(text if text == "all" else ",".join(_comma_list(text, "--qemu")))
 
 
+def _host_iommu_option(p) -> None:
+    p.add_argument("--host-iommu", metavar="NAME",
+                   help="the simulated host's IOMMU (default: the scenario's [host] iommu, "
+                        "else vtd-48; 'vfio-emu profiles --host-iommus' lists them)")
+
+
 def cmd_compare(args, qemu_argv) -> int:
     import json
 
@@ -353,14 +377,20 @@ def cmd_compare(args, qemu_argv) -> int:
     if None in kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
                          valid=", ".join(list_profiles()) + ", host")
-    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy)
+    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy, args.host_iommu)
+    from vmm_model.inputs_report import inputs_json, render_inputs
     if args.json:
-        text = json.dumps(compare.document(sc, plans, diffs), indent=1)
+        doc = compare.document(sc, plans, diffs)
+        inputs = inputs_json([sc])
+        if inputs:
+            doc["inputs"] = inputs
+        text = json.dumps(doc, indent=1)
         with _DeferSigint():
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
     else:
-        print(compare.render(sc, plans, diffs))
+        text = render_inputs([sc])
+        print((text + "\n\n" if text else "") + compare.render(sc, plans, diffs))
     return EXIT_OK
 
 
@@ -375,6 +405,8 @@ def register_compare(sub):
                    help="comma list of kernel profiles (default 6.12,7.2,7.2+fix; see 'profiles')")
     c.add_argument("--qemu", help="QEMU version(s), comma list (default: the scenario's)")
     c.add_argument("--policy", help="a registered policy name or module:callable")
+    _host_iommu_option(c)
+    c.add_argument("--libvirt", help="libvirt release for a domain XML (see libvirt-argv)")
     c.add_argument("--json", action="store_true", help="versioned JSON")
     c.set_defaults(func=cmd_compare)
     return c
@@ -433,6 +465,13 @@ def register_versions(sub):
 
 def cmd_profiles(args, _qemu_argv) -> int:
     from backends.kernel_profiles import format_profiles, profiles_dict
+    if args.host_iommus:
+        from backends.simulated.iommu import format_host_iommus, host_iommus_dict
+        if args.json:
+            _dump(host_iommus_dict())
+        else:
+            print(format_host_iommus(), end="")
+        return EXIT_OK
     names = None
     if args.kernel is not None:
         name = kernel_arg(args.kernel)
@@ -454,6 +493,8 @@ def cmd_profiles(args, _qemu_argv) -> int:
 def register_profiles(sub):
     pr = sub.add_parser("profiles", help=COMMANDS["profiles"][1])
     pr.add_argument("--kernel", help="one profile: a name or 'host' (the running kernel)")
+    pr.add_argument("--host-iommus", action="store_true",
+                    help="list the host IOMMUs --host-iommu can choose instead")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_profiles)
     return pr

@@ -51,10 +51,12 @@ def outcome(p: Plan) -> str:
     return "runs"
 
 
-def compare(sc: Scenario, qemus, backends, kernels, policy=None) -> tuple[list[Plan], list[dict]]:
+def compare(sc: Scenario, qemus, backends, kernels, policy=None,
+            host_iommu=None) -> tuple[list[Plan], list[dict]]:
     """Run every combination; return the plans and the differing rows
     ({"path", "gpa", "cells": [text per column]})."""
-    plans = [make_plan(sc, q, b, policy, k) for q in qemus for b in backends for k in kernels]
+    plans = [make_plan(sc, q, b, policy, k, host_iommu) for q in qemus for b in backends
+             for k in kernels]
     rows: dict[tuple, list] = {}
     for i, p in enumerate(plans):
         for ev in p.events:

@@ -36,7 +36,7 @@ class Event:
     result: DmaResult | None = None
     message: str = ""
     fatal: bool = False              # realize fails (init) or hw_error abort (runtime)
-    phase: str = "realize"           # realize | reset (first machine reset) | hotplug
+    phase: str = "realize"           # realize | reset | firmware (PCI BARs) | hotplug
 
 
 @dataclass
@@ -100,22 +100,40 @@ class VFIOContainer:
 def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     """vfio_listener_register(): replay the flat view at device realize; then (if
     that worked) the first machine reset's flat-view change (region_del, then
-    region_add) and runtime hotplug sections.  Each event records its phase."""
+    region_add), the PCI BARs firmware maps, and runtime hotplug sections.  Each
+    event records its phase."""
     from vmm_model.listener import vfio_listener_region_add, vfio_listener_update
 
-    container.backend.cpr_incoming = machine.cpr_incoming
+    # VFIO's CPR support (10.1): type1 maps VADDR-only (legacy_cpr_vaddr), iommufd
+    # skips MAP_FILE and UNMAP (with dma_map_file); before it, ordinary maps.
+    from vmm_model.iommu_backends import get_backend
+    legacy = not get_backend(container.backend.name).iommufd_object
+    q = container.qemu
+    cpr = machine.cpr_incoming and (q.legacy_cpr_vaddr if legacy else q.dma_map_file)
+    container.backend.cpr_incoming = cpr
     if machine.iommu_pgsizes:
         container.backend.pgsizes = machine.iommu_pgsizes
-    for section in machine.sections:
+    # Legacy CPR incoming registers the listener in vfio_container_post_load()
+    # (hw/vfio/cpr-legacy.c): after reset and the device state load, so it replays
+    # the source's view (BARs included) once, with VADDR-only maps.
+    legacy_cpr = cpr and legacy
+    for section in machine.final_sections if legacy_cpr else machine.sections:
         vfio_listener_region_add(container, machine, section)
     if container.error is not None:
         return container
     container.initialized = True
     n = len(container.events)
-    if machine.reset_sections is not None:
+    if machine.reset_sections is not None and not legacy_cpr:
         vfio_listener_update(container, machine, machine.sections, machine.reset_sections)
     for ev in container.events[n:]:
         ev.phase = "reset"
+    n = len(container.events)
+    for section in [] if legacy_cpr else machine.bar_sections:   # firmware maps the BARs
+        if container.aborted:
+            break
+        vfio_listener_region_add(container, machine, section)
+    for ev in container.events[n:]:
+        ev.phase = "firmware"
     n = len(container.events)
     for section in machine.hotplug_sections:
         if container.aborted:

@@ -11,8 +11,6 @@ from backends.iommufd import compat_container
 from backends.type1 import Type1Container
 from vmm_model.iommu_backends import IOMMUBackend, open_attached, register
 
-_UNMAP = uapi.codec("vfio_iommu_type1_dma_unmap")
-
 
 class Type1Plan(VFIOIOMMUClass):
     """The legacy type1 container (VFIO_IOMMU_MAP_DMA), planned only: builds the
@@ -55,8 +53,8 @@ class Legacy(IOMMUBackend):
         """vfio_legacy_cpr_reboot_notifier(): before the transfer the outgoing QEMU
         invalidates every vaddr (VFIO_IOMMU_UNMAP_DMA, FLAG_VADDR|FLAG_ALL), so the
         incoming one's VADDR maps rebind them (hw/vfio/cpr-legacy.c, 10.1+)."""
-        flags = uapi.VFIO_DMA_UNMAP_FLAG_VADDR | uapi.VFIO_DMA_UNMAP_FLAG_ALL
-        host.ioctl(client.fd, uapi.VFIO_IOMMU_UNMAP_DMA, _UNMAP.pack(_UNMAP.size, flags, 0, 0))
+        req = vfio_dma_unmap_request(0, 0, unmap_all=True, vaddr_only=True)
+        host.ioctl(client.fd, uapi.VFIO_IOMMU_UNMAP_DMA, req.data)
 
 
 @register

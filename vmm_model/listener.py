@@ -94,6 +94,15 @@ def vfio_listener_region_add(c: VFIOContainer, machine: Machine,
                           readonly=section.readonly, result=res))
     if res.ret:   # 0 or None (planned) is success
         _map_failed(c, ev, c.map_error(iova, llsize, vaddr, res.ret))
+        _legacy_report(c, ev)
+
+
+def _legacy_report(c: VFIOContainer, ev: Event) -> None:
+    """Up to 9.2 vfio_legacy_dma_map() itself prints "VFIO_MAP_DMA failed: %s"
+    before the listener's message (removed by 889695f8f3c1, 10.0)."""
+    note = ev.result.note if ev.result else ""
+    if c.qemu.legacy_reports_map_error and note.startswith("VFIO_MAP_DMA failed"):
+        ev.message = f"{note}\n{ev.message}"
 
 
 def _map_failed(c: VFIOContainer, ev: Event, err: str) -> None:
@@ -222,6 +231,7 @@ def vfio_iommu_map_notify(c: VFIOContainer, machine: Machine, section: MemoryReg
                           readonly=read_only, result=res))
     if res.ret:
         ev.message = c.map_error(iova, size, vaddr, res.ret)   # error_report only
+        _legacy_report(c, ev)
 
 
 # --- RamDiscardManager (virtio-mem) --------------------------------------------------
@@ -243,7 +253,7 @@ def vfio_ram_discard_register_listener(c: VFIOContainer, machine: Machine,
         _map_failed(c, ev, err)
         return
     if c.dma_max_mappings:
-        rdm_sections = [s for s in machine.sections + machine.hotplug_sections
+        rdm_sections = [s for s in machine.final_sections + machine.hotplug_sections
                         if s.mr.has_ram_discard_manager]
         vrdl_mappings = sum(-(-s.size // s.mr.rdm_granularity) for s in rdm_sections)
         vrdl_count = len(rdm_sections)

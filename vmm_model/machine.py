@@ -57,6 +57,12 @@ def _opt(obj) -> str:
     return f"-object {obj.type},id={obj.id}" if obj.id else f"-object {obj.type}"
 
 
+def _via_iommufd_object(backend: str) -> bool:
+    """The backend reaches the kernel through ``-object iommufd`` (registry)."""
+    from vmm_model.iommu_backends import get_backend
+    return get_backend(backend).iommufd_object
+
+
 def check_command_line(sc: Scenario, qemu: QemuVersion, backend: str | None = None) -> None:
     """Raise CommandLineRejected with QEMU's own start-up error when ``qemu``
     lacks an option ``sc`` uses (each switch is a Rule in vmm_model.qemu_versions;
@@ -71,7 +77,7 @@ def check_command_line(sc: Scenario, qemu: QemuVersion, backend: str | None = No
             if o.type == "memory-backend-file" and prop in o.props and not getattr(qemu, switch):
                 raise CommandLineRejected(qemu, f"{prog}: {_opt(o)},{prop}=...: Invalid "
                                           f"parameter '{prop}'", o.where)
-    if backend == "iommufd" and not qemu.iommufd_object:
+    if backend is not None and not qemu.iommufd_object and _via_iommufd_object(backend):
         raise CommandLineRejected(qemu, f"{prog}: -object iommufd,id=iommufd0: Parameter "
                                   "'qom-type' does not accept value 'iommufd'", sc.source)
     if sc.machine.get("aux-ram-share") and not qemu.aux_ram_share:
@@ -110,6 +116,9 @@ class Machine:
     with a vIOMMU."""
     reset_sections: list[MemoryRegionSection] | None = None
     """The flat view after the first machine reset, when it differs (q35's PAM)."""
+    bar_sections: list[MemoryRegionSection] = field(default_factory=list)
+    """PCI BARs that are RAM (vga.vram, VFIO BAR mmaps): in the flat view once
+    firmware (or the guest) has assigned and enabled them, after reset."""
     memory_sections: list[MemoryRegionSection] = field(default_factory=list)
     """address_space_memory's flat view (vIOMMU translations land here)."""
     hotplug_sections: list[MemoryRegionSection] = field(default_factory=list)
@@ -135,9 +144,15 @@ class Machine:
         return mr
 
     @property
-    def final_sections(self) -> list[MemoryRegionSection]:
-        """The flat view VFIO sees once the machine has been reset."""
+    def after_reset(self) -> list[MemoryRegionSection]:
+        """The flat view after the first machine reset (what a paused QEMU shows)."""
         return self.sections if self.reset_sections is None else self.reset_sections
+
+    @property
+    def final_sections(self) -> list[MemoryRegionSection]:
+        """The flat view once firmware has also mapped the PCI BARs."""
+        return sorted(self.after_reset + self.bar_sections,
+                      key=lambda s: s.offset_within_address_space)
 
     def section_at(self, gpa: int) -> MemoryRegionSection | None:
         """The guest-RAM section covering ``gpa`` (address_space_memory translation)."""
@@ -309,8 +324,9 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
                                          if d.type == "vfio-pci")
     for view in (m.sections, m.reset_sections):
         if view is not None:
-            _check_overlaps(view + m.hotplug_sections)
+            _check_overlaps(view + m.bar_sections + m.hotplug_sections)
             view.sort(key=lambda s: s.offset_within_address_space)
+    m.bar_sections.sort(key=lambda s: s.offset_within_address_space)
     m.memory_sections = m.final_sections
     if sc.viommu_maps is not None:
         # intel-iommu with DMAR enabled: the device's address space is the IOMMU
@@ -319,7 +335,7 @@ def build_machine(sc: Scenario, qemu: QemuVersion, allocator=None,
         iommu = MemoryRegion("intel_iommu_dmar", MRKind.IOMMU, 1 << 64)
         m.memory_sections = m.final_sections + m.hotplug_sections
         m.sections, m.hotplug_sections = [_sec(iommu, 0, 1 << 64)], []
-        m.reset_sections = None
+        m.reset_sections, m.bar_sections = None, []
     return m
 
 
@@ -354,14 +370,18 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
     pc_rom = implicit("pc.rom", PC_ROM_SIZE, True)
     # The 0xa0000-0xbffff window ("smram-region", an alias of the PCI space) shows
     # the VGA's vga-lowmem when there is a VGA; with none it is transparent.
-    vga = sc.machine.get("vga", "none") == "std"
-    holes = [(0xA0000, 0xC0000, None)] if vga else []
+    # Without "smram-region" (q35 with SMM off, 9.1+) RAM shows through instead.
+    vga = sc.machine.get("vga", "none") != "none"
+    if (mtype == "q35" and m.qemu.q35_smram_region_needs_smm
+            and sc.machine.get("smm", "auto") == "off"):
+        vga = False
+    holes = [(0xA0000, 0xC0000, MemoryRegion("vga-lowmem", MRKind.IO, 0x20000))] if vga else []
     pam = [(PC_ROM_BASE, PC_ROM_BASE + PC_ROM_SIZE, (pc_rom, 0)),
            (0x100000 - ISA_BIOS_SIZE, 0x100000, (bios, BIOS_SIZE - ISA_BIOS_SIZE))]
 
     def low_view(windows) -> list[MemoryRegionSection]:
-        """ram-below-4g with the given windows cut out of it (and filled by ROMs)."""
-        out, cuts = [], sorted(windows)
+        """ram-below-4g with the given windows cut out of it (filled by what shows there)."""
+        out, cuts = [], sorted(windows, key=lambda w: w[0])
         for mr, gpa, size, owr in ram_ranges(0, 0, below):
             pos, end = gpa, gpa + size
             for lo, hi, _ in cuts:
@@ -372,17 +392,17 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
             if pos < end:
                 out.append(_sec(mr, pos, end - pos, owr + (pos - gpa)))
         for lo, hi, fill in cuts:
-            if fill is None:
-                out.append(_sec(MemoryRegion("vga-lowmem", MRKind.IO, hi - lo), lo, hi - lo))
+            if isinstance(fill, MemoryRegion):
+                out.append(_sec(fill, lo, hi - lo))
             elif lo < below:
                 out.append(_sec(fill[0], lo, hi - lo, fill[1]))
         return sorted(out, key=lambda x: x.offset_within_address_space)
 
     high = [_sec(mr, gpa, size, owr) for mr, gpa, size, owr in ram_ranges(1 << 32, below, above)]
     high.append(_sec(bios, (1 << 32) - BIOS_SIZE, BIOS_SIZE))
-    if vga:
+    if sc.machine.get("vga") == "std":     # VGA BAR 0 where SeaBIOS places it
         vram = implicit("vga.vram", 16 * MiB, False)
-        high.append(_sec(vram, 0xFD000000, 16 * MiB))
+        m.bar_sections.append(_sec(vram, 0xFD000000, 16 * MiB))
     split = low_view(holes + pam)
     if mtype == "q35":      # PAM aliases disabled until mch_reset()
         secs += low_view(holes) + high
@@ -399,7 +419,7 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
             continue
         mr = backend_mr(d.props["memdev"])
         rb = mr.ram_block
-        if d.type == "pc-dimm":
+        if d.type in ("pc-dimm", "nvdimm", "virtio-pmem-pci"):  # mapped whole, like a DIMM
             align = rb.page_size
             gpa = d.props.get("addr", round_up(next_addr, align))
             sec = _sec(mr, gpa, mr.size)
@@ -431,8 +451,8 @@ def _vfio_bars(m: Machine, d) -> None:
     """VFIO BAR mmaps: ``"<dev> BAR n mmaps[i]"`` ram_device regions
     (memory_region_init_ram_device_ptr), RAM_PREALLOC, never RAM_SHARED; with a
     VFIO dma-buf fd and fd_offset = mmaps[i].offset from 11.0 (8cfaf22668c7).
-    BARs are where the scenario says: placed by firmware or the guest, so they are
-    in both flat views."""
+    BARs are where the scenario says: placed by firmware or the guest after
+    reset (Machine.bar_sections)."""
     dev = d.props.get("host") or d.props.get("id") or "vfio-pci"
     next_gpa = 0xE0000000
     for bar in d.props.get("x-bars", ()):
@@ -447,10 +467,7 @@ def _vfio_bars(m: Machine, d) -> None:
                           Backing("dmabuf" if has_fd else "pfnmap", path=dev),
                           fd_offset=off if has_fd else 0)
             mr = m.add_block(rb, has_fd, MRKind.RAM_DEVICE, name, owner=dev)
-            sec = _sec(mr, gpa + off, size, 0)
-            m.sections.append(sec)
-            if m.reset_sections is not None:
-                m.reset_sections.append(sec)
+            m.bar_sections.append(_sec(mr, gpa + off, size, 0))
 
 
 def _explicit_layout(m: Machine, sc: Scenario, backend_mr, implicit) -> None:

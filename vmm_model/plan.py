@@ -48,7 +48,7 @@ class Plan:
 
 
 def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,
-              kernel: str | None = None) -> Plan:
+              kernel: str | None = None, host_iommu: str | None = None) -> Plan:
     b = get_backend(backend, also=("all",))
     backend = b.name
     pname, pfn = get_policy(policy) if policy else (qemu.policy, None)
@@ -72,7 +72,7 @@ def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None 
     if kernel is not None:
         from vmm_model.simulate import simulate
         plan.kernel = get_profile(kernel).name
-        with simulate(sc, qemu, backend, kernel, policy) as sim:
+        with simulate(sc, qemu, backend, kernel, policy, host_iommu=host_iommu) as sim:
             plan.machine, plan.container, plan.kernel_error = sim.machine, sim.container, sim.error
     else:
         plan.container = attach(plan.machine, VFIOContainer(b.plan_client(), qemu,

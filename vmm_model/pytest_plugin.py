@@ -15,6 +15,10 @@ Fixtures:
   ``vfio_sim``      ``vfio_sim(scenario, qemu=None, backend=None, kernel=None)``: a live
                     vmm_model.simulate.Simulation (host, machine, container, device for
                     DMA), closed at teardown
+  ``vfio_migrate_check``  ``vfio_migrate_check(scenario, source="qemu=10.0,backend=type1",
+                    destination="qemu=10.2,backend=iommufd", mode=None)`` returns a
+                    vmm_model.migration.MigrationCheck (``.verdict``, ``.findings``);
+                    ``.expect("changes")`` fails the test with the whole report
 Markers:
   ``vfio_qemu(*versions)``  run the test only for those ``--vfio-qemu`` versions
 """
@@ -77,11 +81,11 @@ def _scenario(scenario):
     from pathlib import Path
 
     from vmm_model import gallery
-    from vmm_model.scenario import Scenario, load_toml
+    from vmm_model.scenario import Scenario, load_scenario
     if isinstance(scenario, Scenario):
         return scenario
-    if Path(str(scenario)).exists():
-        return load_toml(scenario)
+    if Path(str(scenario)).exists():     # TOML, libvirt domain XML or a command line
+        return load_scenario(scenario)
     return gallery.load(str(scenario))
 
 
@@ -116,3 +120,13 @@ def vfio_sim(vfio_qemu, vfio_backend, vfio_kernel):
     yield sim
     for s in sims:
         s.close()
+
+
+@pytest.fixture
+def vfio_migrate_check():
+    from vmm_model.migration import migrate_check
+
+    def check(scenario, source="", destination="", mode=None):
+        return migrate_check(_scenario(scenario), source, destination, mode)
+
+    return check

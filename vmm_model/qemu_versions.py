@@ -81,6 +81,12 @@ RULES: tuple[Rule, ...] = (
          "-object iommufd and vfio-pci iommufd= exist (the iommufd backend)",
          "6e6d8ac62b5b", "backends/iommufd: Introduce the iommufd object", "9.0.0",
          "backends/iommufd.c"),
+    Rule("q35_smram_region_needs_smm",
+         "q35 creates smram-region, the alias that shows the PCI space (a VGA's "
+         "vga-lowmem) at 0xa0000-0xbffff, only with SMM enabled: with smm=off (or KVM "
+         "without SMM) guest RAM shows through the VGA window and VFIO maps it",
+         "b07bf7b73fd0", "q35: Introduce smm_ranges property for q35-pci-host", "9.1.0",
+         "hw/pci-host/q35.c: mch_realize() (mch->has_smm_ranges)"),
     Rule("memory_backend_shm",
          "memory-backend-shm exists (POSIX shm_open, always shared)",
          "4e647fa08586", "hostmem: add a new memory backend based on POSIX shm_open()", "9.1.0",
@@ -122,6 +128,31 @@ RULES: tuple[Rule, ...] = (
          "3ca0a0ab05ca", "migration: Use bitset of MigMode instead of variable arguments",
          "10.2.0", "hw/vfio/cpr-iommufd.c: vfio_iommufd_cpr_register_iommufd()",
          until="11.0.0", until_commit="0e387bd1dff4"),
+    # --- migration modes (vmm_model/migration.py) ---
+    Rule("vfio_migration_v2",
+         "VFIO migration protocol v2: the blocker for a device without it is "
+         "\"<dev>: VFIO migration is not supported in kernel\" (VFIO_DEVICE_FEATURE_MIGRATION "
+         "-ENOTTY); before, v1's \"VFIO device doesn't support migration\"",
+         "31bcbbb5be04", "vfio/migration: Implement VFIO migration protocol v2", "8.0.0",
+         "hw/vfio/migration.c: vfio_migration_realize()"),
+    Rule("cpr_reboot",
+         "migration mode cpr-reboot exists (qapi MigMode: \"since 8.2\")",
+         "a87e64519b02", "cpr: reboot mode", "8.2.0", "qapi/migration.json: MigMode"),
+    Rule("vfio_cpr_reboot",
+         "VFIO allows cpr-reboot while the guest is suspended; before, VFIO's migration "
+         "blocker (migrate_add_blocker(): every mode) covered cpr-reboot too",
+         "0cb51c183a91", "vfio: allow cpr-reboot migration if suspended", "9.0.0",
+         "hw/vfio/cpr.c: vfio_cpr_reboot_notifier() (with d9fa4223b30a)"),
+    Rule("vfio_cpr_transfer",
+         "VFIO takes part in cpr-transfer: cpr-legacy.c (VFIO_UPDATE_VADDR, VFIO_UNMAP_ALL) "
+         "and cpr-iommufd.c (IOMMU_IOAS_CHANGE_PROCESS) with their blockers; before, QEMU "
+         "has no VFIO CPR code",
+         "7e9f21411302", "vfio/container: restore DMA vaddr", "10.1.0",
+         "hw/vfio/cpr-legacy.c: vfio_cpr_supported(); hw/vfio/cpr-iommufd.c"),
+    Rule("cpr_exec",
+         "migration mode cpr-exec exists and VFIO's CPR blockers cover it too",
+         None, "vfio: cpr-exec mode", "10.2.0",
+         "hw/vfio/cpr-legacy.c, hw/vfio/cpr-iommufd.c: migrate_add_blocker_modes()"),
     Rule("bypass_ro",
          "iommufd nesting parents on hosts with ERRATA_772415_SPR17 skip readonly sections",
          "68d3a2a24d7c", "Workaround for ERRATA_772415_SPR17", "11.0.0",
@@ -159,6 +190,7 @@ class QemuVersion:
     memory_backend_file_rom: bool = False
     container_dma_map_api: bool = False
     iommufd_object: bool = False
+    q35_smram_region_needs_smm: bool = False
     memory_backend_shm: bool = False
     ram_share_memfd: bool = False
     aux_ram_share: bool = False
@@ -168,6 +200,11 @@ class QemuVersion:
     legacy_cpr_vaddr: bool = False
     rdm_budget_fatal: bool = False
     iommufd_cpr_blocker_bug: bool = False
+    vfio_migration_v2: bool = False
+    cpr_reboot: bool = False
+    vfio_cpr_reboot: bool = False
+    vfio_cpr_transfer: bool = False
+    cpr_exec: bool = False
     bypass_ro: bool = False
     bar_dmabuf: bool = False
     dma_map_file_shared_only: bool = False

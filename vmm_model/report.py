@@ -286,16 +286,22 @@ def _batches(it):
         yield batch
 
 
-def write_json(plans, out, with_others: bool = True, jsonl: bool = False) -> None:
+def write_json(plans, out, with_others: bool = True, jsonl: bool = False,
+               top: dict | None = None) -> None:
     """``document(plans)`` written to ``out`` as it is produced: the same JSON
     value, one event per line.  ``jsonl``: one object per line instead, each with
     ``"record"``: ``plan`` (head, hazards, summary), then its ``event`` lines, then
-    its ``live`` lines (the mappings still in place at the end)."""
+    its ``live`` lines (the mappings still in place at the end).  ``top``: more
+    top-level keys (``jsonl``: one ``{"record": key, key: value}`` line each, first)."""
     dumps = json.dumps
     w = out.write
-    if not jsonl:
-        w('{"schema_version": %d, "tool": "vfio-emu", "plans": [' % SCHEMA_VERSION)
     parts = [_plan_parts(p, with_others) for p in plans]   # whatever can fail, before output
+    extra = "".join(f"{dumps(k)}: {dumps(v)}, " for k, v in (top or {}).items())
+    if not jsonl:
+        w('{"schema_version": %d, "tool": "vfio-emu", %s"plans": [' % (SCHEMA_VERSION, extra))
+    else:
+        for k, v in (top or {}).items():
+            w(dumps({"record": k, k: v}) + "\n")
     for n, (head, events, live, hazards, summ) in enumerate(parts):
         if jsonl:
             w(dumps({"record": "plan", "plan": n, **head, "hazards": hazards,

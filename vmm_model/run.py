@@ -35,6 +35,7 @@ from vmm_model.scenario import split_qemu_opts
 SCHEMA_VERSION = 1
 MAP_IOCTLS = ("VFIO_IOMMU_MAP_DMA", "IOMMU_IOAS_MAP", "IOMMU_IOAS_MAP_FILE")
 UNMAP_IOCTLS = ("VFIO_IOMMU_UNMAP_DMA", "IOMMU_IOAS_UNMAP")
+RESET_IOCTLS = ("VFIO_DEVICE_RESET", "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO")
 _WRITE = {"VFIO_IOMMU_MAP_DMA": uapi.VFIO_DMA_MAP_FLAG_WRITE,
           "IOMMU_IOAS_MAP": uapi.IOMMU_IOAS_MAP_WRITEABLE,
           "IOMMU_IOAS_MAP_FILE": uapi.IOMMU_IOAS_MAP_WRITEABLE}
@@ -98,19 +99,34 @@ class RunResult:
     stderr: str = ""
     status: int | None = None                 # exit status (negative: killed by signal)
     reached: str = ""                         # realize, reset, ran N s; "" if not even QMP
+    ready_seq: int | None = None              # requests[ready_seq:] came after QMP answered
+    tmpdir: str = ""                          # the run's private directory (removed at the end)
     killed: str | None = None                 # why vfio-emu had to kill QEMU
     qmp_status: str | None = None
 
     def events(self) -> list[dict]:
-        return [map_event(r) for r in self.requests if r.op == "ioctl" and
-                r.name in MAP_IOCTLS + UNMAP_IOCTLS]
+        """Map/unmap events with their phase, as the model's (vmm_model/container.py
+        Event.phase): realize until the first device reset of machine creation,
+        then reset until QMP answered, then runtime."""
+        out, phase = [], "realize"
+        for r in self.requests:
+            if self.ready_seq is not None and r.seq >= self.ready_seq:
+                phase = "runtime"
+            elif phase == "realize" and r.name in RESET_IOCTLS:
+                phase = "reset"
+            if r.op == "ioctl" and r.name in MAP_IOCTLS + UNMAP_IOCTLS:
+                out.append(dict(map_event(r), phase=phase))
+        return out
 
     def json(self) -> dict:
         return {"scenario": "run", "binary": self.binary, "argv": self.argv,
                 "qemu": self.version, "backend": self.backend, "kernel": self.kernel,
                 "reached": self.reached, "qmp_status": self.qmp_status,
                 "exit_status": self.status, "killed": self.killed, "stderr": self.stderr,
-                "events": self.events(), "requests": [r.json() for r in self.requests]}
+                "events": self.events(),
+                "live": [{"iova": k[0], "size": k[1], "readonly": e["readonly"], "ramblock": None}
+                         for k, e in sorted(final_maps(self.events()).items()) if e["ret"] == 0],
+                "requests": [r.json() for r in self.requests]}
 
 
 def map_event(r: Request) -> dict:
@@ -120,12 +136,15 @@ def map_event(r: Request) -> dict:
     iova = f.get("iova", 0)
     kind = "map" if r.name in MAP_IOCTLS else "unmap"
     flags = f.get("flags", 0)
+    b = r.backing or {}
     return {"kind": kind, "path": "real", "gpa": f"[0x{iova:x}, 0x{iova + (size or 0):x})",
-            "iova": iova, "size": size, "vaddr": f.get("vaddr", f.get("user_va")),
+            "ramblock": None, "fd": f.get("fd") if r.name == "IOMMU_IOAS_MAP_FILE" else None,
+            "shared": bool(b.get("shared")), "ram_device": b.get("kind") == "pfnmap",
             "readonly": kind == "map" and not flags & _WRITE.get(r.name, 0),
+            "iova": iova, "size": size, "vaddr": f.get("vaddr", f.get("user_va")),
             "ioctl": r.name, "fields": f, "flags": flag_names(r.name, flags),
-            "ret": r.ret, "errno": errno_name(r.ret) or None, "kernel": "ran",
-            "backing": r.backing}
+            "ret": r.ret, "errno": errno_name(r.ret) or None, "kernel": "ran", "note": "",
+            "message": "", "fatal": False, "backing": r.backing}
 
 
 def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
@@ -147,7 +166,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
                          where="vfio-emu run")
     shim = build_shim()
     res = RunResult(binary, list(qemu_args), binary_version(binary), profile, _backend(qemu_args))
-    tmp = tempfile.mkdtemp(prefix="vfio-emu-run-")
+    tmp = res.tmpdir = tempfile.mkdtemp(prefix="vfio-emu-run-")
     server = ShimServer(profile, devices)
     proc = None
     try:
@@ -166,7 +185,8 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
             err.close()
         if on_start is not None:
             on_start(proc)
-        _drive(proc, qmp, until, timeout, res, lambda mon: on_ready and on_ready(server, mon))
+        _drive(proc, qmp, until, timeout, res, server,
+               lambda mon: on_ready and on_ready(server, mon))
     finally:
         if proc is not None:
             _stop(proc, res)
@@ -181,7 +201,7 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
     return res
 
 
-def _drive(proc, qmp: str, until, timeout: float, res: RunResult, ready) -> None:
+def _drive(proc, qmp: str, until, timeout: float, res: RunResult, server, ready) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(qmp):
         if proc.poll() is not None:
@@ -200,9 +220,12 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, ready) -> None
         # QMP answers once qemu_init() is done: devices realized, machine reset.
         res.qmp_status = mon.execute("query-status").get("status")
         res.reached = "realize"
+        with server.lock:
+            res.ready_seq = len(server.log)
         if until == "reset":
             mon.execute("system_reset")
-            mon.execute("query-status")
+            for _ in range(2):          # the reset runs in the main loop before these
+                mon.execute("query-status")
             res.reached = "reset"
         elif isinstance(until, float):
             mon.execute("cont")
@@ -305,9 +328,9 @@ def model_version(version: str | None) -> str:
     """The modelled QEMU version for a binary's ``x.y.z``."""
     from vmm_model.qemu_versions import QEMU_VERSIONS
     if version:
-        mm = ".".join(version.split(".")[:2])
-        if mm in QEMU_VERSIONS:
-            return mm
+        for name in (version, ".".join(version.split(".")[:2])):
+            if name in QEMU_VERSIONS:
+                return name
     raise UsageError(f"no QEMU model for version {version or 'unknown'}", where="--against-model",
                      valid=", ".join(QEMU_VERSIONS))
 
@@ -331,17 +354,36 @@ def final_maps(events: list[dict]) -> dict[tuple[int, int], dict]:
     return live
 
 
+def _first_failure(events: list[dict]) -> dict | None:
+    return next((e for e in events if e["kind"] == "map" and e["ret"] not in (0, None)), None)
+
+
 def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     """Where the model's plan (same command line, same kernel) and the real run
-    differ in what ends up mapped: range, map kind (ioctl), readonly, outcome."""
+    differ.  Both realize: the mappings in effect at the end (range, ioctl,
+    readonly, outcome).  Both fail: the first refused map.  One fails: the
+    outcome."""
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import get_qemu
     from vmm_model.report import event_json
     from vmm_model.scenario import from_qemu_args
     sc = from_qemu_args(qemu_args)
     plan = make_plan(sc, get_qemu(model_version(res.version)), res.backend, kernel=res.kernel)
-    mk = final_maps([event_json(e) for e in plan.events if e.kind in ("map", "unmap")])
-    rk = final_maps(res.events())
+    model_events = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")]
+    model_error = plan.rejected or plan.kernel_error or plan.realize_error
+    real_error = (res.stderr.strip().splitlines() or ["no QMP"])[-1] if not res.reached else None
+    if model_error and real_error:
+        m, r = _first_failure(model_events), _first_failure(res.events())
+        same = (m is None and r is None) or (m is not None and r is not None and all(
+            m[k] == r[k] for k in ("iova", "size", "ioctl", "readonly", "ret")))
+        return [] if same else [{"kind": "realize", "range": "-", "what": "first refused map",
+                                 "model": m and f"{m['gpa']} {_brief(m)}",
+                                 "real": r and f"{r['gpa']} {_brief(r)}"}]
+    if model_error or real_error:
+        return [{"kind": "realize", "range": "-", "what": "outcome",
+                 "model": model_error or "realizes",
+                 "real": real_error or f"reached {res.reached}"}]
+    mk, rk = final_maps(model_events), final_maps(res.events())
     diffs = []
     for k in sorted(set(mk) | set(rk)):
         m, r = mk.get(k), rk.get(k)
@@ -355,13 +397,6 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
             if m[what] != r[what]:
                 diffs.append({"kind": "map", "range": rng, "what": what,
                               "model": m[what], "real": r[what]})
-    model_error = plan.rejected or plan.kernel_error or plan.realize_error
-    if model_error and res.reached:
-        diffs.append({"kind": "realize", "range": "-", "what": "outcome",
-                      "model": model_error, "real": f"reached {res.reached}"})
-    elif not model_error and not res.reached:
-        diffs.append({"kind": "realize", "range": "-", "what": "outcome", "model": "realizes",
-                      "real": (res.stderr.strip().splitlines() or ["no QMP"])[-1]})
     return diffs
 
 
@@ -374,9 +409,9 @@ def _brief(e: dict | None) -> str | None:
 
 def render_diffs(diffs: list[dict]) -> str:
     if not diffs:
-        return ("   model and real QEMU agree on what ends up mapped "
-                "(range, ioctl, readonly, outcome)")
-    out = ["   model vs real QEMU, mappings in effect at the end:"]
+        return ("   model and real QEMU agree (outcome; what ends up mapped: range, ioctl, "
+                "readonly, result; or the first refused map)")
+    out = ["   model vs real QEMU:"]
     for d in diffs:
         out.append(f"   DIFF {d['kind']} {d['range']} {d['what']}: model {d['model']} "
                    f"| real {d['real']}")

@@ -21,6 +21,7 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -183,9 +184,16 @@ DEVICE_TYPES = {
                  "x-iommu-pgsizes": parse_size},
 }
 DEVICE_TYPES["virtio-mem"] = DEVICE_TYPES["virtio-mem-pci"]
+# hw/mem/nvdimm.c (TYPE_NVDIMM is a TYPE_PC_DIMM) and hw/virtio/virtio-pmem.c: their
+# memdev is mapped into device memory like a DIMM's
+DEVICE_TYPES["nvdimm"] = dict(DEVICE_TYPES["pc-dimm"], **{"label-size": parse_size,
+                                                          "unarmed": parse_bool})
+DEVICE_TYPES["virtio-pmem-pci"] = {"id": parse_str, "memdev": parse_str, "memaddr": parse_size,
+                                   "x-hotplug": parse_bool}
 
 MACHINE_TYPES = ("q35", "pc")
 MACHINE_PROPS = {"type": _choice(*MACHINE_TYPES), "aux-ram-share": parse_bool,
+                 "smm": parse_onoffauto,
                  "memory-backend": parse_str, "vga": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
@@ -194,7 +202,8 @@ SECTION_PROPS = {"gpa": parse_size, "size": parse_size, "mr": parse_str,
 VIOMMU_MAP_PROPS = {"iova": parse_size, "size": parse_size, "gpa": parse_size,
                     "perm": parse_str}
 TOP_KEYS = {"title", "upstream", "qemu", "backend", "description", "machine", "memory",
-            "object", "numa", "device", "viommu", "migration", "section"}
+            "object", "numa", "device", "viommu", "migration", "section", "host"}
+HOST_PROPS = {"iommu": parse_str}     # the simulated host (backends/simulated/iommu.py HOST_IOMMUS)
 
 
 @dataclass
@@ -227,6 +236,14 @@ class Scenario:
     viommu_maps: list[dict] | None = None
     incoming: str | None = None
     sections: list[dict] = field(default_factory=list)
+    host: dict = field(default_factory=dict)      # [host] iommu = "vtd-48"
+    # where it came from (not part of model()): the QEMU arguments it was built
+    # from (a command line, or libvirt's translation of a domain), what they
+    # hold that vfio-emu does not model, and the versioned machine type
+    argv: list[str] | None = None
+    not_modelled: list[str] = field(default_factory=list)
+    machine_version: str | None = None
+    origin: str = ""
 
     def object(self, oid: str) -> Obj | None:
         return next((o for o in self.objects if o.id == oid), None)
@@ -249,8 +266,10 @@ def _parse_props(schema: dict, raw: dict, where: str, kind: str,
     for key, value in raw.items():
         loc = locate(key) or where
         if key not in schema:
-            raise UsageError(f"unknown property {key!r} for {kind}", where=loc, field=key,
-                             valid=", ".join(sorted(schema)))
+            near = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UsageError(f"unknown property {key!r} for {kind}{hint}", where=loc,
+                             field=key, valid=", ".join(sorted(schema)))
         try:
             out[key] = schema[key](value)
         except ValueError as e:
@@ -290,26 +309,35 @@ def _check_refs(sc: Scenario) -> None:
 # --- TOML ---------------------------------------------------------------------
 
 class _Locator:
-    """Line numbers for TOML tables and keys (tomllib gives none)."""
+    """Line numbers for TOML tables and keys (tomllib gives none), from one pass
+    over the text: every lookup afterwards is a dict access, so a file with
+    20,000 tables costs no more per table than a file with one."""
 
     def __init__(self, path: str, text: str):
         self.path = path
-        self.lines = text.splitlines()
+        self.tables: dict[str, list[int]] = {}          # header -> its lines (1-based)
+        self.keys: dict[tuple[int | None, str], int] = {}   # (table line, key) -> line
+        table = None
+        keys = self.keys
+        for n, line in enumerate(text.splitlines(), 1):
+            s = line.lstrip()
+            if s[:1] == "[":
+                header = s.split("#", 1)[0].strip().strip("[]").strip()
+                table = n
+                self.tables.setdefault(header, []).append(n)
+            elif "=" in s and s[:1] != "#":
+                key = s.partition("=")[0].strip().strip('"')
+                if (table, key) not in keys:
+                    keys[table, key] = n
+                if (None, key) not in keys:
+                    keys[None, key] = n     # first anywhere
 
     def table(self, header: str, index: int = 0) -> int | None:
-        pat = re.compile(r"^\s*\[\[?\s*" + re.escape(header) + r"\s*\]\]?\s*(#.*)?$")
-        hits = [i for i, line in enumerate(self.lines) if pat.match(line)]
-        return hits[index] + 1 if index < len(hits) else None
+        hits = self.tables.get(header, ())
+        return hits[index] if index < len(hits) else None
 
     def key(self, after: int | None, key: str) -> int | None:
-        start = after or 0
-        pat = re.compile(r'^\s*"?' + re.escape(key) + r'"?\s*=')
-        for i in range(start, len(self.lines)):
-            if i > start and self.lines[i].lstrip().startswith("[") and after:
-                break
-            if pat.match(self.lines[i]):
-                return i + 1
-        return None
+        return self.keys.get((after, key))
 
     def at(self, line: int | None) -> str:
         return f"{self.path}:{line}" if line else self.path
@@ -402,6 +430,13 @@ def loads_toml(text: str, source: str, name: str) -> Scenario:
     sc.backend = _opt_choice(data, "backend", backend_names(), loc)
     sc.machine = {"type": "q35", **table("machine", MACHINE_PROPS, "machine")}
     sc.memory = table("memory", MEMORY_PROPS, "memory (-m)")
+    sc.host = table("host", HOST_PROPS, "host")
+    if "iommu" in sc.host:
+        from backends.simulated.iommu import HOST_IOMMUS
+        if sc.host["iommu"] not in HOST_IOMMUS:
+            raise UsageError(f"unknown host IOMMU {sc.host['iommu']!r}",
+                             where=loc.at(loc.key(loc.table("host"), "iommu")), field="iommu",
+                             valid=", ".join(HOST_IOMMUS))
     sc.objects = typed("object", "qom-type", OBJECT_TYPES)
     sc.devices = typed("device", "driver", DEVICE_TYPES)
     for raw, line in array("numa"):
@@ -470,43 +505,38 @@ def _validate(sc: Scenario) -> None:
     _check_refs(sc)
 
 
-# --- QEMU command line -------------------------------------------------------
-
-_IGNORED_OPTS = {  # options that take an argument and do not change guest RAM
-    "-cpu", "-smp", "-name", "-accel", "-drive", "-netdev", "-nic", "-serial", "-monitor",
-    "-qmp", "-chardev", "-display", "-vnc", "-boot", "-bios", "-kernel", "-initrd",
-    "-append", "-pidfile", "-D", "-d", "-trace", "-global", "-rtc", "-uuid", "-k",
-    "-mon", "-fsdev", "-virtfs", "-L", "-incoming", "-vga", "-audiodev", "-blockdev",
-    "-runas", "-sandbox", "-msg", "-overcommit", "-usbdevice", "-cdrom", "-hda", "-fw_cfg",
-    "-smbios", "-add-fd",
-}
-_IGNORED_FLAGS = {"-nographic", "-nodefaults", "-no-user-config", "-enable-kvm", "-S",
-                  "-daemonize", "-no-reboot", "-no-shutdown", "-snapshot", "-mem-prealloc",
-                  "-no-hpet", "-usb", "-full-screen"}
-
+# --- QEMU command line (vmm_model/qemu/cmdline.py) ------------------------------
 
 def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
     """QEMU's QemuOpts syntax: ``[implied,]key=value,...`` with ``,,`` escaping a comma."""
-    parts, cur, i = [], "", 0
+    parts, cur, i = [], [], 0
     while i < len(text):
-        if text[i] == ",":
+        c = text[i]
+        if c == ",":
             if text[i + 1:i + 2] == ",":
-                cur += ","
+                cur.append(",")
                 i += 2
                 continue
-            parts.append(cur)
-            cur = ""
+            parts.append("".join(cur))
+            cur = []
         else:
-            cur += text[i]
+            cur.append(c)
         i += 1
-    parts.append(cur)
+    parts.append("".join(cur))
     implied = None
-    props = {}
+    props: dict = {}
     for n, part in enumerate(parts):
         if "=" in part:
             k, _, v = part.partition("=")
             if not k:
                 raise UsageError(f"empty property name in {text!r}", where=where)
+            if "." in k:        # keyval dotted keys: host-nodes.0=0 -> host-nodes list
+                k, _, sub = k.partition(".")
+                if sub.isdigit():
+                    props.setdefault(k, []).append(v)
+                    continue
+                props[f"{k}.{sub}"] = v
+                continue
             props[k] = v
         elif n == 0:
             implied = part
@@ -517,99 +547,55 @@ def split_qemu_opts(text: str, where: str) -> tuple[str | None, dict]:
     return implied, props
 
 
-def _json_opts(text: str, where: str) -> dict:
-    """A JSON -device / -object argument: an object of properties."""
-    import json
-    try:
-        props = json.loads(text)
-    except ValueError as e:
-        raise UsageError(f"malformed JSON: {e}", where=where) from None
-    if not isinstance(props, dict):
-        raise UsageError("JSON argument must be an object", where=where,
-                         valid='{"driver": "...", ...}')
-    return props
-
-
 def from_qemu_args(argv: list[str], name: str = "command-line") -> Scenario:
-    """Build a Scenario from QEMU arguments (``-m``, ``-mem-path``, ``-machine``,
-    ``-object memory-backend-*``, ``-numa node,memdev=``, ``-device pc-dimm |
-    virtio-mem-pci | vfio-pci``).  Options that do not change guest memory are
-    accepted and ignored; anything else is an error naming the argument."""
-    sc = Scenario(name=name, source="QEMU command line")
-    i = 0
+    """A Scenario from QEMU arguments: see vmm_model.qemu.cmdline.from_qemu_args."""
+    from vmm_model.qemu.cmdline import from_qemu_args as build
+    return build(argv, name)
 
-    def arg_value(opt):
-        nonlocal i
-        if i + 1 >= len(argv):
-            raise UsageError(f"option {opt} needs an argument", where=f"argument {i + 1}")
-        i += 1
-        return argv[i]
 
-    while i < len(argv):
-        opt = argv[i]
-        where = f"argument {i + 1} ({opt})"
-        norm = "-" + opt.lstrip("-") if opt.startswith("-") else opt
-        if norm in ("-m",):
-            v = arg_value(opt)
-            implied, props = split_qemu_opts(v, where)
-            if implied is not None:
-                props.setdefault("size", implied)
-            sc.memory.update(_parse_props(MEMORY_PROPS, props, where, "-m"))
-        elif norm == "-mem-path":
-            sc.memory["mem-path"] = arg_value(opt)
-        elif norm in ("-machine", "-M"):
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            if implied is not None:
-                props.setdefault("type", implied)
-            props.pop("accel", None)
-            props.pop("kernel-irqchip", None)
-            props.pop("smm", None)
-            props.pop("usb", None)
-            sc.machine.update(_parse_props(MACHINE_PROPS, props, where, "-machine"))
-        elif norm == "-object":
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            qom_type = props.pop("qom-type", implied)
-            if qom_type not in OBJECT_TYPES:
-                raise UsageError(f"unknown object type {qom_type!r}", where=where,
-                                 field="qom-type", valid=", ".join(sorted(OBJECT_TYPES)))
-            sc.objects.append(Obj(qom_type, _parse_props(OBJECT_TYPES[qom_type], props,
-                                                         where, qom_type), where))
-        elif norm == "-numa":
-            implied, props = split_qemu_opts(arg_value(opt), where)
-            if implied == "node" and "memdev" in props:
-                sc.numa.append(props["memdev"])
-        elif norm == "-device":
-            value = arg_value(opt)
-            if value.lstrip().startswith("{"):          # JSON -device (QEMU 6.2+)
-                implied, props = None, _json_opts(value, where)
-            else:
-                implied, props = split_qemu_opts(value, where)
-            driver = props.pop("driver", implied)
-            if driver not in DEVICE_TYPES:
-                from vmm_model.validate import check_device_name
-                check_device_name(driver, where)     # QEMU's device, not modelled: ignored
-            else:
-                props.pop("bus", None)
-                if driver != "pc-dimm":      # PCI addr=; pc-dimm addr= is a GPA
-                    props.pop("addr", None)
-                sc.devices.append(Obj(driver, _parse_props(DEVICE_TYPES[driver], props,
-                                                           where, driver), where))
-        elif norm in _IGNORED_OPTS:
-            arg_value(opt)
-        elif norm in _IGNORED_FLAGS:
-            pass
-        elif not opt.startswith("-") and i == 0 and "qemu" in opt:
-            pass  # the binary itself
-        else:
-            raise UsageError(f"unsupported QEMU argument {opt!r}", where=where,
-                             valid="-m, -mem-path, -machine, -object, -numa, -device, and "
-                                   "options that do not change guest memory")
-        i += 1
-    for d in sc.devices:
-        if d.type == "vfio-pci" and d.props.get("iommufd"):
-            sc.backend = "iommufd"
-    _validate(sc)
-    return sc
+# --- any scenario file, by content ----------------------------------------------
+
+def scenario_kind(text: str) -> str:
+    """What a scenario file holds, decided by its content: ``libvirt`` (a
+    ``<domain`` element), ``cmdline`` (a captured QEMU command line or a
+    -readconfig file) or ``toml``."""
+    from vmm_model.qemu.cmdline import is_readconfig
+    head = text.lstrip("\ufeff \t\r\n")
+    if head.startswith("<"):
+        return "libvirt"
+    if "\0" in text or is_readconfig(text):
+        return "cmdline"
+    first = head.split(None, 1)[0] if head else ""
+    if first.startswith("-"):
+        return "cmdline"
+    if re.match(r"^[A-Za-z_]\w*=[^\s\"'\[{]", first) or "qemu" in first.rsplit("/", 1)[-1]:
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return "cmdline"
+    return "toml"
+
+
+def load_scenario(path: str | Path, libvirt: str | None = None) -> Scenario:
+    """Any scenario file: TOML, a libvirt domain XML (translated as libvirt
+    ``libvirt`` would, default the newest modelled), a QEMU command line."""
+    from vmm_model.qemu.cmdline import read_text
+    path = Path(path)
+    text = read_text(path)
+    return loads_scenario(text, str(path), path.stem, libvirt)
+
+
+def loads_scenario(text: str, source: str, name: str, libvirt: str | None = None) -> Scenario:
+    kind = scenario_kind(text)
+    if libvirt is not None and kind != "libvirt":
+        raise UsageError("--libvirt applies to libvirt domain XML only", where=source)
+    if kind == "libvirt":
+        from vmm_model.libvirt import from_domain_xml
+        return from_domain_xml(text, source, name, libvirt)
+    if kind == "cmdline":
+        from vmm_model.qemu.cmdline import loads_command_line
+        return loads_command_line(text, source, name)
+    return loads_toml(text, source, name)
 
 
 # --- writing -------------------------------------------------------------------
@@ -644,6 +630,7 @@ def to_toml(sc: Scenario) -> str:
 
     table("machine", sc.machine)
     table("memory", sc.memory)
+    table("host", sc.host)
     for o in sc.objects:
         out.append("\n[[object]]")
         out.append(f'qom-type = "{o.type}"')

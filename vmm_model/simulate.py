@@ -154,13 +154,26 @@ def _cpr_source(host, machine: Machine, backend, client, qemu, pname, pfn) -> No
     backend.cpr_unmap_vaddr_all(host, client)
 
 
+def _explain_refusals(events, hw) -> None:
+    """A map the kernel refused with EINVAL because of the host IOMMU (IOVA past
+    its aperture, or over a reserved region) says so in its message."""
+    for ev in events:
+        if ev.kind == "map" and ev.result is not None and ev.result.ret == -errno.EINVAL:
+            why = hw.explain(ev.iova, ev.size)
+            if why:
+                ev.message = f"{ev.message}\n{why}" if ev.message else why
+
+
 def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
-             devices=None, **host_options) -> Simulation:
+             devices=None, host_iommu: str | None = None, **host_options) -> Simulation:
     """Realize ``sc`` on ``SimHost(kernel, **host_options)`` with ``backend`` (a
-    registered name: vmm_model/iommu_backends.py)."""
+    registered name: vmm_model/iommu_backends.py); the device sits behind
+    ``host_iommu`` (else the scenario's [host] iommu, else
+    backends.simulated.iommu.DEFAULT_HOST_IOMMU)."""
+    import dataclasses
     b = get_backend(backend)
     from backends.simulated import SimHost
-    from backends.simulated.iommu import IommuHw, SimVfioDevice
+    from backends.simulated.iommu import SimVfioDevice, get_host_iommu
     from backends.simulated.vfio import install
     from vmm_model.policy import get_policy
 
@@ -168,7 +181,9 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
     try:
         machine = build_machine(sc, qemu, HostAllocator(host))
         if devices is None:
-            hw = IommuHw(pgsize_bitmap=machine.iommu_pgsizes) if machine.iommu_pgsizes else IommuHw()
+            hw = get_host_iommu(host_iommu or sc.host.get("iommu"))
+            if machine.iommu_pgsizes:
+                hw = dataclasses.replace(hw, pgsize_bitmap=machine.iommu_pgsizes)
             devices = [SimVfioDevice(hw=hw)]
         install(host, devices)
         try:
@@ -183,7 +198,9 @@ def simulate(sc: Scenario, qemu: QemuVersion, backend: str, kernel, policy=None,
                 and not host.profile.change_process):
             container.connect_error = IOMMUFD_CPR_BLOCKER_BUG
             return Simulation(host, machine, container, client)
-        return Simulation(host, machine, attach(machine, container), client)
+        container = attach(machine, container)
+        _explain_refusals(container.events, devices[0].hw)
+        return Simulation(host, machine, container, client)
     except BaseException:
         host.close_all()
         raise

@@ -1,4 +1,4 @@
-"""Debian packages through a private apt state (research/kernel-rig.md §1 step 1).
+"""Debian packages through a private apt state (docs/kernel-model.md, "The kernel rig").
 
 Same approach as scripts/fetch_uapi_headers.sh: lists, cache and sources.list
 live under the rig's cache directory, so the system's apt configuration is

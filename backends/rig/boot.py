@@ -1,12 +1,13 @@
 """Boot a rig kernel under QEMU, run test sets in the guest, bring back JSON.
 
-research/kernel-rig.md §1 step 7 (QEMU command line) and §3 (/init):
+docs/kernel-model.md, "The kernel rig" (QEMU command line, /init):
 q35 + ``intel-iommu,intremap=on,caching-mode=on`` + N ``edu`` devices (bound
 to vfio-pci by /init), the host root read-only over 9p (tag ``host``) and a
 private writable run directory over 9p (tag ``rig``) at the same path in the
-guest.  The guest runs ``run.sh`` from that directory: one pytest run of the
-repo's venv python per test set, each writing ``results-SET.json`` through
-``backends.rig.guest_plugin``.  /init prints ``RIG: exit status N`` last;
+guest.  The guest runs ``run.sh`` from that directory: one pytest run per test
+set, in backends/rig/guest/ with the Python that runs vfio-emu (the host root
+is the guest's; the install and the venv are bound back where /tmp hides
+them), each writing ``results-SET.json`` through ``backends.rig.guest_plugin``.  /init prints ``RIG: exit status N`` last;
 QEMU's own exit code does not carry it.
 
 The console goes to a file that is watched while the guest runs; a guest
@@ -30,17 +31,19 @@ import sys
 import tempfile
 import threading
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
+import backends
 from backends.errors import HostError, UsageError
 from backends.rig import die_with_parent
 from backends.rig.initramfs import make_initramfs
 from backends.rig.kernels import Kernel
-from backends.rig.sets import TestSet
+from backends.rig.sets import GUEST_DIR, TestSet
 
 SCHEMA = "vfio-emu-rig/1"
-REPO = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(backends.__file__).resolve().parents[1]   # the checkout or site-packages
 DEFAULT_TIMEOUT = 900.0
 TAIL_LINES = 40
 RUN_PREFIX = "vfio-emu-rig-"                  # + pid + random: the run directory in /tmp
@@ -76,13 +79,25 @@ def kvm_usable() -> bool:
         os.close(fd)
 
 
-def venv_python() -> Path:
-    """The repo's venv python: it runs the test sets inside the guest (9p root)."""
-    py = REPO / ".venv" / "bin" / "python"
-    if not py.exists():
-        raise HostError("no virtualenv to run the guest's tests", where=str(py),
-                        valid="python3 -m venv .venv && .venv/bin/pip install -e '.[test]'")
-    return py
+def guest_python() -> Path:
+    """The Python that runs vfio-emu: it runs the test sets inside the guest (the
+    host root over 9p), so it needs the test extras (pytest, hypothesis)."""
+    missing = [m for m in ("pytest", "hypothesis") if find_spec(m) is None]
+    if missing:
+        raise HostError(f"the rig runs its test sets with this Python's pytest and hypothesis; "
+                        f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                        "not installed", where=sys.executable,
+                        valid="pip install 'vfio-emu[test]' (a checkout: pip install -e '.[test]')")
+    return Path(sys.executable)
+
+
+def guest_binds(kernel: Kernel) -> list[str]:
+    """Host paths bound back into the guest's view of the host root (its /tmp is
+    a fresh tmpfs): the installed packages, the venv, the kernel; nested ones once."""
+    paths = [_check_path(p, "rig bind")
+             for p in (PACKAGE_ROOT, Path(sys.prefix).resolve(), Path(kernel.dir))]
+    return [p for i, p in enumerate(paths) if p not in paths[:i]
+            and not any(p.startswith(o + "/") for o in paths)]
 
 
 def qemu_binary(qemu: str | None) -> str:
@@ -172,10 +187,10 @@ def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
            "RIG_SELFTESTS": kernel.selftests or "", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONUNBUFFERED": "1"}
     lines = ["#!/bin/sh", "# written by backends/rig/boot.py; runs in the guest's chroot",
-             f"cd {q(str(REPO))} || exit 125",
+             f"cd {q(str(GUEST_DIR))} || exit 125",
              "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()), "rc=0"]
     for s in sets:
-        argv = [str(venv_python()), "-m", "pytest", *GUEST_PYTEST_OPTS,
+        argv = [str(guest_python()), "-m", "pytest", *GUEST_PYTEST_OPTS,
                 "-p", "backends.rig.guest_plugin", "--rig-json", str(out / f"results-{s.name}.json"),
                 "-v", *s.files, *pytest_args]
         lines += [f"echo 'RIG: set {s.name} start'", " ".join(map(q, argv)),
@@ -186,10 +201,10 @@ def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
 
 def qemu_argv(qemu: str, kernel: Kernel, out: Path, accel: str, edu: int,
               memory: str) -> list[str]:
-    """The QEMU command line of kernel-rig.md §1 step 7, plus the run directory."""
+    """The rig's QEMU command line (docs/kernel-model.md), plus the run directory."""
     cmdline = (f"console=ttyS0 intel_iommu=on panic=-1 hugepages=128 "
                f"rig.out={_check_path(out, 'run directory')} "
-               f"rig.bind={_check_path(REPO, 'repository')},{_check_path(kernel.dir, 'kernel')}")
+               f"rig.bind={','.join(guest_binds(kernel))}")
     argv = [qemu, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
             "-m", memory, "-smp", "1", "-machine", "q35,kernel-irqchip=split",
             "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
@@ -214,6 +229,7 @@ def run(kernel: Kernel, sets: list[TestSet], *, qemu: str | None = None, accel: 
     UsageError, a host that can't run QEMU raises HostError.
     """
     check_sets(kernel.name, sets)
+    guest_python()
     if accel not in ACCELS:
         raise UsageError(f"unknown accelerator {accel!r}", where="--accel", valid=", ".join(ACCELS))
     if not 1 <= edu <= 8:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from backends.errors import UsageError
 from backends.rig import kernels
-from backends.rig.boot import ACCELS, DEFAULT_TIMEOUT, RunResult, check_sets, run
-from backends.rig.sets import SETS, get_set
+from backends.rig.boot import ACCELS, DEFAULT_TIMEOUT, RunResult, check_sets, guest_python, run
+from backends.rig.sets import GUEST_DIR, SETS, get_set
 
 
 def _progress(msg: str) -> None:
@@ -46,13 +46,14 @@ def cmd_list(args, extra) -> int:
     sets = [{"set": s.name, "files": list(s.files), "kernels": list(s.kernels), "doc": s.doc}
             for s in SETS.values()]
     if args.json:
-        json.dump({"cache": str(root), "kernels": rows, "sets": sets}, sys.stdout, indent=1)
+        json.dump({"cache": str(root), "kernels": rows, "guest_dir": str(GUEST_DIR), "sets": sets},
+                  sys.stdout, indent=1)
         print()
         return 0
     print(f"kernels (cache {root}):")
     for r in rows:
         print(f"  {r['kernel']:<17} {r['source']:<40} cached: {', '.join(r['cached']) or '-'}")
-    print("test sets:")
+    print(f"test sets (in {GUEST_DIR}):")
     for s in sets:
         files = " ".join(s["files"]) or "(no test files yet)"
         print(f"  {s['set']:<13} {files}\n  {'':<13} kernels: {', '.join(s['kernels'])}")
@@ -100,6 +101,7 @@ def cmd_run(args, extra) -> int:
     sets = [get_set(s) for s in args.set]
     kernels.spec(args.kernel)
     check_sets(args.kernel, sets)        # bad arguments before any build
+    guest_python()                       # and a Python that can run the sets
     k = _get_kernel(args.kernel, args.offline)
     echo = (lambda ln: print(ln, file=sys.stderr, flush=True)) if args.verbose else None
     r = run(k, sets, qemu=args.qemu, accel=args.accel, timeout=args.timeout, edu=args.edu,

@@ -12,7 +12,7 @@ edu's DMA mask is 28 bits, so IOVAs must be below 256 MiB.
 
 Everything goes through a ``backends.host.Host``: region offsets from
 VFIO_DEVICE_GET_REGION_INFO, then ``pread``/``pwrite`` on the device fd
-(research/kernel-rig.md §4, end).  The device fd comes from
+(QEMU hw/misc/edu.c: BAR0 registers).  The device fd comes from
 VFIO_GROUP_GET_DEVICE_FD (type1) or a cdev ``/dev/vfio/devices/vfioN`` after
 VFIO_DEVICE_BIND_IOMMUFD + VFIO_DEVICE_ATTACH_IOMMUFD_PT.
 """
@@ -167,5 +167,6 @@ class Edu:
 
 def group_device_fd(host: Host, group_fd: int, bdf: str) -> int:
     """VFIO_GROUP_GET_DEVICE_FD(bdf): the device fd, or -errno.  The fd comes back
-    as the ioctl's return value (kernel-rig.md §6.9); the caller closes it."""
+    as the ioctl's return value (drivers/vfio/group.c vfio_group_ioctl_get_device_fd());
+    the caller closes it."""
     return host.ioctl(group_fd, uapi.VFIO_GROUP_GET_DEVICE_FD, bdf.encode() + b"\0")[0]

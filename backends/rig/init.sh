@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# /init of the rig's initramfs (research/kernel-rig.md §3), generalized:
+# /init of the rig's initramfs (docs/kernel-model.md, "The kernel rig"), generalized:
 #  - insmod /lib/modules/* in the order of /modules.order (stock Debian kernels)
 #  - bind every QEMU edu device (1234:11e8) to vfio-pci
 #  - the host root (9p tag "host", read-only) becomes the chroot; a tmpfs hides

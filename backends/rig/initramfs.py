@@ -1,6 +1,6 @@
 """The rig's initramfs: static busybox + init.sh (+ modules), as a gzipped newc cpio.
 
-research/kernel-rig.md §1 step 6 and §3.  Written here rather than with cpio(1)
+docs/kernel-model.md, "The kernel rig".  Written here rather than with cpio(1)
 so /dev/console can be a device node without mknod (the kernel opens it for
 init's stdio before devtmpfs is mounted).
 """

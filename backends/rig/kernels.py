@@ -1,4 +1,4 @@
-"""Kernels for the rig: fetch, configure, patch, build, cache (research/kernel-rig.md §1–§2, §5).
+"""Kernels for the rig: fetch, configure, patch, build, cache (docs/kernel-model.md, "The kernel rig").
 
 Two kinds, one table (``KERNELS``):
 
@@ -37,7 +37,7 @@ from backends.rig.apt import Apt
 PATCH_DIR = Path(__file__).parent / "patches"
 LOG_TAIL = 40
 
-# kernel-rig.md §2: on top of ``make tinyconfig`` (x86_64); every line must stick.
+# On top of ``make tinyconfig`` (x86_64); every line must stick (_configure() verifies).
 # + CROSS_MEMORY_ATTACH: process_vm_readv/writev, behind LinuxHost.read_mem/write_mem.
 FRAGMENT = """\
 CONFIG_64BIT=y
@@ -154,8 +154,8 @@ KERNELS: dict[str, KernelSpec] = {k.name: k for k in (
                    "VFIO type1 + cdev, intel-iommu, 9p)"),
     KernelSpec("iommufd-7.2+fix", "sid", "linux-source-7.2", "7.2",
                patches=("000-iommufd-map-file-write-access.mail",), base="iommufd-7.2",
-               doc="iommufd-7.2 + seed 000 (MAP_FILE requires FMODE_WRITE, "
-                   "mapping_map_writable)"),
+               doc="iommufd-7.2 + the unmerged 'Require write access for writable MAP_FILE "
+                   "mappings' patch (FMODE_WRITE, mapping_map_writable)"),
     KernelSpec("debian-6.1", "bookworm", "linux-image-amd64", "6.1",
                doc="Debian bookworm stock kernel + modules"),
     KernelSpec("debian-6.12", "bookworm-backports", "linux-image-amd64", "6.12",
@@ -471,7 +471,7 @@ def get(name: str, *, progress: Callable[[str], None] = lambda s: None,
 
 
 def _extract_source(sp: KernelSpec, version: str, b: _Builder, dest: Path) -> None:
-    """linux-source-X.Y .deb -> .tar.xz -> tree at ``dest`` (kernel-rig.md §1 step 2)."""
+    """linux-source-X.Y .deb -> .tar.xz -> tree at ``dest``."""
     debs = b.dir / "debs"
     with b.step("download"):
         deb = Apt(cache_root(), sp.suite).download(sp.package, version, debs)
@@ -495,7 +495,7 @@ def _copy_base(base: Kernel, b: _Builder, dest: Path) -> None:
 
 
 def _configure(linux: Path, b: _Builder) -> None:
-    """tinyconfig, the fragment via scripts/config, olddefconfig, verify (kernel-rig.md §1 step 3)."""
+    """tinyconfig, the fragment via scripts/config, olddefconfig, verify."""
     build = linux / "build"
     b.run("make", "-C", linux, "O=build", "tinyconfig")
     enable = [ln[len("CONFIG_"):-2] for ln in FRAGMENT.splitlines() if ln.endswith("=y")]

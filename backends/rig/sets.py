@@ -1,41 +1,46 @@
-"""Named test sets the rig runs inside a guest: repo test files + the kernels they apply to.
+"""Named test sets the rig runs inside a guest: test files of backends/rig/guest/
+(``GUEST_DIR``, shipped in the wheel) + the kernels they apply to.
 
-A set is a pytest run of repo test files with the repo's venv python, inside the
-guest (``backends.rig.boot``).  A set with no files is reported as empty, not run.
+A set is a pytest run of those files, in GUEST_DIR, with the Python that runs
+vfio-emu, inside the guest (``backends.rig.boot``).  A set with no files is
+reported as empty, not run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from backends.errors import UsageError
 from backends.rig.kernels import KERNELS
 
 BUILT = ("iommufd-7.2", "iommufd-7.2+fix")
 STOCK = ("debian-6.1", "debian-6.12", "debian-7.2")
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
 
 
 @dataclasses.dataclass(frozen=True)
 class TestSet:
     __test__ = False                # not a pytest class
     name: str
-    files: tuple[str, ...]          # repo-relative pytest paths
+    files: tuple[str, ...]          # pytest paths relative to GUEST_DIR
     kernels: tuple[str, ...]        # kernels (kernels.KERNELS) the set applies to
     doc: str = ""
 
 
 SETS: dict[str, TestSet] = {s.name: s for s in (
-    TestSet("probe", ("tests/rig/test_probe_iommufd.py", "tests/rig/test_probe_type1.py"),
+    TestSet("probe", ("test_probe_iommufd.py", "test_probe_type1.py"),
             BUILT + STOCK,
-            "kernel-rig.md §4: iommufd 4a/4b rows, type1 4c rows, on the guest kernel"),
-    TestSet("selftests", ("tests/rig/test_selftests.py",), BUILT,
+            "the clients' probes (iommufd IOAS, lazy pinning, MAP_FILE; type1 MAP/UNMAP) "
+            "on the guest kernel"),
+    TestSet("selftests", ("test_selftests.py",), BUILT,
             "the kernel's tools/testing/selftests/iommu iommufd + iommufd_fail_nth"),
-    TestSet("edu-dma", ("tests/rig/test_edu_dma.py",), BUILT + STOCK,
+    TestSet("edu-dma", ("test_edu_dma.py",), BUILT + STOCK,
             "edu DMA round trips through the vIOMMU: type1 and iommufd cdev"),
-    TestSet("clients", ("tests/rig/test_clients_real.py",), BUILT + STOCK,
+    TestSet("clients", ("test_clients_real.py",), BUILT + STOCK,
             "the real clients (Type1Container, IommufdContainer, compat_container) on the "
             "guest kernel with edu: type1 group, iommufd cdev, VFIO compat"),
-    TestSet("differential", ("tests/rig/test_differential.py",), BUILT + STOCK,
+    TestSet("differential", ("test_differential.py",), BUILT + STOCK,
             "the same VFIO / iommufd / memfd op sequences on the guest kernel and on "
             "SimHost(its profile) with a mirrored edu, compared step by step"),
 )}

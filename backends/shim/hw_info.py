@@ -1,6 +1,6 @@
 """IOMMU_GET_HW_INFO for the simulated iommufd (QEMU 9.0+ asks it at every
 iommufd attach: iommufd_backend_get_device_info(); a failure is fatal,
-"Failed to get hardware info").  backends/simulated/iommufd.py does not model
+"Failed to get hardware info").  backends/simulated/iommufd/ does not model
 it (ENOTTY); the shim answers it as an Intel VT-d IOMMU does, the hardware the
 simulated devices sit behind (backends/simulated/iommu.py IommuHw default).
 

@@ -264,9 +264,9 @@ class PciFunction:
 
     def set_irqs(self, buf: bytes):
         """vfio_pci_ioctl_set_irqs() -> vfio_set_irqs_validate_and_prepare():
-        -EINVAL argsz, index, more than one data or action type, start+count
-        beyond the irq count (count 0 only with DATA_NONE... and TRIGGER), a
-        data part shorter than count elements.  Eventfds are kept, never
+        -EINVAL argsz, index, unknown flags, not exactly one data and one action
+        type, start or start+count beyond the irq count, a data part shorter
+        than count elements.  Eventfds are kept, never
         signalled (the simulated function raises no interrupts)."""
         if len(buf) < _IRQ_SET.size:
             return -errno.EINVAL, buf
@@ -278,8 +278,7 @@ class PciFunction:
                 bin(dtype).count("1") != 1 or bin(action).count("1") != 1:
             return -errno.EINVAL, buf
         max_irq = self.irq_count(index)
-        if (not count and not dtype & VFIO_IRQ_SET_DATA_NONE) or start >= max_irq and count or \
-                start + count > max_irq:
+        if start >= max_irq or start + count > max_irq:
             return -errno.EINVAL, buf
         size = {VFIO_IRQ_SET_DATA_NONE: 0, VFIO_IRQ_SET_DATA_BOOL: 1,
                 VFIO_IRQ_SET_DATA_EVENTFD: 4}[dtype]

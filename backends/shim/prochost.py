@@ -86,7 +86,7 @@ class ProcHost(SimHost):
         self.real_fds: list[int] = []                       # fds received from the process
         self.device_vmas: dict[tuple[int, int], VMA] = {}   # BAR mmaps, by range
         self.pci_functions: dict[int, object] = {}          # id(SimVfioDevice) -> PciFunction
-        self._kinds: dict[str, str] = {}
+        self._mounts: list[tuple[str, str]] = []           # /proc/PID/mounts, per sync
 
     def attach(self, pid: int) -> None:
         """Take QEMU's RLIMIT_MEMLOCK and CAP_IPC_LOCK (what the IOMMU drivers check)."""
@@ -110,7 +110,7 @@ class ProcHost(SimHost):
             return HUGETLBFS
         if path.startswith(("/memfd:", "/dev/zero", "/SYSV", "/dev/shm/")):
             return SHMEM
-        best = max((m for m in _mounts(self.pid) if path == m[0] or
+        best = max((m for m in self._mounts if path == m[0] or
                     path.startswith(m[0].rstrip("/") + "/")), key=lambda m: len(m[0]),
                    default=("/", "ext4"))
         return {"tmpfs": SHMEM, "hugetlbfs": HUGETLBFS}.get(best[1], EXT4)
@@ -146,6 +146,7 @@ class ProcHost(SimHost):
                 maps = parse_smaps(f.read())
         except OSError:
             return
+        self._mounts = _mounts(self.pid)
         mm = self.mm
         for v in list(mm.vmas):
             mm.unlink(v)

@@ -29,7 +29,7 @@ from .hw_info import IOMMU_GET_HW_INFO, iommufd_get_hw_info
 from .pci import DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields
 from .prochost import ProcHost
 
-OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP = range(1, 8)
+OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP = range(1, 9)
 KINDS = {1: "container", 2: "group", 3: "device", 4: "iommufd"}
 _REQ = struct.Struct("<IIiiQQQQII")
 _REP = struct.Struct("<qII")
@@ -44,7 +44,7 @@ _FD_FIELD = 12                        # struct iommu_ioas_map_file: size, flags,
 class Request:
     """One VFIO/iommufd call QEMU made and the simulated kernel's answer."""
     seq: int
-    op: str                           # open, close, ioctl, pread, pwrite, mmap, munmap
+    op: str                           # open, close, ioctl, pread, pwrite, mmap, munmap, sysfs, dma
     fd_kind: str | None
     name: str                         # path, ioctl name, region
     fields: dict = field(default_factory=dict)
@@ -191,8 +191,14 @@ class ShimServer:
                 if payload is None or length > MAX_PAYLOAD:
                     return
                 with self.lock:
-                    ret, out, newfd = self.handle(op, KINDS.get(kind), fd, a, b, c, d, payload,
-                                                  fds[0] if fds else -1)
+                    try:
+                        ret, out, newfd = self.handle(op, KINDS.get(kind), fd, a, b, c, d,
+                                                      payload, fds[0] if fds else -1)
+                    except Exception as e:      # a simulator bug: QEMU gets -EIO, the report says why
+                        self._record(op="error", fd_kind=KINDS.get(kind),
+                                     name=f"vfio-emu internal error: {type(e).__name__}: {e}",
+                                     ret=-errno.EIO)
+                        ret, out, newfd = -errno.EIO, b"", 0
                 for extra in fds[1:]:
                     os.close(extra)
                 conn.sendall(_REP.pack(ret, len(out), newfd) + out)
@@ -246,6 +252,11 @@ class ShimServer:
             ret = h.munmap(a, b)
             self._record(op="munmap", fd_kind=None, name="", fields={"addr": a, "length": b}, ret=ret)
             return ret, b"", 0
+        if op == OP_LOOKUP:                 # a redirected sysfs lookup and its outcome
+            fn, _, path = payload.split(b"\0", 1)[0].decode(errors="replace").partition(" ")
+            self._record(op="sysfs", fd_kind=None, name=path, fields={"call": fn},
+                         ret=-a if a else 0)
+            return 0, b"", 0
         return -errno.ENOSYS, b"", 0
 
     def _ioctl(self, kind, fd, request, mode, value, buf: bytes, real_fd: int):
@@ -257,7 +268,9 @@ class ShimServer:
         file = h.file_of(fd)
         arg: bytes | int = value if mode == 0 else buf
         passed = None
-        if request == uapi.IOMMU_IOAS_MAP_FILE and real_fd >= 0 and len(buf) >= _FD_FIELD + 4:
+        if request == uapi.IOMMU_IOAS_MAP_FILE and real_fd < 0 and len(buf) >= _FD_FIELD + 4:
+            arg = buf[:_FD_FIELD] + struct.pack("<i", -1) + buf[_FD_FIELD + 4:]   # not an fd: -EBADF
+        elif request == uapi.IOMMU_IOAS_MAP_FILE and real_fd >= 0 and len(buf) >= _FD_FIELD + 4:
             sim_fd = h.install_real_fd(real_fd)
             f = h.file_of(sim_fd)
             passed = {"what": "fd", "kind": f.inode.kind, "size": f.inode.i_size,
@@ -266,7 +279,7 @@ class ShimServer:
         if file is not None and isinstance(file.dev, VfioDeviceFile):
             ret, out = device_ioctl(h, file.dev, request, arg)
         elif request == IOMMU_GET_HW_INFO and kind == "iommufd" and h.profile.vfio_cdev \
-                and mode:                       # GET_HW_INFO came with VFIO cdev, in 6.6
+                and mode and file is not None:  # GET_HW_INFO came with VFIO cdev, in 6.6
             ret, out = iommufd_get_hw_info(file.dev, buf)
         else:
             ret, out = h.ioctl(fd, request, arg)

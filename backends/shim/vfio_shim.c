@@ -242,6 +242,21 @@ static char *unroot(char *r)
     return r;
 }
 
+/* Tell the server about a redirected lookup and its outcome (for the report). */
+static void note(const char *fn, const char *path, const char *used, int failed, int err)
+{
+    if (used == path)
+        return;
+    char msg[PATH_MAX + 32];
+    int n = snprintf(msg, sizeof(msg), "%s %s", fn, path);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        return;
+    struct req rq = { .op = OP_LOOKUP, .a = failed ? (uint64_t)err : 0, .len = n + 1 };
+    int saved = errno;
+    call(&rq, msg, -1, NULL, 0, NULL);
+    errno = saved;
+}
+
 static int placeholder(int flags)
 {
     REAL(open);
@@ -279,11 +294,14 @@ static int want_mode(int flags)
 
 #define OPEN_BODY(realname, ...)                                  \
     char buf[PATH_MAX];                                           \
+    const char *orig = path;                                      \
     if (vfio_path(path))                                          \
         return vfio_open(path, flags);                            \
     path = redirect(path, buf, sizeof(buf));                      \
     REAL(realname);                                               \
-    return real_##realname(__VA_ARGS__)
+    int ret_ = real_##realname(__VA_ARGS__);                      \
+    note(#realname, orig, path, ret_ < 0, errno);                 \
+    return ret_
 
 int open(const char *path, int flags, ...)
 {
@@ -319,37 +337,43 @@ int openat64(int dirfd, const char *path, int flags, ...)
 int __openat_2(int dirfd, const char *path, int flags) { OPEN_BODY(__openat_2, dirfd, path, flags); }
 int __openat64_2(int dirfd, const char *path, int flags) { OPEN_BODY(__openat64_2, dirfd, path, flags); }
 
-#define PATH_CALL(ret_t, name, params, ...)                       \
+#define PATH_CALL(ret_t, name, failed, params, ...)               \
     ret_t name params                                             \
     {                                                             \
         char buf[PATH_MAX];                                       \
+        const char *orig = path;                                  \
         path = redirect(path, buf, sizeof(buf));                  \
         REAL(name);                                               \
-        return real_##name(__VA_ARGS__);                          \
+        ret_t ret_ = real_##name(__VA_ARGS__);                    \
+        note(#name, orig, path, failed, errno);                   \
+        return ret_;                                              \
     }
 
-PATH_CALL(FILE *, fopen, (const char *path, const char *mode), path, mode)
-PATH_CALL(FILE *, fopen64, (const char *path, const char *mode), path, mode)
-PATH_CALL(DIR *, opendir, (const char *path), path)
-PATH_CALL(int, stat, (const char *path, struct stat *st), path, st)
-PATH_CALL(int, lstat, (const char *path, struct stat *st), path, st)
-PATH_CALL(int, stat64, (const char *path, struct stat64 *st), path, st)
-PATH_CALL(int, lstat64, (const char *path, struct stat64 *st), path, st)
-PATH_CALL(int, fstatat, (int dirfd, const char *path, struct stat *st, int fl), dirfd, path, st, fl)
-PATH_CALL(int, fstatat64, (int dirfd, const char *path, struct stat64 *st, int fl), dirfd, path, st, fl)
-PATH_CALL(int, statx, (int dirfd, const char *path, int fl, unsigned mask, struct statx *st),
+PATH_CALL(FILE *, fopen, !ret_, (const char *path, const char *mode), path, mode)
+PATH_CALL(FILE *, fopen64, !ret_, (const char *path, const char *mode), path, mode)
+PATH_CALL(DIR *, opendir, !ret_, (const char *path), path)
+PATH_CALL(int, stat, ret_ < 0, (const char *path, struct stat *st), path, st)
+PATH_CALL(int, lstat, ret_ < 0, (const char *path, struct stat *st), path, st)
+PATH_CALL(int, stat64, ret_ < 0, (const char *path, struct stat64 *st), path, st)
+PATH_CALL(int, lstat64, ret_ < 0, (const char *path, struct stat64 *st), path, st)
+PATH_CALL(int, fstatat, ret_ < 0, (int dirfd, const char *path, struct stat *st, int fl), dirfd, path, st, fl)
+PATH_CALL(int, fstatat64, ret_ < 0, (int dirfd, const char *path, struct stat64 *st, int fl), dirfd, path, st, fl)
+PATH_CALL(int, statx, ret_ < 0, (int dirfd, const char *path, int fl, unsigned mask, struct statx *st),
           dirfd, path, fl, mask, st)
-PATH_CALL(int, access, (const char *path, int m), path, m)
-PATH_CALL(int, faccessat, (int dirfd, const char *path, int m, int fl), dirfd, path, m, fl)
-PATH_CALL(ssize_t, readlink, (const char *path, char *b, size_t n), path, b, n)
-PATH_CALL(ssize_t, readlinkat, (int dirfd, const char *path, char *b, size_t n), dirfd, path, b, n)
+PATH_CALL(int, access, ret_ < 0, (const char *path, int m), path, m)
+PATH_CALL(int, faccessat, ret_ < 0, (int dirfd, const char *path, int m, int fl), dirfd, path, m, fl)
+PATH_CALL(ssize_t, readlink, ret_ < 0, (const char *path, char *b, size_t n), path, b, n)
+PATH_CALL(ssize_t, readlinkat, ret_ < 0, (int dirfd, const char *path, char *b, size_t n), dirfd, path, b, n)
 
 char *realpath(const char *path, char *resolved)
 {
     char buf[PATH_MAX];
+    const char *orig = path;
     path = redirect(path, buf, sizeof(buf));
     REAL(realpath);
-    return unroot(real_realpath(path, resolved));
+    char *r = unroot(real_realpath(path, resolved));
+    note("realpath", orig, path, !r, errno);
+    return r;
 }
 
 char *__realpath_chk(const char *path, char *resolved, size_t n)
@@ -401,6 +425,11 @@ int ioctl(int fd, unsigned long request, ...)
     }
     /* VFIO_GET_API_VERSION, CHECK_EXTENSION, SET_IOMMU, UNSET_CONTAINER and
      * DEVICE_RESET take no pointer: the argument is the value. */
+    int by_value = nr == 100 || nr == 101 || nr == 102 || nr == 105 || nr == 111;
+    if (!by_value && !arg) {
+        errno = EFAULT;                  /* copy_from_user() of NULL */
+        return -1;
+    }
     if (nr == 100 || nr == 101 || nr == 102 || nr == 105 || nr == 111) {
         rq.b = 0;
         rq.c = (uint64_t)arg;
@@ -444,6 +473,8 @@ int ioctl(int fd, unsigned long request, ...)
             }
         } else if (nr == 0x8f && kind == KIND_IOMMUFD && argsz >= 16) { /* IOAS_MAP_FILE */
             memcpy(&send_fd, buf + 12, 4);   /* the real memory fd, by SCM_RIGHTS */
+            if (fcntl(send_fd, F_GETFD) < 0)
+                send_fd = -1;                 /* not an open fd: the kernel's -EBADF */
         }
         rq.b = 1;
         rq.len = argsz;

@@ -4,8 +4,9 @@ The device reads and writes exactly the pages the kernel pinned for the IOVA
 (file pages for MAP_FILE, the process's pages at pin time for VA maps, BAR
 pages for a type1 PFNMAP map), with the IOMMU's permissions: a write through a
 READ-only mapping, or any access to an unmapped IOVA or with no domain,
-faults and transfers nothing, as VT-d's DMAR fault does (kernel-rig.md §4b:
-"DMAR: [DMA Write NO_PASID] ... fault reason 0x05", data unchanged).
+faults and transfers nothing, as VT-d's DMAR fault does (drivers/iommu/intel/dmar.c
+dmar_fault_do_one(); the rig's iommufd-7.2 guest logged "DMAR: [DMA Write NO_PASID]
+... fault reason 0x05" and the data stayed unchanged).
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
     vma = mm.find_vma(addr)
-    if (vma is not None and vma.file is None and npages and addr + (npages << PAGE_SHIFT) <= vma.end
+    if (mm.fast_paths and vma is not None and vma.file is None and npages and addr + (npages << PAGE_SHIFT) <= vma.end
             and vma.vm_flags & (_FAST_WRITE if write else _FAST_READ) == (VM_WRITE if write else VM_READ)):
         # One anonymous VMA holds the whole range (the common case): the loop
         # below in one step (check_vma_flags() passes, _pin_segment() is mm.private).
@@ -131,11 +131,14 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     return done, pins
 
 
-def unpin_user_pages(pins: list[Pin]) -> None:
+def unpin_user_pages(pins) -> None:
+    """unpin_user_pages() / unpin_user_page_range_dirty_lock(): drop the
+    FOLL_PIN references of ``pins``.  Every pin the IOMMU simulators took is
+    dropped here and only here; dropping one that is not held (a double
+    unpin, or a followed PFNMAP range, which holds no reference) is a
+    simulator bug and raises KeyError."""
     for pin in pins:
-        if pin not in pin.store.pins:
-            raise ValueError("unpin_user_pages(): not pinned")
-        pin.store.pins.discard(pin)
+        pin.store.pins.remove(pin)
 
 
 def pages_of(pins: list[Pin]) -> list[Page]:

@@ -1,6 +1,6 @@
 """mm/memfd.c: memfd_create(), F_ADD_SEALS / F_GET_SEALS, the mmap seal check.
 
-Errnos and order follow memfd_add_seals() (research kernel-iommu-errno.md §4);
+Errnos and order follow mm/memfd.c memfd_add_seals() and memfd_wait_for_pins();
 version differences come from the profile (backends/kernel_profiles.py).
 """
 

@@ -60,6 +60,7 @@ class MM:
     vmas: list[VMA] = field(default_factory=list)
     private: PageStore = field(default_factory=PageStore)
     starts: list[int] = field(default_factory=list)    # vmas' starts, for bisect
+    fast_paths: bool = True                            # SimHost(fast_paths=...): gup.py
 
     @property
     def anon(self) -> dict[int, Page]:

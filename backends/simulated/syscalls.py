@@ -47,11 +47,16 @@ class SimHost(SimulatedHost):
     free 2 MiB pages (None: unlimited); memfd_noexec: the vm.memfd_noexec sysctl;
     rlimit_memlock (bytes) / cap_ipc_lock: what the IOMMU drivers check when
     they account pinned pages.  VFIO devices: ``backends.simulated.vfio.install``.
+    ``fast_paths``: the MAP/UNMAP hot paths that do in one step what the
+    kernel's general path does for the common case (one VMA, one run, an
+    exact unmap; see docs/kernel-model.md); False runs the general path
+    everywhere, and tests/test_fast_paths.py checks both give the same answers.
     """
 
     def __init__(self, profile: str | KernelProfile = "7.2", *, mounts: dict | None = None,
                  hugetlb_pages: int | None = None, memfd_noexec: int = 0,
-                 rlimit_memlock: int = RLIM_INFINITY, cap_ipc_lock: bool = False):
+                 rlimit_memlock: int = RLIM_INFINITY, cap_ipc_lock: bool = False,
+                 fast_paths: bool = True):
         self._profile = get_profile(profile)
         self.kernel_release = self._profile.name + ".0-sim"
         self.mounts = dict(DEFAULT_MOUNTS if mounts is None else mounts)
@@ -59,7 +64,8 @@ class SimHost(SimulatedHost):
         self.names: dict[str, Inode] = {}
         self.fds: dict[int, File] = {}
         self.cloexec: set[int] = set()
-        self.mm = MM(self._profile)
+        self.mm = MM(self._profile, fast_paths=fast_paths)
+        self.fast_paths = fast_paths
         self.hugetlb_pages = hugetlb_pages
         self.memfd_noexec = memfd_noexec
         # RLIMIT_MEMLOCK and CAP_IPC_LOCK of the process, and the counters the
@@ -104,7 +110,7 @@ class SimHost(SimulatedHost):
 
     def luo_preserve(self, fd: int) -> int:
         """Preserve fd's file in the Live Update Orchestrator session (proposed
-        2026 LUO / memfd preservation series, not merged; research §5).  A file
+        2026 LUO / memfd preservation series, not merged; docs/kernel-model.md).  A file
         with a live-update handler (/dev/iommu: iommufd_save_hwpts(), iommufd/device.py)
         runs its checks and is not preserved when they fail.  -EBADF for a bad fd."""
         file = self.fds.get(fd)

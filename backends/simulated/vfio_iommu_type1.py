@@ -3,9 +3,9 @@
 GET_INFO, dirty tracking).  The container that binds it (/dev/vfio/vfio,
 VFIO_SET_IOMMU) is drivers/vfio/container.c: vfio_container.py.
 
-Sources (research = /work/shared/research/kernel-iommu-errno.md):
+Sources (torvalds/linux):
   * T71: vfio_iommu_type1.c blob c8151ba54de3, container.c blob 003281dbf8bc
-    (7.1 merge window; identical to Debian 7.2.13, the kernel of kernel-rig.md §4c);
+    (7.1 merge window; identical to Debian 7.2.13, the rig's iommufd-7.2 kernel);
   * 6.2-6.17 form of vfio_iommu_type1.c (vfio_change_dma_owner(), no overflow
     helpers), read for the ``type1_overflow_errno`` / ``type1_map_up_to_limit``
     profile switches (6012379ede6a, ef270ec44637, both 6.18).
@@ -55,7 +55,7 @@ import struct
 
 from backends import uapi
 from backends.host import PAGE_SHIFT, PAGE_SIZE
-from .gup import follow_pfnmap, pin_user_pages
+from .gup import follow_pfnmap, pin_user_pages, unpin_user_pages
 from .iommu import IOMMU_READ, IOMMU_WRITE, IovaTree
 from .mmap import TASK_SIZE, VM_PFNMAP
 
@@ -167,6 +167,21 @@ class vfio_dma:
                 f"prot={self.prot}, mapped={self.iommu_mapped})")
 
 
+def vfio_unpin_pages_remote(dma: vfio_dma) -> int:
+    """vfio_unpin_pages_remote() -> put_pfn() over the whole dma: every pinned
+    page unpinned (gup.unpin_user_pages()), reserved pfns (a followed PFNMAP
+    range, is_invalid_reserved_pfn()) skipped; returns the pages to uncharge."""
+    pins = dma.pins
+    if dma.state & DMA_HAS_RSVD:
+        pins = [p for p in pins if p in p.store.pins]
+    unpin_user_pages(pins)
+    dma.pins = ()
+    n = 0
+    for pin in pins:
+        n += pin.npages
+    return n
+
+
 class VfioDomain:
     """struct vfio_domain: an IOMMU paging domain shared by the groups behind
     the same ``IommuHw`` (vfio_iommu_type1_attach_group() reuses a domain with
@@ -244,7 +259,9 @@ class VfioIommu:
         self.dirty_page_tracking = False
         self.up_to_limit = self.profile.type1_map_up_to_limit
         self.overflow_errno = self.profile.type1_overflow_errno
-        self.fast_unmap = v2 and self.up_to_limit     # see vfio_iommu_type1_unmap_dma()
+        # The one-step MAP and exact-UNMAP paths (SimHost(fast_paths=False): the general ones)
+        self.fast_map = host.fast_paths
+        self.fast_unmap = v2 and self.up_to_limit and host.fast_paths
 
     # ---- the dma_list -----------------------------------------------------------
     def groups(self) -> list:
@@ -307,8 +324,7 @@ class VfioIommu:
         n, pins = pin_user_pages(mm, vaddr, npage, write, True)
         if n > 0:
             if not dma.lock_cap and self.host.locked_vm + charged + n > limit:
-                for pin in pins:
-                    pin.store.pins.discard(pin)
+                unpin_user_pages(pins)
                 return -errno.ENOMEM, None
             return n, pins
         vma = mm.find_vma(vaddr)
@@ -362,11 +378,7 @@ class VfioIommu:
         dma.state = state & ~DMA_IOMMU_MAPPED
         if dma.last == U64_MAX and not self.up_to_limit:
             return
-        locked = dma.locked_vm
-        for pin in dma.pins:
-            pin.store.pins.discard(pin)          # unpin_user_page_range_dirty_lock()
-        self.host.locked_vm -= locked
-        dma.pins = ()
+        self.host.locked_vm -= vfio_unpin_pages_remote(dma)
 
     def vfio_remove_dma(self, dma: vfio_dma) -> None:
         """vfio_remove_dma(): unmap + unpin + uncharge, unlink, dma_avail++."""
@@ -427,7 +439,7 @@ class VfioIommu:
             return -errno.EINVAL
         host = self.host
         dma = vfio_dma(iova, last, vaddr, prot | DMA_LOCK_CAP if host.cap_ipc_lock else prot)
-        if self.up_to_limit:
+        if self.up_to_limit and self.fast_map:
             if self.dma_list.insert_free(dma) is not None:      # vfio_find_dma() + link
                 return -errno.EEXIST
         elif self.vfio_find_dma(iova, size) is not None:
@@ -442,20 +454,23 @@ class VfioIommu:
             return -errno.EINVAL
         self.dma_avail -= 1
         if self.domains:                 # else (mdev only): nothing pinned at MAP
-            # vfio_pin_map_dma(), fast path: one GUP run covers the mapping
-            npage = size >> PAGE_SHIFT
-            n, pins = pin_user_pages(self.mm, vaddr, npage, prot & IOMMU_WRITE, True)
-            if n == npage and (dma.state & DMA_LOCK_CAP or
-                               host.locked_vm + n <= host.rlimit_memlock >> PAGE_SHIFT):
-                host.locked_vm += n
-                dma.pins = tuple(pins)
-                dma.state |= DMA_IOMMU_MAPPED
+            ret = 0
+            if self.fast_map:
+                # vfio_pin_map_dma() when one GUP run covers the mapping (else: undone, general path)
+                npage = size >> PAGE_SHIFT
+                n, pins = pin_user_pages(self.mm, vaddr, npage, prot & IOMMU_WRITE, True)
+                if n == npage and (dma.state & DMA_LOCK_CAP or
+                                   host.locked_vm + n <= host.rlimit_memlock >> PAGE_SHIFT):
+                    host.locked_vm += n
+                    dma.pins = tuple(pins)
+                    dma.state |= DMA_IOMMU_MAPPED
+                else:
+                    unpin_user_pages(pins)
+                    ret = self.vfio_pin_map_dma(dma, size)
             else:
-                for pin in pins:
-                    pin.store.pins.discard(pin)
                 ret = self.vfio_pin_map_dma(dma, size)
-                if ret:
-                    return ret
+            if ret:
+                return ret
         if self.dirty_page_tracking and size >> (_ffs(self.pgsize_bitmap) & 63) > DIRTY_BITMAP_PAGES_MAX:
             self.vfio_remove_dma(dma)    # vfio_dma_bitmap_alloc(): -EINVAL
             return -errno.EINVAL
@@ -498,10 +513,7 @@ class VfioIommu:
                 if dma is not None:
                     state = dma.state
                     if state & DMA_IOMMU_MAPPED:         # vfio_unmap_unpin()
-                        locked = dma.locked_vm if state & DMA_HAS_RSVD else size >> PAGE_SHIFT
-                        for pin in dma.pins:
-                            pin.store.pins.discard(pin)
-                        self.host.locked_vm -= locked
+                        self.host.locked_vm -= vfio_unpin_pages_remote(dma)
                     if state & DMA_VADDR_INVALID:
                         self.vaddr_invalid_count -= 1
                     self.dma_avail += 1

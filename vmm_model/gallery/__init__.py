@@ -7,22 +7,25 @@ from __future__ import annotations
 from importlib import resources
 
 from backends.errors import UsageError
-from vmm_model.scenario import Scenario, loads_toml
+from vmm_model.scenario import Scenario, loads_scenario
+
+_SUFFIXES = (".toml", ".xml")     # .xml: libvirt domains (vmm_model/libvirt.py)
 
 
 def names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files(__name__).iterdir()
+                  if p.name.endswith(_SUFFIXES))
 
 
-def load(name: str) -> Scenario:
+def load(name: str, libvirt: str | None = None) -> Scenario:
     """A gallery scenario by name, or by its number prefix (e.g. ``s06``)."""
     matches = [n for n in names() if n == name or n.split("-")[0] == name]
     if len(matches) != 1:
         raise UsageError(f"no scenario file or gallery scenario {name!r}", where="vfio-emu plan",
                          valid="a .toml path or one of: " + ", ".join(names()))
-    res = resources.files(__name__) / f"{matches[0]}.toml"
-    return loads_toml(res.read_text(), f"gallery/{matches[0]}.toml", matches[0])
+    res = next(r for r in (resources.files(__name__) / f"{matches[0]}{x}" for x in _SUFFIXES)
+               if r.is_file())
+    return loads_scenario(res.read_text(), f"gallery/{res.name}", matches[0], libvirt)
 
 
 def load_all() -> list[Scenario]:

@@ -1,13 +1,18 @@
 """``vfio-emu inspect``: the plan for a live QEMU.
 
-    vfio-emu inspect --qmp SOCKET [--backend type1|iommufd|all] [--json] [--save FILE]
+    vfio-emu inspect --qmp SOCKET [--backend type1|iommufd|all] [--qemu V[,V..]]
+                     [--kernel K] [--json] [--write-scenario FILE]
     vfio-emu inspect --hmp-stdio [--backend ...] -- [QEMU-BINARY] QEMU-ARGS...
 
 ``--qmp`` connects to a running QEMU (``-qmp unix:SOCKET,server=on,wait=off``);
 ``--hmp-stdio`` starts QEMU paused with ``-monitor stdio`` and reads the same
-facts over HMP, then ends it.  The plan has the same columns as ``plan``;
-``--save FILE`` writes the live VM as a scenario file that ``vfio-emu plan
-FILE`` reads back.  Wired into vmm_model/cli.py by ``register(subparsers)``.
+facts over HMP, then ends it.  The plan has the same columns as ``plan``, for
+the live QEMU's version or those ``--qemu`` names, answered by the simulated
+kernel ``--kernel`` (as ``plan``).  The observed table shows what the live QEMU
+and /proc report; every fd and host address in the plan is the model's and is
+labelled "simulated".  ``--write-scenario FILE`` (``--save``) writes the
+reconstructed configuration as a scenario file that ``plan`` and
+``migrate-check`` take.  Wired into vmm_model/cli.py by ``register(subparsers)``.
 """
 
 from __future__ import annotations
@@ -80,14 +85,26 @@ def _observed_table(vm: LiveVM) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+# What the plan shows that comes from the model, not the live process
+SIMULATED = ("fd", "user_va", "vaddr", "host address")
+SIMULATED_NOTE = ("simulated: every fd number and host address in the plan below (fd, "
+                  "user_va=, vaddr=) is the model's, not the live QEMU's; the table above "
+                  "shows the live ones")
+
+
 def cmd_inspect(args, qemu_argv) -> int:
+    from vmm_model.cli import kernel_arg
+    from vmm_model.qemu_versions import parse_qemu_list
+    kernel = kernel_arg(args.kernel)
+    qemus = parse_qemu_list(args.qemu) if args.qemu else None
     backends = args.backend or "all"
     blist = (backend_names(in_all=True) if backends == "all"      # checked before QEMU
              else [get_backend(backends, also=("all",)).name])       # is touched
     vm = read_live(args, qemu_argv)
     sc = vm.scenario
-    qemu = get_qemu(sc.qemu, where="live QEMU version")
-    plans = [make_plan(sc, qemu, b) for b in blist]
+    if qemus is None:
+        qemus = [get_qemu(sc.qemu, where="live QEMU version")]
+    plans = [make_plan(sc, q, b, None, kernel) for b in blist for q in qemus]
     diffs = compare_with_model(vm) if vm.proc else []
     if args.save:
         try:
@@ -100,19 +117,20 @@ def cmd_inspect(args, qemu_argv) -> int:
         doc = document(plans, with_others)
         doc["live"] = {"qemu_version": vm.version, "package": vm.package, "pid": vm.pid,
                        "proc": vm.proc, "ramblocks": [b.to_json() for b in vm.ramblocks],
-                       "model_differences": diffs, "notes": vm.notes}
+                       "model_differences": diffs, "notes": vm.notes,
+                       "simulated": list(SIMULATED)}
         json.dump(doc, sys.stdout, indent=1)
         print()
     else:
         print(f"live QEMU {vm.version} ({vm.package}), pid {vm.pid or '?'}: modelled as "
-              f"QEMU {qemu.name}\n")
+              f"QEMU {', '.join(q.name for q in qemus)}\n")
         print(_observed_table(vm))
         if vm.proc:
             print("\nmodel vs /proc: " + ("agree (fd present, shared, size, fd_offset)"
                                           if not diffs else "; ".join(diffs)))
         for n in vm.notes:
             print(f"note: {n}")
-        print()
+        print(f"\n{SIMULATED_NOTE}\n")
         print("\n\n".join(render_plan(p, with_others) for p in plans))
         if args.save:
             print(f"\nscenario saved to {args.save}")
@@ -126,9 +144,17 @@ def register(subparsers):
     p.add_argument("--qmp", metavar="SOCKET", help="QMP unix socket of a running QEMU")
     p.add_argument("--hmp-stdio", action="store_true",
                    help="start QEMU (arguments after --) with -monitor stdio and read it")
-    p.add_argument("--backend", help="type1, iommufd or all (default all)")
+    p.add_argument("--backend", help=f"{', '.join(backend_names())} or all (default all: "
+                   f"{', '.join(backend_names(in_all=True))})")
     p.add_argument("--json", action="store_true", help="versioned JSON, plus a 'live' key")
-    p.add_argument("--save", metavar="FILE", help="write the live VM as a scenario file")
+    p.add_argument("--write-scenario", "--save", dest="save", metavar="FILE",
+                   help="write the reconstructed configuration as a scenario file (TOML) "
+                        "that plan and migrate-check take")
+    p.add_argument("--qemu", help="QEMU version(s) to plan with (default: the live one's)")
+    from vmm_model.plan import DEFAULT_KERNEL
+    p.add_argument("--kernel", default=DEFAULT_KERNEL,
+                   help=f"simulated kernel profile that answers the ioctls (default "
+                        f"{DEFAULT_KERNEL}; 'host'; 'none' = plan only)")
     p.add_argument("--no-compare", action="store_true",
                    help="skip the other-QEMU-versions column")
     from vmm_model.cli import seconds

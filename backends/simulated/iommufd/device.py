@@ -4,8 +4,8 @@ plus the proposed live-update preserve ioctl (liveupdate.c in later revisions).
 A ``HwptPaging`` is an IOMMU domain of one ``IommuHw`` (iommu.py) filled from
 its IOAS; it is the ``Translation`` (iommu.py) an attached device's DMA goes
 through (``SimVfioDevice.domain``).  Devices come from vfio.py's hooks (cdev
-BIND/ATTACH, or the group path through vfio_compat).  Research
-kernel-iommu-errno.md §2.4, §5; T71 device.c / hw_pagetable.c.
+BIND/ATTACH, or the group path through vfio_compat).  Read from torvalds/linux
+at the 7.1 merge window ("T71"): device.c, hw_pagetable.c.
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def iommufd_hwpt_alloc(ictx, cmd, buf, size):
 
 # ---- live update v1 (NOT merged) ------------------------------------------------
 # "[PATCH 00/14] iommu: Add live update state preservation" (S. Khawaja, 2026-02-03,
-# 20260203220948.2176157-1-skhawaja@google.com; research §5).  Patch 10/14's ioctl
+# 20260203220948.2176157-1-skhawaja@google.com; docs/kernel-model.md).  Patch 10/14's ioctl
 # only marks an HWPT; patch 11/14's iommufd_save_hwpts() checks the marked HWPTs
 # when the iommufd fd itself is preserved in the LUO session (its .preserve).
 

@@ -6,8 +6,8 @@ each other, so a short list), the user's allowed ranges, the attached domains
 (HWPTs) and ``iova_alignment`` (1 with no domain; the largest domain minimum
 page size; PAGE_SIZE with HUGE_PAGES=0).  Each function keeps its kernel name
 and returns 0 / -errno (or (rc, value)); the docstrings name the errno rules
-(research kernel-iommu-errno.md §2; T71 io_pagetable.c blob 24d4917105d9, the
-6.2-6.17 form at 037dd1308c6d).
+(torvalds/linux: T71 = the 7.1 merge window, io_pagetable.c blob 24d4917105d9;
+the 6.2-6.17 form at 037dd1308c6d).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class IoPagetable:
     """struct io_pagetable (iopt_init_table(): alignment 1, no domains)."""
 
     __slots__ = ("area_itree", "reserved", "allowed", "domains", "iova_alignment",
-                 "disable_large_pages", "lu_immutable", "host", "profile")
+                 "disable_large_pages", "lu_immutable", "host", "profile", "fast_paths")
 
     def __init__(self, host):
         self.area_itree = IovaTree()
@@ -72,6 +72,7 @@ class IoPagetable:
         self.lu_immutable = False
         self.host = host
         self.profile = host.profile
+        self.fast_paths = host.fast_paths          # iopt_map_user_pages(), iommufd_ioas_unmap()
 
     def iova_to_page(self, iova: int):
         """The Translation protocol (iommu.py) of a domain of this IOAS."""
@@ -314,7 +315,7 @@ def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: i
                       bool(iommu_prot & IOMMU_WRITE), mode)
     align = iopt.iova_alignment - 1
     last = iova + length - 1
-    if flags or iopt.lu_immutable or last > ULONG_MAX \
+    if flags or iopt.lu_immutable or last > ULONG_MAX or not iopt.fast_paths \
             or (align and (length & align or iova & align or start_byte & align)) \
             or (iopt.reserved and iopt_reserved_iter_first(iopt, iova, last) is not None):
         return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)

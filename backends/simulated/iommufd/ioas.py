@@ -4,9 +4,9 @@ Each handler is ``handler(ictx, cmd, buf, size) -> (ret, out)``: ``cmd`` is the
 command copied in by ``copy_struct_from_user()`` (exactly sizeof bytes),
 ``buf`` the user's buffer, ``size`` its ``size`` field; ``out`` is the user's
 buffer after the call (``iommufd_ucmd_respond()`` writes back min(size, sizeof)
-bytes, and only on success unless noted).  Errnos follow research
-kernel-iommu-errno.md §2.1-§2.4 (T71 ioas.c blob fed06c2b728e; the 6.13-6.18
-MAP_FILE form from 051ae5aa73d7).
+bytes, and only on success unless noted).  Errnos follow torvalds/linux ioas.c
+(T71 = the 7.1 merge window, blob fed06c2b728e; the 6.13-6.18 MAP_FILE form
+from 051ae5aa73d7).
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def iommufd_ioas_unmap(ictx, cmd, buf, size):
         # Fast path: exactly one area is [iova, iova + length - 1] (what the general
         # iopt_unmap_iova_range() walk would remove, and all it would remove).
         area = None
-        if length and not iopt.lu_immutable and iova + length <= U64_MAX:
+        if length and iopt.fast_paths and not iopt.lu_immutable and iova + length <= U64_MAX:
             area = iopt.area_itree.remove_exact(iova, iova + length - 1)
         if area is not None:
             if iopt.domains:

@@ -15,8 +15,7 @@ and the hooks vfio.py calls (docstring of vfio.py): ``compat_group_attach(group)
 The modules keep the kernel's file names: ``ioas`` (ioas.c), ``io_pagetable``,
 ``pages``, ``device`` (device.c + hw_pagetable.c), ``vfio_compat``.
 
-Framing (``iommufd_fops_ioctl()``, the same since 6.2; research
-kernel-iommu-errno.md §1.4): _IOC_NR below 0x80 or past the op table
+Framing (main.c ``iommufd_fops_ioctl()``, the same since 6.2): _IOC_NR below 0x80 or past the op table
 (profile.iommufd_last_cmd_nr) -> the VFIO compat layer (ENOTTY when unknown);
 then get_user(size) (-EFAULT: an int argument or fewer than 4 bytes) -> -ENOTTY
 the number is not the registered command (also for a command the profile's

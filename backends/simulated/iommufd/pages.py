@@ -11,13 +11,14 @@ covers an index is unfilled.  Pins are ``fs.Pin`` ranges from gup.py
 (``pin_user_pages()`` / ``memfd_pin_folios()``), so a device DMA reads and
 writes the very pages the process and the page cache see.
 
-Kernel names and errnos (research kernel-iommu-errno.md §2.1, §2.3, §5; T71 =
-the 7.1 tree, pages.c blob 9bdb2945afe1):
+Kernel names and errnos (T71 = torvalds/linux at the 7.1 merge window, pages.c
+blob 9bdb2945afe1):
 
 * ``iopt_alloc_pages()``       EINVAL length 0 or > SIZE_MAX - PAGE_SIZE (6.2+)
 * ``iopt_alloc_user_pages()``  EOVERFLOW uptr + length wraps (``check_add_overflow``);
   inlined in io_pagetable.iopt_map_user_pages() (the MAP hot path)
-* ``iopt_alloc_file_pages()``  seed 000 fix: EPERM no FMODE_WRITE / mapping_map_writable()
+* ``iopt_alloc_file_pages()``  with the unmerged "Require write access for writable MAP_FILE
+  mappings" patch: EPERM no FMODE_WRITE / mapping_map_writable()
   (profile.map_file_requires_fmode_write); live update v1 caches the seals
 * ``iopt_alloc_dmabuf_pages()`` EINVAL past the dma-buf size; EOPNOTSUPP not a VFIO
   exporter (``sym_vfio_pci_dma_buf_iommufd_map()``); ENODEV revoked (6.19+)
@@ -34,7 +35,7 @@ import errno
 from backends.host import PAGE_SHIFT, PAGE_SIZE
 from ..fs import FMODE_WRITE, Held, Pin
 from ..iommu import IOMMU_READ, IOMMU_WRITE
-from ..gup import memfd_pin_folios, pin_user_pages
+from ..gup import memfd_pin_folios, pin_user_pages, unpin_user_pages
 from ..memfd import memfd_get_seals
 from ..mmap import VM_IO, VM_PFNMAP
 
@@ -65,8 +66,8 @@ class IoptPages:
 
 class IoptFilePages(IoptPages):
     """IOPT_ADDRESS_FILE: ``source`` is the struct file (a reference is held),
-    ``start`` the page-aligned file offset; ``mapping_writable`` is the seed 000
-    i_mmap_writable count, ``seals`` what live update v1 caches at map time."""
+    ``start`` the page-aligned file offset; ``mapping_writable`` is the
+    i_mmap_writable count the write-access patch takes, ``seals`` what live update v1 caches at map time."""
 
     __slots__ = ("mapping_writable", "seals")
     type = IOPT_ADDRESS_FILE
@@ -98,8 +99,8 @@ def iopt_alloc_pages(cls, source, start_byte: int, length: int, writable: bool, 
 
 
 def iopt_alloc_file_pages(host, file, start_byte: int, start: int, length: int, writable: bool):
-    """iopt_alloc_file_pages() (6.13+).  With the seed 000 fix
-    (profile.map_file_requires_fmode_write, posted 2026-06-07, not in Debian 7.2.13):
+    """iopt_alloc_file_pages() (6.13+).  With the write-access patch
+    (profile.map_file_requires_fmode_write, posted 2026-06-07, not merged):
     a writable mapping needs FMODE_WRITE (-EPERM) and mapping_map_writable()
     (-EPERM on an F_SEAL_WRITE file), held until iopt_release_pages().  No file-type
     check here: a regular file only fails at pin time.  Live update v1 caches
@@ -148,7 +149,7 @@ def iopt_alloc_dmabuf_pages(host, file, start_byte: int, start: int, length: int
 
 
 def iopt_put_pages(pages, host) -> None:
-    """iopt_put_pages() -> iopt_release_pages(): the seed 000 fix drops the
+    """iopt_put_pages() -> iopt_release_pages(): the write-access patch drops the
     i_mmap_writable count here, so F_ADD_SEALS(F_SEAL_WRITE) works again."""
     pages.users -= 1
     if pages.users:
@@ -245,11 +246,6 @@ def do_update_pinned(pages, npages: int, inc: bool, host) -> int:
     return 0
 
 
-def _unpin(pins) -> None:
-    for pin in pins:
-        pin.store.pins.discard(pin)
-
-
 def _pin_range(pages, lo: int, hi: int, host) -> int | list:
     """pfn_reader_user_pin() for indexes [lo, hi]: GUP (FOLL_LONGTERM, FOLL_WRITE
     if writable) on the source mm, or memfd_pin_folios() on the file; then
@@ -265,7 +261,7 @@ def _pin_range(pages, lo: int, hi: int, host) -> int | list:
         while done < n:
             rc, got = pin_user_pages(mm, addr + (done << PAGE_SHIFT), n - done, pages.writable, True)
             if rc <= 0:
-                _unpin(pins)
+                unpin_user_pages(pins)
                 if rc == _EFAULT:
                     vma = mm.find_vma(addr + (done << PAGE_SHIFT))
                     if vma is not None and vma.vm_flags & (VM_IO | VM_PFNMAP):
@@ -280,7 +276,7 @@ def _pin_range(pages, lo: int, hi: int, host) -> int | list:
             return rc
     rc = do_update_pinned(pages, n, True, host)
     if rc:
-        _unpin(pins)
+        unpin_user_pages(pins)
         return rc
     segs, s = [], lo
     for pin in pins:
@@ -323,7 +319,7 @@ def iopt_area_fill_domain(area, host) -> int:
         return 0
     lo, hi = area_index(area)
     if das is None:
-        if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm:
+        if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm and host.fast_paths:
             # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned().
             n = hi - lo + 1
             rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable, True)
@@ -331,12 +327,12 @@ def iopt_area_fill_domain(area, host) -> int:
                 pin = got[0]
                 rc = do_update_pinned(pages, n, True, host)
                 if rc:
-                    pin.store.pins.discard(pin)
+                    unpin_user_pages(got)
                     return rc
                 pages.domain_areas = area
                 pages.pins = pin
                 return 0
-            _unpin(got)
+            unpin_user_pages(got)
         segs = _pin_range(pages, lo, hi, host)
         if type(segs) is int:
             return segs
@@ -358,10 +354,9 @@ def iopt_area_fill_domain(area, host) -> int:
 
 
 def _release_segments(pages, segs, host) -> None:
-    n = 0
-    for _, pin in segs:
-        pin.store.pins.discard(pin)
-        n += pin.npages
+    pins = [pin for _, pin in segs]
+    unpin_user_pages(pins)
+    n = sum(pin.npages for pin in pins)
     if n:
         do_update_pinned(pages, n, False, host)
 
@@ -374,8 +369,8 @@ def iopt_area_unfill_domain(area, host) -> None:
     if das is area:
         pin = pages.pins
         if pin is not None:
-            if type(pin) is Pin:                     # fast path: one pin, inline uncharge
-                pin.store.pins.discard(pin)
+            if type(pin) is Pin and host.fast_paths:   # one pin, do_update_pinned() inline
+                unpin_user_pages((pin,))
                 n = pin.npages
                 mode = pages.account_mode
                 if mode == IOPT_PAGES_ACCOUNT_USER:
@@ -384,7 +379,7 @@ def iopt_area_unfill_domain(area, host) -> None:
                     host.locked_vm -= n
                 host.pinned_vm -= n
             else:
-                _release_segments(pages, pin, host)
+                _release_segments(pages, _segments(pages), host)
             pages.pins = None
         pages.domain_areas = None
         return
@@ -410,7 +405,7 @@ def iopt_area_unfill_domain(area, host) -> None:
             cur = b + 1
         if cur <= e:
             keep.append((cur, _slice_pin(pin, cur - s, e - cur + 1)))
-        pin.store.pins.discard(pin)
+        unpin_user_pages((pin,))
     pages.domain_areas = None if not areas else areas[0] if len(areas) == 1 else areas
     _store_segments(pages, keep)
     if n:

@@ -4,8 +4,8 @@
 beyond the iommufd op table (ENOTTY for anything else), always on the
 context's compat IOAS (ENODEV without one).  IOMMU_VFIO_IOAS picks that IOAS;
 a VFIO group attached to the iommufd creates it
-(``iommufd_vfio_compat_ioas_create()``).  Research kernel-iommu-errno.md §2.1,
-§2.2, §2.5 (compat columns); T71 vfio_compat.c blob acb48cdd3b00.
+(``iommufd_vfio_compat_ioas_create()``).  Read from torvalds/linux at the 7.1
+merge window ("T71": vfio_compat.c blob acb48cdd3b00).
 
 The user's buffer is the argument bytes: reading or writing past its end is
 -EFAULT (copy_from_user()/copy_to_user() on unmapped memory).
@@ -82,7 +82,7 @@ def iommufd_vfio_ioas(ictx, cmd, buf, size):
 def iommufd_vfio_map_dma(ictx, buf: bytes):
     """iommufd_vfio_map_dma(): -EFAULT short buffer -> -EINVAL argsz < 32 or a
     flag other than READ|WRITE (VADDR included) -> -ENODEV -> iopt_map_user_pages()
-    at the fixed iova, no READ/WRITE check here (research §8 item 5): a prot-less
+    at the fixed iova, no READ/WRITE check here (unlike type1's vfio_dma_do_map()): a prot-less
     area is made, and with a domain the IOMMU driver's map refuses it with
     -EINVAL (pages.iopt_area_fill_domain(); rig run iommufd-7.2 2026-11-23).
     Nothing is written back."""

@@ -2,7 +2,7 @@
 
 These tests drive /dev/iommu, /dev/vfio and the edu device of a kernel booted
 by ``vfio-emu rig run`` (backends/rig/boot.py sets RIG_GUEST=1 and friends).
-On the host they are not collected (pyproject norecursedirs) or skipped:
+On the host they are not collected (pyproject testpaths) or skipped:
 tests/test_rig.py is the host side that boots the guests.
 
 Environment from the rig: RIG_KERNEL (name), RIG_RELEASE, RIG_FEATURES
@@ -16,7 +16,8 @@ import os
 
 import pytest
 
-from rigutil import Raw, need
+from backends.rig.guest.hosts import linux_hosts, real  # noqa: F401  (fixtures)
+from backends.rig.guest.rigutil import Raw, need
 
 from backends import uapi
 from backends.host import O_RDWR
@@ -25,8 +26,8 @@ IN_GUEST = os.environ.get("RIG_GUEST") == "1"
 
 
 def pytest_collection_modifyitems(config, items):
-    """pyproject's norecursedirs keeps tests/rig out of host runs; a file named on
-    the host's command line is collected anyway: skip it."""
+    """The host's test run never collects this package (testpaths = tests); a file
+    named on the host's command line is collected anyway: skip it."""
     if IN_GUEST:
         return
     here = os.path.dirname(os.path.abspath(__file__))
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def raw(real):
-    """Raw ioctls on a LinuxHost; tests/conftest.py's ``real`` checks nothing leaks."""
+    """Raw ioctls on a LinuxHost; ``real`` (hosts.py) checks nothing leaks."""
     return Raw(real)
 
 

@@ -129,7 +129,7 @@ class Raw:
         return ret, out["size"]
 
 
-# ---- the simulated kernel that mirrors the guest (tests/rig/test_differential.py) ----
+# ---- the simulated kernel that mirrors the guest (test_differential.py) ----
 
 def sim_profile(kernel: str | None = None, release: str | None = None,
                 features: set[str] | None = None):

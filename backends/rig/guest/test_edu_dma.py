@@ -13,7 +13,7 @@ import os
 import time
 
 import pytest
-from rigutil import need
+from backends.rig.guest.rigutil import need
 
 from backends import uapi
 from backends.errors import UsageError

@@ -7,7 +7,7 @@ cdev bound and attached; the VFIO compat mode (the group's container is a
 /dev/iommu fd: vfio_group_ioctl_set_container() takes an iommufd file whenever
 CONFIG_IOMMUFD is on, also when IOMMUFD_VFIO_CONTAINER is off, kernel-rig.md §2).
 Kernels without iommufd (Debian's stock configs) refuse /dev/iommu with ENOENT.
-The ``real`` fixture (tests/conftest.py) checks that no fd or mapping leaks.
+The ``real`` fixture (hosts.py) checks that no fd or mapping leaks.
 Expected values: research kernel-rig.md §4 and kernel-iommu-errno.md §2.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from rigutil import U64_MAX, has, need, reserved_regions
+from backends.rig.guest.rigutil import U64_MAX, has, need, reserved_regions
 
 from backends import uapi
 from backends.host import F_ADD_SEALS, F_SEAL_WRITE, O_RDONLY, PROT_READ

@@ -15,7 +15,7 @@ import errno
 import os
 
 import pytest
-from rigutil import U64_MAX, has
+from backends.rig.guest.rigutil import U64_MAX, has
 
 from backends import uapi
 from backends.host import (F_ADD_SEALS, F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, O_RDONLY, O_RDWR,

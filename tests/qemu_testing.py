@@ -1,8 +1,8 @@
-"""Test helpers: the memory configurations tested against real QEMU binaries,
-pytest fixtures that always end QEMU and remove its directory, and the
-transcript recorder for fixtures/qmp/.
+"""Test helpers (not shipped): the memory configurations tested against real
+QEMU binaries, a context manager that always ends QEMU and removes its
+directory, and the transcript recorder for fixtures/qmp/.
 
-    python -m vmm_model.qemu.testing record fixtures/qmp    # needs both QEMUs
+    python tests/qemu_testing.py record fixtures/qmp    # needs both QEMUs
 """
 
 from __future__ import annotations
@@ -108,13 +108,6 @@ def record(outdir: str) -> list[str]:
     return written
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "record":
-        sys.exit("usage: python -m vmm_model.qemu.testing record OUTDIR")
-    for p in record(sys.argv[2]):
-        print(p)
-
-
 def children() -> list[int]:
     """Live (non-zombie) child pids of this process, from /proc: tests check that
     no QEMU is left behind."""
@@ -130,3 +123,10 @@ def children() -> list[int]:
             if fields[1] == me and fields[0] != "Z":
                 out.append(int(pid))
     return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "record":
+        sys.exit("usage: python tests/qemu_testing.py record OUTDIR")
+    for p in record(sys.argv[2]):
+        print(p)

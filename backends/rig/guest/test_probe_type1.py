@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 
-from rigutil import need
+from backends.rig.guest.rigutil import need
 
 from backends import uapi
 from backends.host import O_RDWR

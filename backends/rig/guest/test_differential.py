@@ -1,7 +1,7 @@
 """Differential tests on the rig: the same VFIO / iommufd operation sequences on
 the guest kernel (LinuxHost) and on the simulated kernel that mirrors it
 (SimHost(sim_profile()) + a SimVfioDevice shaped like the guest's edu,
-tests/rig/rigutil.py) give the same results step by step: return value or
+rigutil.py) give the same results step by step: return value or
 errno, the output fields (IOVAs the kernel picked, ranges, lengths unmapped,
 object ids) and the bytes read back from memory, files and the device.
 
@@ -29,7 +29,8 @@ import errno
 import random
 
 import pytest
-from rigutil import FEATURES, U64_MAX, reserved_regions, sim_devices, sim_profile
+from backends.rig.guest.rigutil import (FEATURES, U64_MAX, reserved_regions, sim_devices,
+                                        sim_profile)
 
 from backends import uapi
 from backends.host import (F_ADD_SEALS, F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, FALLOC_FL_KEEP_SIZE,
@@ -41,7 +42,7 @@ from backends.rig.edu import EDU_BUFFER_SIZE, Edu, edu_devices, iommu_group
 from backends.simulated import SimHost
 from backends.simulated.dma import dma_read, dma_write
 from backends.simulated.vfio import install
-from steps import rle, result
+from backends.rig.guest.steps import rle, result
 
 P = PAGE_SIZE
 ARENA = 0x2000_0000_0000          # far from Python's mappings, the same on both hosts

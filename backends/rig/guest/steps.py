@@ -1,5 +1,5 @@
-"""What the differential tests (tests/test_host_differential.py, tests/rig/test_differential.py)
-compare per step: return values with errno names for refusals, and bytes run-length encoded."""
+"""What the differential tests (tests/test_host_differential.py and the rig's
+test_differential.py) compare per step: return values with errno names for refusals, and bytes run-length encoded."""
 
 from __future__ import annotations
 

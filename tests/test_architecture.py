@@ -1,0 +1,83 @@
+"""docs/architecture.md is true of the code: every module it names exists, and
+the import rules it states hold (read from the source with ast, module by module)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "architecture.md"
+
+#: backends/ -> vmm_model/ imports that exist today, with why; nothing else may.
+UPWARD = {
+    ("backends/shim/pci.py", "vmm_model.scenario"):
+        "parse_size() of the --shape file; belongs with a neutral size parser",
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports (absolute; relative ones resolved), at any depth."""
+    pkg = path.relative_to(REPO).with_suffix("").parts[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = list(pkg[:len(pkg) - node.level + 1]) if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def _modules(top: str) -> list[Path]:
+    return sorted((REPO / top).rglob("*.py"))
+
+
+def _named_paths() -> set[str]:
+    """The paths in the doc's module tables, whole (``backends/simulated/iommufd/``
+    rows name their files relative to the table's directory)."""
+    names, where = set(), None
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"(?:QEMU's side|The kernel's side|The simulated kernel), `([^`]+)`", line)
+        if m:
+            where = m[1]
+        elif line.startswith("| `") and where:
+            first, second = line.split("|")[1:3]
+            for n in re.findall(r"`([^`]+)`", first):
+                names.add(where + n)
+                if n.endswith("/"):       # a package row lists its files
+                    names |= {where + n + f for f in re.findall(r"`([^`/]+\.py)`", second)}
+    return names
+
+
+def test_every_module_the_page_names_exists():
+    names = _named_paths()
+    assert len(names) > 45, sorted(names)
+    missing = [n for n in names if not (REPO / n).exists()]
+    assert not missing
+
+
+def test_backends_do_not_import_vmm_model():
+    found = {(str(p.relative_to(REPO)), m.split(".", 2)[0] + "." + m.split(".")[1])
+             for p in _modules("backends") for m in _imports(p)
+             if m.startswith("vmm_model.")}
+    assert found == set(UPWARD)
+
+
+@pytest.mark.parametrize("module", ["backends/host.py", "backends/kernel_profiles.py",
+                                    "backends/uapi.py", "backends/errors.py"])
+def test_the_seam_and_profiles_do_not_import_the_simulated_kernel(module):
+    assert not [m for m in _imports(REPO / module) if m.startswith("backends.simulated")]
+
+
+def test_the_simulated_kernel_sees_only_bytes():
+    """backends/simulated/ imports neither the clients nor QEMU's side."""
+    clients = ("backends.type1", "backends.iommufd", "backends.base", "backends.probe",
+               "vmm_model")
+    found = [(str(p.relative_to(REPO)), m) for p in _modules("backends/simulated")
+             for m in _imports(p) if m.startswith(clients)]
+    assert not found
