@@ -258,8 +258,17 @@ def _plan_parts(plan: Plan, with_others: bool):
     hazards = [{"event": index[id(ev)], "code": code, "text": text}
                for ev, code, text in plan.hazards]
     events = events_text(plan.events, others)
+    names: dict[int, str] = {}             # the RAMBlock name's JSON, once per region
+
+    def name(ev):
+        mr = ev.section.mr
+        try:
+            return names[id(mr)]
+        except KeyError:
+            n = names[id(mr)] = json.dumps(_block(ev)[0])
+            return n
     live = ('{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
-        ev.iova, ev.size, "true" if ev.readonly else "false", json.dumps(_block(ev)[0]))
+        ev.iova, ev.size, "true" if ev.readonly else "false", name(ev))
         for ev in (live_mappings(plan.container) if plan.container else ()))
     return (plan_head(plan), events, live, hazards,
             {**summary(plan), "check": check_reasons(plan)})
