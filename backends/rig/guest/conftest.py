@@ -68,7 +68,7 @@ def ioas(raw, iommufd):
 @pytest.fixture
 def attached(raw, iommufd, ioas, edu_bdf):
     """(cdev fd, devid, hwpt id): edu bound to the iommufd and attached to ``ioas``
-    (a real VT-d domain: pinning is eager from here on, kernel-rig.md §4b)."""
+    (a real VT-d domain: pinning is eager from here on)."""
     from backends.rig.edu import vfio_cdev
     cdev = raw.host.open(vfio_cdev(edu_bdf), O_RDWR)
     assert cdev >= 0, cdev
@@ -78,7 +78,7 @@ def attached(raw, iommufd, ioas, edu_bdf):
 
 @pytest.fixture
 def type1(raw, edu_bdf):
-    """(container fd, group fd) of edu's group with VFIO_TYPE1v2_IOMMU set (§4c)."""
+    """(container fd, group fd) of edu's group with VFIO_TYPE1v2_IOMMU set."""
     need("type1", "/dev/vfio/vfio")
     from backends.rig.edu import iommu_group
     container = raw.host.open("/dev/vfio/vfio", O_RDWR)

@@ -135,7 +135,7 @@ def sim_profile(kernel: str | None = None, release: str | None = None,
                 features: set[str] | None = None):
     """The SimHost profile of the guest kernel: the nearest mainline profile at or
     below its release (profiles.host_profile: 7.2.13 -> "7.2", 6.1.0-50-amd64 ->
-    "6.1", 6.12.95+deb12 -> "6.12"), "+fix" for a kernel with seed 000's patch
+    "6.1", 6.12.95+deb12 -> "6.12"), "+fix" for a kernel with the write-access patch
     (iommufd-7.2+fix -> "7.2+fix"), and without /dev/iommu and the VFIO cdev when
     the guest's config lacks them (Debian's stock kernels: RIG_FEATURES has no
     ``iommufd``)."""

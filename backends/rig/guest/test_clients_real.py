@@ -5,10 +5,10 @@ through their public API on a LinuxHost, with the edu device (issue 7).
 type1 on edu's group (/dev/vfio/vfio + /dev/vfio/N); iommufd native with edu's
 cdev bound and attached; the VFIO compat mode (the group's container is a
 /dev/iommu fd: vfio_group_ioctl_set_container() takes an iommufd file whenever
-CONFIG_IOMMUFD is on, also when IOMMUFD_VFIO_CONTAINER is off, kernel-rig.md §2).
+CONFIG_IOMMUFD is on, also when IOMMUFD_VFIO_CONTAINER is off: the rig's built kernels).
 Kernels without iommufd (Debian's stock configs) refuse /dev/iommu with ENOENT.
 The ``real`` fixture (hosts.py) checks that no fd or mapping leaks.
-Expected values: research kernel-rig.md §4 and kernel-iommu-errno.md §2.
+Expected values: what Debian 7.2.13 answered; the kernel functions are named per test.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def unmapped(r) -> int:
 
 
 def check_vtd_ranges(ranges) -> None:
-    """kernel-rig.md §4b: the domain's aperture (39- or 48-bit) minus the MSI window."""
+    """The domain's aperture (QEMU intel-iommu aw-bits 39 or 48) minus the MSI window
+    (intel_iommu_get_resv_regions())."""
     assert ranges[0] == (0, MSI[0] - 1) and ranges[1][0] == MSI[1] + 1 and len(ranges) == 2
     assert ranges[1][1] + 1 in (1 << 39, 1 << 48)
 
@@ -146,7 +147,7 @@ def test_type1_get_device_fd_of_an_unknown_name(t1):
 def test_type1_v1_unmap_rules(real, raw, group):
     """VFIO_TYPE1_IOMMU (v1): unmapping the middle of a mapping unmaps nothing and
     succeeds; a range that covers a mapping's start removes it whole
-    (vfio_dma_do_unmap(), kernel-iommu-errno.md §2.2)."""
+    (drivers/vfio/vfio_iommu_type1.c vfio_dma_do_unmap())."""
     need("type1", "/dev/vfio/vfio")
     with Type1Container(real, group, iommu_type=uapi.VFIO_TYPE1_IOMMU) as c:
         assert c.iommu_type == uapi.VFIO_TYPE1_IOMMU and c.pgsizes == PGSIZES
@@ -183,7 +184,7 @@ def test_iommufd_attach_edu(ifd, edu_bdf):
 
 
 def test_iommufd_lazy_then_eager_pinning(raw, ifd, edu_bdf):
-    """kernel-rig.md §4a/§4b: with no domain a bad VA maps (nothing is pinned);
+    """iommufd pins lazily: with no domain a bad VA maps (nothing is pinned);
     attaching then fails EFAULT and nothing is attached; once attached, a bad VA
     is EFAULT at MAP, with QEMU's "PCI BAR?" warning."""
     gone = raw.anon(0x2000)
@@ -265,7 +266,7 @@ def test_iommufd_dma_round_trip(raw, ifd, edu_bdf):
 
 @pytest.mark.parametrize("how", ["rdonly-fd", "write-sealed"])
 def test_iommufd_writable_map_file_of_a_read_only_file(raw, ifd, how):
-    """seed 000: a writable MAP_FILE needs FMODE_WRITE and mapping_map_writable()
+    """With the write-access patch a writable MAP_FILE needs FMODE_WRITE and mapping_map_writable()
     (EPERM) on the +fix kernel; the unpatched 7.2.13 maps it.  readonly=True maps
     on both."""
     fd = raw.memfd(PAGE)

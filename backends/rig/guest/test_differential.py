@@ -19,7 +19,7 @@ below 256 MiB (edu's 28-bit DMA mask).
 A mismatch fails with a table of the differing steps (real | sim).  Besides the
 hand-written SEQUENCES, ``test_random`` runs seeded random sequences of the same
 ops (``random_ops(kind, seed)``, the seed in the test id) for type1 and iommufd.
-Research: kernel-rig.md §4, kernel-iommu-errno.md §2 and §4.
+The simulator's side cites the kernel functions (docs/kernel-model.md).
 """
 
 from __future__ import annotations
@@ -771,7 +771,7 @@ SEQUENCES = [
         ("open", "j", "iommu"), ("open", "h", "group"), ("anon", "v", 1), ("fill", "v", 0, 8, 0x3C),
         ("map_dma", "c", "v", 0, A, P), ("map_dma", "j", "v", 0, A, P), ("anon", "w", 1),
         ("map_dma", "c", "w", 0, B, P), ("dma_in", "d", A, 8), ("dma_out", "d", B, 8), ("read", "w", 0, 9)]),
-    # ---- memfd seals vs mmap (the mm side of seed 000/003) ----
+    # ---- memfd seals vs mmap (mm/memfd.c, mm/mmap.c; the write-access patch's mm side) ----
     ("mm_seals_vs_mmaps", set(), [
         ("memfd", "m", 2 * P, 0x13), ("seal", "m", SW), ("mmap", "a", "m", 1, R, True),
         ("mmap", "b", "m", 1, RW, True), ("mmap", "c", "m", 1, RW, False), ("fill", "c", 0, 4, 1),

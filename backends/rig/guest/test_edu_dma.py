@@ -1,9 +1,9 @@
-"""edu DMA through the emulated VT-d (backends/rig/edu.py, research/kernel-rig.md §4):
+"""edu DMA through the emulated VT-d (backends/rig/edu.py, docs/kernel-model.md):
 round trips with type1 (group device fd) and iommufd (cdev + IOAS, also a
 MAP_FILE memfd), the bounce-page buffer helpers, writes to a read-only or
-unmapped IOVA, which fault (DMAR) and change nothing, and seeds 002 (COW
-divergence) and 004 (an mmap of BAR0) with real pages.  Seed 000's device
-write into a read-only file is in test_probe_iommufd.py (§4b)."""
+unmapped IOVA, which fault (DMAR) and change nothing, COW divergence of a
+private mapping and an mmap of BAR0 with real pages.  The device write into a
+read-only file (MAP_FILE without the write-access patch) is in test_probe_iommufd.py."""
 
 from __future__ import annotations
 

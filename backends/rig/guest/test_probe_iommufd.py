@@ -1,9 +1,9 @@
-"""research/kernel-rig.md §4a/§4b as tests on the guest kernel: iommufd with an
+"""The iommufd probes as tests on the guest kernel: iommufd with an
 empty IOAS (lazy pinning) and with edu attached through its cdev (a real VT-d
 domain, eager pinning).  Skipped whole on kernels without IOMMUFD.
 
-Expected answers are those seen on Debian 7.2.13-1; a kernel with seed 000's
-patch (feature ``map_file_requires_fmode_write``, drivers/iommu/iommufd/pages.c
+Expected answers are those seen on Debian 7.2.13-1; a kernel with the write-access
+patch (docs/kernel-model.md) (feature ``map_file_requires_fmode_write``, drivers/iommu/iommufd/pages.c
 iopt_alloc_file_pages()) refuses writable MAP_FILE without FMODE_WRITE or on
 a write-sealed file with EPERM, and holds mapping_map_writable() so a later
 F_SEAL_WRITE gets EBUSY.
@@ -224,7 +224,7 @@ def _file_the_device_should_not_write(raw, how: str) -> tuple[int, int]:
 
 
 # F_SEAL_FUTURE_WRITE is checked at mmap time (seal_check_write()), not by
-# mapping_map_writable(): seed 000's patch does not refuse it, and the device
+# mapping_map_writable(): the write-access patch does not refuse it, and the device
 # still writes the sealed file (7.2.13 with and without the patch).
 @pytest.mark.parametrize("how,patch_refuses", [("rdonly-fd", True), ("write-sealed", True),
                                                ("future-write-sealed", False)])

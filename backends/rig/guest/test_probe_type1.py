@@ -1,4 +1,4 @@
-"""research/kernel-rig.md §4c as tests on the guest kernel: VFIO type1 on edu's
+"""The type1 probes as tests on the guest kernel: VFIO type1 on edu's
 group (/dev/vfio/vfio + /dev/vfio/N)."""
 
 from __future__ import annotations

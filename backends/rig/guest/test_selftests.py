@@ -4,7 +4,7 @@ iommufd_fail_nth), built from the same tree as the guest kernel
 
 Each binary runs once, at collection (it is the test); its TAP output
 (``ok N fixture.variant.test``, ``# SKIP``, ``not ok``) becomes the tests.
-kernel-rig.md §5: iommufd 241 pass / 5 skip in 17 s, iommufd_fail_nth 8/8 in 3 s.
+On iommufd-7.2: iommufd 241 pass / 5 skip in 17 s, iommufd_fail_nth 8/8 in 3 s.
 """
 
 from __future__ import annotations
