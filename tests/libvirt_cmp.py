@@ -10,7 +10,7 @@ from vmm_model.qemu.cmdline import option_props
 
 _DEVICES = ("pc-dimm", "nvdimm", "virtio-mem-pci", "virtio-pmem-pci", "vfio-pci",
             "vfio-pci-nohotplug")
-_MACHINE_KEYS = ("memory-backend", "mem-merge")
+_MACHINE_KEYS = ("memory-backend", "mem-merge", "smm")
 
 
 def memory_vfio_args(argv: list[str]) -> list[str]:

@@ -264,6 +264,7 @@ class Domain:
     title: str = ""
     scenario: dict = field(default_factory=dict)    # <metadata><vfio-emu:scenario .../>
     firmware: str | None = None
+    smm: str | None = None              # <features><smm state=>: on | off
     not_modelled: list[str] = field(default_factory=list)
 
 
@@ -316,6 +317,14 @@ def parse_domain(text: str, source: str) -> Domain:
         d.firmware = osel.attrs.get("firmware")
         if osel.find("loader") is not None and not d.firmware:
             d.firmware = osel.find("loader").attrs.get("type", "rom")
+    smm = root.path("features", "smm")
+    if smm is not None:
+        d.smm = smm.attrs.get("state", "on")
+    if d.firmware == "efi" and d.smm is None:
+        # qemuFirmwareEnableFeatures(): the firmware libvirt picks for <os
+        # firmware='efi'> from Debian's ovmf descriptors (OVMF_CODE_4M.ms.fd) has
+        # "requires-smm", which turns SMM on when the domain does not say
+        d.smm = "on"
     mb = root.find("memoryBacking")
     if mb is not None:
         hp = mb.find("hugepages")
@@ -646,6 +655,8 @@ def domain_argv(d: Domain, v: LibvirtVersion, cfg: Config | None = None) -> list
     cfg = cfg or Config()
     argv: list[str] = []
     machine = d.machine
+    if d.smm is not None:
+        machine += f",smm={d.smm}"      # qemuBuildMachineCommandLine()
     if d.nosharepages:
         machine += ",mem-merge=off"     # qemuAppendDomainMemoryMachineParams()
     if not d.cells:

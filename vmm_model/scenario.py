@@ -22,9 +22,7 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,23 +345,9 @@ MAX_SCENARIO_BYTES = 16 << 20     # foreign input is read bounded
 
 
 def load_toml(path: str | Path) -> Scenario:
+    from vmm_model.qemu.cmdline import read_text
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise UsageError("cannot read scenario: not a regular file", where=str(path))
-            data = f.read(MAX_SCENARIO_BYTES + 1)
-        if len(data) > MAX_SCENARIO_BYTES:
-            raise UsageError(f"scenario file larger than {MAX_SCENARIO_BYTES >> 20} MiB",
-                             where=str(path))
-        text = data.decode("utf-8")
-    except OSError as e:
-        raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
-    except UnicodeDecodeError as e:
-        line = e.object[:e.start].count(b"\n") + 1
-        raise UsageError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}",
-                         where=f"{path}:{line}", valid="a UTF-8 TOML file") from None
-    return loads_toml(text, str(path), path.stem)
+    return loads_toml(read_text(path, MAX_SCENARIO_BYTES), str(path), path.stem)
 
 
 def loads_toml(text: str, source: str, name: str) -> Scenario:

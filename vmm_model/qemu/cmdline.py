@@ -114,8 +114,14 @@ def readconfig_to_args(text: str, source: str) -> list[str]:
 
 
 def read_text(path: Path, limit: int = 16 << 20) -> str:
+    """A scenario file's text: a regular file, at most ``limit`` bytes, UTF-8
+    (foreign input is read bounded; errors name the file and line)."""
+    import os
+    import stat
     try:
         with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError("cannot read scenario: not a regular file", where=str(path))
             data = f.read(limit + 1)
     except OSError as e:
         raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
@@ -124,7 +130,9 @@ def read_text(path: Path, limit: int = 16 << 20) -> str:
     try:
         return data.decode()
     except UnicodeDecodeError as e:
-        raise UsageError(f"not UTF-8 text (byte {e.start})", where=str(path)) from None
+        line = data[:e.start].count(b"\n") + 1
+        raise UsageError(f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}",
+                         where=f"{path}:{line}", valid="UTF-8 text") from None
 
 
 def loads_command_line(text: str, source: str, name: str) -> Scenario:
@@ -214,13 +222,16 @@ def from_qemu_args(argv: list[str], name: str = "command-line",
     def arg_value(opt):
         nonlocal i
         if i + 1 >= len(argv):
-            raise UsageError(f"option {opt} needs an argument", where=f"{source}: argument {i + 1}")
+            raise UsageError(f"option {opt} needs an argument", where=f"argument {i + 1}"
+                             if source == "QEMU command line" else f"{source}: argument {i + 1}")
         i += 1
         return argv[i]
 
     while i < len(argv):
         opt = argv[i]
-        where = f"{source}: argument {i + 1} ({opt})"
+        where = f"argument {i + 1} ({opt})"
+        if source != "QEMU command line":
+            where = f"{source}: {where}"
         norm = "-" + opt.lstrip("-") if opt.startswith("-") else opt
         if norm == "-m":
             props = option_props(arg_value(opt), where, "size")
@@ -316,6 +327,6 @@ def _device(sc, props, where, notes):
     elif driver in names.DEVICES:
         notes.append(f"-device {driver}" + (f" ({props['id']})" if "id" in props else ""))
     else:
-        raise UsageError(f"invalid device driver {driver!r}"
+        raise UsageError(f"{driver!r} is not a valid device model name"   # qdev_get_device_class()
                          f"{_suggest(str(driver), names.DEVICES)}",
                          where=where, field="driver")
