@@ -292,6 +292,8 @@ def _machine(sc, props, where, notes):
         sc.machine_version = version
     modelled = _modelled(MACHINE_PROPS, props, known, "-machine", where, notes)
     sc.machine.update(_parse_props(MACHINE_PROPS, modelled, where, "-machine"))
+    if sc.machine.get("smm") in ("on", "auto"):
+        del sc.machine["smm"]       # the default (TCG); only smm=off changes the memory map
 
 
 def _object(sc, props, where, notes):
