@@ -175,7 +175,7 @@ def test_split_command_line_forms():
 @pytest.mark.parametrize("args,message", [
     (["-mem-pth", "/dev/hugepages"], "invalid option '-mem-pth' (did you mean '-mem-path'?)"),
     (["-m", "1G", "-device", "vfio-pcii,host=0000:3b:00.0"],
-     "argument 3 (-device): driver: invalid device driver 'vfio-pcii' "
+     "argument 3 (-device): driver: 'vfio-pcii' is not a valid device model name "
      "(did you mean 'vfio-pci'?)"),
     (["-m", "1G", "-device", '{"driver":"vfio-pci","hots":"0000:3b:00.0"}'],
      "hots: vfio-pci has no property 'hots' (did you mean 'host'?)"),
