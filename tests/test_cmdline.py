@@ -172,33 +172,28 @@ def test_split_command_line_forms():
     assert split_command_line("-object '{\"a\": 1}'") == ["-object", '{"a": 1}']
 
 
-@pytest.mark.parametrize("args,message,where", [
-    (["-mem-pth", "/dev/hugepages"], "invalid option '-mem-pth' (did you mean '-mem-path'?)",
-     "argument 1 (-mem-pth)"),
+@pytest.mark.parametrize("args,message", [
+    (["-mem-pth", "/dev/hugepages"], "invalid option '-mem-pth' (did you mean '-mem-path'?)"),
     (["-m", "1G", "-device", "vfio-pcii,host=0000:3b:00.0"],
-     "invalid device driver 'vfio-pcii' (did you mean 'vfio-pci'?)", "argument 3 (-device)"),
+     "argument 3 (-device): driver: 'vfio-pcii' is not a valid device model name "
+     "(did you mean 'vfio-pci'?)"),
     (["-m", "1G", "-device", '{"driver":"vfio-pci","hots":"0000:3b:00.0"}'],
-     "vfio-pci has no property 'hots' (did you mean 'host'?)", "argument 3 (-device)"),
+     "hots: vfio-pci has no property 'hots' (did you mean 'host'?)"),
     (["-m", "1G", "-object", "memory-backend-file,id=m,size=1G,mem-pth=/x"],
-     "memory-backend-file has no property 'mem-pth' (did you mean 'mem-path'?)",
-     "argument 3 (-object)"),
+     "mem-pth: memory-backend-file has no property 'mem-pth' (did you mean 'mem-path'?)"),
     (["-object", "memory-backend-memdf,id=m,size=1G"],
-     "invalid object type 'memory-backend-memdf' (did you mean 'memory-backend-memfd'?)",
-     "argument 1 (-object)"),
+     "invalid object type 'memory-backend-memdf' (did you mean 'memory-backend-memfd'?)"),
     (["-machine", "q35,memory-backnd=m"],
-     "-machine has no property 'memory-backnd' (did you mean 'memory-backend'?)",
-     "argument 1 (-machine)"),
-    (["-machine", "pc-q36-7.2"], "unsupported machine type 'pc-q36-7.2'",
-     "argument 1 (-machine)"),
-    (["-m", "size=1G,slot=2"], "-m has no property 'slot' (did you mean 'slots'?)",
-     "argument 1 (-m)"),
-    (["-m", "1G", "-device", '{"driver":"vfio-pci",'], "malformed JSON",
-     "argument 3 (-device)"),
+     "memory-backnd: -machine has no property 'memory-backnd' (did you mean "
+     "'memory-backend'?)"),
+    (["-machine", "pc-q36-7.2"], "unsupported machine type 'pc-q36-7.2'"),
+    (["-m", "size=1G,slot=2"], "slot: -m has no property 'slot' (did you mean 'slots'?)"),
+    (["-m", "1G", "-device", '{"driver":"vfio-pci",'], "malformed JSON"),
 ])
-def test_misspellings_name_the_nearest_valid_name(capsys, args, message, where):
+def test_misspellings_name_the_nearest_valid_name(capsys, args, message):
     rc, out, err = run(capsys, "plan", "--kernel", "none", "--", *args)
     assert rc == 2 and out == "" and err.count("\n") == 1, err
-    assert err.startswith("vfio-emu: error: ") and message in err and f"({where})" in err, err
+    assert err.startswith("vfio-emu: error: QEMU command line: argument ") and message in err
 
 
 def test_every_qemu_option_is_known_and_arity_is_right():
@@ -251,13 +246,13 @@ def test_kind_by_content():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["-device", '{"driver":["vfio-pci"]}'], "driver must be a string"),
-    (["-object", '{"qom-type":5}'], "qom-type must be a string"),
+    (["-device", '{"driver":["vfio-pci"]}'], "driver: driver must be a string"),
+    (["-object", '{"qom-type":5}'], "qom-type: qom-type must be a string"),
     (["-object", "[1,2]"], "invalid object type '[1'"),
     (["-object", '{"qom-type":"memory-backend-ram","id":"m","size":{"a":1}}'],
      "size: bad value {'a': 1} for memory-backend-ram"),
     (["-numa", '{"type":"node","memdev":"nope"}', "-m", "1G"],
-     "no memory backend with id 'nope'"),
+     "numa: memdev: no memory backend with id 'nope'"),
     (["-machine", '{"type":"q35","memory-backend":7}'], "memory-backend: bad value 7"),
     (["-object"], "option -object needs an argument"),
 ])

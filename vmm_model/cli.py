@@ -2,8 +2,8 @@
 
 Exit status: 0 ok; 1 ``--check`` found something, or a QEMU version rejects the
 command line (``plan``; each reason is printed);
-2 bad input or an environment problem (one line ``vfio-emu: error: <what is
-wrong> (<where>)``, with what would be valid; no traceback); 3 an internal
+2 bad input or an environment problem (one line ``vfio-emu: error: <where>:
+<what is wrong> (valid: <what would be>)``; no traceback); 3 an internal
 error (a bug: ``--debug`` shows the traceback); 130 interrupted (Ctrl-C);
 141 standard output was closed early (as a process killed by SIGPIPE).
 JSON on standard output is a complete document or nothing.
@@ -268,8 +268,7 @@ def cmd_plan(args, qemu_argv) -> int:
             else:                         # once the first plan stands (errors leave no text)
                 text = render_inputs([sc for sc, _, _ in jobs])
                 if text:
-                    out.write("\n".join(report.clip(ln, width) for ln in text.splitlines())
-                              + "\n\n")
+                    out.write(text + "\n\n")
             if n == 0 and kernel is None:
                 out.write(f"kernel column: '{report.NOT_RUN}' = the request is exact but no "
                           "kernel answered it (--kernel none)\n\n")
@@ -515,19 +514,9 @@ def register_profiles(sub):
 # --- the error boundary ----------------------------------------------------------------
 
 def error_line(e: BaseException) -> str:
-    """``vfio-emu: error: <what is wrong> (<where>); valid: <what would be>`` on one line."""
-    from backends.errors import VfioEmuError
-    if isinstance(e, VfioEmuError):
-        text = e.message
-        if e.field and e.field not in text:
-            text = f"{e.field}: {text}"
-        if e.where:
-            text += f" ({e.where})"
-        if e.valid:
-            text += f"; valid: {e.valid}"
-    else:
-        text = str(e)
-    text = " ".join(text.split())
+    """``vfio-emu: error: <where>: <field>: <what is wrong> (valid: <what would be>)``
+    on one line (VfioEmuError's own format, shared by every subcommand)."""
+    text = " ".join(str(e).split())
     while text.startswith("vfio-emu: "):        # a message that carries the prefix itself
         text = text.removeprefix("vfio-emu: ").removeprefix("error: ")
     return f"vfio-emu: error: {text}"
