@@ -21,7 +21,6 @@ from vmm_model import iommu_backends
 from vmm_model.cli import main
 from vmm_model.container_legacy import Legacy
 from vmm_model.iommu_backends import IOMMUBackend, backend_names, get_backend, register
-from vmm_model.qemu_versions import DEFAULT_QEMU
 
 pytest_plugins = ["pytester"]
 
@@ -132,7 +131,7 @@ def test_made_up_backend_plans_through_the_pytest_fixture(pytester):
     r = pytester.runpytest("-p", "no:cacheprovider", "--vfio-backend", "type1v1",
                            "--vfio-kernel", "7.2")
     r.assert_outcomes(passed=1)
-    r.stdout.fnmatch_lines([f"vfio-emu: qemu={DEFAULT_QEMU} backend=type1v1 kernel=7.2"])
+    r.stdout.fnmatch_lines(["vfio-emu: qemu=* backend=type1v1 kernel=7.2"])
     assert "type1v1" not in backend_names()
 
 
