@@ -25,6 +25,8 @@ BAD = {
         "--json": [(None, "--json")], "--jsonl": [(None, "--jsonl")],
         "--check": [(None, "--check")], "--no-compare": [(None, "--no-compare")],
         "--wide": [(None, "--wide")], "--all": [(None, "--all")],
+        "--libvirt": [("nope", "--libvirt"), ("", "--libvirt"), ("9.0", "--libvirt")],
+        "--host-iommu": [("nope", "--host-iommu")],
     },
     "compare": {
         "--backends": [("nope", "--backends"), (",", "--backends"), ("", "--backends"),
@@ -34,12 +36,14 @@ BAD = {
         "--qemu": [("nope", "--qemu"), (",", "--qemu"), ("", "--qemu")],
         "--policy": [("nope", "--policy"), ("", "--policy"), (":", "--policy")],
         "--json": [(None, "--json")],
+        "--libvirt": [("nope", "--libvirt"), ("", "--libvirt")],
+        "--host-iommu": [("nope", "--host-iommu")],
     },
     "gallery": {"--json": [(None, "--json")], "--wide": [(None, "--wide")]},
     "versions": {"--json": [(None, "--json")]},
     "profiles": {"--kernel": [("nope", "--kernel"), ("", "--kernel"), (",", "--kernel"),
                               ("none", "--kernel")],
-                 "--json": [(None, "--json")]},
+                 "--json": [(None, "--json")], "--host-iommus": [(None, "--host-iommus")]},
     "inspect": {
         "--qmp": [("/nonexistent/q.sock", "/nonexistent/q.sock"), ("", "--qmp"),
                   ("/proc/self/status", "/proc/self/status"), ("/", "/")],
@@ -50,12 +54,18 @@ BAD = {
         "--save": [("/nonexistent/dir/x.toml", "/nonexistent/q.sock")],
         "--hmp-stdio": [(None, "--hmp-stdio")], "--json": [(None, "--json")],
         "--no-compare": [(None, "--no-compare")],
+        "--qemu": [("nope", "--qemu"), ("", "--qemu")],
+        "--kernel": [("nope", "--kernel"), ("", "--kernel")],
+        "--write-scenario": [("/nonexistent/dir/x.toml", "/nonexistent/q.sock")],
     },
+    "libvirt-argv": {"--libvirt": [("nope", "--libvirt"), ("", "--libvirt"), ("8.0", "'8.0'")],
+                     "--json": [(None, "--json")]},
     "probe": {"--require": [("nope", "nope"), (",", "--require")],
               "--json": [(None, "--json")]},
 }
 # inspect needs a socket: its other options are checked against a missing one
 PREFIX = {"plan": ["plan", "s02"], "compare": ["compare", "s17"],
+          "libvirt-argv": ["libvirt-argv", "fixtures/libvirt/vm-plain.xml"],
           "inspect": ["inspect", "--qmp", "/nonexistent/q.sock"]}
 
 
