@@ -137,6 +137,9 @@ class SimulatedHost(Host):
     @abc.abstractmethod
     def dmabuf_export(self, size: int) -> int:
         """A dma-buf fd of ``size`` bytes (what VFIO_DEVICE_FEATURE_DMA_BUF returns)."""
+    @abc.abstractmethod
+    def listdir(self, path: str) -> list[str] | None:
+        """The names in directory ``path`` (the seam has no getdents), None if absent."""
 
 
 # --------------------------------------------------------------------------

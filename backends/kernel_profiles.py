@@ -66,8 +66,9 @@ SOURCES: dict[str, str] = {
     "f_seal_exec": "6.3, 'mm/memfd: add F_SEAL_EXEC' + MFD_NOEXEC_SEAL/MFD_EXEC (mm/memfd.c); before: "
                    "F_ADD_SEALS(F_SEAL_EXEC) and memfd_create(MFD_EXEC|MFD_NOEXEC_SEAL) -> EINVAL",
     "i_mmap_writable_counts_maywrite_only":
-        "6.7, 'mm: drop the assumption that VM_SHARED always implies writable' (mm/mmap.c "
-        "vma_is_shared_maywrite()): i_mmap_writable counts VM_SHARED|VM_MAYWRITE VMAs; before, "
+        "6.7, 'mm: drop the assumption that VM_SHARED always implies writable' "
+        "(include/linux/mm.h vma_is_shared_maywrite(), used by mm/mmap.c): i_mmap_writable "
+        "counts VM_SHARED|VM_MAYWRITE VMAs; before, "
         "every VM_SHARED VMA. "
         "In 6.1.y via the 2025-07 stable backport (Isaac Manjarres): F_SEAL_WRITE succeeds "
         "with a MAP_SHARED PROT_READ mapping of an F_SEAL_FUTURE_WRITE memfd on Debian 6.1.176, "

@@ -30,7 +30,7 @@ import sys
 from backends import uapi
 from backends.base import errno_name, strerror
 from backends.errors import UsageError, VfioEmuError
-from backends.host import MFD_CLOEXEC, O_CLOEXEC, O_RDONLY, LinuxHost
+from backends.host import MFD_CLOEXEC, O_CLOEXEC, O_RDONLY, LinuxHost, SimulatedHost
 from backends.iommufd import IommufdContainer
 from backends.type1 import (IOMMUFD_PATH, OPEN_FLAGS, VFIO_CDEV_DIR, VFIO_CONTAINER_PATH,
                             SetupError, describe, node_hint)
@@ -70,20 +70,13 @@ def read_file(host, path: str, limit: int = 1 << 24) -> bytes | None:
 
 def listdir(host, path: str) -> list[str] | None:
     """Names in directory ``path``, or None if it is not there.  (The Host seam has
-    no getdents: LinuxHost lists the real directory, SimHost its node table.)"""
-    if hasattr(host, "listdir"):
+    no getdents: LinuxHost lists the real directory, a SimulatedHost its node table.)"""
+    if isinstance(host, SimulatedHost):
         return host.listdir(path)
-    if isinstance(host, LinuxHost):
-        try:
-            return sorted(os.listdir(path))
-        except OSError:
-            return None
-    prefix = path.rstrip("/") + "/"
-    known = list(getattr(host, "names", {})) + list(getattr(host, "dirs", ()))
-    names = {p[len(prefix):].split("/")[0] for p in known if p.startswith(prefix)}
-    if not names and path.rstrip("/") not in getattr(host, "dirs", ()):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
         return None
-    return sorted(n for n in names if n)
 
 
 def exists(host, path: str) -> bool:

@@ -14,8 +14,8 @@ DOC = REPO / "docs" / "architecture.md"
 
 #: backends/ -> vmm_model/ imports that exist today, with why; nothing else may.
 UPWARD = {
-    ("backends/shim/pci.py", "vmm_model.scenario"):
-        "parse_size() of the --shape file; belongs with a neutral size parser",
+    ("backends/rig/cli.py", "vmm_model.cli"):
+        "seconds(), the --timeout type the vfio-emu command line shares with its subcommands",
 }
 
 

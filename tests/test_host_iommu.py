@@ -42,6 +42,12 @@ def test_registry_values_from_the_drivers():
     }
     assert DEFAULT_HOST_IOMMU == "vtd-48" and get_host_iommu() is HOST_IOMMUS["vtd-48"][0]
     assert SimVfioDevice().hw is HOST_IOMMUS["qemu-vtd"][0]       # the rig's, for kernel tests
+    amd = get_host_iommu("amd-vi")
+    assert amd.explain(0xFC00000000, 8 * GIB) == \
+        "IOVA 0xfd00000000 is in the host IOMMU's reserved HyperTransport range (amd-vi)"
+    assert amd.explain(0xFEF00000, P) is None
+    assert get_host_iommu("vtd-39").explain(0, 1 << 40) == \
+        "IOVA 0x8000000000 is beyond the host IOMMU's 39-bit aperture (vtd-39)"
 
 
 def _host(name: str, profile: str = "7.2"):

@@ -11,7 +11,7 @@ import pytest
 
 from vmm_model.plan import make_plan
 from vmm_model.qemu import find_qemu
-from vmm_model.qemu.testing import scratch_dir
+from qemu_testing import scratch_dir
 from vmm_model.qemu_versions import get_qemu
 from vmm_model.scenario import from_qemu_args
 

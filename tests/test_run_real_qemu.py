@@ -87,8 +87,11 @@ def test_qemu72_type1_info_caps_per_kernel(kernel, argsz):
     assert first.ret == 0 and first.out["argsz"] == argsz
 
 
-def test_qemu10_iommufd_realizes():
-    res = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+@pytest.mark.parametrize("kernel", ["6.6", "7.2"])
+def test_qemu10_iommufd_realizes(kernel):
+    """From 6.6 (VFIO cdev, IOMMU_HWPT_ALLOC, IOMMU_GET_HW_INFO) QEMU 10.0's
+    iommufd backend realizes; the requests are the same on 6.6 and 7.2."""
+    res = run(qemu("10.0"), BASE + IOMMUFD, kernel=kernel)
     assert (res.reached, res.status, res.stderr) == ("realize", 0, "")
     assert names(res)[:9] == ["/dev/vfio/devices/vfio0", "/dev/iommu", "VFIO_DEVICE_BIND_IOMMUFD",
                               "IOMMU_GET_HW_INFO", "IOMMU_IOAS_ALLOC", "IOMMU_HWPT_ALLOC",
@@ -193,7 +196,7 @@ def test_hung_qemu_is_killed_and_nothing_left():
     assert res.tmpdir and not os.path.exists(res.tmpdir) and _fds() == fds
 
 
-def test_cli_run_json_and_bad_input():
+def test_cli_run_json_text_and_bad_input(capsys):
     from vmm_model.cli import main
     q = qemu("10.0")
     out = subprocess.run([sys.executable, "-m", "vmm_model.cli", "run", "--json", "--",
@@ -204,8 +207,19 @@ def test_cli_run_json_and_bad_input():
     assert (doc["schema_version"], plan["backend"], plan["kernel"], plan["exit_status"]) == \
         (1, "type1", "7.2", 0)
     assert {e["kind"] for e in plan["events"]} == {"map", "unmap"}
+    capsys.readouterr()
+    assert main(["plan", "--against-binary", q, "--", *BASE, *TYPE1]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == "== run: qemu-system-x86_64 (QEMU 10.0.2) · backend type1 · simulated kernel 7.2"
+    assert "   reset    [0x100000, 0x8000000)      VFIO_IOMMU_MAP_DMA    vaddr=" in "\n".join(text)
+    assert text[-3:] == ["   QEMU stderr: (empty)", "   QEMU reached realize; exit status 0",
+                         "   model and real QEMU agree (outcome; what ends up mapped: range, "
+                         "ioctl, readonly, result; or the first refused map)"]
     assert main(["run", "--"]) == 2
     assert main(["run", "--until", "soon", "--", q]) == 2
+    assert main(["run", "--timeout", "0", "--", q]) == 2
+    assert main(["run", "--kernel", "9.9", "--", q]) == 2
+    assert main(["run", "--", "/nonexistent/qemu-system-x86_64"]) == 2
 
 
 # ---- the shim with a process other than QEMU --------------------------------------
@@ -351,7 +365,7 @@ sparse = [[0x2000, 0x2000]]
 def test_configured_shape_msix_sparse_rom(tmp_path):
     """A NIC-like shape from TOML: QEMU 10.0 mmaps only the sparse area of the
     MSI-X BAR, asks the PCIe-only ERR irq, sizes the ROM through config space."""
-    from backends.shim.pci import load_shape
+    from vmm_model.run import load_shape
     (tmp_path / "nic.toml").write_text(NIC)
     shape = load_shape(str(tmp_path / "nic.toml"))
     res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", devices={"0000:00:04.0": shape})
@@ -380,9 +394,9 @@ def test_bad_shape_is_one_line_exit_2(tmp_path, capsys, text, field):
     p.write_text(text)
     assert main(["run", "--shape", str(p), "--", qemu("10.0")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"vfio-emu: error: {p}") and err.count("\n") == 1
+    assert err.startswith("vfio-emu: error: ") and err.count("\n") == 1 and str(p) in err
     if field != "-":
-        assert f": {field}: " in err
+        assert f"({p} [{field}])" in err
 
 
 # ---- the recorded real-QEMU configurations (fixtures/qmp), each with a vfio-pci device ----
@@ -548,3 +562,146 @@ def test_other_devices_and_files_are_the_real_kernels(tmp_path):
         "/sys/bus/pci/devices/0000:00:04.0/subsystem"}
     assert [r.name for r in res.requests if r.name == "VFIO_GROUP_GET_DEVICE_FD"] == \
         ["VFIO_GROUP_GET_DEVICE_FD"]
+
+
+def test_prochost_sees_this_process(tmp_path):
+    """The adapter on a real process (this one): VMAs from /proc/PID/smaps with
+    the file behind each, and a passed fd examined as the kernel sees it."""
+    import ctypes
+    import fcntl
+    import mmap
+    from backends.shim.prochost import ProcHost
+    from backends.simulated.mmap import VM_MAYWRITE, VM_SHARED
+
+    def addr(m):
+        return ctypes.addressof(ctypes.c_char.from_buffer(m))
+
+    mfd = os.memfd_create("probe", os.MFD_ALLOW_SEALING)
+    os.ftruncate(mfd, 1 << 20)
+    shared = mmap.mmap(mfd, 1 << 20, mmap.MAP_SHARED)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 8192)
+    ffd = os.open(path, os.O_RDWR)
+    private = mmap.mmap(ffd, 8192, mmap.MAP_PRIVATE)
+    anon = mmap.mmap(-1, 1 << 16, mmap.MAP_PRIVATE)
+    host = ProcHost("7.2")
+    try:
+        host.attach(os.getpid())
+        host.sync_maps()
+        v = host.mm.find_vma(addr(shared))
+        assert (v.file.inode.kind, v.end - v.start, bool(v.vm_flags & VM_SHARED)) == \
+            ("shmem", 1 << 20, True)
+        assert v.file.inode.name == "/memfd:probe (deleted)" and v.vm_flags & VM_MAYWRITE
+        assert v.file.inode.mapping.i_mmap_writable == 1      # the shared writable VMA
+        p = host.mm.find_vma(addr(private))
+        assert (p.file.inode.kind, bool(p.vm_flags & VM_SHARED), p.file.inode.name) == \
+            ("ext4", False, str(path))
+        assert host.mm.find_vma(addr(anon)).file is None
+        seals = uapi.F_SEAL_GROW | uapi.F_SEAL_SHRINK
+        fcntl.fcntl(mfd, uapi.F_ADD_SEALS, seals)
+        f = host.file_of(host.install_real_fd(os.dup(mfd)))
+        assert f.inode is v.file.inode                 # one inode for the fd and the VMA
+        assert (f.inode.seals, f.inode.i_size, f.f_flags & os.O_ACCMODE) == (seals, 1 << 20, os.O_RDWR)
+        anon[0:4] = b"real"
+        assert host.read_mem(addr(anon), 4) == (4, b"real")
+        assert host.write_mem(addr(anon), b"sim!") == 4 and anon[0:4] == b"sim!"
+    finally:
+        host.close_all()
+        for m in (shared, private, anon):
+            m.close()
+        os.close(mfd)
+        os.close(ffd)
+
+
+def test_qemu_hung_after_realize_is_killed():
+    """QEMU stops answering after realize (stopped): the quit times out, QEMU is
+    killed and the report keeps what it did before."""
+    fds = _fds()
+    res = run(qemu("10.0"), BASE + TYPE1, kernel="7.2", timeout=6.0,
+              on_ready=lambda server, mon: os.kill(server.pids[0], signal.SIGSTOP))
+    assert res.reached == "realize" and res.status == -signal.SIGKILL
+    assert res.killed.startswith("QEMU did not answer quit: ")
+    assert one(res, "VFIO_GROUP_GET_DEVICE_FD").ret >= 0
+    assert not os.path.exists(res.tmpdir) and _fds() == fds
+
+
+DUP_CHILD = r"""
+import fcntl, os, struct
+from backends import uapi
+
+def alloc(fd):
+    buf = bytearray(struct.pack("<III", 12, 0, 0))
+    fcntl.ioctl(fd, uapi.IOMMU_IOAS_ALLOC, buf)
+    return struct.unpack_from("<I", buf, 8)[0]
+
+fd = os.open("/dev/iommu", os.O_RDWR)
+a = alloc(fd)
+d = os.dup(fd)                  # fcntl(F_DUPFD_CLOEXEC)
+b = alloc(d)
+os.close(fd)
+c = alloc(d)                    # the dup keeps the iommufd context alive
+os.dup2(d, 50)
+e = alloc(50)
+print(a, b, c, e)
+"""
+
+
+def test_dup_of_a_vfio_fd_is_the_same_open_file(tmp_path):
+    """A dup of a VFIO/iommufd fd (not QEMU: a process under the shim) is a dup
+    of the simulated fd: one iommufd context, alive until the last close."""
+    server = ShimServer("7.2", {})
+    try:
+        sock = str(tmp_path / "vfio.sock")
+        server.serve(sock)
+        env = dict(os.environ, LD_PRELOAD=build_shim(), VFIO_EMU_SOCK=sock,
+                   PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run([sys.executable, "-c", DUP_CHILD], env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "2", "3", "4"]       # object ids of one context
+    assert [r.op for r in server.log if r.op in ("dup", "close")][:2] == ["dup", "close"]
+
+
+def _ev(kind, iova, size, ret=0, ioctl="VFIO_IOMMU_MAP_DMA", flags=0):
+    return {"kind": kind, "iova": iova, "size": size, "ret": ret, "ioctl": ioctl,
+            "fields": {"flags": flags}, "readonly": False}
+
+
+def test_final_maps_replays_maps_and_unmaps():
+    live = final_maps([
+        _ev("map", 0, 0x8000000), _ev("map", 0xFFFC0000, 0x40000),
+        _ev("unmap", 0, 0x8000000),                          # removes what lies inside
+        _ev("map", 0, 0xC0000), _ev("map", 0x100000, 0x7F00000),
+        _ev("unmap", 0x100000, 0x1000, ret=-22),             # a refused unmap removes nothing
+        _ev("map", 0x9000000, 0x1000, ret=-14)])             # a refused map stays visible
+    assert sorted(live) == [(0, 0xC0000), (0x100000, 0x7F00000), (0x9000000, 0x1000),
+                            (0xFFFC0000, 0x40000)]
+    assert live[(0x9000000, 0x1000)]["ret"] == -14
+    everything = final_maps([_ev("map", 0, 0x1000), _ev("map", 1 << 32, 0x1000),
+                             _ev("unmap", 0, 0, ioctl="VFIO_IOMMU_UNMAP_DMA",
+                                 flags=uapi.VFIO_DMA_UNMAP_FLAG_ALL)])
+    assert everything == {}
+    ioas_all = final_maps([_ev("map", 1 << 32, 0x1000, ioctl="IOMMU_IOAS_MAP"),
+                           _ev("unmap", 0, (1 << 64) - 1, ioctl="IOMMU_IOAS_UNMAP")])
+    assert ioas_all == {}
+
+
+def test_two_devices_share_the_container_or_the_hwpt():
+    """Two vfio-pci functions, each its own group: type1 puts the second group in
+    the first container (one /dev/vfio/vfio); iommufd attaches the second device
+    to the HWPT QEMU allocated for the first."""
+    two = ["-device", "vfio-pci,host=0000:00:04.0", "-device", "vfio-pci,host=0000:00:05.0"]
+    res = run(qemu("10.0"), BASE + two, kernel="7.2")
+    assert (res.reached, res.status) == ("realize", 0)
+    assert [r.name for r in res.requests if r.op == "open"] == \
+        ["/dev/vfio/1", "/dev/vfio/vfio", "/dev/vfio/2"]
+    assert [r.ret for r in res.requests if r.name == "VFIO_GROUP_SET_CONTAINER"] == [0, 0]
+    res = run(qemu("10.0"), BASE + ["-object", "iommufd,id=i0"] +
+              [a + ",iommufd=i0" if a.startswith("vfio-pci") else a for a in two], kernel="7.2")
+    assert (res.reached, res.status) == ("realize", 0)
+    hwpt = one(res, "IOMMU_HWPT_ALLOC").out["out_hwpt_id"]
+    assert [r.fields["pt_id"] for r in res.requests if r.name == "VFIO_DEVICE_ATTACH_IOMMUFD_PT"] \
+        == [hwpt, hwpt]
+    assert len([r for r in res.requests if r.name == "IOMMU_HWPT_ALLOC"]) == 1

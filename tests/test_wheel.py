@@ -110,9 +110,9 @@ def test_installed_rig_run_says_what_it_needs(installed, tmp_path):
     python = installed / "bin" / "python"
     assert (r.returncode, r.stdout) == (2, ""), r.stderr
     assert r.stderr == (
-        f"vfio-emu: error: {python}: the rig runs its test sets with this Python's pytest and "
-        "hypothesis; pytest and hypothesis are not installed (valid: pip install "
-        "'vfio-emu[test]' (a checkout: pip install -e '.[test]'))\n")
+        "vfio-emu: error: the rig runs its test sets with this Python's pytest and "
+        f"hypothesis; pytest and hypothesis are not installed ({python}); valid: pip install "
+        "'vfio-emu[test]' (a checkout: pip install -e '.[test]')\n")
 
 
 def test_installed_plan_reads_the_gallery(installed, tmp_path):

@@ -96,6 +96,14 @@ def examples(cmd: str | None) -> str | None:
     "rig": """examples:
   vfio-emu rig list
   vfio-emu rig run --kernel 7.2 --set probe""",
+    "migrate-check": f"""examples:
+  vfio-emu migrate-check s06 --from qemu=10.0,backend=type1 --to qemu={NEWEST_QEMU},backend=iommufd
+  vfio-emu migrate-check vms/ --from backend=type1 --to backend=iommufd --jobs 2 --json
+  vfio-emu migrate-check s34 --from qemu=10.2 --to qemu={NEWEST_QEMU} --mode cpr-transfer
+  vfio-emu migrate-check seed001 --from kernel=7.2 --to kernel=7.2+lu""",
+    "libvirt-argv": f"""examples:
+  vfio-emu libvirt-argv /etc/libvirt/qemu/vm1.xml
+  vfio-emu plan /etc/libvirt/qemu/vm1.xml --qemu {NEWEST_QEMU}""",
     "run": f"""examples:
   vfio-emu run --kernel 7.2 -- qemu-system-x86_64 -m 1G -device vfio-pci,host=0000:01:00.0
   vfio-emu run --against-model -- qemu-system-x86_64 -m 1G -machine q35""",
@@ -268,7 +276,12 @@ def cmd_plan(args, qemu_argv) -> int:
                 out.write(text + "\n\n")
             if n:
                 out.write("\n")
-            elif kernel is None:
+            else:                         # once the first plan stands (errors leave no text)
+                text = render_inputs([sc for sc, _, _ in jobs])
+                if text:
+                    out.write("\n".join(report.clip(ln, width) for ln in text.splitlines())
+                              + "\n\n")
+            if n == 0 and kernel is None:
                 out.write(f"kernel column: '{report.NOT_RUN}' = the request is exact but no "
                           "kernel answered it (--kernel none)\n\n")
             for line in report.render_lines(p, with_others, width, args.all):
@@ -332,6 +345,8 @@ def register_plan(sub):
     pl.add_argument("--all", action="store_true",
                     help="one row per section (default: runs of identical sections are one row)")
     pl.set_defaults(func=cmd_plan)
+    from vmm_model.run import add_against_binary       # --against-binary: vfio-emu run
+    add_against_binary(pl)
     return pl
 
 
@@ -349,7 +364,7 @@ def _no_empty(args, *names) -> None:
     from backends.errors import UsageError
     for n in names:
         if getattr(args, n) is not None and not getattr(args, n).strip():
-            raise UsageError("empty value", where=f"--{n}")
+            raise UsageError("empty value", where="--" + n.replace("_", "-"))
 
 
 def _qemus(text: str):

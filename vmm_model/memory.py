@@ -62,6 +62,9 @@ class Backing:
     fs: str | None = None            # "tmpfs", "hugetlbfs", "ext4", ... for files
 
 
+_RAM_SHARED = int(RamFlags.RAM_SHARED)
+
+
 @dataclass
 class RAMBlock:
     """struct RAMBlock (include/exec/ramblock.h): the fields VFIO depends on."""
@@ -78,8 +81,9 @@ class RAMBlock:
     mr_readonly: bool = False  # mr->readonly of the owning region (RAM_READONLY)
 
     def is_shared(self) -> bool:
-        """qemu_ram_is_shared(): rb->flags & RAM_SHARED."""
-        return bool(self.flags & RamFlags.RAM_SHARED)
+        """qemu_ram_is_shared(): rb->flags & RAM_SHARED (int arithmetic: IntFlag's
+        own ``&`` builds enum members, a cost paid per section)."""
+        return bool(int.__and__(self.flags, _RAM_SHARED))
 
 
 @dataclass

@@ -5,8 +5,8 @@
     vfio-emu migrate-check fleet/ --from backend=type1 --to backend=iommufd --jobs 2 --json
     vfio-emu migrate-check --from qemu=10.2 --to qemu=master --mode cpr-transfer -- -m 4G ...
 
-A directory holds one VM per file: ``*.toml`` scenarios and ``*.args`` QEMU
-command lines (shell words, ``#`` comments).  Exit status: 0 nothing breaks,
+A directory holds one VM per file: ``*.toml`` scenarios, ``*.xml`` libvirt
+domains and ``*.args`` QEMU command lines.  Exit status: 0 nothing breaks,
 1 something breaks (``--strict``: or changes), 2 bad input.
 """
 
@@ -14,45 +14,38 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import sys
 from pathlib import Path
 
 from backends.errors import UsageError
 from vmm_model.migration import (MODES, RULES, SCHEMA_VERSION, SIDE_KEYS, VERDICTS, MigrationCheck,
                                  migrate_check, parse_side, worst)
-from vmm_model.scenario import Scenario, from_qemu_args, load_scenario, load_toml
+from vmm_model.scenario import Scenario, from_qemu_args
 
-MAX_FILE = 1 << 20          # a scenario or command line is small; refuse anything larger
-
-
-def load_args(path: Path) -> Scenario:
-    """A QEMU command line in a file: shell words, ``#`` comments."""
-    try:
-        words = shlex.split(path.read_text(), comments=True)
-    except ValueError as e:
-        raise UsageError(f"cannot split the command line: {e}", where=str(path)) from None
-    return from_qemu_args(words, name=path.stem)
+FLEET_SUFFIXES = (".toml", ".xml", ".args")
+"""The files of a fleet directory: scenarios, libvirt domain XML, QEMU command lines
+(each read by vmm_model.scenario.load_scenario, which tells them apart by content)."""
 
 
-LOADERS = {".toml": load_toml, ".args": load_args, ".xml": load_scenario}
-"""One VM per file, by suffix (.xml: a libvirt domain, vmm_model/libvirt.py)."""
-FLEET_SUFFIXES = tuple(LOADERS)
+def load_file(path: Path, libvirt: str | None = None) -> Scenario:
+    """One VM file: ``*.args`` is a QEMU command line (``#`` comment lines
+    allowed) whatever its first line looks like; anything else is told apart by
+    its content (load_scenario())."""
+    from vmm_model.scenario import load_scenario
+    if path.suffix == ".args":
+        from vmm_model.qemu.cmdline import loads_command_line
+        from vmm_model.scenario import read_scenario_text
+        text = "\n".join(ln for ln in read_scenario_text(path).splitlines()
+                         if not ln.lstrip().startswith("#"))
+        return loads_command_line(text, str(path), path.stem)
+    return load_scenario(path, libvirt)
 
 
-def load_file(path: Path) -> Scenario:
-    if path.stat().st_size > MAX_FILE:
-        raise UsageError(f"file larger than {MAX_FILE} bytes", where=str(path))
-    loader = LOADERS.get(path.suffix)
-    if loader is None:
-        raise UsageError("unknown scenario file type", where=str(path),
-                         valid=", ".join(FLEET_SUFFIXES))
-    return loader(path)
-
-
-def load_scenarios(target: str | None, qemu_argv: list[str] | None) -> list[Scenario]:
-    """SCENARIO as for ``plan`` (gallery name, TOML file, QEMU arguments after
-    ``--``), or a directory of them (every file is read before anything runs)."""
+def load_scenarios(target: str | None, qemu_argv: list[str] | None,
+                   libvirt: str | None = None) -> list[Scenario]:
+    """SCENARIO as for ``plan`` (gallery name, scenario file of any kind, QEMU
+    arguments after ``--``), or a directory of them (every file is read before
+    anything runs)."""
     from vmm_model import gallery
     if qemu_argv is not None:
         if target:
@@ -63,20 +56,20 @@ def load_scenarios(target: str | None, qemu_argv: list[str] | None) -> list[Scen
         return [from_qemu_args(qemu_argv)]
     if not target:
         raise UsageError("no scenario", where="vfio-emu migrate-check",
-                         valid="a gallery name, a .toml, .args or .xml (libvirt) file, a "
-                               "directory, or QEMU "
+                         valid="a gallery name, a .toml or .args file, a directory, or QEMU "
                                "arguments after --")
     path = Path(target)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in FLEET_SUFFIXES and p.is_file())
         if not files:
-            raise UsageError("no *.toml, *.args or *.xml files", where=str(path))
-        return [dataclasses.replace(load_file(p), name=p.name) for p in files]
+            raise UsageError("no " + ", ".join(f"*{x}" for x in FLEET_SUFFIXES) + " files",
+                             where=str(path))
+        return [dataclasses.replace(load_file(p, libvirt), name=p.name) for p in files]
     if path.exists() or path.suffix in FLEET_SUFFIXES:
         if not path.exists():
             raise UsageError("no such file", where=str(path))
-        return [load_file(path)]
-    return [gallery.load(target)]
+        return [load_file(path, libvirt)]
+    return [gallery.load(target, libvirt)]
 
 
 def _check(job) -> MigrationCheck:
@@ -176,7 +169,7 @@ def cmd_migrate_check(args, qemu_argv) -> int:
     parse_side(args.dst, "--to")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}", where="--jobs")
-    scenarios = load_scenarios(args.scenario, qemu_argv)
+    scenarios = load_scenarios(args.scenario, qemu_argv, args.libvirt)
     fleet = len(scenarios) > 1
 
     def progress(i, n, r):
@@ -210,15 +203,20 @@ def cmd_migrate_check(args, qemu_argv) -> int:
 def register(sub) -> None:
     m = sub.add_parser("migrate-check", help="will this VM (or fleet) survive a move of QEMU, "
                        "backend, kernel or migration mode?")
-    m.add_argument("scenario", nargs="?", help="a gallery name, a .toml, .args or .xml file, a "
-                   "directory of them, or QEMU arguments after --")
+    from vmm_model.qemu_versions import DEFAULT_QEMU
+    m.add_argument("scenario", nargs="?", help="a gallery name, a scenario file (TOML, "
+                   "libvirt domain XML, QEMU command line), a directory of them (*.toml, "
+                   "*.xml, *.args), or QEMU arguments after --")
     keys = ", ".join(SIDE_KEYS)
     m.add_argument("--from", dest="src", default="", metavar="K=V,...",
-                   help=f"the source: any of {keys} (unset: the scenario's, then QEMU 10.1, "
-                        "iommufd, kernel 7.2, mode normal)")
+                   help=f"the source: any of {keys}; kernel= also takes a release such as "
+                        f"6.12.5 (unset: the scenario's, then QEMU {DEFAULT_QEMU}, iommufd, "
+                        "kernel 7.2, mode normal)")
     m.add_argument("--to", dest="dst", default="", metavar="K=V,...",
-                   help=f"the destination: any of {keys}")
+                   help=f"the destination: any of {keys} (unset: the same as the source)")
     m.add_argument("--mode", choices=MODES, help="migration mode for both sides (default normal)")
+    m.add_argument("--libvirt", metavar="X.Y", help="libvirt version that translates domain "
+                   "XML (default: the newest modelled)")
     m.add_argument("--json", action="store_true", help="versioned JSON")
     m.add_argument("--strict", action="store_true", help="exit 1 also when something changes")
     m.add_argument("--jobs", type=int, default=1, help="processes for a fleet (default 1)")

@@ -11,6 +11,7 @@ Static hazards that follow from the request alone are flagged with their source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from backends.errors import UsageError
 from backends.kernel_profiles import get_profile
@@ -20,6 +21,9 @@ from vmm_model.machine import CommandLineRejected, Machine, build_machine
 from vmm_model.policy import get_policy
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, QemuVersion, get_qemu
 from vmm_model.scenario import Scenario
+
+if TYPE_CHECKING:
+    from vmm_model.plan_view import PlanDiff, PlanSection
 
 DEFAULT_KERNEL = "7.2"
 
@@ -45,6 +49,49 @@ class Plan:
     @property
     def realize_error(self) -> str | None:
         return realize_error(self.machine, self.container) if self.container else None
+
+    # --- for tests (vmm_model/plan_view.py) ---------------------------------------
+
+    def section(self, name: str) -> PlanSection:
+        """The events of the memory region (or RAMBlock) called ``name``; raises
+        UsageError listing the valid names when there is none."""
+        from vmm_model import plan_view
+        return plan_view.section(self, name)
+
+    @property
+    def ok(self) -> bool:
+        """QEMU runs this VM (not rejected, the backend starts, realize works, no
+        abort), every map the kernel answered succeeded and no hazard was found.
+        ``problems`` says why not."""
+        return not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        """Why ``ok`` is False, one line per problem."""
+        from vmm_model import plan_view
+        return plan_view.problems(self)
+
+    def diff(self, other: Plan) -> PlanDiff:
+        """Per-section differences from ``other`` (falsy when the plans are equal)."""
+        from vmm_model import plan_view
+        return plan_view.diff(self, other)
+
+    def __eq__(self, other: object) -> bool:
+        """Same decisions and kernel answers for every section (plan_view.py)."""
+        if not isinstance(other, Plan):
+            return NotImplemented
+        from vmm_model import plan_view
+        return plan_view.same(self, other)
+
+    __hash__ = None        # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        from vmm_model import plan_view
+        return plan_view.short(self)
+
+    def __str__(self) -> str:
+        from vmm_model import plan_view
+        return plan_view.table(self)
 
 
 def make_plan(sc: Scenario, qemu: QemuVersion, backend: str, policy: str | None = None,

@@ -84,7 +84,8 @@ def register_policy(name: str, fn: Policy) -> None:
     """Make a user policy available under ``name`` (``--policy NAME``)."""
     if not callable(fn):
         raise UsageError(f"policy {name!r} is not callable", where="register_policy")
-    POLICIES[name] = fn
+    from vmm_model.policy_check import checked
+    POLICIES[name] = checked(name, fn)      # a user policy's errors name it (policy_check.py)
 
 
 def get_policy(spec: str, where: str = "--policy") -> tuple[str, Policy]:

@@ -258,8 +258,17 @@ def _plan_parts(plan: Plan, with_others: bool):
     hazards = [{"event": index[id(ev)], "code": code, "text": text}
                for ev, code, text in plan.hazards]
     events = events_text(plan.events, others)
+    names: dict[int, str] = {}             # the RAMBlock name's JSON, once per region
+
+    def name(ev):
+        mr = ev.section.mr
+        try:
+            return names[id(mr)]
+        except KeyError:
+            n = names[id(mr)] = json.dumps(_block(ev)[0])
+            return n
     live = ('{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
-        ev.iova, ev.size, "true" if ev.readonly else "false", json.dumps(_block(ev)[0]))
+        ev.iova, ev.size, "true" if ev.readonly else "false", name(ev))
         for ev in (live_mappings(plan.container) if plan.container else ()))
     return (plan_head(plan), events, live, hazards,
             {**summary(plan), "check": check_reasons(plan)})
@@ -418,7 +427,8 @@ def _cut(cell: str, w: int) -> str:
     return cell if len(cell) <= w else cell[:w - 1] + "…"
 
 
-def _clip(line: str, width: int | None) -> str:
+def clip(line: str, width: int | None) -> str:
+    """``line`` cut to ``width`` columns (ending in "…"); whole when width is None."""
     if width is None or len(line) <= width:
         return line
     return line[:width - 1] + "…"
@@ -428,7 +438,7 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
                  all_rows: bool = False):
     """The text of one plan, line by line; ``width`` None: full rows."""
     sc = plan.scenario
-    yield _clip(f"== {sc.name}" + (f": {sc.title}" if sc.title else ""), width)
+    yield clip(f"== {sc.name}" + (f": {sc.title}" if sc.title else ""), width)
     if sc.upstream:
         yield from _wrap(f"upstream: {sc.upstream}", width)
     kernel = f"simulated kernel {plan.kernel}" if plan.kernel else "kernel not run"
@@ -460,7 +470,7 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
     def line(cells):
         if short:
             cells = cells[:5] + [SHORT_IOCTL.get(cells[5], cells[5])] + cells[6:]
-        return _clip("   " + "  ".join(_cut(cells[i], widths[i]).ljust(widths[i])
+        return clip("   " + "  ".join(_cut(cells[i], widths[i]).ljust(widths[i])
                                        for i in keep).rstrip(), width)
     yield line(list(COLUMNS))
     notes = []

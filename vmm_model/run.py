@@ -174,7 +174,8 @@ def run(binary: str, qemu_args: list[str], *, kernel: str = "7.2",
         prefixes = server.sysfs(root)
         server.serve(os.path.join(tmp, "vfio.sock"))
         qmp = os.path.join(tmp, "qmp.sock")
-        env = dict(os.environ, LD_PRELOAD=shim, VFIO_EMU_SOCK=os.path.join(tmp, "vfio.sock"),
+        preload = " ".join(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
+        env = dict(os.environ, LD_PRELOAD=preload, VFIO_EMU_SOCK=os.path.join(tmp, "vfio.sock"),
                    VFIO_EMU_ROOT=root, VFIO_EMU_REDIRECT="|".join(prefixes))
         argv = [binary, *qemu_args, "-qmp", f"unix:{qmp},server=on,wait=off"]
         err = open(os.path.join(tmp, "stderr"), "wb")
@@ -239,8 +240,9 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, server, ready)
             ready(mon)
         try:
             mon.execute("quit")
-        except QemuError:
-            pass
+        except QemuError as e:
+            if proc.poll() is None:
+                res.killed = f"QEMU did not answer quit: {e}"
     except QemuError as e:
         if proc.poll() is None:
             res.killed = f"QEMU stopped answering QMP: {e}"
@@ -285,19 +287,23 @@ def _req_line(r: Request) -> str:
     return line
 
 
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def render(res: RunResult, all_requests: bool = True) -> str:
-    from vmm_model.report import _table
     head = [f"== run: {os.path.basename(res.binary)} (QEMU {res.version or '?'}) "
             f"· backend {res.backend} · simulated kernel {res.kernel}",
             f"   {res.binary} {' '.join(res.argv)}"]
-    rows = [["GPA range", "action", "arguments", "flags", "kernel"]]
+    rows = [["when", "GPA range", "action", "arguments", "flags", "kernel"]]
     for ev in res.events():
         f = ev["fields"]
         args = " ".join(f"{k}=0x{v:x}" for k, v in f.items()
                         if isinstance(v, int) and k not in ("argsz", "size", "flags")
                         or k == "size" and ev["ioctl"].startswith("VFIO"))
         kern = "0" if ev["ret"] == 0 else f"{ev['ret']} [{ev['errno']}]"
-        rows.append([ev["gpa"], ev["ioctl"], args, ev["flags"], kern])
+        rows.append([ev["phase"], ev["gpa"], ev["ioctl"], args, ev["flags"], kern])
     lines = head
     if len(rows) > 1:
         lines += ["   " + ln for ln in _table(rows)]
@@ -418,6 +424,104 @@ def render_diffs(diffs: list[dict]) -> str:
     return "\n".join(out)
 
 
+# ---- a device shape from a TOML file (--shape FILE) ------------------------------------
+
+_INTS = ("vendor", "device", "subsystem_vendor", "subsystem", "revision", "class_code",
+         "msi_vectors", "msix_vectors", "msix_bar", "msix_table_offset", "msix_pba_offset",
+         "intx_pin")
+_BOOLS = ("pcie", "reset_works")
+MAX_SHAPE_FILE = 64 << 10
+
+
+def _pow2(n: int, least: int) -> bool:
+    return n >= least and n & (n - 1) == 0
+
+
+def load_shape(path: str) -> PciShape:
+    """PciShape from TOML: the fields of PciShape (ints; ``rom`` a size like
+    "64K") and ``[bars.N]`` tables with ``size``, ``mem64``, ``prefetch``,
+    ``io``, ``sparse = [[offset, size], ...]``.  Bad input: UsageError naming
+    the file and the field."""
+    import tomllib
+
+    from backends.shim.pci import Bar
+    from vmm_model.scenario import parse_size
+
+    def bad(msg: str, fld: str, valid: str):
+        raise UsageError(msg, where=f"{path} [{fld}]", field=fld, valid=valid)
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SHAPE_FILE + 1)
+        if len(raw) > MAX_SHAPE_FILE:
+            bad("shape file too large", "-", f"at most {MAX_SHAPE_FILE} bytes")
+        doc = tomllib.loads(raw.decode())
+    except OSError as e:
+        raise UsageError(f"cannot read device shape: {e.strerror}", where=path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"not TOML: {e}", where=path) from None
+
+    def size(value, fld):
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            bad(f"bad size {value!r}", fld, str(e))
+
+    kw: dict = {}
+    for key, value in doc.items():
+        if key in _INTS:
+            if type(value) is not int or value < 0:
+                bad(f"{key} must be a non-negative integer", key, "e.g. 0x8086")
+            kw[key] = value
+        elif key in _BOOLS:
+            if type(value) is not bool:
+                bad(f"{key} must be true or false", key, "true, false")
+            kw[key] = value
+        elif key == "rom":
+            kw["rom"] = size(value, key)
+            if kw["rom"] and not _pow2(kw["rom"], 2048):
+                bad("rom must be 0 or a power of two >= 2K", key, "e.g. 64K")
+        elif key == "bars":
+            if not isinstance(value, dict):
+                bad("bars must be a table of [bars.N]", key, "[bars.0] size = \"1M\"")
+            bars = {}
+            for n, b in value.items():
+                fld = f"bars.{n}"
+                if not n.isdigit() or int(n) > 5 or not isinstance(b, dict):
+                    bad("a BAR is [bars.0] .. [bars.5]", fld, "0..5")
+                extra = set(b) - {"size", "mem64", "prefetch", "io", "sparse"}
+                if extra:
+                    bad(f"unknown BAR key {sorted(extra)[0]!r}", fld,
+                        "size, mem64, prefetch, io, sparse")
+                bsize = size(b.get("size", 0), fld + ".size")
+                io = b.get("io", False) is True
+                if not _pow2(bsize, 4 if io else 16):
+                    bad("a BAR size is a power of two (>= 16, I/O >= 4)", fld + ".size", "e.g. 1M")
+                sparse = b.get("sparse")
+                if sparse is not None:
+                    if not isinstance(sparse, list) or not all(
+                            isinstance(a, list) and len(a) == 2 and all(type(x) is int for x in a)
+                            and a[0] + a[1] <= bsize for a in sparse):
+                        bad("sparse is a list of [offset, size] inside the BAR", fld + ".sparse",
+                            "e.g. [[0x2000, 0x2000]]")
+                    sparse = tuple(tuple(a) for a in sparse)
+                bars[int(n)] = Bar(bsize, mem64=b.get("mem64", False) is True,
+                                   prefetch=b.get("prefetch", False) is True, io=io, sparse=sparse)
+            if any(b.mem64 and i + 1 in bars for i, b in bars.items()):
+                bad("a 64-bit BAR uses the next BAR slot too", "bars", "leave BAR N+1 empty")
+            kw["bars"] = bars
+        else:
+            bad(f"unknown key {key!r}", key, ", ".join(_INTS + _BOOLS + ("rom", "bars")))
+    shape = PciShape(**kw)
+    if shape.msix_vectors:
+        bar = shape.bars.get(shape.msix_bar)
+        if bar is None or bar.io or max(shape.msix_table_offset + 16 * shape.msix_vectors,
+                                        shape.msix_pba_offset + 8) > bar.size:
+            bad("the MSI-X table and PBA must fit in a memory BAR", "msix_bar",
+                "a BAR that holds 16 bytes per vector and the PBA")
+    return shape
+
+
 # ---- command line -------------------------------------------------------------------------
 
 def cmd_run(args, qemu_argv) -> int:
@@ -429,13 +533,15 @@ def cmd_run(args, qemu_argv) -> int:
     if not qemu_argv:
         raise UsageError("no QEMU binary after --", where="vfio-emu run",
                          valid="vfio-emu run [options] -- QEMU_BINARY ARGS...")
+    if not args.timeout > 0:
+        raise UsageError(f"bad --timeout {args.timeout:g}", where="--timeout",
+                         valid="a number of seconds > 0")
     kernel = kernel_arg(args.kernel)
     if kernel is None:
         raise UsageError("run needs a simulated kernel", where="--kernel")
     binary = shutil.which(qemu_argv[0]) or qemu_argv[0]
     devices = None
     if getattr(args, "shape", None):
-        from backends.shim.pci import load_shape
         shape = load_shape(args.shape)
         devices = {bdf: shape for bdf in vfio_devices(qemu_argv[1:])}
     res = run(binary, qemu_argv[1:], kernel=kernel, until=parse_until(args.until),
@@ -453,10 +559,12 @@ def cmd_run(args, qemu_argv) -> int:
 
 
 def register(sub) -> None:
+    from vmm_model.plan import DEFAULT_KERNEL
     r = sub.add_parser("run", help="run a real QEMU binary against the simulated kernel "
                        "(LD_PRELOAD shim; give the binary and its arguments after --)")
-    r.add_argument("--kernel", default="7.2", help="simulated kernel profile (default 7.2; "
-                   "'host' = this machine's version; see 'profiles')")
+    r.add_argument("--kernel", default=DEFAULT_KERNEL,
+                   help=f"simulated kernel profile (default {DEFAULT_KERNEL}, as plan's; "
+                        "'host' = this machine's version; see 'profiles')")
     r.add_argument("--until", default="realize",
                    help="realize (machine created and reset), reset (then a system_reset), "
                         "or SECONDS of running after 'cont' (default realize)")
@@ -472,14 +580,17 @@ def register(sub) -> None:
     r.add_argument("--brief", action="store_true", help="only the map/unmap table, stderr, status")
     r.add_argument("--json", action="store_true", help="versioned JSON (the plan document shape)")
     r.set_defaults(func=cmd_run)
-    plan = sub.choices.get("plan")
-    if plan is not None:                        # vfio-emu plan --against-binary QEMU -- ARGS
-        plan.add_argument("--against-binary", metavar="QEMU_BINARY",
-                          help="run this real QEMU binary on the simulated kernel (vfio-emu "
-                               "run) and show where it and the model differ")
-        inner = plan.get_default("func")
-        plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
-                          if args.against_binary else inner(args, q))
+
+
+def add_against_binary(plan) -> None:
+    """``vfio-emu plan --against-binary QEMU -- ARGS`` (registered by vmm_model/cli.py's
+    register_plan): the same as ``run --against-model --brief -- QEMU ARGS``."""
+    plan.add_argument("--against-binary", metavar="QEMU_BINARY",
+                      help="run this real QEMU binary on the simulated kernel (vfio-emu run) "
+                           "and show where it and the model differ")
+    inner = plan.get_default("func")
+    plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
+                      if args.against_binary is not None else inner(args, q))
 
 
 def _plan_against_binary(args, qemu_argv) -> int:

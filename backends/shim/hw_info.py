@@ -4,7 +4,7 @@ iommufd attach: iommufd_backend_get_device_info(); a failure is fatal,
 it (ENOTTY); the shim answers it as an Intel VT-d IOMMU does, the hardware the
 simulated devices sit behind (backends/simulated/iommu.py IommuHw default).
 
-drivers/iommu/iommufd/device.c iommufd_get_hw_info() (6.6, 55243393b06c):
+drivers/iommu/iommufd/device.c iommufd_get_hw_info() (first in 6.6):
 -EOPNOTSUPP flags or __reserved set -> -ENOENT dev_id not a device ->
 ops->hw_info() (intel_iommu_hw_info(): struct iommu_hw_info_vtd, 24 bytes,
 IOMMU_HW_INFO_TYPE_INTEL_VTD) -> copy min(data_len, 24) to data_uptr and

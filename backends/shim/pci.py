@@ -181,7 +181,7 @@ class PciFunction:
         if request == VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
             # vfio_pci_ioctl_get_pci_hot_reset_info(): -ENODEV when no slot or bus
             # reset is possible (pci_probe_reset_slot()/bus() fail); the simulated
-            # function sits alone on the root bus, as edu does under the rig.
+            # function sits on a root bus, with no slot or bus reset.
             return -errno.ENODEV, buf
         return None
 
@@ -209,9 +209,10 @@ class PciFunction:
     def get_region_info(self, buf: bytes):
         """vfio_pci_ioctl_get_region_info(): config READ|WRITE (pdev->cfg_size);
         BARs READ|WRITE, plus MMAP when page-aligned memory BARs, plus a
-        SPARSE_MMAP capability (vfio_pci_info_...: argsz too small -> the
-        needed argsz is returned with FLAG_CAPS and no cap_offset); the ROM
-        READ only; VGA absent (size 0); index >= num_regions -EINVAL."""
+        SPARSE_MMAP capability chained with vfio_info_add_capability() (an
+        argsz too small for it: FLAG_CAPS, cap_offset 0 and the argsz needed,
+        so the caller asks again); the ROM READ only; VGA absent (size 0);
+        index >= num_regions -EINVAL."""
         minsz = uapi.offsetofend("vfio_region_info", "offset")
         if len(buf) < minsz:
             return -errno.EINVAL, buf
@@ -369,100 +370,3 @@ def device_ioctl(host, df: VfioDeviceFile, request: int, arg):
         if r is not None:
             return r
     return df.ioctl(request, arg)
-
-
-# ---- a shape from a TOML file (vfio-emu run --shape FILE) ----------------------------
-
-_INTS = ("vendor", "device", "subsystem_vendor", "subsystem", "revision", "class_code",
-         "msi_vectors", "msix_vectors", "msix_bar", "msix_table_offset", "msix_pba_offset",
-         "intx_pin")
-_BOOLS = ("pcie", "reset_works")
-MAX_SHAPE_FILE = 64 << 10
-
-
-def _pow2(n: int, least: int) -> bool:
-    return n >= least and n & (n - 1) == 0
-
-
-def load_shape(path: str) -> PciShape:
-    """PciShape from TOML: the fields of PciShape (ints; ``rom`` a size like
-    "64K") and ``[bars.N]`` tables with ``size``, ``mem64``, ``prefetch``,
-    ``io``, ``sparse = [[offset, size], ...]``.  Bad input: UsageError naming
-    the file and the field."""
-    import tomllib
-    from backends.errors import UsageError
-    from vmm_model.scenario import parse_size
-
-    def bad(msg: str, fld: str, valid: str):
-        raise UsageError(msg, where=path, field=fld, valid=valid)
-
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SHAPE_FILE + 1)
-        if len(raw) > MAX_SHAPE_FILE:
-            bad("shape file too large", "-", f"at most {MAX_SHAPE_FILE} bytes")
-        doc = tomllib.loads(raw.decode())
-    except OSError as e:
-        raise UsageError(f"cannot read device shape: {e.strerror}", where=path) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"not TOML: {e}", where=path) from None
-
-    def size(value, fld):
-        try:
-            return parse_size(value)
-        except ValueError as e:
-            bad(f"bad size {value!r}", fld, str(e))
-
-    kw: dict = {}
-    for key, value in doc.items():
-        if key in _INTS:
-            if type(value) is not int or value < 0:
-                bad(f"{key} must be a non-negative integer", key, "e.g. 0x8086")
-            kw[key] = value
-        elif key in _BOOLS:
-            if type(value) is not bool:
-                bad(f"{key} must be true or false", key, "true, false")
-            kw[key] = value
-        elif key == "rom":
-            kw["rom"] = size(value, key)
-            if kw["rom"] and not _pow2(kw["rom"], 2048):
-                bad("rom must be 0 or a power of two >= 2K", key, "e.g. 64K")
-        elif key == "bars":
-            if not isinstance(value, dict):
-                bad("bars must be a table of [bars.N]", key, "[bars.0] size = \"1M\"")
-            bars = {}
-            for n, b in value.items():
-                fld = f"bars.{n}"
-                if not n.isdigit() or int(n) > 5 or not isinstance(b, dict):
-                    bad("a BAR is [bars.0] .. [bars.5]", fld, "0..5")
-                extra = set(b) - {"size", "mem64", "prefetch", "io", "sparse"}
-                if extra:
-                    bad(f"unknown BAR key {sorted(extra)[0]!r}", fld,
-                        "size, mem64, prefetch, io, sparse")
-                bsize = size(b.get("size", 0), fld + ".size")
-                io = b.get("io", False) is True
-                if not _pow2(bsize, 4 if io else 16):
-                    bad("a BAR size is a power of two (>= 16, I/O >= 4)", fld + ".size", "e.g. 1M")
-                sparse = b.get("sparse")
-                if sparse is not None:
-                    if not isinstance(sparse, list) or not all(
-                            isinstance(a, list) and len(a) == 2 and all(type(x) is int for x in a)
-                            and a[0] + a[1] <= bsize for a in sparse):
-                        bad("sparse is a list of [offset, size] inside the BAR", fld + ".sparse",
-                            "e.g. [[0x2000, 0x2000]]")
-                    sparse = tuple(tuple(a) for a in sparse)
-                bars[int(n)] = Bar(bsize, mem64=b.get("mem64", False) is True,
-                                   prefetch=b.get("prefetch", False) is True, io=io, sparse=sparse)
-            if any(b.mem64 and i + 1 in bars for i, b in bars.items()):
-                bad("a 64-bit BAR uses the next BAR slot too", "bars", "leave BAR N+1 empty")
-            kw["bars"] = bars
-        else:
-            bad(f"unknown key {key!r}", key, ", ".join(_INTS + _BOOLS + ("rom", "bars")))
-    shape = PciShape(**kw)
-    if shape.msix_vectors:
-        bar = shape.bars.get(shape.msix_bar)
-        if bar is None or bar.io or max(shape.msix_table_offset + 16 * shape.msix_vectors,
-                                        shape.msix_pba_offset + 8) > bar.size:
-            bad("the MSI-X table and PBA must fit in a memory BAR", "msix_bar",
-                "a BAR that holds 16 bytes per vector and the PBA")
-    return shape

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from backends import uapi
+from backends.host import F_DUPFD_CLOEXEC
 from backends.base import errno_name
 from backends.simulated.dma import _translate
 from backends.simulated.iommu import IOMMU_READ, IOMMU_WRITE, SimVfioDevice
@@ -29,7 +30,7 @@ from .hw_info import IOMMU_GET_HW_INFO, iommufd_get_hw_info
 from .pci import DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields
 from .prochost import ProcHost
 
-OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP = range(1, 9)
+OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP, OP_DUP = range(1, 10)
 KINDS = {1: "container", 2: "group", 3: "device", 4: "iommufd"}
 _REQ = struct.Struct("<IIiiQQQQII")
 _REP = struct.Struct("<qII")
@@ -220,6 +221,10 @@ class ShimServer:
             path = payload.split(b"\0", 1)[0].decode(errors="replace")
             ret = h.open(path, a)
             self._record(op="open", fd_kind=None, name=path, fields={"flags": a}, ret=ret)
+            return ret, b"", 0
+        if op == OP_DUP:                    # dup() of a VFIO fd: the same open file description
+            ret = h.fcntl(fd, F_DUPFD_CLOEXEC, 0)
+            self._record(op="dup", fd_kind=kind, name=str(fd), ret=ret)
             return ret, b"", 0
         if op == OP_CLOSE:
             ret = h.close(fd)

@@ -7,7 +7,9 @@
  *     /dev/iommu: forwarded to the server, which answers with a simulated fd;
  *     QEMU gets a real placeholder fd (an open of /dev/null) so close(), dup()
  *     and poll() behave, and the shim remembers placeholder -> simulated fd;
- *   - ioctl, pread/pwrite, mmap, munmap and close on those placeholder fds;
+ *   - ioctl, pread/pwrite, mmap, munmap and close on those placeholder fds,
+ *     and dup/dup2/dup3/fcntl(F_DUPFD*) of them (the copy is a dup of the
+ *     simulated fd: the same open file description);
  *   - path lookups under the sysfs prefixes in VFIO_EMU_REDIRECT (the
  *     simulated /sys/bus/pci/devices/<BDF>/ etc.) go to the same paths below
  *     VFIO_EMU_ROOT, a directory tree the server wrote (iommu_group link,
@@ -40,7 +42,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-enum { OP_OPEN = 1, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP };
+enum { OP_OPEN = 1, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP, OP_DUP };
 enum { KIND_NONE = 0, KIND_CONTAINER, KIND_GROUP, KIND_DEVICE, KIND_IOMMUFD };
 
 struct req {
@@ -384,17 +386,86 @@ char *__realpath_chk(const char *path, char *resolved, size_t n)
 
 /* ---------------------------------------------------------------- fds */
 
+/* The simulated fd behind a placeholder goes away (close, or dup2 over it). */
+static void forget(int fd)
+{
+    if (!ours(fd))
+        return;
+    struct req rq = { .op = OP_CLOSE, .fd = sim_of[fd] - 1, .kind = kind_of[fd] };
+    sim_of[fd] = 0;
+    kind_of[fd] = 0;
+    call(&rq, NULL, -1, NULL, 0, NULL);
+}
+
 int close(int fd)
 {
     REAL(close);
-    if (ours(fd)) {
-        struct req rq = { .op = OP_CLOSE, .fd = sim_of[fd] - 1, .kind = kind_of[fd] };
-        sim_of[fd] = 0;
-        kind_of[fd] = 0;
-        call(&rq, NULL, -1, NULL, 0, NULL);
-    }
+    forget(fd);
     return real_close(fd);
 }
+
+/* newfd is a real dup of our oldfd: give it a dup of the simulated fd too. */
+static int dup_ours(int oldfd, int newfd)
+{
+    REAL(close);
+    if (newfd < 0 || !ours(oldfd))
+        return newfd;
+    if (newfd >= MAXFD) {
+        real_close(newfd);
+        errno = EMFILE;
+        return -1;
+    }
+    struct req rq = { .op = OP_DUP, .fd = sim_of[oldfd] - 1, .kind = kind_of[oldfd] };
+    int64_t r = call(&rq, NULL, -1, NULL, 0, NULL);
+    if (r < 0) {
+        real_close(newfd);
+        errno = (int)-r;
+        return -1;
+    }
+    sim_of[newfd] = (int)r + 1;
+    kind_of[newfd] = kind_of[oldfd];
+    return newfd;
+}
+
+int dup(int fd)
+{
+    REAL(dup);
+    return dup_ours(fd, real_dup(fd));
+}
+
+int dup2(int fd, int fd2)
+{
+    REAL(dup2);
+    if (fd == fd2)
+        return real_dup2(fd, fd2);
+    int r = real_dup2(fd, fd2);
+    if (r >= 0)
+        forget(fd2);
+    return dup_ours(fd, r);
+}
+
+int dup3(int fd, int fd2, int flags)
+{
+    REAL(dup3);
+    int r = real_dup3(fd, fd2, flags);
+    if (r >= 0 && fd != fd2)
+        forget(fd2);
+    return dup_ours(fd, r);
+}
+
+#define FCNTL_BODY(realname)                                      \
+    va_list ap;                                                   \
+    va_start(ap, cmd);                                            \
+    void *arg = va_arg(ap, void *);                               \
+    va_end(ap);                                                   \
+    REAL(realname);                                               \
+    int r = real_##realname(fd, cmd, arg);                        \
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)                 \
+        return dup_ours(fd, r);                                   \
+    return r
+
+int fcntl(int fd, int cmd, ...) { FCNTL_BODY(fcntl); }
+int fcntl64(int fd, int cmd, ...) { FCNTL_BODY(fcntl64); }
 
 static int32_t sim_fd_or_bad(int32_t fd)
 {

@@ -246,9 +246,8 @@ class IommuHw:
                     f"aperture{label}")
         for start, end in self.reserved:
             if iova <= end and last >= start:
-                what = RESERVED_NAMES.get((start, end), "reserved region")
-                return (f"IOVA range [{iova:#x}, {last:#x}] overlaps the host IOMMU's {what} "
-                        f"[{start:#x}, {end:#x}]{label}")
+                what = RESERVED_NAMES.get((start, end), f"region [{start:#x}, {end:#x}]")
+                return f"IOVA {max(iova, start):#x} is in the host IOMMU's reserved {what}{label}"
         return None
 
 

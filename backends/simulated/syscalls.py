@@ -92,6 +92,16 @@ class SimHost(SimulatedHost):
         if kind:
             self.mounts[path] = kind
 
+    def listdir(self, path: str) -> list[str] | None:
+        """The names under ``path`` in the node table and the directories, sorted;
+        None when ``path`` is not a directory here."""
+        prefix = path.rstrip("/") + "/"
+        names = {p[len(prefix):].split("/")[0] for p in (*self.names, *self.dirs)
+                 if p.startswith(prefix)}
+        if not names and path.rstrip("/") not in self.dirs:
+            return None
+        return sorted(n for n in names if n)
+
     def install_file(self, inode: Inode, flags: int = 2) -> int:
         """fd_install() of a new open file description of ``inode`` (for device
         models returning fds, e.g. VFIO_GROUP_GET_DEVICE_FD)."""

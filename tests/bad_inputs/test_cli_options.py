@@ -4,6 +4,8 @@ new option without cases here fails test_every_option_has_cases."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.bad_inputs.conftest import assert_error
@@ -25,8 +27,10 @@ BAD = {
         "--json": [(None, "--json")], "--jsonl": [(None, "--jsonl")],
         "--check": [(None, "--check")], "--no-compare": [(None, "--no-compare")],
         "--wide": [(None, "--wide")], "--all": [(None, "--all")],
-        "--libvirt": [("nope", "--libvirt"), ("", "--libvirt"), ("9.0", "--libvirt")],
-        "--host-iommu": [("nope", "--host-iommu")],
+        "--against-binary": [("/nonexistent/qemu", "--against-binary"),
+                             ("", "--against-binary")],
+        "--host-iommu": [("nope", "--host-iommu"), (",", "--host-iommu"), ("", "--host-iommu")],
+        "--libvirt": [("1.0", "--libvirt applies to libvirt domain XML only")],
     },
     "compare": {
         "--backends": [("nope", "--backends"), (",", "--backends"), ("", "--backends"),
@@ -36,8 +40,8 @@ BAD = {
         "--qemu": [("nope", "--qemu"), (",", "--qemu"), ("", "--qemu")],
         "--policy": [("nope", "--policy"), ("", "--policy"), (":", "--policy")],
         "--json": [(None, "--json")],
-        "--libvirt": [("nope", "--libvirt"), ("", "--libvirt")],
         "--host-iommu": [("nope", "--host-iommu")],
+        "--libvirt": [("1.0", "--libvirt applies to libvirt domain XML only")],
     },
     "gallery": {"--json": [(None, "--json")], "--wide": [(None, "--wide")]},
     "versions": {"--json": [(None, "--json")]},
@@ -52,21 +56,37 @@ BAD = {
                       ("", "--timeout"), ("1e999", "--timeout")],
         "--backend": [("nope", "--backend")],
         "--save": [("/nonexistent/dir/x.toml", "/nonexistent/q.sock")],
+        "--write-scenario": [("/nonexistent/dir/x.toml", "/nonexistent/q.sock")],
+        "--qemu": [("nope", "--qemu")],
+        "--kernel": [("nope", "--kernel"), ("", "--kernel")],
         "--hmp-stdio": [(None, "--hmp-stdio")], "--json": [(None, "--json")],
         "--no-compare": [(None, "--no-compare")],
-        "--qemu": [("nope", "--qemu"), ("", "--qemu")],
-        "--kernel": [("nope", "--kernel"), ("", "--kernel")],
-        "--write-scenario": [("/nonexistent/dir/x.toml", "/nonexistent/q.sock")],
     },
-    "libvirt-argv": {"--libvirt": [("nope", "--libvirt"), ("", "--libvirt"), ("8.0", "'8.0'")],
-                     "--json": [(None, "--json")]},
     "probe": {"--require": [("nope", "nope"), (",", "--require")],
               "--json": [(None, "--json")]},
+    "migrate-check": {
+        "--from": [("qemu=nope", "--from qemu"), ("bogus=1", "--from"), ("qemu", "--from")],
+        "--to": [("kernel=nope", "--to"), ("mode=x", "--to")],
+        "--mode": [("x", "--mode")], "--jobs": [("0", "--jobs"), ("x", "--jobs"),
+                                                 ("-3", "--jobs")],
+        "--json": [(None, "--json")], "--strict": [(None, "--strict")],
+        "--quiet": [(None, "--quiet")], "--verbose": [(None, "--verbose")],
+    },
+    "libvirt-argv": {"--libvirt": [("nope", "--libvirt")],
+                     "--json": [(None, "--json")]},
+    "run": {"--kernel": [("nope", "--kernel")], "--until": [("x", "--until")],
+            "--timeout": [("nan", "--timeout"), ("0", "--timeout")],
+            "--shape": [("/nonexistent/s.toml", "/nonexistent/s.toml")],
+            "--brief": [(None, "--brief")], "--json": [(None, "--json")],
+            "--against-model": [(None, "--against-model")]},
 }
 # inspect needs a socket: its other options are checked against a missing one
 PREFIX = {"plan": ["plan", "s02"], "compare": ["compare", "s17"],
-          "libvirt-argv": ["libvirt-argv", "fixtures/libvirt/vm-plain.xml"],
-          "inspect": ["inspect", "--qmp", "/nonexistent/q.sock"]}
+          "inspect": ["inspect", "--qmp", "/nonexistent/q.sock"],
+          "migrate-check": ["migrate-check", "s06"],
+          "libvirt-argv": ["libvirt-argv", str(Path(__file__).resolve().parents[2] / "vmm_model"
+                                               / "gallery" / "lv02-memfd-shared.xml")]}
+SUFFIX = {"run": ["--", "/nonexistent/qemu"]}
 
 
 def cases():
@@ -81,7 +101,7 @@ def test_option_bad_value(vfio_emu, cmd, opt, value, names):
     argv = list(PREFIX.get(cmd, [cmd]))
     if opt == "--qmp":
         argv = ["inspect"]
-    argv += [f"{opt}=1"] if value is None else [opt, value]
+    argv += ([f"{opt}=1"] if value is None else [opt, value]) + SUFFIX.get(cmd, [])
     assert_error(vfio_emu(*argv), names)
 
 
@@ -90,7 +110,7 @@ def test_every_option_has_cases():
         sub = build_parser(cmd)._subparsers._group_actions[0].choices[cmd]
         opts = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
         assert opts - {"--help"} == set(BAD[cmd]), cmd
-    assert set(BAD) | {"rig", "run"} == set(COMMANDS)   # rig, run: test_command_line_shape
+    assert set(BAD) | {"rig"} == set(COMMANDS)          # rig: test_command_line_shape
 
 
 @pytest.mark.parametrize("argv,names", [

@@ -109,5 +109,6 @@ def test_debug_shows_the_traceback():
     assert rc == 2 and out == b""
     lines = err.decode().splitlines()
     assert lines[0] == "Traceback (most recent call last):"
-    assert lines[-1] == ("vfio-emu: error: size: bad value '4Z' for -m (argument 1 (-m)); "
+    assert lines[-1] == ("vfio-emu: error: size: bad value '4Z' for -m (QEMU command line: "
+                         "argument 1 (-m)); "
                          "valid: a size, e.g. 4G, 512M, 0x1000")

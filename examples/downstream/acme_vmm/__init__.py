@@ -1,0 +1,1 @@
+"""ACME VMM: the team's DMA-mapping policies and VM configurations."""
