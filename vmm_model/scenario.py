@@ -22,7 +22,9 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
