@@ -242,7 +242,7 @@ def test_libvirt_argv_view(capsys):
 def test_plan_of_a_domain_shows_the_translation_and_the_plan(capsys):
     rc, out, err = run(capsys, "plan", str(LV / "vm-file-private-hugepages.xml"),
                        "--libvirt", "9.0", "--qemu", "10.1", "--backend", "iommufd",
-                       "--no-compare")
+                       "--no-compare", "--wide")
     assert rc == 0, err
     head = out.split("\n\n")[0].splitlines()
     assert head[0] == "vm-file-private-hugepages: QEMU arguments from the libvirt 9.0 " \
@@ -251,6 +251,15 @@ def test_plan_of_a_domain_shows_the_translation_and_the_plan(capsys):
     assert '"share":false' in head[3] and '"prealloc-threads":2' in head[3]
     assert head[-1] == "vm-file-private-hugepages: not modelled: -overcommit mem-lock=off"
     assert "== vm-file-private-hugepages" in out and "IOMMU_IOAS_MAP_FILE" in out
+
+
+def test_plan_text_fits_the_width(capsys):
+    rc, out, err = run(capsys, "plan", "lv03", "--kernel", "none")
+    assert rc == 0, err
+    head = out.split("\n\n")[0].splitlines()
+    assert max(len(ln) for ln in head) == 80
+    assert head[3].startswith("  -object '{\"qom-type\":\"memory-backend-file\"") and \
+        head[3].endswith("…")
 
 
 def test_plan_json_carries_the_translation(capsys):

@@ -80,8 +80,16 @@ def examples(cmd: str | None) -> str | None:
   vfio-emu profiles --kernel host --json""",
     "inspect": f"""examples:
   vfio-emu inspect --qmp /run/qemu/vm1.qmp --backend iommufd
-  vfio-emu inspect --qmp vm1.qmp --save vm1.toml && vfio-emu plan vm1.toml --qemu {NEWEST_QEMU}
+  vfio-emu inspect --qmp vm1.qmp --write-scenario vm1.toml && vfio-emu plan vm1.toml
+  vfio-emu inspect --qmp vm1.qmp --qemu {NEWEST_QEMU} --kernel 7.2
   vfio-emu inspect --hmp-stdio -- qemu-system-x86_64 -m 2G -machine q35""",
+    "migrate-check": f"""examples:
+  vfio-emu migrate-check s06 --from backend=type1 --to qemu={NEWEST_QEMU},backend=iommufd
+  vfio-emu migrate-check domain.xml --from qemu=10.0 --to qemu=10.1 --json""",
+    "libvirt-argv": """examples:
+  vfio-emu libvirt-argv domain.xml                 the newest modelled libvirt
+  vfio-emu libvirt-argv domain.xml --libvirt 9.0 --json
+  vfio-emu plan domain.xml --libvirt 11.3 --backend iommufd""",
     "probe": """examples:
   vfio-emu probe
   vfio-emu probe --require iommufd,map_file --json""",
@@ -263,6 +271,9 @@ def cmd_plan(args, qemu_argv) -> int:
         width = _width(args)
         for n, (sc, q, b) in enumerate(jobs):
             p = make_plan(sc, q, b, args.policy, kernel, args.host_iommu)
+            text = render_inputs([sc for sc, _, _ in jobs], width) if not n else ""
+            if text:    # after the first plan: a refused scenario leaves stdout empty
+                out.write(text + "\n\n")
             if n:
                 out.write("\n")
             else:                         # once the first plan stands (errors leave no text)

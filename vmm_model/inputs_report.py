@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import textwrap
 
 from vmm_model.scenario import Scenario
 
@@ -29,17 +30,24 @@ def _unique(scenarios: list[Scenario]) -> list[Scenario]:
     return list({id(sc): sc for sc in scenarios}.values())
 
 
-def render_inputs(scenarios: list[Scenario]) -> str:
+def render_inputs(scenarios: list[Scenario], width: int | None = None) -> str:
     """Text: for each scenario built from QEMU arguments, its arguments (libvirt
-    translations in full) and the "not modelled" list."""
+    translations; lines cut at ``width``, ``libvirt-argv`` shows them whole) and
+    the "not modelled" list (wrapped at ``width``)."""
+    def cut(line: str) -> str:
+        return line if width is None or len(line) <= width else line[:width - 1] + "…"
+
     out = []
     for sc in _unique(scenarios):
         lines = []
         if sc.origin and sc.argv is not None:
-            lines.append(f"{sc.name}: QEMU arguments from the {sc.origin}:")
-            lines.extend("  " + line for line in argv_lines(sc.argv))
+            lines.append(cut(f"{sc.name}: QEMU arguments from the {sc.origin}:"))
+            lines.extend(cut("  " + line) for line in argv_lines(sc.argv))
         if sc.not_modelled:
-            lines.append(f"{sc.name}: not modelled: " + "; ".join(sc.not_modelled))
+            text = f"{sc.name}: not modelled: " + "; ".join(sc.not_modelled)
+            lines.append(textwrap.fill(text, width, subsequent_indent="  ",
+                                       break_on_hyphens=False, break_long_words=True)
+                         if width else text)
         if lines:
             out.append("\n".join(lines))
     return "\n".join(out)
@@ -53,10 +61,10 @@ def inputs_json(scenarios: list[Scenario]) -> list[dict]:
 
 def cmd_libvirt_argv(args, _qemu_argv) -> int:
     from vmm_model.libvirt import from_domain_xml, get_libvirt
-    from vmm_model.qemu.cmdline import read_text
     from pathlib import Path
+    from vmm_model.scenario import read_scenario_text
     v = get_libvirt(args.libvirt)
-    text = read_text(Path(args.domain))
+    text = read_scenario_text(args.domain, "domain XML")
     sc = from_domain_xml(text, args.domain, Path(args.domain).stem, v.name)
     if args.json:
         json.dump({"schema_version": 1, "libvirt": v.name, **inputs_json([sc])[0]},

@@ -84,7 +84,7 @@ DEFAULT_LIBVIRT = "12.2"
 
 
 def get_libvirt(name: str | None, where: str = "--libvirt") -> LibvirtVersion:
-    v = LIBVIRT_VERSIONS.get(name or DEFAULT_LIBVIRT)
+    v = LIBVIRT_VERSIONS.get(DEFAULT_LIBVIRT if name is None else name)
     if v is None:
         raise UsageError(f"unknown libvirt version {name!r}", where=where,
                          valid=", ".join(LIBVIRT_VERSIONS))

@@ -33,8 +33,9 @@ def load_file(path: Path, libvirt: str | None = None) -> Scenario:
     its content (load_scenario())."""
     from vmm_model.scenario import load_scenario
     if path.suffix == ".args":
-        from vmm_model.qemu.cmdline import loads_command_line, read_text
-        text = "\n".join(ln for ln in read_text(path).splitlines()
+        from vmm_model.qemu.cmdline import loads_command_line
+        from vmm_model.scenario import read_scenario_text
+        text = "\n".join(ln for ln in read_scenario_text(path).splitlines()
                          if not ln.lstrip().startswith("#"))
         return loads_command_line(text, str(path), path.stem)
     return load_scenario(path, libvirt)

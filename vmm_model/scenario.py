@@ -22,7 +22,9 @@ Bad input raises UsageError naming the file (and line), the field and what is va
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,10 +346,30 @@ class _Locator:
 MAX_SCENARIO_BYTES = 16 << 20     # foreign input is read bounded
 
 
-def load_toml(path: str | Path) -> Scenario:
-    from vmm_model.qemu.cmdline import read_text
+def read_scenario_text(path: str | Path, what: str = "scenario") -> str:
+    """A scenario file's text: a regular file, at most MAX_SCENARIO_BYTES, UTF-8;
+    else one line naming the file (and the line of a bad byte)."""
     path = Path(path)
-    return loads_toml(read_text(path, MAX_SCENARIO_BYTES), str(path), path.stem)
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"cannot read {what}: not a regular file", where=str(path))
+            data = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise UsageError(f"{what} file larger than {MAX_SCENARIO_BYTES >> 20} MiB",
+                             where=str(path))
+        return data.decode("utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot read {what}: {e.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise UsageError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}",
+                         where=f"{path}:{line}", valid=f"a UTF-8 {what} file") from None
+
+
+def load_toml(path: str | Path) -> Scenario:
+    path = Path(path)
+    return loads_toml(read_scenario_text(path), str(path), path.stem)
 
 
 def loads_toml(text: str, source: str, name: str) -> Scenario:
@@ -547,7 +569,7 @@ def scenario_kind(text: str) -> str:
     head = text.lstrip("\ufeff \t\r\n")
     if head.startswith("<"):
         return "libvirt"
-    if "\0" in text or is_readconfig(text):
+    if "\0-" in text or is_readconfig(text):     # /proc/PID/cmdline: NUL before each option
         return "cmdline"
     first = head.split(None, 1)[0] if head else ""
     if first.startswith("-"):
@@ -563,10 +585,8 @@ def scenario_kind(text: str) -> str:
 def load_scenario(path: str | Path, libvirt: str | None = None) -> Scenario:
     """Any scenario file: TOML, a libvirt domain XML (translated as libvirt
     ``libvirt`` would, default the newest modelled), a QEMU command line."""
-    from vmm_model.qemu.cmdline import read_text
     path = Path(path)
-    text = read_text(path)
-    return loads_scenario(text, str(path), path.stem, libvirt)
+    return loads_scenario(read_scenario_text(path), str(path), path.stem, libvirt)
 
 
 def loads_scenario(text: str, source: str, name: str, libvirt: str | None = None) -> Scenario:

@@ -96,7 +96,10 @@ def cmd_inspect(args, qemu_argv) -> int:
     from vmm_model.cli import kernel_arg
     from vmm_model.qemu_versions import parse_qemu_list
     kernel = kernel_arg(args.kernel)
-    qemus = parse_qemu_list(args.qemu) if args.qemu else None
+    qemus = parse_qemu_list(args.qemu) if args.qemu is not None else None
+    if qemus == []:
+        raise UsageError("no QEMU version given", where="--qemu",
+                         valid="a version, a comma list, or all")
     backends = args.backend or "all"
     blist = (backend_names(in_all=True) if backends == "all"      # checked before QEMU
              else [get_backend(backends, also=("all",)).name])       # is touched

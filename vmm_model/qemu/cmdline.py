@@ -28,12 +28,12 @@ import difflib
 import json
 import re
 import shlex
-from pathlib import Path
 
 from backends.errors import UsageError
 from vmm_model.qemu import names
 from vmm_model.scenario import (DEVICE_TYPES, MACHINE_PROPS, MEMORY_PROPS, OBJECT_TYPES, Obj,
-                                Scenario, _parse_props, _validate, split_qemu_opts)
+                                Scenario, _parse_props, _validate, read_scenario_text,
+                                split_qemu_opts)
 
 # vl.c handles these -machine keys itself (machine_parse_property_opt, accel
 # compatibility options) or they are board aliases that -machine help omits.
@@ -111,28 +111,6 @@ def readconfig_to_args(text: str, source: str) -> list[str]:
         group[1][m.group(1)] = m.group(2).replace('\\"', '"')
     flush()
     return out
-
-
-def read_text(path: Path, limit: int = 16 << 20) -> str:
-    """A scenario file's text: a regular file, at most ``limit`` bytes, UTF-8
-    (foreign input is read bounded; errors name the file and line)."""
-    import os
-    import stat
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise UsageError("cannot read scenario: not a regular file", where=str(path))
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise UsageError(f"cannot read scenario: {e.strerror}", where=str(path)) from None
-    if len(data) > limit:
-        raise UsageError(f"file larger than {limit >> 20} MiB", where=str(path))
-    try:
-        return data.decode()
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise UsageError(f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}",
-                         where=f"{path}:{line}", valid="UTF-8 text") from None
 
 
 def loads_command_line(text: str, source: str, name: str) -> Scenario:
@@ -262,7 +240,7 @@ def from_qemu_args(argv: list[str], name: str = "command-line",
             _device(sc, option_props(arg_value(opt), where, "driver"), where, notes)
         elif norm == "-readconfig":
             path = arg_value(opt)
-            extra = readconfig_to_args(read_text(Path(path)), path)
+            extra = readconfig_to_args(read_scenario_text(path, "config"), path)
             argv = argv[:i + 1] + extra + argv[i + 1:]
         elif norm in names.OPTIONS:
             value = arg_value(opt) if names.OPTIONS[norm] else None
@@ -270,7 +248,8 @@ def from_qemu_args(argv: list[str], name: str = "command-line",
         elif i == 0 and not opt.startswith("-"):
             pass  # the binary itself
         else:
-            raise UsageError(f"invalid option {opt!r}{_suggest(norm, names.OPTIONS)}",
+            # vl.c lookup_opt(): "<opt>: invalid option"
+            raise UsageError(f"{opt}: invalid option{_suggest(norm, names.OPTIONS)}",
                              where=where)
         i += 1
     if any(d.type == "vfio-pci" and d.props.get("iommufd") for d in sc.devices):
@@ -306,7 +285,8 @@ def _object(sc, props, where, notes):
     elif qom_type in names.OBJECTS:
         notes.append(f"-object {qom_type}" + (f" ({props['id']})" if "id" in props else ""))
     else:
-        raise UsageError(f"invalid object type {qom_type!r}"
+        # qom/object_interfaces.c user_creatable_add_type(): "invalid object type: %s"
+        raise UsageError(f"invalid object type: {qom_type}"
                          f"{_suggest(str(qom_type), names.OBJECTS)}", where=where,
                          field="qom-type")
 
@@ -327,6 +307,8 @@ def _device(sc, props, where, notes):
     elif driver in names.DEVICES:
         notes.append(f"-device {driver}" + (f" ({props['id']})" if "id" in props else ""))
     else:
-        raise UsageError(f"{driver!r} is not a valid device model name"   # qdev_get_device_class()
+        # system/qdev-monitor.c qdev_get_device_class(): "'%s' is not a valid device
+        # model name"
+        raise UsageError(f"{driver!r} is not a valid device model name"
                          f"{_suggest(str(driver), names.DEVICES)}",
                          where=where, field="driver")
