@@ -525,9 +525,19 @@ def register_profiles(sub):
 # --- the error boundary ----------------------------------------------------------------
 
 def error_line(e: BaseException) -> str:
-    """``vfio-emu: error: <where>: <field>: <what is wrong> (valid: <what would be>)``
-    on one line (VfioEmuError's own format, shared by every subcommand)."""
-    text = " ".join(str(e).split())
+    """``vfio-emu: error: <what is wrong> (<where>); valid: <what would be>`` on one line."""
+    from backends.errors import VfioEmuError
+    if isinstance(e, VfioEmuError):
+        text = e.message
+        if e.field and e.field not in text:
+            text = f"{e.field}: {text}"
+        if e.where:
+            text += f" ({e.where})"
+        if e.valid:
+            text += f"; valid: {e.valid}"
+    else:
+        text = str(e)
+    text = " ".join(text.split())
     while text.startswith("vfio-emu: "):        # a message that carries the prefix itself
         text = text.removeprefix("vfio-emu: ").removeprefix("error: ")
     return f"vfio-emu: error: {text}"
