@@ -71,6 +71,7 @@ BAD = {
                                                  ("-3", "--jobs")],
         "--json": [(None, "--json")], "--strict": [(None, "--strict")],
         "--quiet": [(None, "--quiet")], "--verbose": [(None, "--verbose")],
+        "--libvirt": [("nope", "--libvirt")],
     },
     "libvirt-argv": {"--libvirt": [("nope", "--libvirt")],
                      "--json": [(None, "--json")]},
