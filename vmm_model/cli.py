@@ -271,9 +271,6 @@ def cmd_plan(args, qemu_argv) -> int:
         width = _width(args)
         for n, (sc, q, b) in enumerate(jobs):
             p = make_plan(sc, q, b, args.policy, kernel, args.host_iommu)
-            text = render_inputs([sc for sc, _, _ in jobs], width) if not n else ""
-            if text:    # after the first plan: a refused scenario leaves stdout empty
-                out.write(text + "\n\n")
             if n:
                 out.write("\n")
             else:                         # once the first plan stands (errors leave no text)

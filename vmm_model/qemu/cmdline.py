@@ -207,9 +207,7 @@ def from_qemu_args(argv: list[str], name: str = "command-line",
 
     while i < len(argv):
         opt = argv[i]
-        where = f"argument {i + 1} ({opt})"
-        if source != "QEMU command line":
-            where = f"{source}: {where}"
+        where = f"{source}: argument {i + 1} ({opt})"
         norm = "-" + opt.lstrip("-") if opt.startswith("-") else opt
         if norm == "-m":
             props = option_props(arg_value(opt), where, "size")
