@@ -167,4 +167,6 @@ def test_help_imports_no_subcommand():
             "print(sorted(m for m in sys.modules if m.startswith(('vmm_model', 'backends'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "['backends', 'backends.errors', 'vmm_model', 'vmm_model.cli']"
+    # vmm_model._imports: the package's guard against a user's own top-level 'backends'
+    assert out.strip() == ("['backends', 'backends.errors', 'vmm_model', 'vmm_model._imports', "
+                           "'vmm_model.cli']")

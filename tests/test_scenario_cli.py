@@ -78,7 +78,7 @@ def test_bad_scenario_files_one_line_exit_2(capsys, fixture, where, field, valid
 
 @pytest.mark.parametrize("args,expect", [
     (["plan", "--", "-m", "4G", "-object", "memory-backend-ram,id=m0,size=4Z"],
-     "QEMU command line: argument 3 (-object): size: bad value '4Z' for memory-backend-ram"),
+     "size: bad value '4Z' for memory-backend-ram (QEMU command line: argument 3 (-object))"),
     (["plan", "--", "-object", "memory-backend-foo,id=m0,size=1G"],
      "invalid object type: memory-backend-foo (did you mean 'memory-backend-file'?)"),
     (["plan", "--", "-m", "1G", "-bogus"], "-bogus: invalid option"),

@@ -81,9 +81,9 @@ def test_ascii_error_line(tmp_path):
     rc, out, err = finish(vfio_emu("plan", bad, env={"PYTHONIOENCODING": "ascii"},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     assert rc == 2 and out == b""
-    assert err == (f"vfio-emu: error: {str(bad).replace(chr(0xe9), chr(92) + 'xe9')}:2: size: "
-                   "bad value '4\\xd7G' for memory (-m) (valid: a size, e.g. 4G, 512M, "
-                   "0x1000)\n").encode()
+    assert err == ("vfio-emu: error: size: bad value '4\\xd7G' for memory (-m) "
+                   f"({str(bad).replace(chr(0xe9), chr(92) + 'xe9')}:2); valid: a size, e.g. "
+                   "4G, 512M, 0x1000\n").encode()
 
 
 @pytest.mark.parametrize("fmt", ["--json", "--jsonl", "text"])
@@ -109,5 +109,5 @@ def test_debug_shows_the_traceback():
     assert rc == 2 and out == b""
     lines = err.decode().splitlines()
     assert lines[0] == "Traceback (most recent call last):"
-    assert lines[-1] == ("vfio-emu: error: QEMU command line: argument 1 (-m): size: bad value "
-                         "'4Z' for -m (valid: a size, e.g. 4G, 512M, 0x1000)")
+    assert lines[-1] == ("vfio-emu: error: size: bad value '4Z' for -m (QEMU command line: "
+                         "argument 1 (-m)); valid: a size, e.g. 4G, 512M, 0x1000")
