@@ -274,7 +274,7 @@ def cmd_plan(args, qemu_argv) -> int:
             if n:
                 out.write("\n")
             else:                         # once the first plan stands (errors leave no text)
-                text = render_inputs([sc for sc, _, _ in jobs])
+                text = render_inputs([sc for sc, _, _ in jobs], width)
                 if text:
                     out.write(text + "\n\n")
             if n == 0 and kernel is None:
