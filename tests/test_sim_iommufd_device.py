@@ -113,7 +113,7 @@ def test_release_unpins_and_uncharges_everything(env):
 
 
 # ============================================================================
-# seed 001 / research §5: live update v1 (NOT merged), profile 7.2+lu.
+# Live update v1 (posted to the iommu list, NOT merged; docs/kernel-model.md), profile 7.2+lu.
 # 10/14: IOMMU_HWPT_LU_SET_PRESERVE only marks; 11/14: preserving the iommufd fd
 # in the LUO session (iommufd_save_hwpts()) checks every marked HWPT.
 # ============================================================================
