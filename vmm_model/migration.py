@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from backends.base import errno_name, strerror
 from backends.errors import UsageError
+from vmm_model.iommu_backends import get_backend
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, get_qemu
 from vmm_model.scenario import MACHINE_TYPES, Scenario
 
@@ -83,7 +84,6 @@ def parse_side(text: str, where: str = "--from") -> dict[str, str]:
                                  valid=", ".join(PROFILES) + ", a release like 6.12.5, "
                                        "host") from None
         elif key == "backend":
-            from vmm_model.iommu_backends import get_backend
             value = get_backend(value, where=f"{where}: backend").name
         else:
             valid = {"machine": MACHINE_TYPES, "mode": MODES}[key]
@@ -105,6 +105,12 @@ def resolve_side(sc: Scenario, given: dict[str, str] | str, where: str = "--from
                 kernel=g.get("kernel") or DEFAULT_KERNEL,
                 machine=g.get("machine") or sc.machine.get("type", "q35"),
                 mode=g.get("mode") or mode or "normal")
+
+
+def _legacy(backend: str) -> bool:
+    """QEMU's legacy container (TYPE_VFIO_IOMMU_LEGACY: type1, or iommufd's VFIO
+    compat mode behind the same calls), not an ``-object iommufd``."""
+    return not get_backend(backend).iommufd_object
 
 
 # --- one side, run ---------------------------------------------------------------------
@@ -176,15 +182,8 @@ class SideRun:
 
     @property
     def outcome(self) -> str:
-        if self.rejected:
-            return f"rejected: {self.rejected}"
-        if self.kernel_error:
-            return f"cannot start: {self.kernel_error}"
-        if self.realize_error:
-            return f"realize fails: {self.realize_error}"
-        if self.aborted:
-            return f"aborts: {self.aborted}"
-        return "runs"
+        from vmm_model.compare import run_outcome
+        return run_outcome(self.rejected, self.kernel_error, self.realize_error, self.aborted)
 
 
 def _kind(ev) -> str:
@@ -233,8 +232,8 @@ def _record_sections(run: SideRun, container) -> None:
 def _probe(sim, run: SideRun) -> None:
     """The capability questions QEMU asks the kernel, asked of the simulated one."""
     from backends import uapi
-    host, client, backend = sim.host, sim.client, run.side.backend
-    if backend in ("type1", "compat"):
+    host, client = sim.host, sim.client
+    if _legacy(run.side.backend):
         for name, ext in (("VFIO_UPDATE_VADDR", uapi.VFIO_UPDATE_VADDR),
                           ("VFIO_UNMAP_ALL", uapi.VFIO_UNMAP_ALL)):
             run.probes[name] = host.ioctl(client.fd, uapi.VFIO_CHECK_EXTENSION, ext)[0]
@@ -342,7 +341,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
         run.realize_error = realize_error(sim.machine, sim.container)
         run.aborted = sim.container.aborted
         run.mappings = sum(1 for s in run.sections.values() if s.kind != "skip" and s.ret == 0)
-        if side.backend in ("type1", "compat") and sim.client.dma_avail is not None:
+        if _legacy(side.backend) and sim.client.dma_avail is not None:
             run.dma_limit = sim.client.dma_avail
         host = sim.host
         pages = max(host.locked_vm, host.user_locked_vm)
@@ -351,7 +350,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
                             else "user->locked_vm") if pages else "-"
         _probe(sim, run)
         if live_update and host.profile.iommufd_liveupdate and run.starts:
-            if side.backend == "iommufd":
+            if "cdev" in get_backend(side.backend).capabilities:
                 run.live_update = _live_update(sim, run)
             else:   # nothing to run: the series has no handler for /dev/vfio/vfio or groups
                 run.live_update = LiveUpdate(-errno.EOPNOTSUPP, [("VM", (
@@ -379,7 +378,7 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[
     ``blocked-reasons``) as (kind, message, source), plus what a successful move
     needs.  ``kind`` identifies the blocker across versions whose wording differs."""
     mode, dev, p = run.side.mode, run.device, run.probes
-    legacy = run.side.backend in ("type1", "compat")
+    legacy = _legacy(run.side.backend)
     out: list[tuple[str, str, str]] = []
     needs: list[str] = []
     exists = {"normal": True, "cpr-reboot": qemu.cpr_reboot, "cpr-transfer": qemu.cpr_transfer,
