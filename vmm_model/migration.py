@@ -31,6 +31,7 @@ from backends.base import errno_name, strerror
 from backends.errors import UsageError
 from vmm_model.iommu_backends import get_backend
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, get_qemu
+from vmm_model.memory import RamFlags
 from vmm_model.scenario import MACHINE_TYPES, Scenario
 
 SCHEMA_VERSION = 1
@@ -132,6 +133,8 @@ class SectionRun:
     seals: tuple = ()
     backing: str = ""
     region: tuple = (0, 0)     # [start, end) within the RAMBlock
+    open_flags: str = "O_RDWR"  # how QEMU opened the RAMBlock's file
+    ram_readonly: bool = False  # RAM_READONLY: mmap'ed PROT_READ (rom=on)
 
     @property
     def outcome(self) -> str:
@@ -226,7 +229,9 @@ def _record_sections(run: SideRun, container) -> None:
             ioctl=req.ioctl if req else None, readonly=ev.readonly, ret=ret,
             ram_device=mr.ram_device, shared=rb.is_shared(),
             cow=kind == "file" and ret == 0 and not rb.is_shared() and not mr.ram_device,
-            seals=tuple(rb.backing.seals), backing=rb.backing.kind, region=(rlo, rlo + hi - lo))
+            seals=tuple(rb.backing.seals), backing=rb.backing.kind, region=(rlo, rlo + hi - lo),
+            open_flags=rb.backing.open_flags,
+            ram_readonly=bool(rb.flags & RamFlags.RAM_READONLY))
 
 
 def _probe(sim, run: SideRun) -> None:
@@ -835,7 +840,11 @@ class MigrationCheck:
                     "sections": [{"section": x.label, "ramblock": x.ramblock, "kind": x.kind,
                                   "ioctl": x.ioctl, "readonly": x.readonly, "ret": x.ret,
                                   "errno": errno_name(x.ret) if x.ret else None,
-                                  "cow": x.cow} for x in r.sections.values()],
+                                  "cow": x.cow, "iova": x.key[1], "size": x.key[2],
+                                  "offset": x.region[0], "backing": x.backing,
+                                  "open_flags": x.open_flags, "shared": x.shared,
+                                  "ram_readonly": x.ram_readonly, "seals": list(x.seals)}
+                                 for x in r.sections.values()],
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
                         "blocking": [{"section": s, "why": w} for s, w in r.live_update.blocking],

@@ -43,6 +43,9 @@ SETS: dict[str, TestSet] = {s.name: s for s in (
     TestSet("differential", ("test_differential.py",), BUILT + STOCK,
             "the same VFIO / iommufd / memfd op sequences on the guest kernel and on "
             "SimHost(its profile) with a mirrored edu, compared step by step"),
+    TestSet("migrate", ("test_migrate_real.py",), BUILT,
+            "migrate-check's predictions replayed on the guest kernel (type1 vs iommufd, "
+            "the MAP_FILE write-access fix) and real QEMU cpr-transfer vs its verdict"),
 )}
 
 assert all(k in KERNELS for s in SETS.values() for k in s.kernels)
