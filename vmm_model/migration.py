@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from backends.base import errno_name, strerror
+from backends.base import errno_name
 from backends.errors import UsageError
 from vmm_model.iommu_backends import get_backend
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, get_qemu
@@ -177,7 +177,9 @@ class SideRun:
     ramblocks: list[tuple[str, bool, bool]] = field(default_factory=list)  # idstr, fd, shared
     live_update: LiveUpdate | None = None
     blockers: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, message, source)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)   # ... once migrating
     needs: list[str] = field(default_factory=list)
+    group: int = 0                        # the device's IOMMU group (/dev/vfio/N)
 
     @property
     def starts(self) -> bool:
@@ -259,7 +261,7 @@ def _probe(sim, run: SideRun) -> None:
         (_, dev_fd, devid, _hwpt), = client.devices
         # iommufd_change_process_capable() (backends/iommufd.c, 10.1): the ioctl itself.
         c = uapi.codec("iommu_ioas_change_process")
-        run.probes["iommufd fd"] = client.fd
+        run.probes["iommufd fd"], run.probes["device fd"] = client.fd, dev_fd
         run.probes["IOMMU_IOAS_CHANGE_PROCESS"] = host.ioctl(
             client.fd, uapi.IOMMU_IOAS_CHANGE_PROCESS, c.pack(c.size, 0))[0]
         # iommufd_cdev_autodomains_get() (hw/vfio/iommufd.c): a HWPT with DIRTY_TRACKING.
@@ -337,6 +339,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
     with simulate(sc, qemu, side.backend, side.kernel) as sim:
         run.device = sim.machine.vfio_devices[0] if sim.machine.vfio_devices else \
             sim.host.vfio_devices[0].name
+        run.group = sim.host.vfio_devices[0].group
         run.ramblocks = [(rb.idstr, rb.fd >= 0, rb.is_shared()) for rb in sim.machine.ramblocks
                          if rb.backing.kind not in ("pfnmap", "dmabuf")]
         if sim.error:
@@ -361,7 +364,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
                 run.live_update = LiveUpdate(-errno.EOPNOTSUPP, [("VM", (
                     f"the {side.backend} container cannot be preserved: VFIO live update "
                     "preserves VFIO cdev devices bound to an iommufd only"))])
-    run.blockers, run.needs = mode_blockers(run, qemu)
+    run.blockers, run.failures, run.needs = mode_blockers(run, qemu)
     return run
 
 
@@ -374,25 +377,36 @@ SRC_CPR_LEGACY = ("hw/vfio/cpr-legacy.c vfio_cpr_supported() (10.1; for cpr-exec
                   "\"vfio: cpr-exec mode\", 10.2)")
 SRC_CPR_IOMMUFD = ("hw/vfio/cpr-iommufd.c vfio_cpr_supported() + backends/iommufd.c "
                    "iommufd_change_process_capable() (10.1)")
-SRC_CHANGE_PROCESS = ("drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process(): -EINVAL "
-                      "when an area maps a user VA (6.13)")
+SRC_CHANGE_PROCESS = ("hw/vfio/cpr-iommufd.c iommufd_cpr_pre_save(): the source QEMU tries "
+                      "the ioctl while saving and fails the migration (10.1); "
+                      "drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process(): -EINVAL "
+                      "when an area is not IOPT_ADDRESS_FILE (a user VA, or a VFIO dma-buf "
+                      "BAR from 6.19) (6.13)")
+SRC_NO_VFIO_CPR = ("QEMU 10.0 registers no VFIO blocker for cpr-transfer (hw/vfio/migration.c "
+                   "vfio_block_migration(): migrate_add_blocker_normal()) and has no VFIO CPR "
+                   "code; the new QEMU's vfio-pci realize: drivers/vfio/group.c "
+                   "vfio_group_fops_open() -EBUSY (group already open), drivers/vfio/vfio_main.c "
+                   "vfio_df_open() -EINVAL (cdev device already open)")
 
 
-def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[str]]:
+def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]],
+                                               list[tuple[str, str, str]], list[str]]:
     """QEMU's blockers for ``run.side.mode`` (as ``query-migrate`` lists them in
-    ``blocked-reasons``) as (kind, message, source), plus what a successful move
-    needs.  ``kind`` identifies the blocker across versions whose wording differs."""
+    ``blocked-reasons``) as (kind, message, source); what fails once the move is
+    under way although nothing blocked it (same shape); what a successful move
+    needs.  ``kind`` identifies a blocker across versions whose wording differs."""
     mode, dev, p = run.side.mode, run.device, run.probes
     legacy = _legacy(run.side.backend)
     out: list[tuple[str, str, str]] = []
+    fails: list[tuple[str, str, str]] = []
     needs: list[str] = []
     exists = {"normal": True, "cpr-reboot": qemu.cpr_reboot, "cpr-transfer": qemu.cpr_transfer,
               "cpr-exec": qemu.cpr_exec}[mode]
     if not exists:
         return [("no-mode", f"Parameter 'mode' does not accept value '{mode}' (QEMU {qemu.name} has no "
-                 f"migration mode {mode})", "qapi/migration.json MigMode")], []
+                 f"migration mode {mode})", "qapi/migration.json MigMode")], [], []
     if not run.starts:
-        return [], []
+        return [], [], []
     no_mig = (f"{dev}: VFIO migration is not supported in kernel" if qemu.vfio_migration_v2
               else "VFIO device doesn't support migration")
     vfio_mig = p.get("VFIO_DEVICE_FEATURE(MIGRATION)", 0)
@@ -406,21 +420,26 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[
         needs.append("the guest suspended first (guest-suspend-ram): otherwise \"VFIO device "
                      "only supports cpr-reboot for runstate suspended\" (hw/vfio/cpr.c "
                      "vfio_cpr_reboot_notifier())")
-    if mode in ("cpr-transfer", "cpr-exec"):
-        if not qemu.vfio_cpr_transfer:
-            out.append(("vfio-cpr", f"{dev}: QEMU {qemu.name} has no VFIO support for {mode} (VFIO CPR "
-                        "arrived in 10.1)", "hw/vfio/cpr-legacy.c, hw/vfio/cpr-iommufd.c (10.1)"))
-            return out, needs
-        if mode == "cpr-transfer":
-            for idstr, has_fd, shared in run.ramblocks:
-                if not (has_fd and shared):
-                    out.append((f"cpr-ram {idstr}", f"Memory region {idstr} is not compatible with CPR. share=on is "
-                                "required for memory-backend objects, and aux-ram-share=on is "
-                                "required.", SRC_CPR_RAM))
-        elif any(not (fd and sh) for _, fd, sh in run.ramblocks):
-            needs.append("share=on and aux-ram-share=on although QEMU registers no cpr-exec "
-                         "blocker for it: private RAM is not preserved across exec "
-                         "(docs/devel/migration/CPR.rst)")
+    if mode == "cpr-transfer":
+        for idstr, has_fd, shared in run.ramblocks:
+            if not (has_fd and shared):
+                out.append((f"cpr-ram {idstr}", f"Memory region {idstr} is not compatible with CPR. share=on is "
+                            "required for memory-backend objects, and aux-ram-share=on is "
+                            "required.", SRC_CPR_RAM))
+    elif mode == "cpr-exec" and any(not (fd and sh) for _, fd, sh in run.ramblocks):
+        needs.append("share=on and aux-ram-share=on although QEMU registers no cpr-exec "
+                     "blocker for it: private RAM is not preserved across exec "
+                     "(docs/devel/migration/CPR.rst)")
+    if mode in ("cpr-transfer", "cpr-exec") and not qemu.vfio_cpr_transfer:
+        # No VFIO CPR code: nothing blocks the move, nothing hands the device's fds
+        # over, so the new QEMU's vfio-pci realize opens them while the old one holds them.
+        fails.append(("vfio-cpr", f"vfio {dev}: Could not open '/dev/vfio/{run.group}': Device or "
+                      "resource busy" if legacy else
+                      f"vfio {dev}: error bind device fd={p.get('device fd', -1)} to "
+                      f"iommufd={p.get('iommufd fd', -1)}: Invalid argument", SRC_NO_VFIO_CPR))
+        needs.append("QEMU 10.1 or later on both sides for a VFIO device (hw/vfio/cpr-legacy.c, "
+                     "cpr-iommufd.c: the device and container fds handed to the new QEMU)")
+    elif mode in ("cpr-transfer", "cpr-exec"):
         if legacy:
             if p.get("VFIO_UPDATE_VADDR", 1) <= 0:
                 out.append(("cpr-legacy", "VFIO container does not support VFIO_UPDATE_VADDR", SRC_CPR_LEGACY))
@@ -433,15 +452,17 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[
                             "IOMMU_IOAS_CHANGE_PROCESS",
                             SRC_CPR_IOMMUFD))
             elif cp:
-                out.append(("change-process", f"IOMMU_IOAS_CHANGE_PROCESS fd {p.get('iommufd fd')} failed: "
-                            f"{strerror(cp)} (at migration time, not a blocker: a section is "
-                            "mapped by VA)", SRC_CHANGE_PROCESS))
+                fails.append(("change-process", "some memory regions do not support "
+                              "IOMMU_IOAS_CHANGE_PROCESS", SRC_CHANGE_PROCESS))
         needs.append("the same backend, kernel and mapping kind for every section: the new "
                      "QEMU inherits the container/IOAS and does not remap")
         if not legacy:
             needs.append("a kernel with IOMMU_IOAS_CHANGE_PROCESS (6.13+) and every section "
                          "mapped by file")
-    return out, needs
+        needs.append("KVM (accel=kvm): the vfio-pci CPR notifier moves the INTx/MSI irqfds with "
+                     "kvm_irqchip_remove_irqfd_notifier_gsi() (hw/vfio/cpr.c "
+                     "vfio_cpr_set_msi_virq()); under TCG the source QEMU dies (SIGSEGV)")
+    return out, fails, needs
 
 
 # --- findings and the rule registry ---------------------------------------------------------
@@ -542,6 +563,9 @@ RULES = _rules(
      "hw/vfio/iommufd.c iommufd_cdev_autodomains_get()"),
     ("migration-blocked", "breaks", "the source QEMU refuses to migrate in this mode "
      "(query-migrate blocked-reasons)", "query-migrate blocked-reasons"),
+    ("cpr-fails", "breaks", "nothing blocks the move, but it fails once under way: the new "
+     "QEMU cannot take the device or its IOAS over (query-migrate status failed; the source "
+     "QEMU keeps running)", "see the finding's source"),
     ("blocker-appears", "changes", "the destination QEMU registers a migration blocker for "
      "this mode: the VM runs, but cannot move on (or back) that way",
      "query-migrate blocked-reasons"),
@@ -703,6 +727,12 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
         for _, msg, src in a.blockers:
             out.append(Finding("migration-blocked", "breaks", tag, "source QEMU", msg,
                                RULES["migration-blocked"].why, src))
+    if migrating and a.starts and not a.blockers:
+        seen = set()
+        for kind, msg, src in a.failures + b.failures:
+            if kind not in seen:
+                seen.add(kind)
+                out.append(_f("cpr-fails", tag, "migrate", msg).with_source(src))
     if a.starts and b.starts:
         src_kinds = {k for k, _, _ in a.blockers}
         dst_kinds = {k for k, _, _ in b.blockers}
@@ -815,6 +845,8 @@ class MigrationCheck:
         for label, run in (("both sides", a),) if same else (("source", a), ("destination", b)):
             for _, msg, _ in run.blockers:
                 lines.append(f"   {label}: {run.side.mode} migration blocked: {msg}")
+            for _, msg, _ in run.failures:
+                lines.append(f"   {label}: {run.side.mode} migration fails: {msg}")
         for need in b.needs:
             lines.append(f"   the destination needs {need}")
         if not self.findings:
@@ -836,6 +868,8 @@ class MigrationCheck:
                     "dirty_tracking": r.dirty_tracking, "probes": r.probes,
                     "blockers": [{"kind": k, "message": m, "source": s}
                                  for k, m, s in r.blockers],
+                    "failures": [{"kind": k, "message": m, "source": s}
+                                 for k, m, s in r.failures],
                     "needs": r.needs,
                     "sections": [{"section": x.label, "ramblock": x.ramblock, "kind": x.kind,
                                   "ioctl": x.ioctl, "readonly": x.readonly, "ret": x.ret,
@@ -883,11 +917,12 @@ def migrate_check(sc, source: str | dict = "", destination: str | dict = "",
     return MigrationCheck(sc.name, ra, rb, compare_runs(ra, rb, migrating))
 
 
-def blockers_by_version(sc, side: Side) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+def blockers_by_version(sc, side: Side) -> list[tuple[str, str, list, list]]:
     """The blockers of ``side.mode`` for this VM in every modelled QEMU version
-    (same backend, kernel, machine): [(version, outcome, blockers)]."""
+    (same backend, kernel, machine), and what fails once the move is under way:
+    [(version, outcome, blockers, failures)]."""
     out = []
     for name in QEMU_VERSIONS:
         run = run_side(sc, dataclasses.replace(side, qemu=name))
-        out.append((name, run.outcome, run.blockers))
+        out.append((name, run.outcome, run.blockers, run.failures))
     return out
