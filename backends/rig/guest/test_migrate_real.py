@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -243,3 +244,225 @@ def test_write_access_fix_on_the_real_kernel(real, raw, edu_addr, check_fix, pro
     side = {s["kernel"]: s for s in (check_fix["from"], check_fix["to"])}[profile]
     assert Replay(real, raw, edu_addr).run("iommufd", side) == expected(side)
     assert ("map_file_requires_fmode_write" in FEATURES) == (profile == "7.2+fix")
+
+
+# ----------------------------------------------------------------------- real QEMU CPR
+
+QEMUS = {"10.0": "/opt/qemu-10.0/bin/qemu-system-x86_64",
+         "11.1": "/opt/qemu-11.1/bin/qemu-system-x86_64"}
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _chan(kind: str, path: Path) -> dict:
+    return {"channel-type": kind, "addr": {"transport": "socket", "type": "unix",
+                                           "path": str(path)}}
+
+
+def qemu_argv(binary: str, backend: str, bdf: str, qmp: Path) -> list[str]:
+    """The rig VM (VM_BAR with aux-ram-share=on) as a QEMU command line, stopped (-S)."""
+    argv = [binary, "-S", "-nodefaults", "-display", "none", "-accel", "tcg",
+            "-machine", "q35,memory-backend=ram0,aux-ram-share=on", "-m", "64M",
+            "-object", "memory-backend-memfd,id=ram0,size=64M,share=on",
+            "-qmp", f"unix:{qmp},server=on,wait=off"]
+    if backend == "iommufd":
+        return argv + ["-object", "iommufd,id=iommufd0",
+                       "-device", f"vfio-pci,host={bdf},iommufd=iommufd0"]
+    return argv + ["-device", f"vfio-pci,host={bdf}"]
+
+
+class Qmp:
+    """A QMP client on a unix socket (the capabilities handshake, one command at a time)."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"QEMU exited {proc.returncode}")
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.file = self.sock.makefile("rw")
+        json.loads(self.file.readline())                       # greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name: str, **args) -> dict:
+        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.file.flush()
+        while True:
+            msg = json.loads(self.file.readline())
+            if "return" in msg or "error" in msg:
+                return msg
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):        # QEMU may have gone away
+            self.file.close()
+        self.sock.close()
+
+
+def cpr_transfer(binary: str, backend: str, bdf: str, tmp: Path, timeout: float = 240) -> dict:
+    """Source QEMU, ``migrate-set-parameters mode=cpr-transfer``, ``query-migrate``
+    (blocked-reasons), the destination QEMU with -incoming main + cpr, ``migrate``,
+    then how both ended: {blocked, migrate, status, error, dst_rc, dst_status, dst_stderr}."""
+    main, cpr = tmp / "main.sock", tmp / "cpr.sock"
+    out: dict = {}
+    procs = []
+    with contextlib.ExitStack() as stack:
+        def start(argv):
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            stack.callback(lambda: (p.poll() is None and p.kill(), p.wait()))
+            return p
+        src = start(qemu_argv(binary, backend, bdf, tmp / "src.qmp"))
+        q = Qmp(tmp / "src.qmp", src, timeout)
+        stack.callback(q.close)
+        out["set"] = q.cmd("migrate-set-parameters", mode="cpr-transfer")
+        out["blocked"] = q.cmd("query-migrate")["return"].get("blocked-reasons", [])
+        dst = start(qemu_argv(binary, backend, bdf, tmp / "dst.qmp") + [
+            "-incoming", json.dumps(_chan("main", main)),
+            "-incoming", json.dumps(_chan("cpr", cpr))])
+        deadline = time.monotonic() + timeout
+        while not cpr.exists() and dst.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out["migrate"] = q.cmd("migrate", channels=[_chan("main", main), _chan("cpr", cpr)])
+        info: dict = {}
+        try:
+            while time.monotonic() < deadline:
+                info = q.cmd("query-migrate")["return"]
+                if info.get("status") in TERMINAL:
+                    break
+                time.sleep(0.5)
+        except (OSError, ValueError) as e:
+            out["src_qmp"] = f"{type(e).__name__}: {e}"
+        out["status"], out["error"] = info.get("status"), info.get("error-desc")
+        if dst.poll() is None:
+            with contextlib.suppress(Exception):
+                d = Qmp(tmp / "dst.qmp", dst, 30)
+                out["dst_status"] = d.cmd("query-status")["return"]["status"]
+                d.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        out["dst_rc"] = dst.wait()
+        out["src_rc"] = src.wait()
+        out["dst_stderr"] = dst.stderr.read().strip()
+        out["src_stderr"] = src.stderr.read().strip()
+    return out
+
+
+def cpr_reboot(binary: str, bdf: str, tmp: Path, timeout: float = 240) -> dict:
+    """One QEMU (type1), ``migrate-set-parameters mode=cpr-reboot``, ``migrate`` to a
+    file: {blocked, status, error}."""
+    out: dict = {}
+    src = subprocess.Popen(qemu_argv(binary, "type1", bdf, tmp / "src.qmp"),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        q = Qmp(tmp / "src.qmp", src, timeout)
+        q.cmd("migrate-set-parameters", mode="cpr-reboot")
+        out["blocked"] = q.cmd("query-migrate")["return"].get("blocked-reasons", [])
+        out["migrate"] = q.cmd("migrate", uri=f"file:{tmp / 'vm.state'}")
+        deadline = time.monotonic() + timeout
+        info: dict = {}
+        while time.monotonic() < deadline:
+            info = q.cmd("query-migrate")["return"]
+            if info.get("status") in TERMINAL:
+                break
+            time.sleep(0.5)
+        out["status"], out["error"] = info.get("status"), info.get("error-desc")
+        q.close()
+    finally:
+        src.kill()
+        src.wait()
+        src.stderr.close()
+    return out
+
+
+VM_CPR = VM_BAR.replace("""x-bars = [{{index = 0, size = "1M", gpa = "0xfe000000"}}]\n""", "")
+SIGSEGV = -11
+
+
+def cpr_check(tmp_path: Path, version: str, backend: str, profile: str, bdf: str,
+              mode: str) -> dict:
+    """The check for the rig VM in ``mode`` between two QEMU ``version``s.  The BAR is
+    left out of its scenario: the rig's kernels are built without CONFIG_PCI_P2PDMA,
+    so vfio-pci exports no dma-buf (QEMU 11.1: "VFIO dma-buf not supported in
+    kernel") and the BAR is mapped by VA, type1 maps it and iommufd refuses it
+    (EFAULT, no IOAS area): nothing a CPR outcome depends on, and not what the 7.2
+    profile (dma-buf from 6.19) says."""
+    return migrate_check(tmp_path, "vm-cpr", VM_CPR.format(qemu=version, bdf=bdf,
+                                                            machine="aux-ram-share = true"),
+                         "--from", f"qemu={version},backend={backend},kernel={profile}",
+                         "--to", f"qemu={version}", "--mode", mode)
+
+
+def digits(text: str) -> str:
+    """fd numbers differ between processes: compare messages with digits masked."""
+    return re.sub(r"\d+", "N", text)
+
+
+def installed(version: str) -> str:
+    binary = QEMUS[version]
+    if not os.path.exists(binary):
+        pytest.skip(f"QEMU {version} is not installed ({binary}: scripts/install-qemu.sh)")
+    if "map_file_requires_fmode_write" in FEATURES:
+        pytest.skip("real QEMU CPR does not depend on the write-access patch: iommufd-7.2 runs it")
+    return binary
+
+
+@pytest.mark.parametrize("backend", ["type1", "iommufd"])
+def test_cpr_transfer_qemu_10_0(tmp_path, edu_addr, profile, backend):
+    """QEMU 10.0 has cpr-transfer but no VFIO CPR: query-migrate lists no blocker
+    (VFIO blocks normal mode only), the migration starts, the new QEMU's vfio-pci
+    realize cannot open the device the old one holds (the group: EBUSY; the cdev:
+    bind EINVAL), it exits, and the old one reports the migration failed: the
+    check's verdict (breaks, cpr-fails with that message)."""
+    binary = installed("10.0")
+    need(backend)
+    real = cpr_transfer(binary, backend, edu_addr, tmp_path)
+    vm = cpr_check(tmp_path, "10.0", backend, profile, edu_addr, "cpr-transfer")
+    assert real["blocked"] == [b["message"] for b in vm["from"]["blockers"]] == []
+    (fail,) = vm["from"]["failures"]
+    assert (vm["verdict"], find(vm, "cpr-fails")) == ("breaks", [("mode cpr-transfer",
+                                                                  "migrate", fail["message"])])
+    assert (real["migrate"], real["status"], real["dst_rc"]) == ({"return": {}}, "failed", 1)
+    assert digits(fail["message"]) in digits(real["dst_stderr"])
+
+
+@pytest.mark.parametrize("backend", ["type1", "iommufd"])
+def test_cpr_transfer_qemu_11_1(tmp_path, edu_addr, profile, backend):
+    """QEMU 11.1 takes VFIO devices through cpr-transfer (type1: VFIO_UPDATE_VADDR;
+    iommufd: IOMMU_IOAS_CHANGE_PROCESS, which the 7.2 kernels have): no blocker,
+    nothing that fails, verdict safe, and a need for KVM.  The rig's guest has no KVM
+    (QEMU runs under TCG twice over): there the source QEMU dies with SIGSEGV once
+    the migration starts (hw/vfio/cpr.c vfio_cpr_set_msi_virq() calls
+    kvm_irqchip_*_irqfd_notifier_gsi() with no KVM state), which is that need."""
+    binary = installed("11.1")
+    need(backend)
+    real = cpr_transfer(binary, backend, edu_addr, tmp_path)
+    vm = cpr_check(tmp_path, "11.1", backend, profile, edu_addr, "cpr-transfer")
+    assert real["blocked"] == [b["message"] for b in vm["from"]["blockers"]] == []
+    assert (vm["verdict"], vm["findings"], vm["from"]["failures"]) == ("safe", [], [])
+    assert "VFIO dma-buf not supported in kernel" in real["src_stderr"]
+    assert any(n.startswith("KVM (accel=kvm)") and "SIGSEGV" in n for n in vm["to"]["needs"])
+    assert (real["migrate"], real["src_rc"]) == ({"return": {}}, SIGSEGV)
+
+
+@pytest.mark.parametrize("version", list(QEMUS))
+def test_cpr_reboot_needs_a_suspended_guest(tmp_path, edu_addr, profile, version):
+    """cpr-reboot with a VFIO device (9.0+): no blocker; QEMU refuses it at setup
+    unless the guest is suspended (vfio_cpr_reboot_notifier()), the need the check
+    states with QEMU's own message.  The VM here is stopped (-S), not suspended."""
+    binary = installed(version)
+    need("type1")
+    real = cpr_reboot(binary, edu_addr, tmp_path)
+    vm = cpr_check(tmp_path, version, "type1", profile, edu_addr, "cpr-reboot")
+    assert real["blocked"] == [b["message"] for b in vm["from"]["blockers"]] == []
+    assert real["status"] == "failed" and real["error"]
+    assert any(f'"{real["error"]}"' in n for n in vm["from"]["needs"]), (real, vm["from"]["needs"])
