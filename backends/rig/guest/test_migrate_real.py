@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 from backends.rig.guest.rigutil import FEATURES, need, sim_profile
 
+from backends import uapi
 from backends.base import errno_name
 from backends.host import (F_ADD_SEALS, MAP_PRIVATE, MAP_SHARED, O_RDONLY, PROT_READ,
                            PROT_WRITE)
@@ -43,6 +44,7 @@ from backends.iommufd import IommufdContainer
 from backends.rig.edu import Edu, iommu_group, vfio_cdev
 from backends.type1 import Type1Container
 
+VFIO_DEVICE_FEATURE_MIGRATION = 1                 # include/uapi/linux/vfio.h
 SEALS = {"F_SEAL_SEAL": 0x1, "F_SEAL_SHRINK": 0x2, "F_SEAL_GROW": 0x4, "F_SEAL_WRITE": 0x8}
 MIB64 = 64 << 20
 
@@ -140,6 +142,27 @@ class Replay:
         assert va > 0, va
         return va, fd
 
+    def _probe(self, c, backend: str, dev: int) -> dict[str, int]:
+        """The capability ioctls the check asks its simulated kernel (its ``probes``),
+        asked of this one, with the sections mapped."""
+        h, out = self.real, {}
+        if backend == "type1":
+            for name in ("VFIO_UPDATE_VADDR", "VFIO_UNMAP_ALL"):
+                out[name] = h.ioctl(c.fd, uapi.VFIO_CHECK_EXTENSION, getattr(uapi, name))[0]
+        else:
+            cp = uapi.codec("iommu_ioas_change_process")
+            out["IOMMU_IOAS_CHANGE_PROCESS"] = h.ioctl(
+                c.fd, uapi.IOMMU_IOAS_CHANGE_PROCESS, cp.pack(cp.size, 0))[0]
+            (_, _, devid, _), = c.devices
+            req = uapi.build("iommu_hwpt_alloc", flags=uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+                             dev_id=devid, pt_id=c.ioas_id)
+            out["IOMMU_HWPT_ALLOC(DIRTY_TRACKING)"] = h.ioctl(c.fd, uapi.IOMMU_HWPT_ALLOC, req)[0]
+        feat = uapi.build("vfio_device_feature", argsz=16,
+                          flags=uapi.VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION)
+        out["VFIO_DEVICE_FEATURE(MIGRATION)"] = h.ioctl(dev, uapi.VFIO_DEVICE_FEATURE,
+                                                        feat.ljust(16, b"\0"))[0]
+        return out
+
     def run(self, backend: str, side: dict) -> dict[str, tuple[str, str]]:
         if backend == "type1":
             c = Type1Container(self.real, iommu_group(self.bdf))
@@ -165,6 +188,7 @@ class Replay:
                 else:
                     r = c.dma_map(s["iova"], s["size"], va + s["offset"], s["readonly"])
                 got[s["section"]] = (r.request.ioctl, errno_name(r.ret) if r.ret else "0")
+            self.probes = self._probe(c, backend, dev)
             self.pinned = ((status_kib("VmLck") - lck) << 10, (status_kib("VmPin") - pin) << 10)
         self.blocks.clear()
         return got
@@ -206,13 +230,18 @@ def test_type1_to_iommufd_sections_on_the_real_kernel(real, raw, edu_addr, check
     """Every section the check lists, mapped by the real client: the same ioctl and
     errno as predicted (type1 follows the BAR's PFNs, iommufd's pin_user_pages()
     refuses VM_PFNMAP with EFAULT; the memfd by VA under type1, by file under
-    iommufd), and the pinned memory charged where the check says:
+    iommufd), the pinned memory charged where the check says:
     mm->locked_vm (VmLck) under type1, not VmLck under iommufd (user->locked_vm,
-    and mm->pinned_vm: VmPin)."""
+    and mm->pinned_vm: VmPin), and the capability probes behind its CPR, dirty
+    tracking and device-migration verdicts answered alike (VFIO_UPDATE_VADDR,
+    VFIO_UNMAP_ALL; IOMMU_IOAS_CHANGE_PROCESS EINVAL with VA areas, no dirty
+    tracking on the emulated VT-d; edu has no VFIO migration: ENOTTY)."""
     need(backend)
     want = check_bar[side]
     rp = Replay(real, raw, edu_addr)
     assert rp.run(backend, want) == expected(want)
+    probes = {k: v for k, v in want["probes"].items() if not k.endswith(" fd")}
+    assert rp.probes == probes
     lck, pin = rp.pinned
     if backend == "type1":
         assert (want["memlock_scope"], lck) == ("mm->locked_vm", want["memlock_bytes"])
