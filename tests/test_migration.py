@@ -181,7 +181,8 @@ CASES = [
     ("cpr-fails", "s34", "qemu=10.0,backend=type1", "qemu=10.0", "cpr-transfer", CPR,
      ("migrate", "vfio 0000:00:01.0: Could not open '/dev/vfio/1': Device or resource busy")),
     ("cpr-fails", "s34", "qemu=10.0,backend=iommufd", "qemu=11.1", "cpr-transfer", CPR,
-     ("migrate", "vfio 0000:00:01.0: error bind device fd=8 to iommufd=7: Invalid argument")),
+     ("migrate", "ERROR:hw/vfio/cpr-iommufd.c:220:vfio_cpr_load_device: assertion failed: "
+      "(ret)")),
     ("cpr-fails", CPR_BAR, "backend=iommufd,kernel=7.2", "kernel=7.2", "cpr-transfer", CPR,
      ("migrate", "some memory regions do not support IOMMU_IOAS_CHANGE_PROCESS")),
     ("live-update-blocked", "seed001", "qemu=10.2,kernel=7.2", "kernel=7.2+lu", None,
@@ -361,6 +362,21 @@ def test_qemu_10_0_cpr_transfer_is_not_blocked_but_the_new_qemu_cannot_open_the_
     run = run_side(gallery_s34(), Side("10.0", backend, "7.2", "q35", "cpr-transfer"))
     assert run.blockers == []
     assert [(k, m) for k, m, _ in run.failures] == [("vfio-cpr", failure)]
+
+
+@pytest.mark.parametrize("backend, dst, failure", [
+    ("type1", "11.1", "vfio 0000:00:01.0: Could not open '/dev/vfio/1': Device or resource busy"),
+    ("iommufd", "11.1", "ERROR:hw/vfio/cpr-iommufd.c:220:vfio_cpr_load_device: assertion "
+                        "failed: (ret)"),
+    ("iommufd", "10.0", "vfio 0000:00:01.0: error bind device fd=8 to iommufd=7: Invalid "
+                        "argument")])
+def test_cpr_transfer_from_qemu_10_0_fails_in_the_new_qemu(backend, dst, failure):
+    """10.0 hands no VFIO device over: a new 11.1 opens the group (EBUSY) or, for an
+    iommufd device, finds none in the CPR state and aborts (as real QEMU 11.1.3 does in
+    the kernel rig); nothing is inherited, so no cpr-map-kind-changes either."""
+    r = migrate_check("s34", f"qemu=10.0,backend={backend}", f"qemu={dst}", "cpr-transfer")
+    assert [(f.code, f.after) for f in r.findings if f.code.startswith("cpr-")] == [
+        ("cpr-fails", failure)]
 
 
 def test_change_process_fails_on_a_dmabuf_bar():

@@ -334,7 +334,8 @@ class Qmp:
         self.sock.close()
 
 
-def cpr_transfer(binary: str, backend: str, bdf: str, tmp: Path, timeout: float = 240) -> dict:
+def cpr_transfer(binary: str, backend: str, bdf: str, tmp: Path, timeout: float = 240,
+                 incoming: str | None = None) -> dict:
     """Source QEMU, ``migrate-set-parameters mode=cpr-transfer``, ``query-migrate``
     (blocked-reasons), the destination QEMU with -incoming main + cpr, ``migrate``,
     then how both ended: {blocked, migrate, status, error, dst_rc, dst_status, dst_stderr}."""
@@ -353,7 +354,7 @@ def cpr_transfer(binary: str, backend: str, bdf: str, tmp: Path, timeout: float 
         stack.callback(q.close)
         out["set"] = q.cmd("migrate-set-parameters", mode="cpr-transfer")
         out["blocked"] = q.cmd("query-migrate")["return"].get("blocked-reasons", [])
-        dst = start(qemu_argv(binary, backend, bdf, tmp / "dst.qmp") + [
+        dst = start(qemu_argv(incoming or binary, backend, bdf, tmp / "dst.qmp") + [
             "-incoming", json.dumps(_chan("main", main)),
             "-incoming", json.dumps(_chan("cpr", cpr))])
         deadline = time.monotonic() + timeout
@@ -445,23 +446,27 @@ def installed(version: str) -> str:
     return binary
 
 
+@pytest.mark.parametrize("incoming", ["10.0", "11.1"])
 @pytest.mark.parametrize("backend", ["type1", "iommufd"])
-def test_cpr_transfer_qemu_10_0(tmp_path, edu_addr, profile, backend):
+def test_cpr_transfer_from_qemu_10_0(tmp_path, edu_addr, profile, backend, incoming):
     """QEMU 10.0 has cpr-transfer but no VFIO CPR: query-migrate lists no blocker
-    (VFIO blocks normal mode only), the migration starts, the new QEMU's vfio-pci
-    realize cannot open the device the old one holds (the group: EBUSY; the cdev:
-    bind EINVAL), it exits, and the old one reports the migration failed: the
-    check's verdict (breaks, cpr-fails with that message)."""
+    (VFIO blocks normal mode only), the migration starts and hands no device over.
+    A new 10.0 opens the device the old one holds (the group: EBUSY; the cdev: bind
+    EINVAL); a new 11.1 opens the group (EBUSY) or, for iommufd, finds no device in
+    the CPR state and aborts.  It exits, the old QEMU reports the migration failed:
+    the check's verdict (breaks, cpr-fails with the new QEMU's message)."""
     binary = installed("10.0")
     need(backend)
-    real = cpr_transfer(binary, backend, edu_addr, tmp_path)
-    vm = cpr_check(tmp_path, "10.0", backend, profile, edu_addr, "cpr-transfer")
+    real = cpr_transfer(binary, backend, edu_addr, tmp_path, incoming=installed(incoming))
+    vm = migrate_check(tmp_path, "vm-cpr", VM_CPR.format(qemu="10.0", bdf=edu_addr,
+                                                          machine="aux-ram-share = true"),
+                       "--from", f"qemu=10.0,backend={backend},kernel={profile}",
+                       "--to", f"qemu={incoming}", "--mode", "cpr-transfer")
     assert real["blocked"] == [b["message"] for b in vm["from"]["blockers"]] == []
-    (fail,) = vm["from"]["failures"]
-    assert (vm["verdict"], find(vm, "cpr-fails")) == ("breaks", [("mode cpr-transfer",
-                                                                  "migrate", fail["message"])])
-    assert (real["migrate"], real["status"], real["dst_rc"]) == ({"return": {}}, "failed", 1)
-    assert digits(fail["message"]) in digits(real["dst_stderr"])
+    (_, before, after), = find(vm, "cpr-fails")
+    assert (vm["verdict"], before) == ("breaks", "migrate")
+    assert (real["migrate"], real["status"]) == ({"return": {}}, "failed")
+    assert real["dst_rc"] != 0 and digits(after) in digits(real["dst_stderr"])
 
 
 @pytest.mark.parametrize("backend", ["type1", "iommufd"])
