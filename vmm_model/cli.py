@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import signal
 import sys
@@ -120,17 +119,6 @@ def _import(spec: str):
     import importlib
     mod, _, fn = spec.partition(":")
     return getattr(importlib.import_module(mod), fn)
-
-
-def seconds(text: str) -> float:
-    """A timeout: a finite number of seconds > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"a number of seconds > 0, not {text!r}")
-    return v
 
 
 def _version() -> str:
