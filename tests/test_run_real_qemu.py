@@ -705,3 +705,43 @@ def test_two_devices_share_the_container_or_the_hwpt():
     assert [r.fields["pt_id"] for r in res.requests if r.name == "VFIO_DEVICE_ATTACH_IOMMUFD_PT"] \
         == [hwpt, hwpt]
     assert len([r for r in res.requests if r.name == "IOMMU_HWPT_ALLOC"]) == 1
+
+
+# ---- QEMU 11.1 (trixie-backports, run through trixie's loader: scripts/install-qemu.sh) ----
+
+def test_qemu111_runs_on_its_own_trixie_libraries_under_the_shim():
+    """The 11.1 wrapper runs the binary through trixie's ld.so without chroot:
+    every shared object in QEMU's address space comes from /opt/qemu-11.1/root
+    except the shim itself; guest RAM is still mapped by VA on type1 and the
+    model agrees."""
+    binary = qemu("11.1")
+    procs, objs = [], set()
+
+    def read_maps(server, mon):
+        with open(f"/proc/{procs[0].pid}/maps") as f:
+            objs.update(ln.split()[-1] for ln in f if ".so" in ln.split()[-1])
+
+    res = run(binary, BASE + TYPE1, kernel="7.2", on_start=procs.append, on_ready=read_maps)
+    assert (res.reached, res.status, res.version.split(".")[:2]) == ("realize", 0, ["11", "1"])
+    root = os.path.dirname(os.path.dirname(os.path.realpath(binary))) + "/root/"
+    foreign = [o for o in objs if not o.startswith(root) and o != build_shim()]
+    assert objs and foreign == [], foreign
+    assert any(o.endswith("/libc.so.6") for o in objs)
+    ram = final_maps(res.events())[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["ret"]) == ("VFIO_IOMMU_MAP_DMA", 0)
+    assert compare_with_model(res, BASE + TYPE1) == []
+
+
+def test_qemu111_iommufd_checks_dev_iommu_before_opening_it():
+    """QEMU 11.1 looks for /dev/iommu with access(F_OK) before it opens it; on
+    a kernel without iommufd (6.1) the simulated /dev has no such node and QEMU
+    says so in its own words; the model predicts a failure too."""
+    args = BASE + IOMMUFD
+    res = run(qemu("11.1"), args, kernel="6.1")
+    assert (res.reached, res.status) == ("", 1)
+    assert [(r.fields["call"], r.name, r.ret) for r in res.requests
+            if r.name == "/dev/iommu"] == [("access", "/dev/iommu", -2)]
+    assert [r for r in res.requests if r.op in ("open", "ioctl")] == []
+    assert res.stderr == ("qemu-system-x86_64: /dev/iommu does not exist "
+                          "(is your kernel config missing CONFIG_IOMMUFD?)\n")
+    assert compare_with_model(res, args) == []
