@@ -277,8 +277,10 @@ def test_write_access_fix_on_the_real_kernel(real, raw, edu_addr, check_fix, pro
 
 # ----------------------------------------------------------------------- real QEMU CPR
 
-QEMUS = {"10.0": "/opt/qemu-10.0/bin/qemu-system-x86_64",
-         "11.1": "/opt/qemu-11.1/bin/qemu-system-x86_64"}
+# scripts/install-qemu.sh's binaries (vmm_model/qemu/launcher.py QEMU_BINARIES: the same
+# variables and defaults; the guest sees the host's root)
+QEMUS = {v: os.environ.get(f"VFIO_EMU_QEMU_{v.replace('.', '_')}",
+                           f"/opt/qemu-{v}/bin/qemu-system-x86_64") for v in ("10.0", "11.1")}
 TERMINAL = ("completed", "failed", "cancelled")
 
 
