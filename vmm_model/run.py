@@ -214,7 +214,9 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, server, ready)
     try:
         mon = QmpMonitor(qmp, timeout=max(1.0, deadline - time.monotonic()))
     except QemuError as e:
-        if proc.poll() is None:
+        try:
+            proc.wait(timeout=2)        # a QEMU that fails realize closes QMP while exiting
+        except subprocess.TimeoutExpired:
             res.killed = f"QMP did not come up: {e}"
         return
     try:

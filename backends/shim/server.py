@@ -26,7 +26,6 @@ from backends.simulated.iommu import IOMMU_READ, IOMMU_WRITE, SimVfioDevice
 from backends.simulated.mmap import VM_PFNMAP, VM_SHARED
 from backends.simulated.vfio import VfioDeviceFile, install
 
-from .hw_info import IOMMU_GET_HW_INFO, iommufd_get_hw_info
 from .pci import DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields
 from .prochost import ProcHost
 
@@ -292,9 +291,6 @@ class ShimServer:
             arg = buf[:_FD_FIELD] + struct.pack("<i", sim_fd) + buf[_FD_FIELD + 4:]
         if file is not None and isinstance(file.dev, VfioDeviceFile):
             ret, out = device_ioctl(h, file.dev, request, arg)
-        elif request == IOMMU_GET_HW_INFO and kind == "iommufd" and h.profile.vfio_cdev \
-                and mode and file is not None:  # GET_HW_INFO came with VFIO cdev, in 6.6
-            ret, out = iommufd_get_hw_info(file.dev, buf)
         else:
             ret, out = h.ioctl(fd, request, arg)
         if passed is not None:
