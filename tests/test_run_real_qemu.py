@@ -122,16 +122,20 @@ def test_iommufd_on_a_kernel_without_it_is_qemus_own_error():
     assert compare_with_model(res, args) == []
 
 
-@pytest.mark.parametrize("label, kernel, backend, ioctl, ret", [
-    ("10.0", "7.2", IOMMUFD, "IOMMU_IOAS_MAP", -14), ("10.0", "7.2", TYPE1, "VFIO_IOMMU_MAP_DMA", 0),
-    ("11.1", "6.18", IOMMUFD, "IOMMU_IOAS_MAP", -14)])
-def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret):
+@pytest.mark.parametrize("label, kernel, backend, ioctl, ret, kind, dma_buf", [
+    ("10.0", "7.2", IOMMUFD, "IOMMU_IOAS_MAP", -14, "pfnmap", []),
+    ("10.0", "7.2", TYPE1, "VFIO_IOMMU_MAP_DMA", 0, "pfnmap", []),
+    ("11.1", "6.18", IOMMUFD, "IOMMU_IOAS_MAP", -14, "pfnmap", [-25]),
+    ("11.1", "7.2", IOMMUFD, "IOMMU_IOAS_MAP_FILE", 0, "dmabuf", ["fd"])])
+def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret, kind, dma_buf):
     """Once SeaBIOS enables BAR0, QEMU maps its mmap (a ram_device region):
     iommufd cannot pin VM_PFNMAP (-EFAULT, QEMU warns and goes on), type1
-    follows the PFNs (0).  QEMU 11.1 asks for a dma-buf of the BAR first
-    (hw/vfio/region.c vfio_region_create_dma_buf(), 11.0+); a kernel before
-    6.19 has no VFIO_DEVICE_FEATURE_DMA_BUF (-ENOTTY), so 11.1 warns and maps
-    the BAR by VA like 10.0.  The guest runs until that map happened (at most 30 s)."""
+    follows the PFNs (0).  QEMU 11.1 first asks for a dma-buf of each
+    mmap-able BAR (hw/vfio/region.c vfio_region_create_dma_buf(), 11.0+): a
+    kernel before 6.19 has no VFIO_DEVICE_FEATURE_DMA_BUF (-ENOTTY), so 11.1
+    warns and maps the BAR by VA like 10.0; from 6.19 it gets a dma-buf fd and
+    maps the BAR with IOMMU_IOAS_MAP_FILE of it (iommufd's IOPT_ADDRESS_DMABUF),
+    which succeeds.  The guest runs until that map happened (at most 30 s)."""
     import time
 
     def bar_mapped(server, mon):
@@ -145,12 +149,16 @@ def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret):
     assert res.status == 0 and res.reached == "realize"
     feature = [r.ret for r in res.requests if r.name == "VFIO_DEVICE_FEATURE" and
                r.fields.get("flags") == uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_DMA_BUF]
-    assert feature == ([-25] if label == "11.1" else [])
+    assert [("fd" if r > 0 else r) for r in feature] == dma_buf
     assert ("warning: VFIO dma-buf not supported in kernel, using mmap fallback, P2P DMA will "
-            "not work" in res.stderr) == (label == "11.1")
+            "not work" in res.stderr) == (dma_buf == [-25])
     bar = [r for r in res.requests if r.name == ioctl and r.fields.get("iova") == BAR0]
     assert bar, "SeaBIOS did not enable BAR0 within 30 s"
-    assert bar[0].ret == ret and bar[0].backing["kind"] == "pfnmap"
+    assert bar[0].ret == ret and bar[0].backing["kind"] == kind
+    if kind == "dmabuf":               # the whole BAR: one range, offset 0 of the dma-buf
+        assert (bar[0].fields["start"], bar[0].fields["length"], bar[0].backing["size"]) == (
+            0, 1 << 20, 1 << 20)
+        assert res.stderr == ""
     if ret:
         assert "warning: IOMMU_IOAS_MAP failed: Bad address, PCI BAR?" in res.stderr
         assert (f"vfio_container_dma_map(" in res.stderr and
