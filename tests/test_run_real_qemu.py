@@ -869,3 +869,25 @@ def test_qemu111_map_file_same_on_72_and_72_with_the_write_access_fix(config, sh
     else:
         assert {(e["flags"], e["backing"]["f_flags"] & 0o3, e["backing"]["seals"])
                 for e in files} == {("FIXED_IOVA|WRITEABLE|READABLE", os.O_RDWR, 0x7)}
+
+
+def test_same_requests_finds_a_changed_answer():
+    """same_requests() (the check between the rig's recording on a real kernel
+    and a run on the simulated one): two runs of one QEMU and command line
+    make the same container/IOAS requests with the same answers; a changed
+    answer, or a missing request, is reported where it happens."""
+    import copy
+    from vmm_model.run import same_requests
+    a = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    b = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    assert a.reached == b.reached == "realize"
+    assert same_requests(a, b) == []
+    c = copy.deepcopy(b)
+    i = next(i for i, r in enumerate(c.requests) if r.name == "IOMMU_IOAS_MAP")
+    c.requests[i].ret = -14
+    del c.requests[next(i for i, r in enumerate(c.requests) if r.name == "IOMMU_HWPT_ALLOC")]
+    diffs = same_requests(a, c)
+    assert [d["what"] for d in diffs] == ["delete", "replace"]
+    assert diffs[0]["a"][0][0] == "IOMMU_HWPT_ALLOC" and diffs[0]["b"] == []
+    assert diffs[1]["a"][0][0] == diffs[1]["b"][0][0] == "IOMMU_IOAS_MAP"
+    assert (diffs[1]["a"][0][2], diffs[1]["b"][0][2]) == (0, -14)

@@ -368,7 +368,9 @@ def _first_failure(events: list[dict]) -> dict | None:
 
 def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     """Where the model's plan (same command line, same kernel) and the real run
-    differ.  Both realize: the mappings in effect at the end (range, ioctl,
+    differ.  ``res`` may come from any source that fills a RunResult (version,
+    backend, kernel profile, requests, stderr, reached): ``run()`` here, or a
+    recording of real QEMU on a real kernel (vmm_model/rig_qemu.py).  Both realize: the mappings in effect at the end (range, ioctl,
     readonly, outcome).  Both fail: the first refused map.  One fails: the
     outcome."""
     from vmm_model.plan import make_plan
@@ -406,6 +408,32 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
                 diffs.append({"kind": "map", "range": rng, "what": what,
                               "model": m[what], "real": r[what]})
     return diffs
+
+
+# The requests two kernels must answer alike for the same QEMU and command line: the
+# container/IOMMU side (the device's own config space and regions differ between the
+# rig's edu and the simulated function), by name, the fields that are not addresses or
+# fd numbers, and the answer.
+SAME_FIELDS = ("flags", "iova", "size", "length", "start", "ioas_id", "num_iovas", "value")
+
+
+def request_key(r: Request) -> tuple:
+    return (r.name, tuple((k, r.fields[k]) for k in SAME_FIELDS if k in r.fields), r.ret)
+
+
+def same_requests(a: RunResult, b: RunResult) -> list[dict]:
+    """Where two runs of one QEMU binary and command line differ in the
+    container/iommufd requests they made and the answers they got, in order:
+    e.g. the rig's recording on a real kernel (vmm_model/rig_qemu.py run_result())
+    and ``run()`` on that kernel's simulated profile.  [] when the same."""
+    import difflib
+    ka, kb = ([request_key(r) for r in res.requests if r.op == "ioctl" and
+               r.fd_kind in ("container", "iommufd")] for res in (a, b))
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ka, b=kb, autojunk=False).get_opcodes():
+        if op != "equal":
+            out.append({"at": i1, "what": op, "a": ka[i1:i2], "b": kb[j1:j2]})
+    return out
 
 
 def _brief(e: dict | None) -> str | None:
