@@ -891,3 +891,36 @@ def test_same_requests_finds_a_changed_answer():
     assert diffs[0]["a"][0][0] == "IOMMU_HWPT_ALLOC" and diffs[0]["b"] == []
     assert diffs[1]["a"][0][0] == diffs[1]["b"][0][0] == "IOMMU_IOAS_MAP"
     assert (diffs[1]["a"][0][2], diffs[1]["b"][0][2]) == (0, -14)
+
+
+@pytest.mark.parametrize("ops, index, ranges, argsz, want", [
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 1 << 20)], None, "fd"),
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 0x1000), (0x2000, 0x3000)], None, "fd"),
+    (uapi.VFIO_DEVICE_FEATURE_PROBE | uapi.VFIO_DEVICE_FEATURE_GET, 0, [], None, 0),
+    (uapi.VFIO_DEVICE_FEATURE_SET, 0, [(0, 0x1000)], None, -22),
+    (uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_SET, 0, [(0, 0x1000)], None, -22),
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [], None, -22),                  # nr_ranges 0
+    (uapi.VFIO_DEVICE_FEATURE_GET, 6, [(0, 0x1000)], None, -19),       # the ROM: not a BAR
+    (uapi.VFIO_DEVICE_FEATURE_GET, 1, [(0, 0x1000)], None, -22),       # no BAR1
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0x800, 0x1000)], None, -22),   # not page-aligned
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0xff000, 0x2000)], None, -22),  # past the BAR
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 0x1000)], 12, -22)])        # argsz < 16
+def test_dma_buf_feature(ops, index, ranges, argsz, want):
+    """vfio_pci_core_feature_dma_buf() on the edu-like function (1 MiB BAR0):
+    the dma-buf's size is the sum of the ranges; the errnos of
+    vfio_ioctl_device_feature(), vfio_check_feature() and validate_dmabuf_input()."""
+    import struct as st
+    from backends.shim.pci import PciFunction, PciShape, vfio_pci_core_feature_dma_buf
+    from backends.simulated.iommu import SimVfioDevice
+    from backends.simulated.syscalls import SimHost
+    host = SimHost("7.2")
+    fn = PciFunction(SimVfioDevice(), PciShape())
+    body = st.pack("<IIII", index, os.O_RDWR, 0, len(ranges)) + b"".join(
+        st.pack("<QQ", o, n) for o, n in ranges)
+    buf = st.pack("<II", argsz or 8 + len(body), ops | uapi.VFIO_DEVICE_FEATURE_DMA_BUF) + body
+    ret, _ = vfio_pci_core_feature_dma_buf(host, fn, buf)
+    if want == "fd":
+        assert ret >= 0 and host.file_of(ret).inode.i_size == sum(n for _, n in ranges)
+        assert host.file_of(ret).inode.kind == "dmabuf"
+    else:
+        assert ret == want
