@@ -8,9 +8,9 @@
 #     and the kernel rig's build and boot packages (scripts/rig-deps.sh)
 #   - a virtualenv in .venv with the package and its test extras
 # Then two pytest runs: everything but the rig on 2 workers, then the rig
-# (-m rig: real kernels booted under QEMU, one at a time; the first run builds
-# the kernels into ~/.cache/vfio-emu/rig: about 28 minutes in all from a fresh
-# clone on 2 cores, 16 once cached).
+# (-m rig: real kernels booted under QEMU (TCG, one vCPU each), two guests at a
+# time on 2 workers; a kernel is built once, under a lock, into
+# ~/.cache/vfio-emu/rig, the first time a test needs it).
 #   VFIO_EMU_RIG=0 sh scripts/test-all.sh     skips the rig run
 # Extra arguments go to both pytest runs.
 set -eu
@@ -37,6 +37,6 @@ run() {
 run -n 2 -q -m "not rig" "$@"
 if [ "$RIG" != 0 ]; then
     # A guest that cannot boot here is a failure, not a skip.
-    VFIO_EMU_RIG_REQUIRED=1 run -q -m rig -rs --durations=0 "$@"
+    VFIO_EMU_RIG_REQUIRED=1 run -n 2 -q -m rig -rs --durations=0 "$@"
 fi
 exit "$fail"
