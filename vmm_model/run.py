@@ -370,7 +370,8 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     """Where the model's plan (same command line, same kernel) and the real run
     differ.  ``res`` may come from any source that fills a RunResult (version,
     backend, kernel profile, requests, stderr, reached): ``run()`` here, or a
-    recording of real QEMU on a real kernel (vmm_model/rig_qemu.py).  Both realize: the mappings in effect at the end (range, ioctl,
+    recording of real QEMU on a real kernel (vmm_model/rig_qemu.py).  The
+    model's firmware-phase maps (BARs) count only when the guest ran.  Both realize: the mappings in effect at the end (range, ioctl,
     readonly, outcome).  Both fail: the first refused map.  One fails: the
     outcome."""
     from vmm_model.plan import make_plan
@@ -379,7 +380,11 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     from vmm_model.scenario import from_qemu_args
     sc = from_qemu_args(qemu_args)
     plan = make_plan(sc, get_qemu(model_version(res.version)), res.backend, kernel=res.kernel)
-    model_events = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")]
+    # The model's firmware phase (PCI BARs mapped once the guest's firmware enables
+    # them, vmm_model/container.py) happened only if the guest ran ("ran N s").
+    phases = ("realize", "reset", "firmware") if res.reached.startswith("ran") else ("realize", "reset")
+    model_events = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")
+                    and e.phase in phases]
     model_error = plan.rejected or plan.kernel_error or plan.realize_error
     real_error = (res.stderr.strip().splitlines() or ["no QMP"])[-1] if not res.reached else None
     if model_error and real_error:
