@@ -924,3 +924,20 @@ def test_dma_buf_feature(ops, index, ranges, argsz, want):
         assert host.file_of(ret).inode.kind == "dmabuf"
     else:
         assert ret == want
+
+
+def test_model_firmware_maps_count_only_when_the_guest_ran():
+    """-vga std: the model maps vga.vram where SeaBIOS puts the VGA BAR
+    (0xfd000000) in its firmware phase; QEMU stopped at realize (-S) has not
+    mapped it, and compare_with_model does not count it as a difference."""
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.scenario import from_qemu_args
+    args = BASE + ["-vga", "std"] + TYPE1
+    plan = make_plan(from_qemu_args(args), get_qemu("10.0"), "type1", kernel="7.2")
+    assert [(e.phase, e.iova, e.size) for e in plan.events if e.phase == "firmware"] == [
+        ("firmware", 0xFD000000, 16 << 20)]
+    res = run(qemu("10.0"), args, kernel="7.2")
+    assert res.reached == "realize"
+    assert 0xFD000000 not in {e["iova"] for e in res.events()}
+    assert compare_with_model(res, args) == []
