@@ -155,6 +155,17 @@ def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret, kind, dma_buf):
     bar = [r for r in res.requests if r.name == ioctl and r.fields.get("iova") == BAR0]
     assert bar, "SeaBIOS did not enable BAR0 within 30 s"
     assert bar[0].ret == ret and bar[0].backing["kind"] == kind
+    # the model, told where the firmware put the BAR (x-bars), predicts the same map
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.report import event_json
+    from vmm_model.scenario import loads_toml
+    sc = loads_toml('[memory]\nsize = "128M"\n[[device]]\ndriver = "vfio-pci"\n'
+                    'host = "0000:00:04.0"\nx-bars = [{index = 0, size = "1M", gpa = "0xfea00000"}]\n',
+                    "bar0", "bar0")
+    plan = make_plan(sc, get_qemu(label), "iommufd" if backend == IOMMUFD else "type1", kernel=kernel)
+    assert [(e["phase"], e["ioctl"], e["ret"]) for e in map(event_json, plan.events)
+            if e["kind"] == "map" and e["iova"] == BAR0] == [("firmware", ioctl, ret)]
     if kind == "dmabuf":               # the whole BAR: one range, offset 0 of the dma-buf
         assert (bar[0].fields["start"], bar[0].fields["length"], bar[0].backing["size"]) == (
             0, 1 << 20, 1 << 20)
