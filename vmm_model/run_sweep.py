@@ -150,13 +150,16 @@ def scratch():
         shutil.rmtree(disk, ignore_errors=True)
 
 
+_SHORT = {"VFIO_IOMMU_MAP_DMA": "MAP_DMA", "IOMMU_IOAS_MAP": "IOAS_MAP",
+          "IOMMU_IOAS_MAP_FILE": "MAP_FILE"}
+
+
 def outcome(res) -> str:
     """The cell of the table: what real QEMU did with guest RAM."""
     from vmm_model.run import final_maps
     if not res.reached:
         refused = next((e for e in res.events() if e["kind"] == "map" and e["ret"]), None)
-        return f"fails ({refused['ioctl'].rsplit('_', 1)[-1]} {refused['errno']})" if refused \
-            else "QEMU error"
+        return f"fails: {_SHORT[refused['ioctl']]} {refused['errno']}" if refused else "QEMU error"
     live = [e for e in final_maps(res.events()).values() if e["ret"] == 0]
     kinds = sorted({"FILE" if e["ioctl"] == "IOMMU_IOAS_MAP_FILE" else "VA" for e in live})
     return "+".join(kinds) or "nothing mapped"
@@ -182,8 +185,11 @@ def run_row(name: str, label: str, backend: str, kernel: str, binary: str) -> di
 
 def sweep(binaries: dict[str, str]) -> dict:
     """The whole grid for the QEMU binaries given (label -> path)."""
+    import sys
+    import time
     from vmm_model import gallery
     rows, skipped = [], {}
+    t0 = time.monotonic()
     for name in gallery.names():
         why = not_expressible(gallery.load(name))
         if why:
@@ -193,9 +199,12 @@ def sweep(binaries: dict[str, str]) -> dict:
             for backend in SWEEP_BACKENDS:
                 for kernel in SWEEP_KERNELS:
                     rows.append(run_row(name, label, backend, kernel, binary))
+                    r = rows[-1]
+                    print(f"{len(rows):4} {name} {label} {backend} {kernel}: {r['outcome']} "
+                          f"{'=' if r['agree'] else r['diffs']}", file=sys.stderr, flush=True)
     return {"schema_version": 1, "versions": {k: rows_version(rows, k) for k in binaries},
             "backends": list(SWEEP_BACKENDS), "kernels": list(SWEEP_KERNELS),
-            "rows": rows, "not_run": skipped}
+            "seconds": round(time.monotonic() - t0), "rows": rows, "not_run": skipped}
 
 
 def rows_version(rows: list[dict], label: str) -> str | None:
@@ -207,7 +216,10 @@ def render_table(doc: dict) -> str:
     (one line per scenario and QEMU, one cell per backend × kernel), then the
     scenarios not run and why."""
     cols = [(b, k) for b in doc["backends"] for k in doc["kernels"]]
-    out = ["| QEMU | " + " | ".join(f"{b} / {k}" for b, k in cols) + " |",
+    agreed = sum(r["agree"] for r in doc["rows"])
+    out = [f"{len(doc['rows'])} configurations (one QEMU run each, {doc['seconds'] // 60} min "
+           f"{doc['seconds'] % 60} s in all); the model agrees on {agreed}.", "",
+           "| QEMU | " + " | ".join(f"{b} / {k}" for b, k in cols) + " |",
            "|---|" + "---|" * len(cols)]
     for label, version in doc["versions"].items():
         cells = []
