@@ -117,6 +117,7 @@ class SetResult:
     exit_status: int | None          # pytest's, None if it never finished
     seconds: float | None
     tests: list[dict]                # guest_plugin records
+    artefact: dict | None = None     # what the set wrote to artefact-SET.json in the run dir
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,7 +131,8 @@ class SetResult:
 
     def to_json(self) -> dict:
         return {"name": self.name, "files": self.files, "exit_status": self.exit_status,
-                "seconds": self.seconds, "counts": self.counts, "tests": self.tests}
+                "seconds": self.seconds, "counts": self.counts, "tests": self.tests,
+                **({"artefact": self.artefact} if self.artefact is not None else {})}
 
 
 @dataclasses.dataclass
@@ -181,11 +183,15 @@ def _check_path(p: Path, what: str) -> str:
 def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
                 pytest_args: list[str]) -> str:
     q = shlex.quote
-    env = {"RIG_GUEST": "1", "RIG_KERNEL": kernel.name, "RIG_RELEASE": kernel.release,
+    env = {"RIG_GUEST": "1", "RIG_OUT": str(out), "RIG_KERNEL": kernel.name, "RIG_RELEASE": kernel.release,
            "RIG_FEATURES": ",".join(kernel.features),
            "RIG_PATCHES": ",".join(p["file"] for p in kernel.patches),
            "RIG_SELFTESTS": kernel.selftests or "", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONUNBUFFERED": "1"}
+    if any(s.observer for s in sets):
+        from backends.rig.real_qemu import OBSERVER_SOURCE
+        from backends.shim.build import build
+        env["RIG_OBSERVER"] = build(OBSERVER_SOURCE)
     lines = ["#!/bin/sh", "# written by backends/rig/boot.py; runs in the guest's chroot",
              f"cd {q(str(GUEST_DIR))} || exit 125",
              "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()), "rc=0"]
@@ -343,4 +349,6 @@ def _set_result(s: TestSet, out: Path, console: str, marks: dict[str, float]) ->
     tests = json.loads(path.read_text())["tests"] if path.exists() else []
     start, end = marks.get(f"{s.name} start"), marks.get(f"{s.name} exit status")
     secs = round(end - start, 1) if start is not None and end is not None else None
-    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests)
+    art = out / f"artefact-{s.name}.json"
+    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests,
+                     json.loads(art.read_text()) if art.exists() else None)

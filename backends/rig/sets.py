@@ -26,6 +26,7 @@ class TestSet:
     files: tuple[str, ...]          # pytest paths relative to GUEST_DIR
     kernels: tuple[str, ...]        # kernels (kernels.KERNELS) the set applies to
     doc: str = ""
+    observer: bool = False          # boot.py builds vfio_observe.c: $RIG_OBSERVER in the guest
 
 
 SETS: dict[str, TestSet] = {s.name: s for s in (
@@ -43,6 +44,9 @@ SETS: dict[str, TestSet] = {s.name: s for s in (
     TestSet("differential", ("test_differential.py",), BUILT + STOCK,
             "the same VFIO / iommufd / memfd op sequences on the guest kernel and on "
             "SimHost(its profile) with a mirrored edu, compared step by step"),
+    TestSet("real-qemu", ("test_real_qemu.py",), BUILT,
+            "real QEMU 7.2 / 10.0 / 11.1 on edu bound to vfio-pci, every VFIO/iommufd ioctl "
+            "recorded (vfio_observe.c); compared with the model on the host", observer=True),
 )}
 
 assert all(k in KERNELS for s in SETS.values() for k in s.kernels)
