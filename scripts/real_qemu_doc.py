@@ -8,8 +8,7 @@ repository root:
         <cache>/results/KERNEL--real-qemu.json) into fixtures/rig/real-qemu-KERNEL.json
 
 tests/test_rig_real_qemu.py runs the check.  Explanations of disagreements
-live in fixtures/rig/real-qemu-explained.json ("config version": "why, with
-the QEMU or kernel source line").
+are vmm_model/rig_qemu.py's EXPLAINED.
 """
 
 from __future__ import annotations
@@ -21,18 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "real-qemu-rig.md"
 FIXTURES = ROOT / "fixtures" / "rig"
-EXPLAINED = FIXTURES / "real-qemu-explained.json"
 
 
 def artefacts() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("real-qemu-*.json"))
-            if p != EXPLAINED]
+    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("real-qemu-*.json"))]
 
 
 def page() -> str:
     from vmm_model.rig_qemu import render
-    explained = json.loads(EXPLAINED.read_text()) if EXPLAINED.exists() else {}
-    return render(artefacts(), explained)
+    return render(artefacts())
 
 
 def main(argv: list[str]) -> int:

@@ -40,11 +40,10 @@ from backends.errors import HostError, UsageError
 from backends.rig import die_with_parent
 from backends.rig.initramfs import make_initramfs
 from backends.rig.kernels import Kernel
-from backends.rig.sets import GUEST_DIR, TestSet
+from backends.rig.sets import DEFAULT_TIMEOUT, GUEST_DIR, TestSet
 
 SCHEMA = "vfio-emu-rig/1"
 PACKAGE_ROOT = Path(backends.__file__).resolve().parents[1]   # the checkout or site-packages
-DEFAULT_TIMEOUT = 900.0
 TAIL_LINES = 40
 RUN_PREFIX = "vfio-emu-rig-"                  # + pid + random: the run directory in /tmp
 ACCELS = ("tcg", "kvm", "auto")

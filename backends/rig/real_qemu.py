@@ -33,6 +33,20 @@ BACKENDS = ("type1", "iommufd")
 #: the path (vmm_model/machine.py _fs_of) is what the guest really has.
 MOUNTS = (("tmpfs", "/dev/shm"), ("hugetlbfs", "/dev/hugepages"), ("ramfs", "/dev/ramfs"))
 
+def mount_all() -> None:
+    """Mount ``MOUNTS`` (in the guest, as root)."""
+    import subprocess
+    for fstype, where in MOUNTS:
+        os.makedirs(where, exist_ok=True)
+        subprocess.run(["mount", "-t", fstype, "none", where], check=True)
+
+
+def umount_all() -> None:
+    import subprocess
+    for _, where in reversed(MOUNTS):
+        subprocess.run(["umount", where], check=False)
+
+
 # QEMU paused before the guest runs; small RAM (type1 pins all of it).
 BASE = ("-machine", "q35", "-accel", "tcg,tb-size=16", "-nodefaults", "-display", "none",
         "-S", "-m", "64M")

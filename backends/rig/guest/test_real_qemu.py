@@ -23,8 +23,8 @@ import time
 import pytest
 
 from backends.rig.guest.rigutil import sim_profile
-from backends.rig.real_qemu import (BACKENDS, CONFIGS, MOUNTS, QEMUS, decode, observer_env,
-                                    qemu_args)
+from backends.rig.real_qemu import (BACKENDS, CONFIGS, MOUNTS, QEMUS, decode, mount_all,
+                                    observer_env, qemu_args, umount_all)
 
 RUN_TIMEOUT = 180.0
 ARTEFACT = "artefact-real-qemu.json"
@@ -41,9 +41,7 @@ def env():
     from backends.rig.edu import edu_devices
     observer, out = os.environ.get("RIG_OBSERVER"), os.environ.get("RIG_OUT")
     assert observer and os.path.exists(observer), f"RIG_OBSERVER={observer!r} (boot.py builds it)"
-    for fstype, where in MOUNTS:
-        os.makedirs(where, exist_ok=True)
-        subprocess.run(["mount", "-t", fstype, "none", where], check=True)
+    mount_all()
     bdf = edu_devices()[0]
     versions = {}
     for label, binary in QEMUS.items():
@@ -51,8 +49,7 @@ def env():
             out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
             versions[label] = re.search(r"version (\d+\.\d+\.\d+)", out)[1]
     yield {"observer": observer, "bdf": bdf}
-    for _, where in reversed(MOUNTS):
-        subprocess.run(["umount", where], check=False)
+    umount_all()
     with open(os.path.join(out, ARTEFACT), "w") as f:
         json.dump({"kernel": os.environ.get("RIG_KERNEL"), "release": os.environ.get("RIG_RELEASE"),
                    "features": os.environ.get("RIG_FEATURES"), "profile": sim_profile().name,
