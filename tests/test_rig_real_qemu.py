@@ -19,7 +19,7 @@ import pytest
 from backends import uapi
 from backends.rig.real_qemu import (BACKENDS, CONFIGS, OBSERVER_SOURCE, QEMUS, decode,
                                     observer_env, qemu_args)
-from vmm_model.rig_qemu import compare, counts, run_result
+from vmm_model.rig_qemu import compare, counts, run_result, sequence
 
 REPO = Path(__file__).resolve().parents[1]
 ARTEFACTS = sorted((REPO / "fixtures" / "rig").glob("real-qemu-*.json"))
@@ -150,7 +150,8 @@ def test_committed_artefact_compares_as_recorded(path):
     assert len(done) >= 25 * 2 * 2
     for r in done:
         assert compare(r, art["profile"]) == r["differences"], (r["config"], r["version"])
-    total = sum(n for _, n in counts(art).values())
+        assert sequence(r, art["profile"]) == r["sequence"], (r["config"], r["version"])
+    total = sum(n for *_, n in counts(art).values())
     assert total == len(done)
 
 

@@ -28,10 +28,16 @@ EXPLAINED: dict[str, str] = {}
 
 def unexplained(art: dict) -> list[str]:
     """The differences of an artefact that EXPLAINED does not explain, one line each."""
-    return [f"{r['config']} {r['version']} {r['backend']}: {d['kind']} {d['range']} "
-            f"{d['what']}: model {d['model']} | real {d['real']}"
-            for r in art["runs"] for d in r.get("differences", ())
-            if f"{r['config']} {r['version']} {r['backend']}" not in EXPLAINED]
+    out = []
+    for r in art["runs"]:
+        key = f"{r['config']} {r['version']} {r['backend']}"
+        if key in EXPLAINED:
+            continue
+        out += [f"{key}: {d['kind']} {d['range']} {d['what']}: model {d['model']} | "
+                f"real {d['real']}" for d in r.get("differences", ())]
+        if r.get("sequence"):
+            out.append(f"{key}: request sequence, {r['sequence']}")
+    return out
 
 
 def _request(d: dict) -> Request:
@@ -58,6 +64,38 @@ def compare(run: dict, profile: str) -> list[dict]:
     except UsageError as e:
         return [{"kind": "realize", "range": "-", "what": "model cannot plan",
                  "model": str(e), "real": run["reached"] or "fails"}]
+
+
+def _step(e: dict) -> tuple:
+    return (e["kind"], e["iova"], e["size"], e["ioctl"],
+            e["readonly"] if e["kind"] == "map" else None, e["ret"])
+
+
+def sequence(run: dict, profile: str) -> str | None:
+    """Where the ordered map/unmap requests of realize and reset first differ
+    between the model and the recording (None: the same requests in the same
+    order: range, ioctl, read-only, kernel answer)."""
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.report import event_json
+    from vmm_model.run import model_version
+    from vmm_model.scenario import from_qemu_args
+    try:
+        plan = make_plan(from_qemu_args(run["args"]), get_qemu(model_version(run["qemu"])),
+                         run["backend"], kernel=profile)
+    except UsageError as e:
+        return f"model cannot plan: {e}"
+    model = [_step(event_json(e)) for e in plan.events
+             if e.kind in ("map", "unmap") and e.phase in ("realize", "reset")]
+    real = [_step(e) for e in run_result(run, profile).events()]
+    for i, (m, r) in enumerate(zip(model, real)):
+        if m != r:
+            return f"step {i}: model {m} | real {r}"
+    if len(model) != len(real):
+        i = min(len(model), len(real))
+        return (f"step {i}: model {model[i] if i < len(model) else 'nothing'} | "
+                f"real {real[i] if i < len(real) else 'nothing'}")
+    return None
 
 
 def outcome(run: dict) -> str:
@@ -93,22 +131,26 @@ def summarize(rig: dict) -> dict:
                "requests": [q.json() for q in keep]}
         run["outcome"] = outcome(run)
         run["differences"] = compare(run, profile)
+        run["sequence"] = sequence(run, profile)
         runs.append(run)
     return {"schema": SCHEMA, "kernel": rig["kernel"]["name"], "release": art["release"],
             "profile": profile, "qemu_host": rig["qemu"], "versions": art["versions"],
-            "set_seconds": s["seconds"], "boot_seconds": rig["timings"]["boot"], "runs": runs}
+            "set_seconds": s["seconds"], "boot_seconds": rig["timings"]["boot"], "runs": runs,
+            "fd_kinds": art.get("fd_kinds", [])}
 
 
-def counts(art: dict) -> dict[tuple[str, str], tuple[int, int]]:
-    """(version, backend) -> (agreeing runs, runs)."""
+def counts(art: dict) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(version, backend) -> (runs agreeing on outcome and mappings, runs agreeing
+    on the whole request sequence too, runs)."""
     out: dict[tuple[str, str], list[int]] = {}
     for r in art["runs"]:
         if r.get("missing"):
             continue
-        c = out.setdefault((r["version"], r["backend"]), [0, 0])
+        c = out.setdefault((r["version"], r["backend"]), [0, 0, 0])
         c[0] += not r["differences"]
-        c[1] += 1
-    return {k: (a, n) for k, (a, n) in out.items()}
+        c[1] += not r["differences"] and not r["sequence"]
+        c[2] += 1
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def render(arts: list[dict]) -> str:
@@ -131,15 +173,19 @@ def render(arts: list[dict]) -> str:
              "kernel answer).", "",
              f"{len(CONFIGS)} configurations (`backends/rig/real_qemu.py`, the one list the "
              "guest runner and this comparison share) × QEMU releases × type1/iommufd.", ""]
-    lines += ["## Agreement", "", "| kernel (profile) | QEMU | type1 | iommufd |",
-              "|---|---|---|---|"]
+    lines += ["## Agreement", "",
+              "Each cell: runs where model and real QEMU agree on the outcome and on every "
+              "mapping in effect once the machine is up / runs where, in addition, the "
+              "whole ordered sequence of map and unmap requests of realize and reset is the "
+              "same (range, ioctl, read-only, kernel answer) / runs.", "",
+              "| kernel (profile) | QEMU | type1 | iommufd |", "|---|---|---|---|"]
     for art in arts:
         c = counts(art)
         for v, full in art["versions"].items():
             cells = []
             for b in ("type1", "iommufd"):
-                a, n = c.get((v, b), (0, 0))
-                cells.append(f"{a}/{n} ({100 * a // n if n else 0} %)" if n else "not run")
+                a, q, n = c.get((v, b), (0, 0, 0))
+                cells.append(f"{a} / {q} / {n} ({100 * a // n} %)" if n else "not run")
             lines.append(f"| {art['kernel']} ({art['profile']}) | {full} | {' | '.join(cells)} |")
     lines += ["", "## Timing", ""]
     for art in arts:
@@ -163,7 +209,7 @@ def render(arts: list[dict]) -> str:
                         cells.append("not run")
                         continue
                     o = "realize" if r["reached"] else "fails"
-                    cells.append(o + (" **≠**" if r["differences"] else ""))
+                    cells.append(o + (" **≠**" if r["differences"] or r["sequence"] else ""))
             lines.append(f"| `{cfg.name}` | {' | '.join(cells)} |")
         lines.append("")
     lines += ["## Disagreements", ""]
@@ -178,8 +224,34 @@ def render(arts: list[dict]) -> str:
                 why = EXPLAINED.get(key)
                 if why:
                     lines.append(f"  - {why}")
+            if r.get("sequence"):
+                any_diff = True
+                lines.append(f"- {art['kernel']} `{r['config']} {r['version']} {r['backend']}`: "
+                             f"request sequence, {r['sequence']}")
     if not any_diff:
         lines.append("None.")
+    lines += ["", "## What the memory fd is: the VA path and the MAP_FILE path", "",
+              "`backends/rig/guest/test_fd_kinds.py` (same boot): for each kind of memory a "
+              "backend hands to VFIO, the real clients' ioctls on the guest kernel and on the "
+              "simulated kernel of its profile, step by step, with edu attached (pinning at "
+              "map time).  `v`: the fd mapped MAP_SHARED, `p`: MAP_PRIVATE; answers are the "
+              "guest kernel's (`same` when the simulated kernel answered the same at every "
+              "step).  The simulated answers come from mm/gup.c check_vma_flags() / "
+              "writable_file_mapping_allowed() (VA path) and mm/gup.c memfd_pin_folios() "
+              "(MAP_FILE: shmem and hugetlbfs files only); see docs/kernel-model.md.", ""]
+    maps = ("ioas_map", "map_file", "map_dma")
+    for art in arts:
+        if not art.get("fd_kinds"):
+            continue
+        lines += [f"### {art['kernel']}", "", "| kind | backend | requests: guest kernel | "
+                  "simulated kernel |", "|---|---|---|---|"]
+        for t in art["fd_kinds"]:
+            steps = [f"{op[0]}({op[2] if op[0] == 'map_dma' else op[3]}"
+                     f"{', ro' if op[0] == 'map_file' and len(op) > 7 else ''}) = {ans}"
+                     for op, ans in zip(t["ops"], t["real"]) if op[0] in maps]
+            same = "same" if t["real"] == t["sim"] else "**differs**"
+            lines.append(f"| {t['kind']} | {t['backend']} | {'; '.join(steps)} | {same} |")
+        lines.append("")
     lines += ["", "## The configurations", ""]
     for cfg in CONFIGS:
         lines.append(f"- `{cfg.name}`: {cfg.doc}; `{' '.join(cfg.args) or '(base only)'}`")

@@ -116,7 +116,7 @@ class SetResult:
     exit_status: int | None          # pytest's, None if it never finished
     seconds: float | None
     tests: list[dict]                # guest_plugin records
-    artefact: dict | None = None     # what the set wrote to artefact-SET.json in the run dir
+    artefact: dict | None = None     # what the set wrote to artefact-SET*.json in the run dir
 
     @property
     def counts(self) -> dict[str, int]:
@@ -348,6 +348,7 @@ def _set_result(s: TestSet, out: Path, console: str, marks: dict[str, float]) ->
     tests = json.loads(path.read_text())["tests"] if path.exists() else []
     start, end = marks.get(f"{s.name} start"), marks.get(f"{s.name} exit status")
     secs = round(end - start, 1) if start is not None and end is not None else None
-    art = out / f"artefact-{s.name}.json"
-    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests,
-                     json.loads(art.read_text()) if art.exists() else None)
+    art: dict = {}
+    for p in sorted(out.glob(f"artefact-{s.name}*.json")):   # one per test file that writes one
+        art.update(json.loads(p.read_text()))
+    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests, art or None)

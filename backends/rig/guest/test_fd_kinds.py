@@ -1,8 +1,8 @@
 """What the memory fd really is (set ``real-qemu``): the VA path (pin_user_pages
 of a mapping) and the MAP_FILE path (IOMMU_IOAS_MAP_FILE of the fd) for each
 kind of memory QEMU's backends hand to VFIO, on the guest kernel and on the
-simulated kernel that mirrors it, step by step (test_differential.py's Runner
-and check()).
+simulated kernel that mirrors it, step by step (test_differential.py's Runner);
+both sides' answers go into the set's artefact (docs/real-qemu-rig.md).
 
 Kinds: memfd (shmem), memfd MFD_HUGETLB, a regular file on tmpfs (/dev/shm),
 on hugetlbfs (/dev/hugepages) and on ramfs (/dev/ramfs), each mapped shared
@@ -21,6 +21,7 @@ fd itself is a character device.
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
@@ -28,11 +29,17 @@ import pytest
 from backends.host import MFD_HUGETLB, O_RDWR
 from backends.rig.guest.rigutil import U64_MAX
 from backends.rig.guest.test_differential import (ATTACH, IOAS, IRF, RW, A, B, C, H, P,
-                                                  check, mirror, guest_edu, type1)  # noqa: F401
+                                                  mirror, guest_edu, run_both, table,  # noqa: F401
+                                                  type1)
+from backends.rig.guest.rigutil import FEATURES
 from backends.rig.real_qemu import mount_all, umount_all
 
 D = 0x400000
 N = 4                                   # pages of the 4 KiB kinds
+
+
+ARTEFACT = "artefact-real-qemu-fd.json"       # boot.py merges artefact-SET*.json
+RESULTS: list[dict] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,6 +49,20 @@ def mounts():
     mount_all()
     yield
     umount_all()
+    with open(os.path.join(os.environ["RIG_OUT"], ARTEFACT), "w") as f:
+        json.dump({"fd_kinds": RESULTS}, f)
+
+
+def check_and_record(real, mirror, kind, backend, ops):  # noqa: F811
+    """test_differential.py's check(), keeping both sides' answers for the artefact."""
+    if backend not in FEATURES:
+        pytest.skip(f"kernel has no {backend}")
+    out_r, out_s = run_both(real, mirror, ops)
+    RESULTS.append({"kind": kind, "backend": backend, "profile": mirror[0].name,
+                    "ops": [list(map(str, op)) for op in ops],
+                    "real": [str(x) for x in out_r], "sim": [str(x) for x in out_s]})
+    assert out_r == out_s, (f"{backend}-{kind}: the simulator ({mirror[0].name}) differs from "
+                            "the guest kernel\n" + table(ops, out_r, out_s))
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +117,7 @@ def test_iommufd_va_and_map_file(real, mirror, kind):  # noqa: F811
         ("map_file", "i", "a", "f", 0, n, c), ("map_file", "i", "a", "f", 0, n, d, IRF),
         ("ioas_unmap", "i", "a", 0, U64_MAX)]
     try:
-        check(real, mirror, f"iommufd-{kind}", {"iommufd"}, ops)
+        check_and_record(real, mirror, kind, "iommufd", ops)
     finally:
         _cleanup()
 
@@ -109,7 +130,7 @@ def test_type1_va(real, mirror, kind):  # noqa: F811
         ("map_dma", "c", "v", 0, a, n), ("map_dma", "c", "p", 0, b, n),
         ("unmap_dma", "c", 0, 1 << 40)]
     try:
-        check(real, mirror, f"type1-{kind}", {"type1"}, ops)
+        check_and_record(real, mirror, kind, "type1", ops)
     finally:
         _cleanup()
 

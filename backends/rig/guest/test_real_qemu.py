@@ -39,21 +39,30 @@ def env():
     if os.environ.get("RIG_GUEST") != "1":
         pytest.skip("a rig guest test: run it with vfio-emu rig run --set real-qemu")
     from backends.rig.edu import edu_devices
-    observer, out = os.environ.get("RIG_OBSERVER"), os.environ.get("RIG_OUT")
+    observer, rig_out = os.environ.get("RIG_OBSERVER"), os.environ.get("RIG_OUT")
     assert observer and os.path.exists(observer), f"RIG_OBSERVER={observer!r} (boot.py builds it)"
     mount_all()
     bdf = edu_devices()[0]
     versions = {}
     for label, binary in QEMUS.items():
         if os.path.exists(binary):
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-            versions[label] = re.search(r"version (\d+\.\d+\.\d+)", out)[1]
-    yield {"observer": observer, "bdf": bdf}
+            said = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+            versions[label] = re.search(r"version (\d+\.\d+\.\d+)", said)[1]
+    head = {"kernel": os.environ.get("RIG_KERNEL"), "release": os.environ.get("RIG_RELEASE"),
+            "features": os.environ.get("RIG_FEATURES"), "profile": sim_profile().name,
+            "versions": versions, "bdf": bdf}
+    state = {"observer": observer, "bdf": bdf,
+             "save": lambda: _save(os.path.join(rig_out, ARTEFACT), head)}
+    state["save"]()
+    yield state
     umount_all()
-    with open(os.path.join(out, ARTEFACT), "w") as f:
-        json.dump({"kernel": os.environ.get("RIG_KERNEL"), "release": os.environ.get("RIG_RELEASE"),
-                   "features": os.environ.get("RIG_FEATURES"), "profile": sim_profile().name,
-                   "versions": versions, "bdf": bdf, "runs": RECORDS}, f)
+
+
+def _save(path: str, head: dict) -> None:
+    """The artefact so far (rewritten after every run: a crash keeps what ran)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(dict(head, runs=RECORDS), f)
+    os.replace(path + ".tmp", path)
 
 
 def _qmp(proc, deadline: float, buf: list[bytes]) -> dict | None:
@@ -131,6 +140,7 @@ def test_real_qemu(env, config, version, backend):
     rec = {"config": config.name, "version": version, "backend": backend, "binary": binary}
     if not os.path.exists(binary):
         RECORDS.append(dict(rec, missing=True))
+        env["save"]()
         pytest.skip(f"QEMU {version} is not installed at {binary} (scripts/install-qemu.sh)")
     _cleanup(config)
     for path, size in config.files:
@@ -143,6 +153,7 @@ def test_real_qemu(env, config, version, backend):
         _cleanup(config)
     rec.update(args=args, **res)
     RECORDS.append(rec)
+    env["save"]()
     reqs, ready = decode(res["log"])
     if res["reached"]:
         assert not res["killed"], res["stderr"]
