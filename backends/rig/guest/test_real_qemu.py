@@ -23,8 +23,8 @@ import time
 import pytest
 
 from backends.rig.guest.rigutil import sim_profile
-from backends.rig.real_qemu import (BACKENDS, CONFIGS, MOUNTS, QEMUS, decode, mount_all,
-                                    observer_env, qemu_args, umount_all)
+from backends.rig.real_qemu import (MOUNTS, QEMUS, decode, matrix, mount_all, observer_env,
+                                    qemu_args, umount_all)
 
 RUN_TIMEOUT = 180.0
 ARTEFACT = "artefact-real-qemu.json"
@@ -130,7 +130,7 @@ def _cleanup(config) -> None:
             os.unlink(os.path.join(where, name))
 
 
-MATRIX = [(c, v, b) for c in CONFIGS for v in QEMUS for b in BACKENDS]
+MATRIX = matrix(os.environ.get("RIG_KERNEL", ""))
 
 
 @pytest.mark.parametrize("config,version,backend", MATRIX,
