@@ -14,6 +14,8 @@ ioctl = map kind, read-only, file offset, kernel answer).
 
 from __future__ import annotations
 
+import errno
+
 from backends.errors import UsageError
 from backends.shim.server import Request
 from vmm_model.run import MAP_IOCTLS, RESET_IOCTLS, UNMAP_IOCTLS, RunResult, compare_with_model
@@ -67,8 +69,12 @@ def compare(run: dict, profile: str) -> list[dict]:
 
 
 def _step(e: dict) -> tuple:
+    """A request as compared: the kernel's answer, also where QEMU overrides it
+    (the model's iommufd client reports -ENOENT from IOMMU_IOAS_UNMAP as 0, as
+    iommufd_backend_unmap_dma() does, and says so in the note)."""
+    ret = -errno.ENOENT if e.get("note", "").startswith("ENOENT treated as success") else e["ret"]
     return (e["kind"], e["iova"], e["size"], e["ioctl"],
-            e["readonly"] if e["kind"] == "map" else None, e["ret"])
+            e["readonly"] if e["kind"] == "map" else None, ret)
 
 
 def sequence(run: dict, profile: str) -> str | None:
@@ -153,6 +159,12 @@ def counts(art: dict) -> dict[tuple[str, str], tuple[int, int, int]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _versions(art: dict) -> list[tuple[str, str]]:
+    """(label, x.y.z) of the QEMUs the guest had, in backends/rig/real_qemu.py's order."""
+    from backends.rig.real_qemu import QEMUS
+    return [(v, art["versions"][v]) for v in QEMUS if v in art["versions"]]
+
+
 def render(arts: list[dict]) -> str:
     """docs/real-qemu-rig.md from the committed artefacts."""
     from backends.rig.real_qemu import CONFIGS
@@ -172,7 +184,22 @@ def render(arts: list[dict]) -> str:
              "(range, ioctl = map kind, read-only flag, file offset of IOMMU_IOAS_MAP_FILE, "
              "kernel answer).", "",
              f"{len(CONFIGS)} configurations (`backends/rig/real_qemu.py`, the one list the "
-             "guest runner and this comparison share) × QEMU releases × type1/iommufd.", ""]
+             "guest runner and this comparison share) × QEMU releases × type1/iommufd.  On "
+             "iommufd-7.2+fix only QEMU 11.1 with iommufd runs: the fix changes only "
+             "iommufd_ioas_map_file(), and 11.1 is the only release here that issues "
+             "IOMMU_IOAS_MAP_FILE.", "",
+             "Reproduce (the rig test `tests/test_rig.py::test_kernel_set[iommufd-7.2:real-qemu]` "
+             "does the same and fails on a difference not explained below):", "",
+             "```console",
+             "$ vfio-emu rig run --kernel iommufd-7.2 --set real-qemu --json > rig.json",
+             "$ python scripts/real_qemu_doc.py rig.json   # fixtures/rig/real-qemu-iommufd-7.2.json "
+             "and this page",
+             "```", "",
+             "Each run in `fixtures/rig/real-qemu-KERNEL.json` keeps the decoded requests in the "
+             "form `vfio-emu run --json` reports them (`plans[].requests`), so a run of the same "
+             "binary and command line on the simulated kernel (`vfio-emu run --kernel PROFILE "
+             "-- BINARY ARGS`) compares request by request; `vmm_model.rig_qemu.run_result(run, "
+             "profile).json()` is the recording as that document's plan.", ""]
     lines += ["## Agreement", "",
               "Each cell: runs where model and real QEMU agree on the outcome and on every "
               "mapping in effect once the machine is up / runs where, in addition, the "
@@ -181,7 +208,7 @@ def render(arts: list[dict]) -> str:
               "| kernel (profile) | QEMU | type1 | iommufd |", "|---|---|---|---|"]
     for art in arts:
         c = counts(art)
-        for v, full in art["versions"].items():
+        for v, full in _versions(art):
             cells = []
             for b in ("type1", "iommufd"):
                 a, q, n = c.get((v, b), (0, 0, 0))
@@ -197,12 +224,12 @@ def render(arts: list[dict]) -> str:
               "error line.  A cell marked **≠** disagrees with the model (listed below).", ""]
     for art in arts:
         lines += [f"### {art['kernel']}", "", "| configuration | " +
-                  " | ".join(f"{v} {b}" for v in art["versions"] for b in ("type1", "iommufd")) +
+                  " | ".join(f"{v} {b}" for v, _ in _versions(art) for b in ("type1", "iommufd")) +
                   " |", "|---|" + "---|" * (2 * len(art["versions"]))]
         by = {(r["config"], r["version"], r["backend"]): r for r in art["runs"]}
         for cfg in CONFIGS:
             cells = []
-            for v in art["versions"]:
+            for v, _ in _versions(art):
                 for b in ("type1", "iommufd"):
                     r = by.get((cfg.name, v, b))
                     if r is None or r.get("missing"):
