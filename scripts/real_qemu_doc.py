@@ -23,7 +23,8 @@ FIXTURES = ROOT / "fixtures" / "rig"
 
 
 def artefacts() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("real-qemu-*.json"))]
+    paths = sorted(FIXTURES.glob("real-qemu-*.json"), key=lambda p: p.name.replace("+", "~"))
+    return [json.loads(p.read_text()) for p in paths]      # iommufd-7.2 before iommufd-7.2+fix
 
 
 def page() -> str:

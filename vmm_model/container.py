@@ -122,10 +122,10 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
         vfio_listener_region_add(container, machine, section)
     if container.error is not None:
         # realize fails: vfio_listener_unregister() -> memory_listener_unregister()
-        # -> listener_del_address_space() (system/memory.c) sends region_del for
-        # every section in flat-view order, so QEMU unmaps even the range whose
-        # map failed (type1 answers 0; iommufd -ENOENT, which
-        # iommufd_backend_unmap_dma() takes as success).  Seen in the rig
+        # -> listener_del_address_space() (system/memory.c, softmmu/ before 8.1)
+        # sends region_del for every section in flat-view order, so QEMU unmaps
+        # even the range whose map failed (type1 answers 0; iommufd -ENOENT,
+        # which iommufd_backend_unmap_dma() takes as success).  Seen in the rig
         # (docs/real-qemu-rig.md).
         from vmm_model.listener import vfio_listener_region_del
         for section in sections:

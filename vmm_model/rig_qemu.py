@@ -265,7 +265,11 @@ def render(arts: list[dict]) -> str:
               "guest kernel's (`same` when the simulated kernel answered the same at every "
               "step).  The simulated answers come from mm/gup.c check_vma_flags() / "
               "writable_file_mapping_allowed() (VA path) and mm/gup.c memfd_pin_folios() "
-              "(MAP_FILE: shmem and hugetlbfs files only); see docs/kernel-model.md.", ""]
+              "(MAP_FILE: shmem and hugetlbfs files only); see docs/kernel-model.md.  "
+              "/dev/zero has no node in the simulated kernel; on the guest kernel "
+              "`test_dev_zero_on_the_guest_kernel` asserts what QEMU's mem-path=/dev/zero "
+              "gets: its shared and private mappings pin (drivers/char/mem.c mmap_zero(): "
+              "shmem_zero_setup(), or anonymous), MAP_FILE of the fd fails EINVAL.", ""]
     maps = ("ioas_map", "map_file", "map_dma")
     for art in arts:
         if not art.get("fd_kinds"):
