@@ -412,6 +412,10 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
             if m[what] != r[what]:
                 diffs.append({"kind": "map", "range": rng, "what": what,
                               "model": m[what], "real": r[what]})
+        if m["ioctl"] == r["ioctl"] == "IOMMU_IOAS_MAP_FILE" and \
+                m["fields"].get("start") != r["fields"].get("start"):
+            diffs.append({"kind": "map", "range": rng, "what": "file offset",
+                          "model": m["fields"].get("start"), "real": r["fields"].get("start")})
     return diffs
 
 
