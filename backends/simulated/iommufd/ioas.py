@@ -20,7 +20,7 @@ from .io_pagetable import (IOPT_ALLOC_IOVA, IoPagetable, iopt_disable_large_page
                            iopt_enable_large_pages, iopt_get_pages, iopt_map_file_pages,
                            iopt_map_pages, iopt_map_user_pages, iopt_pages_of, iopt_put_pages,
                            iopt_set_allow_iova, iopt_unmap_all, iopt_unmap_iova, reserved_holes)
-from .pages import (IOPT_ADDRESS_USER, IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER, ULONG_MAX,
+from .pages import (IOPT_ADDRESS_FILE, IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER, ULONG_MAX,
                     iopt_area_unfill_domain)
 
 U64_MAX = (1 << 64) - 1
@@ -342,8 +342,9 @@ def iommufd_option(ictx, cmd, buf, size):
 
 def iommufd_ioas_change_process(ictx, cmd, buf, size):
     """iommufd_ioas_change_process() (6.13+, profile.change_process): -EOPNOTSUPP
-    __reserved; -EINVAL while any IOAS maps a user VA (only file pages can move
-    to another process; selftest change_process.basic).  The simulator has one
+    __reserved; -EINVAL while any IOAS has an area that is not IOPT_ADDRESS_FILE:
+    a user VA, or (6.19+) a dma-buf (``area->pages->type != IOPT_ADDRESS_FILE``;
+    selftest change_process.basic).  The simulator has one
     process, so moving the source mm and the charges changes no counter."""
     _, reserved = _CHANGE.unpack(cmd)
     if reserved:
@@ -351,6 +352,6 @@ def iommufd_ioas_change_process(ictx, cmd, buf, size):
     for obj in ictx.objects.values():
         if type(obj) is Ioas:
             for pages in iopt_pages_of(obj.iopt):
-                if pages.type == IOPT_ADDRESS_USER:
+                if pages.type != IOPT_ADDRESS_FILE:
                     return _EINVAL, buf
     return 0, buf
