@@ -333,6 +333,20 @@ def iopt_area_fill_domain(area, host) -> int:
                 pages.pins = pin
                 return 0
             unpin_user_pages(got)
+        elif pages.type == IOPT_ADDRESS_FILE and host.fast_paths:
+            # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
+            n = hi - lo + 1
+            start = pages.start + (lo << PAGE_SHIFT)
+            rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1)
+            if rc < 0:
+                return rc
+            rc = do_update_pinned(pages, n, True, host)
+            if rc:
+                unpin_user_pages(got)
+                return rc
+            pages.domain_areas = area
+            pages.pins = got[0]
+            return 0
         segs = _pin_range(pages, lo, hi, host)
         if type(segs) is int:
             return segs
