@@ -135,12 +135,19 @@ class OkResult(DmaResult):
         self._ioctl = ioctl
         self._data = data
         self.out = out
+        self.note = ""
+
+    @property
+    def ioctl(self) -> str:
+        return self._ioctl
+
+    @property
+    def data(self) -> bytes:
+        return self._data
 
     def __getattr__(self, name: str):          # only reached for slots not set yet
         if name == "request":
             value = DmaRequest(self._ioctl, self._data)
-        elif name == "note":
-            value = ""
         elif name == "warnings":
             value = []
         else:

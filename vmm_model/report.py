@@ -83,10 +83,10 @@ def summary(plan: Plan) -> dict:
     for ev in plan.events:
         if ev.kind == "map":
             r = ev.result
-            req = r.request
-            if req is None:
+            ioctl = r.ioctl
+            if ioctl is None:
                 none += 1
-            elif req.ioctl == BY_FILE:
+            elif ioctl == BY_FILE:
                 by_file += 1
             else:
                 va += 1
@@ -203,12 +203,12 @@ def events_text(events, others: dict | None):
         s = ev.section
         r = ev.result
         if r is not None:
-            req = r.request
+            data = r.data
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
-                   r.ret, r.note, ev.fatal, ev.phase, req.ioctl if req is not None else None,
-                   req.data[4:8] if req is not None else None)    # flags: u32 at offset 4
+                   r.ret, r.note, ev.fatal, ev.phase, r.ioctl,
+                   data[4:8] if data is not None else None)    # flags: u32 at offset 4
         else:
-            req = None
+            data = None
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
                    ev.fatal, ev.phase)
         shape = shapes.get(key)
@@ -224,9 +224,9 @@ def events_text(events, others: dict | None):
         else:
             gpa = '"-"'
         try:
-            fields = ffmt % c.unpack_from(req.data) if req is not None else "null"
+            fields = ffmt % c.unpack_from(data) if data is not None else "null"
         except TypeError:                   # a non-integer field: the slow way
-            fields = dumps(req.fields)
+            fields = dumps(r.request.fields)
         yield text % (gpa, ev.iova, ev.size, ev.vaddr, fields,
                       dumps(ev.message) if ev.message else '""')
 
@@ -378,10 +378,10 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
         rng = _range(ev)
         if run and not all_rows and ev.kind in ("map", "unmap"):
             r = ev.result
-            req = r.request
+            data = r.data
             # what the row shows besides addresses: region, decision, answer
             sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
-                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ioctl, data[4:8] if data is not None else None,
                    r.ret, r.note, bool(note), ev.phase)
             if sig == run[3] and rng is not None and run[1] is not None and rng[0] == run[1][1]:
                 run[1] = rng
@@ -394,9 +394,9 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
             yield flush()
         if sig is None and ev.kind in ("map", "unmap"):
             r = ev.result
-            req = r.request
+            data = r.data
             sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
-                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ioctl, data[4:8] if data is not None else None,
                    r.ret, r.note, bool(note), ev.phase)
         run = [ev, rng, 1, sig, note, 1 if note else 0]
     if run:

@@ -59,6 +59,12 @@ class IovaTree:
         for chunk in self._nodes:
             yield from chunk
 
+    def clear(self) -> list:
+        """Remove every node; return them in IOVA order (an unmap of everything)."""
+        nodes = [n for chunk in self._nodes for n in chunk]
+        self._keys, self._nodes, self._maxes, self._len = [], [], [], 0
+        return nodes
+
     def insert(self, node) -> None:
         key = node.iova
         maxes = self._maxes
