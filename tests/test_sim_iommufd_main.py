@@ -18,7 +18,7 @@ from iommufd_env import E, P, Env
 
 
 # ============================================================================
-# §1.4 framing (iommufd_fops_ioctl(), main.c; the same since 6.2)
+# ioctl framing (drivers/iommu/iommufd/main.c iommufd_fops_ioctl(); the same since 6.2)
 # ============================================================================
 
 NATIVE = ["IOMMU_DESTROY", "IOMMU_IOAS_ALLOC", "IOMMU_IOAS_ALLOW_IOVAS", "IOMMU_IOAS_COPY",
@@ -118,7 +118,7 @@ def test_unknown_or_wrong_type_id_is_enoent(env):
 
 
 # ============================================================================
-# §2.4 other ioctls
+# IOMMU_DESTROY (main.c iommufd_destroy() -> iommufd_object_remove())
 # ============================================================================
 
 def test_destroy_in_use_is_ebusy_until_detached(env):

@@ -568,7 +568,7 @@ def register(sub) -> None:
     r.add_argument("--until", default="realize",
                    help="realize (machine created and reset), reset (then a system_reset), "
                         "or SECONDS of running after 'cont' (default realize)")
-    from vmm_model.cli import seconds
+    from backends.errors import seconds
     r.add_argument("--timeout", type=seconds, default=20.0,
                    help="seconds QEMU gets to answer QMP before it is killed (default 20)")
     r.add_argument("--against-model", action="store_true",

@@ -135,7 +135,16 @@ class ShimServer:
                     f.write(f"{os.major(null)}:{os.minor(null)}\n")
             prefixes += [f"/sys/bus/pci/devices/{dev.name}", f"/sys/devices/pci0000:00/{dev.name}",
                          f"/sys/kernel/iommu_groups/{dev.group}"]
-        return prefixes
+        # The simulated kernel's VFIO/iommufd nodes, for path lookups only (opens go to
+        # the server): QEMU 11.1 checks access("/dev/iommu", F_OK) before it opens it
+        # ("/dev/iommu does not exist (is your kernel config missing CONFIG_IOMMUFD?)").
+        # Links to /dev/null: stat() agrees with fstat() of the shim's placeholder fds.
+        for path in sorted(p for p in self.host.names if p == "/dev/iommu" or
+                           p.startswith("/dev/vfio/")):
+            os.makedirs(os.path.dirname(root + path), exist_ok=True)
+            os.symlink("/dev/null", root + path)
+        os.makedirs(f"{root}/dev/vfio", exist_ok=True)
+        return prefixes + ["/dev/iommu", "/dev/vfio"]
 
     # ---- socket ---------------------------------------------------------------------
     def serve(self, path: str) -> None:
