@@ -125,7 +125,14 @@ class IovaTree:
         prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
         if prev is not None and prev.last >= key:
             return prev
-        self._insert_at(c, i, node)
+        if len(keys) >= 2 * _LOAD:
+            self._insert_at(c, i, node)
+            return None
+        keys.insert(i, key)                       # _insert_at() without a split
+        nodes.insert(i, node)
+        if i == len(keys) - 1:
+            maxes[c] = key
+        self._len += 1
         return None
 
     def remove_exact(self, start: int, last: int):

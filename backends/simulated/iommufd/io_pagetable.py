@@ -290,12 +290,6 @@ def iopt_map_pages(iopt: IoPagetable, elms: list, length: int, iova: int, iommu_
     return 0, iova
 
 
-def _account_mode(ictx, pages):
-    """iopt_map_common(): an MM-mode context turns USER accounting into MM."""
-    if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode == IOPT_PAGES_ACCOUNT_USER:
-        pages.account_mode = IOPT_PAGES_ACCOUNT_MM
-
-
 def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: int,
                         iommu_prot: int, flags: int) -> tuple[int, int]:
     """iopt_map_user_pages(): iopt_alloc_user_pages() (-EOVERFLOW, -EINVAL) then
@@ -344,7 +338,8 @@ def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, le
     pages = alloc(iopt.host, file, start_byte, start, length, bool(iommu_prot & IOMMU_WRITE))
     if type(pages) is int:
         return pages, 0
-    _account_mode(ictx, pages)
+    if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode == IOPT_PAGES_ACCOUNT_USER:
+        pages.account_mode = IOPT_PAGES_ACCOUNT_MM      # iopt_map_common(): MM-mode context
     # The common case (file pages, FIXED, aligned, no reserved range hit) inline, as
     # in iopt_map_user_pages(): one tree search for the EEXIST check and the insertion.
     align = iopt.iova_alignment - 1

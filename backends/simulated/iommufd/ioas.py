@@ -183,11 +183,11 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
         return _EOVERFLOW, buf
     if not flags & (WRITEABLE | READABLE):
         return _EINVAL, buf
-    ioas = ictx.get_ioas(ioas_id)
-    if ioas is None:
+    ioas = ictx.objects.get(ioas_id)                   # iommufd_get_ioas()
+    if type(ioas) is not Ioas:
         return _ENOENT, buf
     alloc = 0 if flags & FIXED else IOPT_ALLOC_IOVA
-    prot = conv_iommu_prot(flags)
+    prot = (flags & WRITEABLE) | ((flags & READABLE) >> 2)     # conv_iommu_prot()
     profile = ictx.profile
     if profile.map_file_fget_in_ioas:
         file = ictx.host.file_of(fd)
