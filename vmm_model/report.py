@@ -166,7 +166,9 @@ def _fields_fmt(ioctl: str):
 
 def _shape(ev: Event, others) -> tuple:
     """The JSON text of an event around its addresses, its request fields and its
-    message: (template, codec, fields template)."""
+    message: (template with ``%`` slots for gpa, iova, size, vaddr, the request's
+    fields (one ``%d`` each, in struct order) and the message; the struct codec or
+    None; the template with one ``%s`` for fields of another kind)."""
     s = ev.section
     mr = s.mr if s is not None else None
     rb = mr.ram_block if mr is not None else None
@@ -185,18 +187,20 @@ def _shape(ev: Event, others) -> tuple:
             "note": r.note if r is not None else "", "fatal": ev.fatal, "phase": ev.phase}
     if others is not None:
         tail["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
-    text = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))
-            + '"gpa": %s, "iova": %d, "size": %d, "vaddr": %d, "fields": %s, "message": %s, '
-            + json.dumps(tail)[1:])
-    c, ffmt = _fields_fmt(req.ioctl) if req is not None else (None, None)
-    return text, c, ffmt
+    head = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))).replace("%", "%%")
+    rest = ', "message": %s, ' + json.dumps(tail)[1:].replace("%", "%%")
+    addr = '"gpa": "[0x%x, 0x%x)", "iova": %d, "size": %d, "vaddr": %d, "fields": '
+    if req is None:
+        return head + addr + "null" + rest, None
+    c, ffmt = _fields_fmt(req.ioctl)
+    return head + addr + ffmt + rest, c
 
 
 def events_text(events, others: dict | None):
     """Each event as JSON text.  What does not depend on the section's addresses
     is formatted once per shape (region, decision, answer) and reused: the half
     a million virtio-mem blocks of a 1 TiB guest share a handful of shapes, so
-    an event costs one unpack and two ``%`` (``others``: other_versions(), or None)."""
+    an event costs one unpack and one ``%`` (``others``: other_versions(), or None)."""
     shapes: dict[tuple, tuple] = {}
     dumps = json.dumps
     for ev in events:
@@ -215,20 +219,26 @@ def events_text(events, others: dict | None):
         if shape is None:
             shape = shapes[key] = _shape(ev, None if others is None
                                          else others.get(decision_key(ev), []))
-        text, c, ffmt = shape
+        text, c = shape
         if ev.kind in ("map", "unmap") and ev.path != "region_add":
-            gpa = '"[0x%x, 0x%x)"' % (ev.iova, ev.iova + ev.size)
+            lo = ev.iova
+            hi = lo + ev.size
         elif s is not None:
-            gpa = '"[0x%x, 0x%x)"' % (s.offset_within_address_space,
-                                      s.offset_within_address_space + s.size)
-        else:
-            gpa = '"-"'
+            lo = s.offset_within_address_space
+            hi = lo + s.size
+        else:                               # no range: the gpa is "-"
+            text = text.replace('"[0x%x, 0x%x)"', '"-"', 1)
+            lo = hi = None
+        msg = dumps(ev.message) if ev.message else '""'
+        head = (ev.iova, ev.size, ev.vaddr) if lo is None else (lo, hi, ev.iova, ev.size, ev.vaddr)
+        if c is None:
+            yield text % (head + (msg,))
+            continue
         try:
-            fields = ffmt % c.unpack_from(data) if data is not None else "null"
+            yield text % (head + c.unpack_from(data) + (msg,))
         except TypeError:                   # a non-integer field: the slow way
-            fields = dumps(r.request.fields)
-        yield text % (gpa, ev.iova, ev.size, ev.vaddr, fields,
-                      dumps(ev.message) if ev.message else '""')
+            yield text.replace(_fields_fmt(r.ioctl)[1], "%s", 1) % (
+                head + (dumps(r.request.fields), msg))
 
 
 def event_json(ev: Event, others=None) -> dict:
@@ -258,20 +268,21 @@ def _plan_parts(plan: Plan, with_others: bool):
     hazards = [{"event": index[id(ev)], "code": code, "text": text}
                for ev, code, text in plan.hazards]
     events = events_text(plan.events, others)
-    names: dict[int, str] = {}             # the RAMBlock name's JSON, once per region
-
-    def name(ev):
-        mr = ev.section.mr
-        try:
-            return names[id(mr)]
-        except KeyError:
-            n = names[id(mr)] = json.dumps(_block(ev)[0])
-            return n
-    live = ('{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
-        ev.iova, ev.size, "true" if ev.readonly else "false", name(ev))
-        for ev in (live_mappings(plan.container) if plan.container else ()))
+    live = _live_text(live_mappings(plan.container) if plan.container else ())
     return (plan_head(plan), events, live, hazards,
             {**summary(plan), "check": check_reasons(plan)})
+
+
+def _live_text(events):
+    """Each live mapping as JSON text (the RAMBlock name's JSON once per region)."""
+    names: dict[int, str] = {}
+    for ev in events:
+        mr = ev.section.mr
+        name = names.get(id(mr))
+        if name is None:
+            name = names[id(mr)] = json.dumps(_block(ev)[0])
+        yield '{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
+            ev.iova, ev.size, "true" if ev.readonly else "false", name)
 
 
 def plan_json(plan: Plan, with_others: bool = True) -> dict:
