@@ -134,6 +134,6 @@ for v in ${*:-10.0 11.1}; do
     case "$v" in
         10.0) install_10_0 ;;
         11.1) install_11_1 ;;
-        *) echo "vfio-emu: error: unknown QEMU version $v (install-qemu.sh takes 10.0, 11.1)" >&2; exit 2 ;;
+        *) echo "install-qemu.sh: unknown QEMU version $v (valid: 10.0, 11.1)" >&2; exit 2 ;;
     esac
 done

@@ -72,12 +72,21 @@ def test_kernel_set(kernel, set_name):
         pytest.fail(f"building {kernel}: {e}\n{e.tail}")
     out = kernels.cache_root() / "results"
     out.mkdir(parents=True, exist_ok=True)
-    r = run(k, [s], edu=2 if set_name == "edu-dma" else 1,
+    r = run(k, [s], edu=2 if set_name == "edu-dma" else 1, timeout=s.timeout,
             console_log=out / f"{kernel}--{set_name}.console")
     (out / f"{kernel}--{set_name}.json").write_text(json.dumps(r.to_json(), indent=1) + "\n")
     print(describe(r))
     assert r.ok, describe(r)
     assert r.sets[0].counts["passed"] > 0, describe(r)
+    if s.observer:
+        # real QEMU's recordings against the model (docs/real-qemu-rig.md); the
+        # artefact is what scripts/real_qemu_doc.py commits to fixtures/rig/
+        from vmm_model.rig_qemu import summarize, unexplained
+        art = summarize(r.to_json())
+        (out / f"{kernel}--{set_name}.artefact.json").write_text(
+            json.dumps(art, indent=0, sort_keys=True) + "\n")
+        bad = unexplained(art)
+        assert not bad, "real QEMU and the model differ:\n" + "\n".join(bad)
 
 
 # ------------------------------------------------------------------ quick tests

@@ -122,16 +122,20 @@ def test_iommufd_on_a_kernel_without_it_is_qemus_own_error():
     assert compare_with_model(res, args) == []
 
 
-@pytest.mark.parametrize("label, kernel, backend, ioctl, ret", [
-    ("10.0", "7.2", IOMMUFD, "IOMMU_IOAS_MAP", -14), ("10.0", "7.2", TYPE1, "VFIO_IOMMU_MAP_DMA", 0),
-    ("11.1", "6.18", IOMMUFD, "IOMMU_IOAS_MAP", -14)])
-def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret):
+@pytest.mark.parametrize("label, kernel, backend, ioctl, ret, kind, dma_buf", [
+    ("10.0", "7.2", IOMMUFD, "IOMMU_IOAS_MAP", -14, "pfnmap", []),
+    ("10.0", "7.2", TYPE1, "VFIO_IOMMU_MAP_DMA", 0, "pfnmap", []),
+    ("11.1", "6.18", IOMMUFD, "IOMMU_IOAS_MAP", -14, "pfnmap", [-25]),
+    ("11.1", "7.2", IOMMUFD, "IOMMU_IOAS_MAP_FILE", 0, "dmabuf", ["fd"])])
+def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret, kind, dma_buf):
     """Once SeaBIOS enables BAR0, QEMU maps its mmap (a ram_device region):
     iommufd cannot pin VM_PFNMAP (-EFAULT, QEMU warns and goes on), type1
-    follows the PFNs (0).  QEMU 11.1 asks for a dma-buf of the BAR first
-    (hw/vfio/region.c vfio_region_create_dma_buf(), 11.0+); a kernel before
-    6.19 has no VFIO_DEVICE_FEATURE_DMA_BUF (-ENOTTY), so 11.1 warns and maps
-    the BAR by VA like 10.0.  The guest runs until that map happened (at most 30 s)."""
+    follows the PFNs (0).  QEMU 11.1 first asks for a dma-buf of each
+    mmap-able BAR (hw/vfio/region.c vfio_region_create_dma_buf(), 11.0+): a
+    kernel before 6.19 has no VFIO_DEVICE_FEATURE_DMA_BUF (-ENOTTY), so 11.1
+    warns and maps the BAR by VA like 10.0; from 6.19 it gets a dma-buf fd and
+    maps the BAR with IOMMU_IOAS_MAP_FILE of it (iommufd's IOPT_ADDRESS_DMABUF),
+    which succeeds.  The guest runs until that map happened (at most 30 s)."""
     import time
 
     def bar_mapped(server, mon):
@@ -145,12 +149,27 @@ def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret):
     assert res.status == 0 and res.reached == "realize"
     feature = [r.ret for r in res.requests if r.name == "VFIO_DEVICE_FEATURE" and
                r.fields.get("flags") == uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_DMA_BUF]
-    assert feature == ([-25] if label == "11.1" else [])
+    assert [("fd" if r > 0 else r) for r in feature] == dma_buf
     assert ("warning: VFIO dma-buf not supported in kernel, using mmap fallback, P2P DMA will "
-            "not work" in res.stderr) == (label == "11.1")
+            "not work" in res.stderr) == (dma_buf == [-25])
     bar = [r for r in res.requests if r.name == ioctl and r.fields.get("iova") == BAR0]
     assert bar, "SeaBIOS did not enable BAR0 within 30 s"
-    assert bar[0].ret == ret and bar[0].backing["kind"] == "pfnmap"
+    assert bar[0].ret == ret and bar[0].backing["kind"] == kind
+    # the model, told where the firmware put the BAR (x-bars), predicts the same map
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.report import event_json
+    from vmm_model.scenario import loads_toml
+    sc = loads_toml('[memory]\nsize = "128M"\n[[device]]\ndriver = "vfio-pci"\n'
+                    'host = "0000:00:04.0"\nx-bars = [{index = 0, size = "1M", gpa = "0xfea00000"}]\n',
+                    "bar0", "bar0")
+    plan = make_plan(sc, get_qemu(label), "iommufd" if backend == IOMMUFD else "type1", kernel=kernel)
+    assert [(e["phase"], e["ioctl"], e["ret"]) for e in map(event_json, plan.events)
+            if e["kind"] == "map" and e["iova"] == BAR0] == [("firmware", ioctl, ret)]
+    if kind == "dmabuf":               # the whole BAR: one range, offset 0 of the dma-buf
+        assert (bar[0].fields["start"], bar[0].fields["length"], bar[0].backing["size"]) == (
+            0, 1 << 20, 1 << 20)
+        assert res.stderr == ""
     if ret:
         assert "warning: IOMMU_IOAS_MAP failed: Bad address, PCI BAR?" in res.stderr
         assert (f"vfio_container_dma_map(" in res.stderr and
@@ -861,3 +880,75 @@ def test_qemu111_map_file_same_on_72_and_72_with_the_write_access_fix(config, sh
     else:
         assert {(e["flags"], e["backing"]["f_flags"] & 0o3, e["backing"]["seals"])
                 for e in files} == {("FIXED_IOVA|WRITEABLE|READABLE", os.O_RDWR, 0x7)}
+
+
+def test_same_requests_finds_a_changed_answer():
+    """same_requests() (the check between the rig's recording on a real kernel
+    and a run on the simulated one): two runs of one QEMU and command line
+    make the same container/IOAS requests with the same answers; a changed
+    answer, or a missing request, is reported where it happens."""
+    import copy
+    from vmm_model.run import same_requests
+    a = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    b = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    assert a.reached == b.reached == "realize"
+    assert same_requests(a, b) == []
+    c = copy.deepcopy(b)
+    i = next(i for i, r in enumerate(c.requests) if r.name == "IOMMU_IOAS_MAP")
+    c.requests[i].ret = -14
+    del c.requests[next(i for i, r in enumerate(c.requests) if r.name == "IOMMU_HWPT_ALLOC")]
+    diffs = same_requests(a, c)
+    assert [d["what"] for d in diffs] == ["delete", "replace"]
+    assert diffs[0]["a"][0][0] == "IOMMU_HWPT_ALLOC" and diffs[0]["b"] == []
+    assert diffs[1]["a"][0][0] == diffs[1]["b"][0][0] == "IOMMU_IOAS_MAP"
+    assert (diffs[1]["a"][0][2], diffs[1]["b"][0][2]) == (0, -14)
+
+
+@pytest.mark.parametrize("ops, index, ranges, argsz, want", [
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 1 << 20)], None, "fd"),
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 0x1000), (0x2000, 0x3000)], None, "fd"),
+    (uapi.VFIO_DEVICE_FEATURE_PROBE | uapi.VFIO_DEVICE_FEATURE_GET, 0, [], None, 0),
+    (uapi.VFIO_DEVICE_FEATURE_SET, 0, [(0, 0x1000)], None, -22),
+    (uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_SET, 0, [(0, 0x1000)], None, -22),
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [], None, -22),                  # nr_ranges 0
+    (uapi.VFIO_DEVICE_FEATURE_GET, 6, [(0, 0x1000)], None, -19),       # the ROM: not a BAR
+    (uapi.VFIO_DEVICE_FEATURE_GET, 1, [(0, 0x1000)], None, -22),       # no BAR1
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0x800, 0x1000)], None, -22),   # not page-aligned
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0xff000, 0x2000)], None, -22),  # past the BAR
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 0x1000)], 12, -22)])        # argsz < 16
+def test_dma_buf_feature(ops, index, ranges, argsz, want):
+    """vfio_pci_core_feature_dma_buf() on the edu-like function (1 MiB BAR0):
+    the dma-buf's size is the sum of the ranges; the errnos of
+    vfio_ioctl_device_feature(), vfio_check_feature() and validate_dmabuf_input()."""
+    import struct as st
+    from backends.shim.pci import PciFunction, PciShape, vfio_pci_core_feature_dma_buf
+    from backends.simulated.iommu import SimVfioDevice
+    from backends.simulated.syscalls import SimHost
+    host = SimHost("7.2")
+    fn = PciFunction(SimVfioDevice(), PciShape())
+    body = st.pack("<IIII", index, os.O_RDWR, 0, len(ranges)) + b"".join(
+        st.pack("<QQ", o, n) for o, n in ranges)
+    buf = st.pack("<II", argsz or 8 + len(body), ops | uapi.VFIO_DEVICE_FEATURE_DMA_BUF) + body
+    ret, _ = vfio_pci_core_feature_dma_buf(host, fn, buf)
+    if want == "fd":
+        assert ret >= 0 and host.file_of(ret).inode.i_size == sum(n for _, n in ranges)
+        assert host.file_of(ret).inode.kind == "dmabuf"
+    else:
+        assert ret == want
+
+
+def test_model_firmware_maps_count_only_when_the_guest_ran():
+    """-vga std: the model maps vga.vram where SeaBIOS puts the VGA BAR
+    (0xfd000000) in its firmware phase; QEMU stopped at realize (-S) has not
+    mapped it, and compare_with_model does not count it as a difference."""
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.scenario import from_qemu_args
+    args = BASE + ["-vga", "std"] + TYPE1
+    plan = make_plan(from_qemu_args(args), get_qemu("10.0"), "type1", kernel="7.2")
+    assert [(e.phase, e.iova, e.size) for e in plan.events if e.phase == "firmware"] == [
+        ("firmware", 0xFD000000, 16 << 20)]
+    res = run(qemu("10.0"), args, kernel="7.2")
+    assert res.reached == "realize"
+    assert 0xFD000000 not in {e["iova"] for e in res.events()}
+    assert compare_with_model(res, args) == []

@@ -18,9 +18,9 @@ from vmm_model.policy import POLICIES, Policy
 from vmm_model.qemu_versions import QemuVersion
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
-    """One listener outcome.
+    """One listener outcome (slots: a 1 TiB virtio-mem guest keeps half a million).
 
     kind: "map" (a dma_map/dma_map_file call), "unmap", "skip" (trace only),
     "error" (error_report / stored container error), "warn" (warn_report).
@@ -117,9 +117,19 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     # (hw/vfio/cpr-legacy.c): after reset and the device state load, so it replays
     # the source's view (BARs included) once, with VADDR-only maps.
     legacy_cpr = cpr and legacy
-    for section in machine.final_sections if legacy_cpr else machine.sections:
+    sections = machine.final_sections if legacy_cpr else machine.sections
+    for section in sections:
         vfio_listener_region_add(container, machine, section)
     if container.error is not None:
+        # realize fails: vfio_listener_unregister() -> memory_listener_unregister()
+        # -> listener_del_address_space() (system/memory.c, softmmu/ before 8.1)
+        # sends region_del for every section in flat-view order, so QEMU unmaps
+        # even the range whose map failed (type1 answers 0; iommufd -ENOENT,
+        # which iommufd_backend_unmap_dma() takes as success).  Seen in the rig
+        # (docs/real-qemu-rig.md).
+        from vmm_model.listener import vfio_listener_region_del
+        for section in sections:
+            vfio_listener_region_del(container, machine, section)
         return container
     container.initialized = True
     n = len(container.events)

@@ -169,6 +169,12 @@ def _hugetlb_fs(path: str) -> bool:
 def _fs_of(path: str, declared: str | None) -> str:
     if declared:
         return declared
+    if path == "/dev/zero":
+        # a character device: QEMU's ftruncate() of it fails (file_ram_alloc() only
+        # perror()s), its MAP_SHARED mapping is shmem (drivers/char/mem.c mmap_zero()
+        # -> shmem_zero_setup()), and MAP_FILE of the fd is refused (mm/gup.c
+        # memfd_pin_folios(): neither shmem nor hugetlbfs); seen in the rig
+        return "chardev"
     if _hugetlb_fs(path):
         return "hugetlbfs"
     if path.startswith(("/dev/shm", "/run/")):

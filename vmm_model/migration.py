@@ -192,12 +192,9 @@ class SideRun:
 
 
 def _kind(ev) -> str:
-    req = ev.result.request if ev.result else None
     if ev.kind != "map":
         return "skip"
-    if req is None:
-        return "va"
-    return "file" if req.ioctl == "IOMMU_IOAS_MAP_FILE" else "va"
+    return "file" if ev.result and ev.result.ioctl == "IOMMU_IOAS_MAP_FILE" else "va"
 
 
 _UNMAPS = {"region_del": ("region_add", "rdm"), "rdm": ("rdm",), "iommu": ("iommu",)}
@@ -225,10 +222,9 @@ def _record_sections(run: SideRun, container) -> None:
         rlo = s.offset_within_region + (lo - s.offset_within_address_space)
         kind = _kind(ev)
         ret = ev.result.ret if ev.result else None
-        req = ev.result.request if ev.result else None
         run.sections[key] = SectionRun(
             key=key, label=f"{rb.idstr} [0x{lo:x}, 0x{hi:x})", ramblock=rb.idstr, kind=kind,
-            ioctl=req.ioctl if req else None, readonly=ev.readonly, ret=ret,
+            ioctl=ev.result.ioctl if ev.result else None, readonly=ev.readonly, ret=ret,
             ram_device=mr.ram_device, shared=rb.is_shared(),
             cow=kind == "file" and ret == 0 and not rb.is_shared() and not mr.ram_device,
             seals=tuple(rb.backing.seals), backing=rb.backing.kind, region=(rlo, rlo + hi - lo),

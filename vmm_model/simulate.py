@@ -69,6 +69,16 @@ class HostAllocator:
             if sealing:
                 seals = sum(_SEALS[s] for s in b.seals)
                 self._check(h.fcntl(fd, F_ADD_SEALS, seals), "fcntl(F_ADD_SEALS)", rb)
+        elif b.kind == "file" and b.fs == "chardev":
+            # mem-path=/dev/zero: the node, then drivers/char/mem.c mmap_zero(): a
+            # shared mapping is shmem_zero_setup()'s, a private one anonymous
+            if b.path not in h.names:
+                h.register_chardev(b.path, lambda host, file: None)
+            fd = self._check(h.open(b.path, O_RDWR), f"open({b.path})", rb)
+            rb.host = self._check(h.mmap(0, size, prot, flags | MAP_ANONYMOUS, -1, 0), "mmap", rb)
+            if wants_fd:
+                rb.fd = fd
+            return
         elif b.kind in ("file", "shm"):
             path = b.path if b.kind == "file" else "/dev/shm" + b.path
             parent = path.rsplit("/", 1)[0] or "/"

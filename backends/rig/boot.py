@@ -40,11 +40,10 @@ from backends.errors import HostError, UsageError
 from backends.rig import die_with_parent
 from backends.rig.initramfs import make_initramfs
 from backends.rig.kernels import Kernel
-from backends.rig.sets import GUEST_DIR, TestSet
+from backends.rig.sets import DEFAULT_TIMEOUT, GUEST_DIR, TestSet
 
 SCHEMA = "vfio-emu-rig/1"
 PACKAGE_ROOT = Path(backends.__file__).resolve().parents[1]   # the checkout or site-packages
-DEFAULT_TIMEOUT = 900.0
 TAIL_LINES = 40
 RUN_PREFIX = "vfio-emu-rig-"                  # + pid + random: the run directory in /tmp
 ACCELS = ("tcg", "kvm", "auto")
@@ -117,6 +116,7 @@ class SetResult:
     exit_status: int | None          # pytest's, None if it never finished
     seconds: float | None
     tests: list[dict]                # guest_plugin records
+    artefact: dict | None = None     # what the set wrote to artefact-SET*.json in the run dir
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,7 +130,8 @@ class SetResult:
 
     def to_json(self) -> dict:
         return {"name": self.name, "files": self.files, "exit_status": self.exit_status,
-                "seconds": self.seconds, "counts": self.counts, "tests": self.tests}
+                "seconds": self.seconds, "counts": self.counts, "tests": self.tests,
+                **({"artefact": self.artefact} if self.artefact is not None else {})}
 
 
 @dataclasses.dataclass
@@ -181,11 +182,15 @@ def _check_path(p: Path, what: str) -> str:
 def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
                 pytest_args: list[str]) -> str:
     q = shlex.quote
-    env = {"RIG_GUEST": "1", "RIG_KERNEL": kernel.name, "RIG_RELEASE": kernel.release,
+    env = {"RIG_GUEST": "1", "RIG_OUT": str(out), "RIG_KERNEL": kernel.name, "RIG_RELEASE": kernel.release,
            "RIG_FEATURES": ",".join(kernel.features),
            "RIG_PATCHES": ",".join(p["file"] for p in kernel.patches),
            "RIG_SELFTESTS": kernel.selftests or "", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONUNBUFFERED": "1"}
+    if any(s.observer for s in sets):
+        from backends.rig.real_qemu import OBSERVER_SOURCE
+        from backends.shim.build import build
+        env["RIG_OBSERVER"] = build(OBSERVER_SOURCE)
     lines = ["#!/bin/sh", "# written by backends/rig/boot.py; runs in the guest's chroot",
              f"cd {q(str(GUEST_DIR))} || exit 125",
              "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()), "rc=0"]
@@ -343,4 +348,7 @@ def _set_result(s: TestSet, out: Path, console: str, marks: dict[str, float]) ->
     tests = json.loads(path.read_text())["tests"] if path.exists() else []
     start, end = marks.get(f"{s.name} start"), marks.get(f"{s.name} exit status")
     secs = round(end - start, 1) if start is not None and end is not None else None
-    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests)
+    art: dict = {}
+    for p in sorted(out.glob(f"artefact-{s.name}*.json")):   # one per test file that writes one
+        art.update(json.loads(p.read_text()))
+    return SetResult(s.name, list(s.files), int(m[-1]) if m else None, secs, tests, art or None)

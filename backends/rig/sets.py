@@ -17,6 +17,7 @@ from backends.rig.kernels import KERNELS
 BUILT = ("iommufd-7.2", "iommufd-7.2+fix")
 STOCK = ("debian-6.1", "debian-6.12", "debian-7.2")
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
+DEFAULT_TIMEOUT = 900.0             # seconds a guest gets (boot.run, vfio-emu rig run --timeout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,8 @@ class TestSet:
     files: tuple[str, ...]          # pytest paths relative to GUEST_DIR
     kernels: tuple[str, ...]        # kernels (kernels.KERNELS) the set applies to
     doc: str = ""
+    observer: bool = False          # boot.py builds vfio_observe.c: $RIG_OBSERVER in the guest
+    timeout: float = DEFAULT_TIMEOUT  # seconds the guest gets when the rig test boots it
 
 
 SETS: dict[str, TestSet] = {s.name: s for s in (
@@ -43,6 +46,10 @@ SETS: dict[str, TestSet] = {s.name: s for s in (
     TestSet("differential", ("test_differential.py",), BUILT + STOCK,
             "the same VFIO / iommufd / memfd op sequences on the guest kernel and on "
             "SimHost(its profile) with a mirrored edu, compared step by step"),
+    TestSet("real-qemu", ("test_real_qemu.py", "test_fd_kinds.py"), BUILT,
+            "real QEMU 7.2 / 10.0 / 11.1 on edu bound to vfio-pci, every VFIO/iommufd ioctl "
+            "recorded (vfio_observe.c), compared with the model on the host; the VA and MAP_FILE "
+            "paths per kind of memory fd, guest kernel vs simulated kernel", observer=True),
     TestSet("migrate", ("test_migrate_real.py",), BUILT,
             "migrate-check's predictions replayed on the guest kernel (type1 vs iommufd, "
             "the MAP_FILE write-access fix) and real QEMU cpr-transfer vs its verdict"),

@@ -27,24 +27,30 @@ def cache_dir() -> Path:
 
 def build_shim() -> str:
     """The path of the built shim (built now if this source was never built)."""
-    src = SOURCE.read_bytes()
+    return build(SOURCE)
+
+
+def build(source: Path) -> str:
+    """The path of LD_PRELOAD library ``source`` (a .c file) built with gcc into
+    the cache, once per source version (also backends/rig/vfio_observe.c)."""
+    src = source.read_bytes()
     digest = hashlib.sha256(src + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    out = cache_dir() / f"vfio_shim-{digest}.so"
+    out = cache_dir() / f"{source.stem}-{digest}.so"
     if out.exists():
         return str(out)
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise HostError("cannot build the VFIO shim: no C compiler (gcc) found",
+        raise HostError(f"cannot build {source.name}: no C compiler (gcc) found",
                         valid="apt-get install gcc")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
     os.close(fd)
     try:
-        r = subprocess.run([gcc, *CFLAGS, "-o", tmp, str(SOURCE), "-ldl", "-lpthread"],
+        r = subprocess.run([gcc, *CFLAGS, "-o", tmp, str(source), "-ldl", "-lpthread"],
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
-            raise HostError(f"cannot build the VFIO shim: {gcc} failed: "
-                            + " ".join(r.stderr.split())[:300], where=str(SOURCE))
+            raise HostError(f"cannot build {source.name}: {gcc} failed: "
+                            + " ".join(r.stderr.split())[:300], where=str(source))
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

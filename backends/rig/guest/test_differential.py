@@ -36,7 +36,7 @@ from backends import uapi
 from backends.host import (F_ADD_SEALS, F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, FALLOC_FL_KEEP_SIZE,
                            FALLOC_FL_PUNCH_HOLE, HPAGE_SIZE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE,
                            MAP_HUGETLB, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING, MFD_HUGETLB,
-                           O_RDONLY, O_RDWR, PAGE_SIZE, PROT_READ, PROT_WRITE)
+                           O_CREAT, O_RDONLY, O_RDWR, PAGE_SIZE, PROT_READ, PROT_WRITE)
 from backends.host import LinuxHost
 from backends.rig.edu import EDU_BUFFER_SIZE, Edu, edu_devices, iommu_group
 from backends.simulated import SimHost
@@ -187,6 +187,25 @@ class Runner:
         if r == 0 and byte:
             r = self.h.pwrite(fd, bytes([byte]) * size, 0)
         return result(r) if r < 0 else "fd"
+
+    def op_file(self, name, path, size, flags=O_RDWR | O_CREAT):
+        """open(path, flags) of a file on the mount ``path`` names, truncated to ``size``."""
+        fd = self.h.open(path, flags)
+        if fd < 0:
+            return result(fd)
+        self.fds[name] = fd
+        return result(self.h.ftruncate(fd, size)) if size else "fd"
+
+    def op_fmap_huge(self, name, fd, n, prot, shared):
+        """``n`` 2 MiB pages of a hugetlbfs file fd at a 2 MiB-aligned address."""
+        addr = HUGE_ARENA + self.huge_slots * 2 * H
+        r = self.h.mmap(addr, n * H, prot, (MAP_SHARED if shared else MAP_PRIVATE) |
+                        MAP_FIXED_NOREPLACE, self.fd(fd), 0)
+        if r < 0:
+            return result(r)
+        self.huge_slots += 1
+        self.mem[name] = r
+        return "mapped"
 
     def op_reopen(self, name, old, flags):
         return self.newfd(name, self.h.open(f"/proc/self/fd/{self.fd(old)}", flags))

@@ -36,6 +36,7 @@ _ALLOW = uapi.codec("iommu_ioas_allow_iovas")
 _RANGE = uapi.codec("iommu_iova_range")
 _MAP = uapi.codec("iommu_ioas_map")
 _MAP_FILE = uapi.codec("iommu_ioas_map_file")
+_MAP_FILE_SIZE = _MAP_FILE.size
 _COPY = uapi.codec("iommu_ioas_copy")
 _UNMAP = uapi.codec("iommu_ioas_unmap")
 _OPTION = uapi.codec("iommu_option")
@@ -182,18 +183,19 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
         return _EOVERFLOW, buf
     if not flags & (WRITEABLE | READABLE):
         return _EINVAL, buf
-    ioas = ictx.get_ioas(ioas_id)
-    if ioas is None:
+    ioas = ictx.objects.get(ioas_id)                   # iommufd_get_ioas()
+    if type(ioas) is not Ioas:
         return _ENOENT, buf
     alloc = 0 if flags & FIXED else IOPT_ALLOC_IOVA
-    prot = conv_iommu_prot(flags)
+    prot = (flags & WRITEABLE) | ((flags & READABLE) >> 2)     # conv_iommu_prot()
     profile = ictx.profile
     if profile.map_file_fget_in_ioas:
         file = ictx.host.file_of(fd)
         if file is None:
             ioas.users += 1
             return -errno.EBADF, buf
-        rc, iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc)
+        rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot,
+                                           alloc)
     else:
         if not length:
             return _EINVAL, buf
@@ -203,11 +205,13 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
         if file is None:
             return -errno.EBADF, buf
         dmabuf = profile.map_file_dmabuf and file.inode.kind == DMABUF
-        rc, iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc,
-                                       dmabuf=dmabuf)
+        rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot,
+                                           alloc, dmabuf=dmabuf)
     if rc:
         return rc, buf
-    return 0, respond(buf, size, _MAP_FILE.pack(sz, flags, ioas_id, fd, start, length, iova))
+    if iova == out_iova and size == _MAP_FILE_SIZE and len(buf) == _MAP_FILE_SIZE:
+        return 0, buf                          # the struct written back is the one sent
+    return 0, respond(buf, size, _MAP_FILE.pack(sz, flags, ioas_id, fd, start, length, out_iova))
 
 
 def iommufd_ioas_copy(ictx, cmd, buf, size):
