@@ -183,7 +183,7 @@ def run_row(name: str, label: str, backend: str, kernel: str, binary: str) -> di
             last = last.replace(d, "DIR")
     return {"scenario": name, "qemu": label, "version": res.version, "backend": backend,
             "kernel": kernel, "outcome": outcome(res),
-            "error": "" if res.reached else re.sub(r"0x[0-9a-f]{6,}", "0x…", last),
+            "error": "" if res.reached else re.sub(r"0x[0-9a-f]{11,}", "0x…", last),   # pointers
             "killed": res.killed, "diffs": diffs, "agree": not diffs and not res.killed}
 
 
