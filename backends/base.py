@@ -86,6 +86,16 @@ class DmaResult:
     def errno_name(self) -> str:
         return errno_name(self.ret)
 
+    @property
+    def ioctl(self) -> str | None:
+        """The request's ioctl name (None: no request), without building one."""
+        return self.request.ioctl if self.request is not None else None
+
+    @property
+    def data(self) -> bytes | None:
+        """The request's argument bytes (None: no request)."""
+        return self.request.data if self.request is not None else None
+
 
 _KERNEL_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP"}   # Python calls 95 ENOTSUP; the kernel EOPNOTSUPP
 

@@ -2,8 +2,11 @@
 
 Kernel refusals are *results* (0 or -errno), never exceptions.  Exceptions are
 for misuse and bad input; their message says what was wrong, where, and what
-would be valid (DESIGN.md, "Results and errors").
+would be valid (docs/architecture.md).
 """
+
+import argparse
+import math
 
 
 class VfioEmuError(Exception):
@@ -40,3 +43,14 @@ class UsageError(VfioEmuError):
 
 class HostError(VfioEmuError):
     """The host cannot do what was asked (a device node is missing, no permission)."""
+
+
+def seconds(text: str) -> float:
+    """argparse type of every ``--timeout``: a finite number of seconds > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"a number of seconds > 0, not {text!r}")
+    return v

@@ -1,4 +1,4 @@
-"""The syscall seam (DESIGN.md, "One seam"): ``Host``, and ``LinuxHost`` (real calls).
+"""The syscall seam (docs/architecture.md): ``Host``, and ``LinuxHost`` (real calls).
 
 Every call uses the kernel convention: ``int >= 0`` on success, ``-errno`` on a
 kernel refusal (never an exception).  Calls that return data return

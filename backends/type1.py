@@ -128,19 +128,18 @@ class OkResult(DmaResult):
     """A successful DmaResult whose DmaRequest (and empty note/warnings) are made
     on first access: the hot path only keeps the ioctl name and the exact bytes."""
 
-    __slots__ = ("_ioctl", "_data")
+    __slots__ = ("ioctl", "data")        # DmaResult.ioctl / .data as plain slots
 
     def __init__(self, ioctl: str, data: bytes, out: bytes):
         self.ret = 0
-        self._ioctl = ioctl
-        self._data = data
+        self.ioctl = ioctl
+        self.data = data
         self.out = out
+        self.note = ""
 
     def __getattr__(self, name: str):          # only reached for slots not set yet
         if name == "request":
-            value = DmaRequest(self._ioctl, self._data)
-        elif name == "note":
-            value = ""
+            value = DmaRequest(self.ioctl, self.data)
         elif name == "warnings":
             value = []
         else:

@@ -1,7 +1,7 @@
 """VFIO and iommufd UAPI: struct layouts, ioctl numbers and constants.
 
 The one source of truth for the binary interface both backends speak
-(DESIGN.md, "backends/uapi.py").  Everything here mirrors, name for name,
+(docs/architecture.md).  Everything here mirrors, name for name,
 
   * ``include/uapi/linux/vfio.h``     (type1 container, group, device, cdev)
   * ``include/uapi/linux/iommufd.h``  (/dev/iommu)

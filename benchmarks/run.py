@@ -69,6 +69,15 @@ from dma_map_rate import run
 print(json.dumps(run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), "7.2")))"""
 
 
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages (how shared the machine was)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def call_ns() -> float:
     """CPU nanoseconds of one empty Python function call (best of 5)."""
     n = 1_000_000
@@ -144,7 +153,9 @@ def main() -> int:
               f" (stopped: {'timeout' if r.get('rc') in (-9, None) else r.get('err', '')[-200:]})"),
               file=sys.stderr, flush=True)
 
-    print(f"calibration: {ns:.1f} ns of CPU per Python call", file=sys.stderr)
+    load0 = loadavg()
+    print(f"calibration: {ns:.1f} ns of CPU per Python call; load average {load0}",
+          file=sys.stderr)
     plans = [(64, 32768, "text"), (64, 32768, "json")]
     if not a.quick:
         plans.append((1024, 524288, "json"))
@@ -184,7 +195,8 @@ def main() -> int:
                 "<= 160 ce/pair, flat, <= 400 B", value=res.get("bytes_per_mapping"))
 
     # ---- the table -------------------------------------------------------------------
-    print(f"\nvfio-emu benchmarks · {ns:.1f} ns CPU per Python call · "
+    load = f"load average {load0} at the start, {loadavg()} at the end"
+    print(f"\nvfio-emu benchmarks · {ns:.1f} ns CPU per Python call · {load} · "
           f"ratios to benchmarks/baseline.json\n")
     head = ["figure", "cpu s", "call-eq/unit", "RSS MiB", "value", "vs baseline", "target"]
     lines = [head]
@@ -209,7 +221,7 @@ def main() -> int:
                         for i, (c, w) in enumerate(zip(r, ws))))
     if a.save:
         BASELINE.write_text(json.dumps({"_about": f"benchmarks/run.py --save, {time.strftime('%Y-%m-%d')}, "
-                                                  f"{ns:.1f} ns per call"} | {
+                                                  f"{ns:.1f} ns per call, {load}"} | {
             rw["key"]: {k: round(v, 3) for k, v in (
             ("cpu", rw["cpu"]), ("call_eq", rw["call_eq"]), ("rss", rw["rss"]),
             ("value", rw["value"])) if v is not None} for rw in rows if rw["done"]},

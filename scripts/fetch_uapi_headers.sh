@@ -1,6 +1,6 @@
 #!/bin/sh
 # Fetch the kernel's UAPI headers from Debian's linux-libc-dev, with a private
-# apt state that never touches the system's sources (research/kernel-rig.md §1).
+# apt state that never touches the system's sources (as backends/rig/apt.py does).
 #
 #   scripts/fetch_uapi_headers.sh [SUITE]        (SUITE defaults to sid)
 #

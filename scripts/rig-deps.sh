@@ -1,5 +1,5 @@
 #!/bin/sh
-# Debian packages the kernel rig needs (research/kernel-rig.md §1 step 0):
+# Debian packages the kernel rig needs (docs/kernel-model.md, "The kernel rig"):
 # a kernel build (build-essential bc bison flex libelf-dev libssl-dev patch,
 # xz-utils for linux-source's .tar.xz), the iommufd selftests (libcap-dev),
 # the initramfs (busybox-static; kmod's depmod, xz/zstd for Debian's module

@@ -78,3 +78,47 @@ def test_the_simulated_kernel_sees_only_bytes():
     found = [(str(p.relative_to(REPO)), m) for p in _modules("backends/simulated")
              for m in _imports(p) if m.startswith(clients)]
     assert not found
+
+
+#: Citations of notes a user does not have (users get only the repository): the
+#: notes' directory, their file names, and their sections ("§2.1").  Each part is
+#: spelled so that this file does not match it.
+PRIVATE_NOTES = re.compile(
+    r"/work/(?:shared)\b"
+    r"|(?<![\w/.-])research[/]"
+    r"|\bresearch §\s*\d"
+    r"|\b(?:kernel-)?rig §\s*\d"
+    r"|\b(?:kernel-iommu-errno|qemu-vfio-dma-map|kernel-rig|migration-and-upstream)(?:\.md\b|\s*§)")
+
+
+def _tracked(*suffixes: str) -> list[str]:
+    """The repository's tracked files with these suffixes, outside tests/bad_inputs/."""
+    import subprocess
+    out = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
+                         check=True).stdout.decode()
+    return [f for f in out.split("\0")
+            if f.endswith(suffixes) and not f.startswith("tests/bad_inputs/")]
+
+
+# Split so that this file does not cite them itself.
+@pytest.mark.parametrize("text,cited", [
+    ("rows of research " + "§2.1", True), ("see research" + "/notes" + ".md", True),
+    ("/work/" + "shared/seeds/000", True), ("kernel-iommu-errno" + ".md §4", True),
+    ("kernel-rig" + " §4b", True), ("rig " + "§4c", True), ("qemu-vfio-dma-map" + ".md", True),
+    ("migration-and-upstream" + ".md", True),
+    ("https://example.org/research/paper", False), ("research into the errno", False),
+    ("docs/kernel-model.md, 'The kernel rig'", False), ("Property '§1' not found", False),
+    ("(?:\\.md\\b|research §)", False)])
+def test_the_private_notes_pattern(text, cited):
+    assert bool(PRIVATE_NOTES.search(text)) is cited
+
+
+def test_no_file_cites_notes_users_do_not_have():
+    """Code, tests, docs and scripts cite upstream source and docs/, never the notes
+    the project was written from."""
+    files = _tracked(".py", ".md", ".toml", ".sh")
+    assert len(files) > 100
+    found = [f"{f}:{n}: {line.strip()}" for f in files
+             for n, line in enumerate((REPO / f).read_text(errors="replace").splitlines(), 1)
+             if PRIVATE_NOTES.search(line)]
+    assert not found, "\n".join(found)

@@ -8,10 +8,15 @@ answers, so they can run unchanged against the simulated kernel.
 Until the simulated /dev/vfio/vfio, groups, /dev/iommu and cdevs land
 (backends/simulated/vfio.py), the answers come from ``FakeKernel``: a small
 RECORDING TEST DOUBLE, not the simulator.  It answers like a 7.2 kernel on the
-happy path (kernel-rig.md §4) and returns scripted errnos where a test asks.
+happy path (as the rig's Debian 7.2.13 kernel answered its probes:
+backends/rig/guest/test_probe_iommufd.py, test_probe_type1.py) and returns
+scripted errnos where a test asks.
 
-Research: qemu-vfio-dma-map.md §2 (QEMU's backend behaviour),
-kernel-iommu-errno.md §1, §2.5, kernel-rig.md §4.
+Sources: QEMU's backends as named in backends/type1.py (hw/vfio/container-legacy.c
+vfio_legacy_dma_map()) and backends/iommufd.py (backends/iommufd.c
+iommufd_backend_map_dma(), iommufd_backend_map_file_dma()); the UAPI of
+include/uapi/linux/vfio.h and iommufd.h; the container calls of
+drivers/vfio/container.c and drivers/iommu/iommufd/vfio_compat.c.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from vmm_model.qemu_versions import get_qemu
 U64_MAX = (1 << 64) - 1
 GROUP, CDEV, DEVNODE = "/dev/vfio/1", "/dev/vfio/devices/vfio0", "/dev/vfio-device-fd (double)"
 PGSIZES = 0x40201000                                      # 4K | 2M | 1G (VT-d)
-RIG_RANGES = [(0, 0xFEDFFFFF), (0xFEF00000, 0x7FFFFFFFFF)]   # kernel-rig.md §4b, 39-bit AW
+RIG_RANGES = [(0, 0xFEDFFFFF), (0xFEF00000, 0x7FFFFFFFFF)]   # VT-d IOAPIC hole, 39-bit AW (qemu-vtd)
 READ, WRITE = uapi.VFIO_DMA_MAP_FLAG_READ, uapi.VFIO_DMA_MAP_FLAG_WRITE
 FIXED, R, W = uapi.IOMMU_IOAS_MAP_FIXED_IOVA, uapi.IOMMU_IOAS_MAP_READABLE, uapi.IOMMU_IOAS_MAP_WRITEABLE
 
@@ -56,7 +61,7 @@ class FakeKernel:
 
     ``script[name]`` is a FIFO of answers for ioctl ``name``: an int ret (the
     argument comes back unchanged), a (ret, out) pair, or ``callable(arg)``.
-    Without a scripted answer it answers like kernel-rig.md §4 (7.2.13)."""
+    Without a scripted answer it answers like the rig's 7.2.13 kernel."""
 
     def __init__(self, host: SimHost, *, extensions=(1, 3, 9), ranges=RIG_RANGES,
                  alignment=4096, nodes=("/dev/vfio/vfio", GROUP, "/dev/iommu", CDEV)):
@@ -498,7 +503,7 @@ def test_type1_missing_node(path, group, frag):
 
 
 def test_compat_is_type1_on_dev_iommu(kernel):
-    """VFIO compat: the group takes the iommufd fd (vfio_compat.c, kernel-iommu-errno §2.5)."""
+    """VFIO compat: the group takes the iommufd fd (drivers/iommu/iommufd/vfio_compat.c)."""
     buf = anon(kernel, 0x1000)
     with compat_container(kernel, 1) as c:
         assert c.name == "compat" and c.container_path == "/dev/iommu"
@@ -639,7 +644,8 @@ def test_iommufd_cpr_incoming(sim):
 
 
 def test_iommufd_attach_device(kernel):
-    """BIND_IOMMUFD (-> devid) then ATTACH_IOMMUFD_PT(pt_id = IOAS) -> the hwpt id (kernel-rig §4b)."""
+    """BIND_IOMMUFD (-> devid) then ATTACH_IOMMUFD_PT(pt_id = IOAS) -> the hwpt id
+    (as on the rig: backends/rig/guest/test_probe_iommufd.py test_4b_bind_and_attach)."""
     with IommufdContainer(kernel) as c:
         n = len(kernel.trace)
         devid, hwpt = c.attach_device(CDEV)

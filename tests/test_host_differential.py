@@ -1,6 +1,9 @@
 """Differential tests: the same operation sequences on this machine's kernel
 (LinuxHost) and on SimHost(host_profile()) give the same results, errno for
-errno and byte for byte.  Rows refer to research kernel-iommu-errno.md §4.
+errno and byte for byte.  Rows are the memfd sealing and mmap rules of
+mm/memfd.c (memfd_add_seals(), memfd_check_seals_mmap()), mm/shmem.c and
+mm/mmap.c (mmap_region(), mapping_map_writable()), as modelled in
+backends/simulated/memfd.py, shmem.py and mmap.py.
 
 Sequences are data.  fd slots and mapping slots are symbolic: ``("memfd", f)``
 creates fd slot 0, 1, ...; ``("mmap", ...)`` creates mapping slot 0, 1, ...
@@ -373,7 +376,7 @@ def test_sequence(real, name, ops, expect):
 
 
 def test_seal_exec_with_shared_rw_mapping_matches_profile(real):
-    """§4 F_SEAL_EXEC quirk: only profiles without 3b041514cb6e add the implied
+    """memfd_add_seals()'s F_SEAL_EXEC quirk: only profiles without 3b041514cb6e add the implied
     WRITE without mapping_deny_writable().  The running kernel decides."""
     ops = dict((s[0], s[1]) for s in SEQUENCES)["seal_exec_with_shared_rw_mapping"]
     out = assert_same(real, ops)

@@ -1,6 +1,7 @@
 """SimHost behaviour the running kernel cannot show: other kernel versions
 (profiles.py), GUP pins, device nodes, 64 GiB sparse memory.  Each test cites
-its source (research = /work/shared/research/kernel-iommu-errno.md)."""
+its source: the kernel function, and the commit and release where the
+behaviour is version-dependent (backends/kernel_profiles.SOURCES)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_host_profile_nearest_lower(release, name):
 
 
 def test_iommu_switches_match_research_timeline():
-    """research §3 timeline and §2 matrix."""
+    """The version timeline of the iommufd/type1 switches (release and commit of
+    each in backends/kernel_profiles.SOURCES)."""
     p = {n: get_profile(n) for n in list_profiles()}
     assert not p["6.1"].iommufd and p["6.6"].iommufd and p["6.6"].vfio_cdev
     assert not p["6.12"].map_file and p["6.13"].map_file and p["6.13"].change_process
@@ -61,7 +63,7 @@ def test_iommu_switches_match_research_timeline():
     assert p["6.13"].type1_overflow_errno == errno.EINVAL
     assert p["6.18"].type1_overflow_errno == errno.EOVERFLOW
     assert not p["6.13"].compat_empty_unmap_ok and p["6.18"].compat_empty_unmap_ok
-    assert [n for n in p if p[n].map_file_requires_fmode_write] == ["7.2+fix"]   # seed 000, kernel-rig.md §4b
+    assert [n for n in p if p[n].map_file_requires_fmode_write] == ["7.2+fix"]   # unmerged, not in 7.2.13
     assert all(x.iommufd_map_pfnmap_errno == errno.EFAULT for x in p.values())
 
 
@@ -75,16 +77,17 @@ def test_format_and_json():
     assert set(d["switches"]) == set(d["profiles"]["6.1"]) - {"description"}
 
 
-# ---- §4 rows on other kernel versions ------------------------------------------
+# ---- memfd seals and mmap (mm/memfd.c, mm/mmap.c) on other kernel versions -----
 
 @pytest.mark.parametrize("profile,expect", [
     ("6.6", -errno.EPERM),                                        # <6.7: mapping_map_writable() on VM_SHARED
     ("6.1", "ok"),                      # the 2025-07 6.1.y backport (Debian 6.1.176, rig run 2026-11-23)
-    ("6.7", "ok"), ("6.12", "ok"), ("6.13", "ok"), ("7.2", "ok"),  # 158978945f31 (seed 003)
+    ("6.7", "ok"), ("6.12", "ok"), ("6.13", "ok"), ("7.2", "ok"),  # 158978945f31 (6.7)
     ("6.12-regressed", -errno.EPERM),                             # 5de195060b2e..8ec396d05d1b window
 ])
 def test_ro_shared_mmap_of_write_sealed_memfd(profile, expect):
-    """research §4 'mmap MAP_SHARED PROT_READ, FMODE_WRITE fd, F_SEAL_WRITE'."""
+    """mmap MAP_SHARED PROT_READ of an FMODE_WRITE fd with F_SEAL_WRITE
+    (memfd_check_seals_mmap(), mmap_region(): profile.ro_shared_mmap_of_write_sealed)."""
     h = SimHost(profile)
     fd = sealed_memfd(h, F_SEAL_WRITE)
     r = h.mmap(0, PAGE_SIZE, PROT_READ, MAP_SHARED, fd)
@@ -95,7 +98,7 @@ def test_ro_shared_mmap_of_write_sealed_memfd(profile, expect):
 
 @pytest.mark.parametrize("profile", ["6.1", "6.6", "6.12-regressed", "7.2"])
 def test_ro_shared_mmap_of_rdonly_fd_always_allowed(profile):
-    """research §4: O_RDONLY fd loses VM_SHARED|VM_MAYWRITE, all versions."""
+    """do_mmap(): a shared mapping of an O_RDONLY fd loses VM_SHARED|VM_MAYWRITE, all versions."""
     h = SimHost(profile)
     fd = sealed_memfd(h, F_SEAL_WRITE)
     ro = h.open(f"/proc/self/fd/{fd}", O_RDONLY)
@@ -106,7 +109,8 @@ def test_ro_shared_mmap_of_rdonly_fd_always_allowed(profile):
 @pytest.mark.parametrize("profile,expect", [("6.6", -errno.EBUSY), ("6.7", 0), ("7.2", 0)])
 def test_future_write_ro_shared_mapping_counts_before_6_7(profile, expect):
     """'mm: drop the assumption that VM_SHARED always implies writable' (6.7,
-    seed 003): before it every VM_SHARED VMA held i_mmap_writable, so
+    the 2023 "permit write-sealed memfd read-only shared mappings" series):
+    before it every VM_SHARED VMA held i_mmap_writable, so
     F_SEAL_WRITE fails EBUSY while a FUTURE_WRITE read-only shared mapping exists."""
     h = SimHost(profile)
     fd = sealed_memfd(h, F_SEAL_FUTURE_WRITE)
@@ -130,7 +134,7 @@ def test_failed_map_fixed_keeps_old_mapping_from_6_12(profile, left):
     ("6.13", 0, F_SEAL_EXEC | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE),
     ("6.18", -errno.EBUSY, 0), ("7.2", -errno.EBUSY, 0)])
 def test_seal_exec_implied_write_quirk(profile, seal_ret, seals):
-    """research §4: F_SEAL_EXEC implies WRITE without mapping_deny_writable();
+    """memfd_add_seals(): F_SEAL_EXEC implies WRITE without mapping_deny_writable();
     fixed by 3b041514cb6e (observed on 6.18.44)."""
     h = SimHost(profile)
     fd = h.memfd_create("x", MFD_ALLOW_SEALING | MFD_EXEC)
@@ -143,7 +147,8 @@ def test_seal_exec_implied_write_quirk(profile, seal_ret, seals):
 
 
 def test_f_seal_exec_unknown_before_6_3():
-    """F_SEAL_EXEC, MFD_EXEC and MFD_NOEXEC_SEAL arrived in 6.3 (research §3)."""
+    """F_SEAL_EXEC, MFD_EXEC and MFD_NOEXEC_SEAL arrived in 6.3 ('mm/memfd: add
+    F_SEAL_EXEC', mm/memfd.c; profile.f_seal_exec)."""
     h = SimHost("6.1")
     assert h.memfd_create("x", MFD_NOEXEC_SEAL) == -errno.EINVAL
     fd = h.memfd_create("x", MFD_ALLOW_SEALING)
@@ -154,8 +159,9 @@ def test_f_seal_exec_unknown_before_6_3():
 # ---- pins: memfd_wait_for_pins, check_vma_flags ----------------------------------
 
 def test_pinned_pages_make_seal_write_ebusy():
-    """memfd_wait_for_pins(): -EBUSY, i_mmap_writable restored (research §4,
-    kernel-rig.md §4b: EBUSY after 0.16 s)."""
+    """mm/memfd.c memfd_wait_for_pins(): -EBUSY after its ~150 ms of rescans,
+    i_mmap_writable restored (as on the rig: backends/rig/guest/
+    test_probe_iommufd.py test_4b_seal_write_while_pinned_ebusy)."""
     h = SimHost("7.2")
     fd = h.memfd_create("x", MFD_ALLOW_SEALING)
     h.ftruncate(fd, 2 * PAGE_SIZE)
@@ -173,7 +179,7 @@ def test_pinned_pages_make_seal_write_ebusy():
 
 def test_memfd_pin_folios():
     """mm/gup.c memfd_pin_folios(): -EINVAL unless shmem/hugetlbfs, -EINVAL when
-    end >= i_size; pinned pages are the page cache (research §2.3)."""
+    end >= i_size; pinned pages are the page cache (what IOMMU_IOAS_MAP_FILE pins)."""
     h = SimHost("7.2")
     fd = h.memfd_create("x", MFD_ALLOW_SEALING)
     h.ftruncate(fd, 4 * PAGE_SIZE)
@@ -190,7 +196,8 @@ def test_memfd_pin_folios():
 
 def test_pin_user_pages_check_vma_flags():
     """check_vma_flags(): -EFAULT for unmapped, write to !VM_WRITE, VM_PFNMAP,
-    FOLL_LONGTERM write of a writeback-fs shared mapping (research §2.1)."""
+    FOLL_LONGTERM write of a writeback-fs shared mapping
+    (writable_file_mapping_allowed())."""
     h = SimHost("7.2")
     anon = h.mmap(0, 2 * PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
     assert h.pin_user_pages(anon, 1, write=True) == (-errno.EFAULT, [])
@@ -281,7 +288,8 @@ def test_register_chardev_ioctl_and_release():
 
 def test_pfnmap_bar_mapping():
     """A BAR mmap is VM_IO|VM_PFNMAP: GUP (and process_vm_readv) -EFAULT,
-    vfio type1's follow_pfnmap() reaches the BAR page (research §2.1)."""
+    vfio type1's follow_pfnmap() reaches the BAR page (vaddr_get_pfns() ->
+    follow_fault_pfn() in drivers/vfio/vfio_iommu_type1.c)."""
     from backends.simulated.gup import follow_pfnmap
     h = SimHost("7.2")
     h.register_chardev("/dev/vfio/devices/vfio0", PfnmapDevice.factory(4 * PAGE_SIZE))

@@ -1,5 +1,8 @@
-"""QEMU's failure handling in vfio_listener_region_add (research §3.4, §7 #17, #20,
-#21, #27).
+"""QEMU's failure handling in vfio_listener_region_add() and vfio_container_region_add()
+(hw/vfio/listener.c, 10.1+; hw/vfio/common.c before): a BAR (RAM device) failure
+warns and continues (test_17_*), a RAM failure at init fails realize (test_20_*)
+and at runtime aborts QEMU (test_21_*), a virtio-mem failure unmaps the whole
+section (test_27_*).  test_17_* and test_27_* use gallery scenarios s17 and s27.
 
 The backend here is a test double that answers chosen IOVAs with a chosen errno:
 no kernel model exists yet (the simulated kernel is issue 4). What is tested is

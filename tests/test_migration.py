@@ -57,6 +57,25 @@ offset = "0x100000"
 ''', "sealed.toml", "sealed-memfd-only")
 
 
+# Shared memfd RAM, aux-ram-share=on (nothing for cpr-transfer to block) and a BAR:
+# from 11.0 on a 6.19+ kernel the BAR is a VFIO dma-buf area in the IOAS.
+CPR_BAR = loads_toml('''
+qemu = "11.1"
+[machine]
+memory-backend = "ram0"
+aux-ram-share = true
+[[object]]
+qom-type = "memory-backend-memfd"
+id = "ram0"
+size = "1G"
+share = true
+[[device]]
+driver = "vfio-pci"
+host = "0000:01:00.0"
+x-bars = [{index = 0, size = "1M", gpa = "0xfe000000"}]
+''', "cpr-bar.toml", "cpr-bar")
+
+
 def _virtio_mem(populated: str) -> object:
     return loads_toml(f'''
 qemu = "10.1"
@@ -159,6 +178,13 @@ CASES = [
      ("type1 on 7.2", "iommufd on 7.2")),
     ("cpr-map-kind-changes", "s08", "qemu=10.2", "qemu=11.1", "cpr-transfer",
      "ram0 [0x100000, 0x80000000)", ("MAP_FILE 0", "VA map 0")),
+    ("cpr-fails", "s34", "qemu=10.0,backend=type1", "qemu=10.0", "cpr-transfer", CPR,
+     ("migrate", "vfio 0000:00:01.0: Could not open '/dev/vfio/1': Device or resource busy")),
+    ("cpr-fails", "s34", "qemu=10.0,backend=iommufd", "qemu=11.1", "cpr-transfer", CPR,
+     ("migrate", "ERROR:hw/vfio/cpr-iommufd.c:220:vfio_cpr_load_device: assertion failed: "
+      "(ret)")),
+    ("cpr-fails", CPR_BAR, "backend=iommufd,kernel=7.2", "kernel=7.2", "cpr-transfer", CPR,
+     ("migrate", "some memory regions do not support IOMMU_IOAS_CHANGE_PROCESS")),
     ("live-update-blocked", "seed001", "qemu=10.2,kernel=7.2", "kernel=7.2+lu", None,
      "live update", ("-", "preserve = EINVAL")),
     ("live-update-preserved", SEALED_ONLY, "kernel=7.2", "kernel=7.2+lu", None, "live update",
@@ -292,8 +318,7 @@ def test_destination_inherits_unset_keys_from_the_source():
     ("10.1", "type1", "7.2", "cpr-exec",
      ["Parameter 'mode' does not accept value 'cpr-exec' (QEMU 10.1 has no migration mode "
       "cpr-exec)"]),
-    ("10.0", "type1", "7.2", "cpr-transfer",
-     ["0000:00:01.0: QEMU 10.0 has no VFIO support for cpr-transfer (VFIO CPR arrived in 10.1)"]),
+    ("10.0", "type1", "7.2", "cpr-transfer", []),        # VFIO blocks normal mode only
     ("10.2", "type1", "7.2", "cpr-transfer", []),
     ("10.2", "compat", "7.2", "cpr-transfer", ["VFIO container does not support VFIO_UPDATE_VADDR"]),
     ("10.2", "compat", "7.2", "cpr-exec", ["VFIO container does not support VFIO_UPDATE_VADDR"]),
@@ -322,6 +347,54 @@ def test_cpr_transfer_ram_blockers_name_every_private_block():
                    Side("10.2", "type1", "7.2", "q35", "cpr-transfer"))
     assert [k for k, _, _ in run.blockers] == ["cpr-ram pc.ram", "cpr-ram pc.bios",
                                                "cpr-ram pc.rom"]
+
+
+@pytest.mark.parametrize("backend, failure", [
+    ("type1", "vfio 0000:00:01.0: Could not open '/dev/vfio/1': Device or resource busy"),
+    ("iommufd", "vfio 0000:00:01.0: error bind device fd=8 to iommufd=7: Invalid argument")])
+def test_qemu_10_0_cpr_transfer_is_not_blocked_but_the_new_qemu_cannot_open_the_device(
+        backend, failure):
+    """QEMU 10.0 has cpr-transfer but no VFIO CPR: vfio_block_migration() blocks normal
+    mode only, so query-migrate lists nothing, and the new QEMU's vfio-pci realize
+    finds the group (EBUSY) or the cdev (EINVAL) still open in the old one: the
+    migration fails (as the kernel rig shows with the real QEMU 10.0.2,
+    backends/rig/guest/test_migrate_real.py)."""
+    run = run_side(gallery_s34(), Side("10.0", backend, "7.2", "q35", "cpr-transfer"))
+    assert run.blockers == []
+    assert [(k, m) for k, m, _ in run.failures] == [("vfio-cpr", failure)]
+
+
+@pytest.mark.parametrize("backend, dst, failure", [
+    ("type1", "11.1", "vfio 0000:00:01.0: Could not open '/dev/vfio/1': Device or resource busy"),
+    ("iommufd", "11.1", "ERROR:hw/vfio/cpr-iommufd.c:220:vfio_cpr_load_device: assertion "
+                        "failed: (ret)"),
+    ("iommufd", "10.0", "vfio 0000:00:01.0: error bind device fd=8 to iommufd=7: Invalid "
+                        "argument")])
+def test_cpr_transfer_from_qemu_10_0_fails_in_the_new_qemu(backend, dst, failure):
+    """10.0 hands no VFIO device over: a new 11.1 opens the group (EBUSY) or, for an
+    iommufd device, finds none in the CPR state and aborts (as real QEMU 11.1.3 does in
+    the kernel rig); nothing is inherited, so no cpr-map-kind-changes either."""
+    r = migrate_check("s34", f"qemu=10.0,backend={backend}", f"qemu={dst}", "cpr-transfer")
+    assert [(f.code, f.after) for f in r.findings if f.code.startswith("cpr-")] == [
+        ("cpr-fails", failure)]
+
+
+def test_change_process_fails_on_a_dmabuf_bar():
+    """iommufd_ioas_change_process() refuses every area that is not
+    IOPT_ADDRESS_FILE, a VFIO dma-buf BAR (11.0+ on 6.19+) too, so QEMU 11.1's
+    iommufd_cpr_pre_save() fails the cpr-transfer of a VM whose RAM is all shared
+    memfd; on 6.18 (no dma-buf) the BAR's VA map is EFAULT, not an area, and the
+    move goes through."""
+    r = migrate_check(CPR_BAR, "qemu=11.1,backend=iommufd,kernel=7.2", "", "cpr-transfer")
+    assert [(f.code, f.after) for f in r.findings] == [
+        ("cpr-fails", "some memory regions do not support IOMMU_IOAS_CHANGE_PROCESS")]
+    r = migrate_check(CPR_BAR, "qemu=11.1,backend=iommufd,kernel=6.18", "", "cpr-transfer")
+    assert r.findings == [] and r.source.failures == []
+
+
+def gallery_s34():
+    from vmm_model import gallery
+    return gallery.load("s34")
 
 
 def test_cpr_exec_registers_no_ram_blocker_but_says_what_is_needed():
@@ -457,7 +530,8 @@ def test_cli_mode_lists_blockers_per_version(capsys):
           "--mode", "cpr-transfer"])
     out = capsys.readouterr().out
     tail = out[out.index("cpr-transfer blockers per QEMU version (type1, kernel 7.2):"):]
-    assert "  10.0          0000:00:01.0: QEMU 10.0 has no VFIO support for cpr-transfer" in tail
+    assert "  10.0          not blocked, fails: vfio 0000:00:01.0: Could not open '/dev/vfio/1': " \
+           "Device or resource busy" in tail
     assert "  10.1          none" in tail and "  master        none" in tail
 
 

@@ -20,7 +20,9 @@ from vmm_model.scenario import loads_toml, to_toml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qmp"
 
-# research qemu-vfio-dma-map.md §6.4 (kvm accel suffix, ramd, aliases resolved)
+# ``info mtree -f`` (mtree_print_flatview(), system/memory.c): kvm accel suffix, a ramd
+# BAR, aliases resolved to @offset; the sample is from qemu-devel 2019-05-21,
+# A. Kardashevskiy, "hmp: Print if memory section is registered with an accelerator"
 MTREE_SAMPLE = """FlatView #0
  AS "memory", root: system
  AS "vfio-pci", root: bus master container

@@ -1,4 +1,4 @@
-"""The kernel rig from the host (backends/rig, research/kernel-rig.md).
+"""The kernel rig from the host (backends/rig; docs/kernel-model.md, "The kernel rig").
 
 ``test_kernel_set`` (marker ``rig``: ``-m rig`` selects, ``-m "not rig"``
 deselects) builds or reuses each kernel of backends/rig/kernels.py, boots it
@@ -205,7 +205,8 @@ def test_every_set_has_its_files():
     ("debian-7.2", "7.2.13+deb14-amd64", {"type1"}, "7.2", False)])
 def test_differential_simulates_each_rig_kernel(kernel, release, features, profile, iommufd):
     """The differential set's SimHost profile per guest kernel (rigutil.sim_profile):
-    the release's profile, +fix for seed 000's patch, no /dev/iommu or cdev without
+    the release's profile, +fix for the unmerged write-access patch
+    (docs/kernel-model.md, "Unmerged patches"), no /dev/iommu or cdev without
     CONFIG_IOMMUFD (Debian's stock configs)."""
     assert kernel in kernels.KERNELS and kernel in SETS["differential"].kernels
     p = rigutil.sim_profile(kernel, release, features)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,12 +122,20 @@ def test_iommufd_on_a_kernel_without_it_is_qemus_own_error():
     assert compare_with_model(res, args) == []
 
 
-@pytest.mark.parametrize("backend, ioctl, ret", [(IOMMUFD, "IOMMU_IOAS_MAP", -14),
-                                                 (TYPE1, "VFIO_IOMMU_MAP_DMA", 0)])
-def test_pfnmap_bar_dma_map(backend, ioctl, ret):
+@pytest.mark.parametrize("label, kernel, backend, ioctl, ret, kind, dma_buf", [
+    ("10.0", "7.2", IOMMUFD, "IOMMU_IOAS_MAP", -14, "pfnmap", []),
+    ("10.0", "7.2", TYPE1, "VFIO_IOMMU_MAP_DMA", 0, "pfnmap", []),
+    ("11.1", "6.18", IOMMUFD, "IOMMU_IOAS_MAP", -14, "pfnmap", [-25]),
+    ("11.1", "7.2", IOMMUFD, "IOMMU_IOAS_MAP_FILE", 0, "dmabuf", ["fd"])])
+def test_pfnmap_bar_dma_map(label, kernel, backend, ioctl, ret, kind, dma_buf):
     """Once SeaBIOS enables BAR0, QEMU maps its mmap (a ram_device region):
     iommufd cannot pin VM_PFNMAP (-EFAULT, QEMU warns and goes on), type1
-    follows the PFNs (0).  The guest runs until that map happened (at most 30 s)."""
+    follows the PFNs (0).  QEMU 11.1 first asks for a dma-buf of each
+    mmap-able BAR (hw/vfio/region.c vfio_region_create_dma_buf(), 11.0+): a
+    kernel before 6.19 has no VFIO_DEVICE_FEATURE_DMA_BUF (-ENOTTY), so 11.1
+    warns and maps the BAR by VA like 10.0; from 6.19 it gets a dma-buf fd and
+    maps the BAR with IOMMU_IOAS_MAP_FILE of it (iommufd's IOPT_ADDRESS_DMABUF),
+    which succeeds.  The guest runs until that map happened (at most 30 s)."""
     import time
 
     def bar_mapped(server, mon):
@@ -136,11 +145,31 @@ def test_pfnmap_bar_dma_map(backend, ioctl, ret):
                 r.name == ioctl and r.fields.get("iova") == BAR0 for r in list(server.log)):
             time.sleep(0.05)
 
-    res = run(qemu("10.0"), BASE + backend, kernel="7.2", on_ready=bar_mapped, timeout=60)
+    res = run(qemu(label), BASE + backend, kernel=kernel, on_ready=bar_mapped, timeout=60)
     assert res.status == 0 and res.reached == "realize"
+    feature = [r.ret for r in res.requests if r.name == "VFIO_DEVICE_FEATURE" and
+               r.fields.get("flags") == uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_DMA_BUF]
+    assert [("fd" if r > 0 else r) for r in feature] == dma_buf
+    assert ("warning: VFIO dma-buf not supported in kernel, using mmap fallback, P2P DMA will "
+            "not work" in res.stderr) == (dma_buf == [-25])
     bar = [r for r in res.requests if r.name == ioctl and r.fields.get("iova") == BAR0]
     assert bar, "SeaBIOS did not enable BAR0 within 30 s"
-    assert bar[0].ret == ret and bar[0].backing["kind"] == "pfnmap"
+    assert bar[0].ret == ret and bar[0].backing["kind"] == kind
+    # the model, told where the firmware put the BAR (x-bars), predicts the same map
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.report import event_json
+    from vmm_model.scenario import loads_toml
+    sc = loads_toml('[memory]\nsize = "128M"\n[[device]]\ndriver = "vfio-pci"\n'
+                    'host = "0000:00:04.0"\nx-bars = [{index = 0, size = "1M", gpa = "0xfea00000"}]\n',
+                    "bar0", "bar0")
+    plan = make_plan(sc, get_qemu(label), "iommufd" if backend == IOMMUFD else "type1", kernel=kernel)
+    assert [(e["phase"], e["ioctl"], e["ret"]) for e in map(event_json, plan.events)
+            if e["kind"] == "map" and e["iova"] == BAR0] == [("firmware", ioctl, ret)]
+    if kind == "dmabuf":               # the whole BAR: one range, offset 0 of the dma-buf
+        assert (bar[0].fields["start"], bar[0].fields["length"], bar[0].backing["size"]) == (
+            0, 1 << 20, 1 << 20)
+        assert res.stderr == ""
     if ret:
         assert "warning: IOMMU_IOAS_MAP failed: Bad address, PCI BAR?" in res.stderr
         assert (f"vfio_container_dma_map(" in res.stderr and
@@ -705,3 +734,221 @@ def test_two_devices_share_the_container_or_the_hwpt():
     assert [r.fields["pt_id"] for r in res.requests if r.name == "VFIO_DEVICE_ATTACH_IOMMUFD_PT"] \
         == [hwpt, hwpt]
     assert len([r for r in res.requests if r.name == "IOMMU_HWPT_ALLOC"]) == 1
+
+
+# ---- QEMU 11.1 (trixie-backports, run through trixie's loader: scripts/install-qemu.sh) ----
+
+def test_qemu111_runs_on_its_own_trixie_libraries_under_the_shim():
+    """The 11.1 wrapper runs the binary through trixie's ld.so without chroot:
+    every shared object in QEMU's address space comes from /opt/qemu-11.1/root
+    except the shim itself; guest RAM is still mapped by VA on type1 and the
+    model agrees."""
+    binary = qemu("11.1")
+    procs, objs = [], set()
+
+    def read_maps(server, mon):
+        with open(f"/proc/{procs[0].pid}/maps") as f:
+            objs.update(ln.split()[-1] for ln in f if ".so" in ln.split()[-1])
+
+    res = run(binary, BASE + TYPE1, kernel="7.2", on_start=procs.append, on_ready=read_maps)
+    assert (res.reached, res.status, res.version.split(".")[:2]) == ("realize", 0, ["11", "1"])
+    root = os.path.dirname(os.path.dirname(os.path.realpath(binary))) + "/root/"
+    foreign = [o for o in objs if not o.startswith(root) and o != build_shim()]
+    assert objs and foreign == [], foreign
+    assert any(o.endswith("/libc.so.6") for o in objs)
+    ram = final_maps(res.events())[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["ret"]) == ("VFIO_IOMMU_MAP_DMA", 0)
+    assert compare_with_model(res, BASE + TYPE1) == []
+
+
+def test_qemu111_iommufd_checks_dev_iommu_before_opening_it():
+    """QEMU 11.1 looks for /dev/iommu with access(F_OK) before it opens it; on
+    a kernel without iommufd (6.1) the simulated /dev has no such node and QEMU
+    says so in its own words; the model predicts a failure too."""
+    args = BASE + IOMMUFD
+    res = run(qemu("11.1"), args, kernel="6.1")
+    assert (res.reached, res.status) == ("", 1)
+    assert [(r.fields["call"], r.name, r.ret) for r in res.requests
+            if r.name == "/dev/iommu"] == [("access", "/dev/iommu", -2)]
+    assert [r for r in res.requests if r.op in ("open", "ioctl")] == []
+    assert res.stderr == ("qemu-system-x86_64: /dev/iommu does not exist "
+                          "(is your kernel config missing CONFIG_IOMMUFD?)\n")
+    assert compare_with_model(res, args) == []
+
+
+def _memdev(kind: str, share: str, d) -> list[str]:
+    if kind == "memfd":
+        obj = f"memory-backend-memfd,id=m0,size=128M,share={share}"
+    else:                                        # a file on tmpfs (/dev/shm)
+        obj = f"memory-backend-file,id=m0,size=128M,share={share},mem-path={d}/ram"
+    return ["-object", obj, "-numa", "node,memdev=m0"]
+
+
+@pytest.fixture
+def shm_dir():
+    from tests.qemu_testing import scratch_dir
+    with scratch_dir() as d:
+        yield d
+
+
+@pytest.mark.parametrize("kind, seals", [("memfd", 0x7), ("file", 0x1)])
+def test_qemu111_maps_shared_fd_ram_with_map_file_of_its_own_fd(kind, seals, shm_dir):
+    """QEMU 11.1, iommufd, shared fd-backed RAM: IOMMU_IOAS_MAP_FILE with
+    QEMU's real fd (passed with SCM_RIGHTS and examined as the kernel sees it:
+    tmpfs, O_RDWR, the memfd's F_SEAL_GROW|SHRINK|SEAL from seal=on, a tmpfs
+    file's F_SEAL_SEAL); start is the offset into the fd.  The BIOS stays a VA
+    map (anonymous, not shared).  The model predicts the same mappings."""
+    args = BASE + _memdev(kind, "on", shm_dir) + IOMMUFD
+    res = run(qemu("11.1"), args, kernel="7.2")
+    assert (res.reached, res.status) == ("realize", 0)
+    live = final_maps(res.events())
+    ram = live[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["flags"], ram["ret"]) == (
+        "IOMMU_IOAS_MAP_FILE", "FIXED_IOVA|WRITEABLE|READABLE", 0)
+    assert ram["fields"]["start"] == 0x100000
+    b = ram["backing"]
+    assert (b["what"], b["kind"], b["f_flags"] & 0o3, b["seals"], b["size"]) == (
+        "fd", "shmem", os.O_RDWR, seals, 128 << 20)
+    assert live[(0xFFFC0000, 0x40000)]["ioctl"] == "IOMMU_IOAS_MAP"
+    assert compare_with_model(res, args) == []
+
+
+@pytest.mark.parametrize("kind", ["memfd", "file"])
+def test_qemu111_maps_private_fd_ram_by_va(kind, shm_dir):
+    """Private fd-backed RAM (share=off): QEMU 11.1 maps it by VA
+    (vfio_container_dma_map(): MAP_FILE only for RAM_SHARED or ram_device),
+    so the device sees the process's COW copy, not the file; the model agrees."""
+    args = BASE + _memdev(kind, "off", shm_dir) + IOMMUFD
+    res = run(qemu("11.1"), args, kernel="7.2")
+    assert (res.reached, res.status) == ("realize", 0)
+    assert "IOMMU_IOAS_MAP_FILE" not in names(res)
+    ram = final_maps(res.events())[(0x100000, 0x7F00000)]
+    assert (ram["ioctl"], ram["ret"], ram["backing"]["shared"]) == ("IOMMU_IOAS_MAP", 0, False)
+    assert compare_with_model(res, args) == []
+
+
+@pytest.mark.parametrize("kernel", ["6.6", "6.12"])
+def test_qemu111_map_file_refused_fails_realize_without_va_fallback(kernel, shm_dir):
+    """A kernel without IOMMU_IOAS_MAP_FILE (before 6.13) answers -ENOTTY;
+    QEMU 11.1 does not retry by VA: the memory listener fails and realize with
+    it, in QEMU's own words.  The model predicts the same first refused map."""
+    args = BASE + _memdev("memfd", "on", shm_dir) + IOMMUFD
+    res = run(qemu("11.1"), args, kernel=kernel)
+    assert (res.reached, res.status) == ("", 1)
+    maps = [(e["ioctl"], e["iova"], e["size"], e["ret"]) for e in res.events() if e["kind"] == "map"]
+    # the RAM: one MAP_FILE, refused, no VA retry; the listener still maps the BIOS by VA
+    assert maps == [("IOMMU_IOAS_MAP_FILE", 0, 128 << 20, -25),
+                    ("IOMMU_IOAS_MAP", 0xFFFC0000, 0x40000, 0)]
+    assert re.fullmatch(r"qemu-system-x86_64: -device vfio-pci,host=0000:00:04.0,iommufd=i0: "
+                        r"vfio 0000:00:04.0: memory listener initialization failed: Region m0: "
+                        r"vfio_container_dma_map\(0x[0-9a-f]+, 0x0, 0x8000000, 0x[0-9a-f]+\) = "
+                        r"-25 \(Inappropriate ioctl for device\)", res.stderr.splitlines()[-1])
+    assert compare_with_model(res, args) == []
+
+
+@pytest.mark.parametrize("config", ["memfd", "ro-dimm"])
+def test_qemu111_map_file_same_on_72_and_72_with_the_write_access_fix(config, shm_dir):
+    """The unmerged 'Require write access for writable MAP_FILE mappings' fix
+    (profile 7.2+fix: -EPERM for WRITEABLE without FMODE_WRITE, write seals
+    respected) changes nothing for what QEMU itself passes: its memfd is
+    O_RDWR without a write seal, and a readonly=on file is opened O_RDONLY and
+    mapped READABLE only.  Same requests, same answers on both profiles."""
+    if config == "memfd":
+        args = BASE + _memdev("memfd", "on", shm_dir) + IOMMUFD
+    else:
+        with open(os.path.join(shm_dir, "ro.img"), "wb") as f:
+            f.truncate(32 << 20)
+        args = BASE[:-2] + ["-m", "128M,slots=2,maxmem=1G", "-object",
+                            f"memory-backend-file,id=romem,size=32M,mem-path={shm_dir}/ro.img,"
+                            "readonly=on,share=on", "-device", "pc-dimm,id=rodimm,memdev=romem"] + IOMMUFD
+
+    def answers(res):
+        return [(e["ioctl"], e["iova"], e["size"], e["flags"], e["ret"],
+                 e["backing"] and (e["backing"].get("f_flags"), e["backing"].get("seals")))
+                for e in res.events()]
+
+    runs = {k: run(qemu("11.1"), args, kernel=k) for k in ("7.2", "7.2+fix")}
+    assert answers(runs["7.2"]) == answers(runs["7.2+fix"])
+    for res in runs.values():
+        assert (res.reached, res.status) == ("realize", 0)
+        assert compare_with_model(res, args) == []
+    files = [e for e in runs["7.2+fix"].events() if e["ioctl"] == "IOMMU_IOAS_MAP_FILE"]
+    assert files
+    if config == "ro-dimm":
+        assert [(e["iova"], e["flags"], e["backing"]["f_flags"] & 0o3) for e in files] == [
+            (0x100000000, "FIXED_IOVA|READABLE", os.O_RDONLY)]
+    else:
+        assert {(e["flags"], e["backing"]["f_flags"] & 0o3, e["backing"]["seals"])
+                for e in files} == {("FIXED_IOVA|WRITEABLE|READABLE", os.O_RDWR, 0x7)}
+
+
+def test_same_requests_finds_a_changed_answer():
+    """same_requests() (the check between the rig's recording on a real kernel
+    and a run on the simulated one): two runs of one QEMU and command line
+    make the same container/IOAS requests with the same answers; a changed
+    answer, or a missing request, is reported where it happens."""
+    import copy
+    from vmm_model.run import same_requests
+    a = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    b = run(qemu("10.0"), BASE + IOMMUFD, kernel="7.2")
+    assert a.reached == b.reached == "realize"
+    assert same_requests(a, b) == []
+    c = copy.deepcopy(b)
+    i = next(i for i, r in enumerate(c.requests) if r.name == "IOMMU_IOAS_MAP")
+    c.requests[i].ret = -14
+    del c.requests[next(i for i, r in enumerate(c.requests) if r.name == "IOMMU_HWPT_ALLOC")]
+    diffs = same_requests(a, c)
+    assert [d["what"] for d in diffs] == ["delete", "replace"]
+    assert diffs[0]["a"][0][0] == "IOMMU_HWPT_ALLOC" and diffs[0]["b"] == []
+    assert diffs[1]["a"][0][0] == diffs[1]["b"][0][0] == "IOMMU_IOAS_MAP"
+    assert (diffs[1]["a"][0][2], diffs[1]["b"][0][2]) == (0, -14)
+
+
+@pytest.mark.parametrize("ops, index, ranges, argsz, want", [
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 1 << 20)], None, "fd"),
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 0x1000), (0x2000, 0x3000)], None, "fd"),
+    (uapi.VFIO_DEVICE_FEATURE_PROBE | uapi.VFIO_DEVICE_FEATURE_GET, 0, [], None, 0),
+    (uapi.VFIO_DEVICE_FEATURE_SET, 0, [(0, 0x1000)], None, -22),
+    (uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_SET, 0, [(0, 0x1000)], None, -22),
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [], None, -22),                  # nr_ranges 0
+    (uapi.VFIO_DEVICE_FEATURE_GET, 6, [(0, 0x1000)], None, -19),       # the ROM: not a BAR
+    (uapi.VFIO_DEVICE_FEATURE_GET, 1, [(0, 0x1000)], None, -22),       # no BAR1
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0x800, 0x1000)], None, -22),   # not page-aligned
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0xff000, 0x2000)], None, -22),  # past the BAR
+    (uapi.VFIO_DEVICE_FEATURE_GET, 0, [(0, 0x1000)], 12, -22)])        # argsz < 16
+def test_dma_buf_feature(ops, index, ranges, argsz, want):
+    """vfio_pci_core_feature_dma_buf() on the edu-like function (1 MiB BAR0):
+    the dma-buf's size is the sum of the ranges; the errnos of
+    vfio_ioctl_device_feature(), vfio_check_feature() and validate_dmabuf_input()."""
+    import struct as st
+    from backends.shim.pci import PciFunction, PciShape, vfio_pci_core_feature_dma_buf
+    from backends.simulated.iommu import SimVfioDevice
+    from backends.simulated.syscalls import SimHost
+    host = SimHost("7.2")
+    fn = PciFunction(SimVfioDevice(), PciShape())
+    body = st.pack("<IIII", index, os.O_RDWR, 0, len(ranges)) + b"".join(
+        st.pack("<QQ", o, n) for o, n in ranges)
+    buf = st.pack("<II", argsz or 8 + len(body), ops | uapi.VFIO_DEVICE_FEATURE_DMA_BUF) + body
+    ret, _ = vfio_pci_core_feature_dma_buf(host, fn, buf)
+    if want == "fd":
+        assert ret >= 0 and host.file_of(ret).inode.i_size == sum(n for _, n in ranges)
+        assert host.file_of(ret).inode.kind == "dmabuf"
+    else:
+        assert ret == want
+
+
+def test_model_firmware_maps_count_only_when_the_guest_ran():
+    """-vga std: the model maps vga.vram where SeaBIOS puts the VGA BAR
+    (0xfd000000) in its firmware phase; QEMU stopped at realize (-S) has not
+    mapped it, and compare_with_model does not count it as a difference."""
+    from vmm_model.plan import make_plan
+    from vmm_model.qemu_versions import get_qemu
+    from vmm_model.scenario import from_qemu_args
+    args = BASE + ["-vga", "std"] + TYPE1
+    plan = make_plan(from_qemu_args(args), get_qemu("10.0"), "type1", kernel="7.2")
+    assert [(e.phase, e.iova, e.size) for e in plan.events if e.phase == "firmware"] == [
+        ("firmware", 0xFD000000, 16 << 20)]
+    res = run(qemu("10.0"), args, kernel="7.2")
+    assert res.reached == "realize"
+    assert 0xFD000000 not in {e["iova"] for e in res.events()}
+    assert compare_with_model(res, args) == []

@@ -1,10 +1,20 @@
-"""The five seeds end to end: QEMU's policy + listener + a real client on the
-simulated kernel (vmm_model/simulate.py), then a simulated device's DMA
-(backends/simulated/dma.py) or the host's own calls show the consequence.
+"""Five upstream patches and threads end to end: QEMU's policy + listener + a
+real client on the simulated kernel (vmm_model/simulate.py), then a simulated
+device's DMA (backends/simulated/dma.py) or the host's own calls show the
+consequence.  The test names keep the project's numbering (seed000 .. seed004):
 
-Seeds: ../shared/seeds/000 (writable MAP_FILE of read-only files), 001 (iommufd
-live update needs seals at map time), 002 (private file-backed RAM mapped by
-file), 003 (RO shared mmap of a write-sealed memfd), 004 (VM_PFNMAP BARs).
+000  "[PATCH] iommu/iommufd: Require write access for writable MAP_FILE
+     mappings" (2026-06-07, not merged; profile 7.2+fix; docs/kernel-model.md,
+     "Unmerged patches"): writable MAP_FILE of read-only files.
+001  the iommufd live update series (v1 2026-02-03, not merged; profile 7.2+lu):
+     seals are required at map time.
+002  "vfio/container: Restrict dma_map_file() to shared RAM or RAM devices"
+     (QEMU 11.0.2, 11.1; docs/qemu-versions.md): private file-backed RAM mapped
+     by file.
+003  "[PATCH v2 0/3] permit write-sealed memfd read-only shared mappings"
+     (158978945f31, 6.7): RO shared mmap of a write-sealed memfd.
+004  "[PATCH] iommu: iommufd: Explicitly check for VM_PFNMAP in
+     iommufd_ioas_map" (2025-10, not merged): VM_PFNMAP BARs.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ def _write_file(host, rb, off: int, data: bytes) -> None:
     host.munmap(va, rb.page_size)
 
 
-# --- seed 002 -----------------------------------------------------------------------
+# --- 002: private file-backed RAM (QEMU "Restrict dma_map_file() to shared RAM") ----
 
 @pytest.mark.parametrize("qemu, backend, device_sees", [
     ("10.1", "iommufd", b"FILE"),    # MAP_FILE of the private memfd: the page cache, stale
@@ -71,11 +81,12 @@ def test_seed002_private_file_ram_cow_divergence(scenario, qemu, backend, device
             assert ev.result.request.ioctl == want_ioctl
 
 
-# --- seed 000 -----------------------------------------------------------------------
+# --- 000: writable MAP_FILE of read-only files (the unmerged write-access patch) ------
 
 def test_seed000_device_writes_into_readonly_file_before_fix():
-    """§7 #38 on 7.2.13 (kernel-rig.md §4b): writable MAP_FILE of the O_RDONLY
-    fd succeeds and the device's DMA write lands in the read-only file."""
+    """Gallery scenario s38 on 7.2.13 (as on the rig: backends/rig/guest/test_probe_iommufd.py
+    test_4b_writeable_map_file_then_device_writes_the_file): writable MAP_FILE of
+    the O_RDONLY fd succeeds and the device's DMA write lands in the read-only file."""
     sc = gallery.load("s38-readonly-file-rom-off")
     with simulate(sc, get_qemu("10.1"), "iommufd", "7.2") as sim:
         ev = _map_event(sim, GPA)
@@ -129,7 +140,8 @@ def test_seed000_seal_write_vs_writable_map_file(kernel, sealed_while_mapped):
 
 def test_seed000_pinned_pages_make_seal_ebusy_in_every_version():
     """With a device attached the pages are pinned: EBUSY even for a READABLE-only
-    MAP_FILE (memfd_wait_for_pins(), research §4; kernel-rig.md §4b)."""
+    MAP_FILE (mm/memfd.c memfd_wait_for_pins(); as on the rig:
+    test_probe_iommufd.py test_4b_seal_write_while_pinned_ebusy)."""
     from backends.iommufd import IommufdContainer
     from backends.simulated import SimHost
     from backends.simulated.vfio import install
@@ -145,8 +157,9 @@ def test_seed000_pinned_pages_make_seal_ebusy_in_every_version():
             assert h.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == 0
 
 
-# --- seed 001 -----------------------------------------------------------------------
-# Live update v1 (NOT merged; research §5, profile 7.2+lu): the VMM preserves the
+# --- 001: iommufd live update --------------------------------------------------------
+# Live update v1 (NOT merged; docs/kernel-model.md "Unmerged patches", profile
+# 7.2+lu): the VMM preserves the
 # RAM files in the LUO session, marks the HWPT (IOMMU_HWPT_LU_SET_PRESERVE), then
 # preserves the iommufd fd, whose iommufd_save_hwpts() runs
 # check_iopt_pages_preserved(): every area a file with SEAL|GROW|SHRINK cached at
@@ -225,7 +238,7 @@ def test_seed001_needs_the_lu_kernel():
         assert _lu_mark(sim) == -errno.ENOTTY
 
 
-# --- seed 003 -----------------------------------------------------------------------
+# --- 003: RO shared mmap of a write-sealed memfd (158978945f31, 6.7) ------------------
 
 @pytest.mark.parametrize("kernel, mmap_ok", [("6.6", False), ("6.7", True),
                                              ("6.12-regressed", False), ("6.12", True),
@@ -261,7 +274,7 @@ def test_seed003_ro_shared_mmap_of_write_sealed_memfd(kernel, mmap_ok, backend):
             assert c.dma_map(0x200000, 1 << 16, va, readonly=False).ret == -errno.EFAULT
 
 
-# --- seed 004 -----------------------------------------------------------------------
+# --- 004: VM_PFNMAP BARs (mm/gup.c check_vma_flags(): EFAULT for iommufd) ------------
 
 @pytest.mark.parametrize("backend, bar_ret", [("type1", 0), ("iommufd", -errno.EFAULT),
                                               ("compat", -errno.EFAULT)])

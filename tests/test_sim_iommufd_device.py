@@ -14,7 +14,8 @@ from iommufd_env import E, P, R, U64_MAX, Env
 
 
 # ============================================================================
-# §2.4 other ioctls
+# attach and reserved regions (device.c iommufd_device_attach() ->
+# io_pagetable.c iopt_table_enforce_dev_resv_regions())
 # ============================================================================
 
 def test_attach_reserved_region_hits_an_area_eaddrinuse(env):
@@ -147,7 +148,8 @@ def test_lu_only_on_the_lu_profile():
 
 
 def test_lu_seal_after_map_is_einval_seal_before_is_preserved():
-    """Seed 001: seals are cached at MAP_FILE time; sealing later does not count."""
+    """Seals are cached at MAP_FILE time; sealing later does not count (v1 11/14
+    check_iopt_pages_preserved(); kept in the v2 13/16 review, 2026-05-22)."""
     e, ioas, hwpt = _lu_env()
     fd = e.memfd(4 * P)
     assert e.map_file(ioas, fd, 0, 4 * P, 0x100000)[0] == 0

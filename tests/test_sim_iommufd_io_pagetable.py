@@ -13,7 +13,7 @@ from iommufd_env import E, P, U64_MAX, Env
 
 
 # ============================================================================
-# §2.1 MAP, native column (iommufd_ioas_map -> iopt_map_user_pages)
+# IOMMU_IOAS_MAP (ioas.c iommufd_ioas_map() -> io_pagetable.c iopt_map_user_pages())
 # ============================================================================
 
 def test_map_length_zero_and_overflows(env):
@@ -27,7 +27,8 @@ def test_map_length_zero_and_overflows(env):
 
 def test_map_no_domain_accepts_any_alignment(env):
     """iova_alignment is 1 without a domain: unaligned iova, size, vaddr all map
-    (rig §4a 'unaligned user_va (FIXED) OK'; selftest ioas_iova_alloc)."""
+    (as on the rig: backends/rig/guest/test_probe_iommufd.py
+    test_4a_map_unaligned_user_va_ok_while_nothing_attached; selftest ioas_iova_alloc)."""
     ioas, va = env.ioas(), env.mem()
     assert env.map(ioas, va + 100, 3 * P + 7, 0x100123)[0] == 0
     assert env.map(ioas, va, 1, None)[0] == 0
@@ -35,7 +36,8 @@ def test_map_no_domain_accepts_any_alignment(env):
 
 def test_map_with_domain_alignment(env):
     """With a 4 KiB domain: iova (iopt_check_iova), size (iopt_alloc_area_pages),
-    vaddr page offset (iopt_insert_area) misaligned -> EINVAL (rig §4b)."""
+    vaddr page offset (iopt_insert_area) misaligned -> EINVAL (as on the rig:
+    test_probe_iommufd.py test_4b_map_unaligned_einval)."""
     ioas, va = env.ioas(), env.mem()
     assert env.attach(ioas)[0] == 0
     assert env.map(ioas, va, P, 0x100800)[0] == -E.EINVAL
@@ -55,7 +57,8 @@ def test_map_overlap_is_eexist_and_auto_finds_a_hole(env):
 
 
 def test_map_reserved_and_outside_aperture_is_einval(env):
-    """reserved_itree (MSI window, aperture) -> EINVAL (rig §4b: 0xfee00000)."""
+    """reserved_itree (MSI window, aperture) -> EINVAL (as on the rig at 0xfee00000:
+    test_probe_iommufd.py test_4b_map_into_msi_window_einval)."""
     ioas, va = env.ioas(), env.mem()
     assert env.attach(ioas)[0] == 0
     assert env.map(ioas, va, P, 0xFEE00000)[0] == -E.EINVAL
@@ -64,7 +67,8 @@ def test_map_reserved_and_outside_aperture_is_einval(env):
 
 
 def test_map_fixed_ignores_allowed_ranges(env):
-    """ALLOW_IOVAS only bounds automatic allocation (§2.1)."""
+    """ALLOW_IOVAS only bounds automatic allocation (iopt_alloc_iova(); a fixed
+    IOVA goes through iopt_check_iova(), which does not look at allowed_itree)."""
     ioas, va = env.ioas(), env.mem()
     assert env.allow(ioas, [(0x10000, 0x1FFFF)]) == 0
     assert env.map(ioas, va, P, 0x900000)[0] == 0
@@ -80,7 +84,7 @@ def test_map_auto_enospc(env):
 
 
 # ============================================================================
-# §2.2 UNMAP, native column (iommufd_ioas_unmap -> iopt_unmap_iova_range)
+# IOMMU_IOAS_UNMAP (ioas.c iommufd_ioas_unmap() -> io_pagetable.c iopt_unmap_iova_range())
 # ============================================================================
 
 @pytest.mark.parametrize("profile", ["6.13", "6.18", "7.2"])

@@ -12,7 +12,7 @@ from iommufd_env import E, FIXED, P, R, U64_MAX, W, Env
 
 
 # ============================================================================
-# §2.1 MAP, native column (iommufd_ioas_map -> iopt_map_user_pages)
+# IOMMU_IOAS_MAP (ioas.c iommufd_ioas_map() -> io_pagetable.c iopt_map_user_pages())
 # ============================================================================
 
 def test_map_flag_and_reserved_checks(env):
@@ -40,7 +40,7 @@ def test_map_iova_written_back_only_on_success(env):
 
 
 # ============================================================================
-# §2.2 UNMAP, native column (iommufd_ioas_unmap -> iopt_unmap_iova_range)
+# IOMMU_IOAS_UNMAP (ioas.c iommufd_ioas_unmap() -> io_pagetable.c iopt_unmap_iova_range())
 # ============================================================================
 
 def test_unmap_checks(env):
@@ -65,7 +65,7 @@ def test_unmap_writes_back_length_only_on_success(env):
 
 
 # ============================================================================
-# §2.3 IOMMU_IOAS_MAP_FILE
+# IOMMU_IOAS_MAP_FILE (6.13+; ioas.c iommufd_ioas_map_file())
 # ============================================================================
 
 def test_map_file_argument_checks(env):
@@ -85,7 +85,8 @@ def test_map_file_argument_checks(env):
     ("6.19", -E.EINVAL, 0),           # length checks before the fd (iopt_map_file_pages)
     ("7.2", -E.EINVAL, 0)])
 def test_map_file_fget_order_and_ioas_leak(profile, length0_badfd, destroy_after_ebadf):
-    """profile.map_file_fget_in_ioas (§2.3; the leak is a code-read, UNVERIFIED)."""
+    """profile.map_file_fget_in_ioas (6.13-6.18: fget() in iommufd_ioas_map_file();
+    the leak is a code-read, UNVERIFIED; backends/kernel_profiles.SOURCES)."""
     e = Env(profile)
     ioas = e.ioas()
     assert e.map_file(ioas, 555, 0, 0, 0)[0] == length0_badfd
@@ -94,7 +95,8 @@ def test_map_file_fget_order_and_ioas_leak(profile, length0_badfd, destroy_after
 
 
 # ============================================================================
-# §2.4 other ioctls
+# the other IOAS ioctls: ALLOC, IOVA_RANGES, ALLOW_IOVAS, COPY, CHANGE_PROCESS
+# (ioas.c), OPTION (main.c iommufd_option()), VFIO_IOAS (vfio_compat.c)
 # ============================================================================
 
 def test_ioas_alloc_flags_and_destroy(env):

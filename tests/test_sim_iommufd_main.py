@@ -18,7 +18,7 @@ from iommufd_env import E, P, Env
 
 
 # ============================================================================
-# §1.4 framing (iommufd_fops_ioctl(), main.c; the same since 6.2)
+# ioctl framing (drivers/iommu/iommufd/main.c iommufd_fops_ioctl(); the same since 6.2)
 # ============================================================================
 
 NATIVE = ["IOMMU_DESTROY", "IOMMU_IOAS_ALLOC", "IOMMU_IOAS_ALLOW_IOVAS", "IOMMU_IOAS_COPY",
@@ -85,9 +85,19 @@ def test_map_file_and_change_process_exist_from_6_13(profile, map_file, null_arg
     assert e.call("IOMMU_IOAS_CHANGE_PROCESS")[0] == (-E.ENOTTY if profile == "6.12" else 0)
 
 
-def test_not_modelled_table_entries_are_enotty(env):
-    """GET_HW_INFO (0x8a) is in the 7.2 table but not simulated: ENOTTY (documented)."""
-    assert env.call("IOMMU_GET_HW_INFO")[0] == -E.ENOTTY
+def test_get_hw_info_answers_as_intel_vtd(env):
+    """IOMMU_GET_HW_INFO (iommufd_get_hw_info(), 6.6+): -EOPNOTSUPP flags, -ENOENT
+    an id that is not a bound device, then the VT-d info: data_len 24, type
+    INTEL_VTD, the 24 bytes at data_uptr and the rest of the user's buffer zeroed."""
+    assert env.call("IOMMU_GET_HW_INFO", flags=1)[0] == -E.EOPNOTSUPP
+    assert env.call("IOMMU_GET_HW_INFO", dev_id=1)[0] == -E.ENOENT
+    ret, devid = env.bind()
+    assert ret == 0
+    va = env.mem(1, fill=b"\xff" * 32)
+    ret, out = env.call("IOMMU_GET_HW_INFO", dev_id=devid, data_len=32, data_uptr=va)
+    assert (ret, out.data_len, out.out_data_type) == (0, 24, uapi.IOMMU_HW_INFO_TYPE_INTEL_VTD)
+    cap = (38 << 16) | (0x2 << 8)
+    assert env.h.read_mem(va, 32) == (32, bytes(8) + cap.to_bytes(8, "little") + bytes(16))
 
 
 def test_no_iommufd_node_before_6_2_profiles():
@@ -118,7 +128,7 @@ def test_unknown_or_wrong_type_id_is_enoent(env):
 
 
 # ============================================================================
-# §2.4 other ioctls
+# IOMMU_DESTROY (main.c iommufd_destroy() -> iommufd_object_remove())
 # ============================================================================
 
 def test_destroy_in_use_is_ebusy_until_detached(env):

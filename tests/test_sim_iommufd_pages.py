@@ -17,12 +17,15 @@ from iommufd_env import E, P, R, RW, U64_MAX, Env, mock_env
 
 
 # ============================================================================
-# §2.1 MAP, native column (iommufd_ioas_map -> iopt_map_user_pages)
+# IOMMU_IOAS_MAP (ioas.c iommufd_ioas_map() -> io_pagetable.c iopt_map_user_pages());
+# "the rig" below is backends/rig/guest/test_probe_iommufd.py on Debian 7.2.13
 # ============================================================================
 
 def test_map_unmapped_va_lazy_then_efault(env):
-    """Lazy pinning (§7): no domain -> success, pinned at attach -> EFAULT
-    (rig §4a/§4b); with a domain MAP itself is EFAULT."""
+    """Lazy pinning (nothing is pinned until an area sits in an IOAS with a domain,
+    iopt_area_fill_domain()): no domain -> success, pinned at attach -> EFAULT
+    (the rig: test_4a_map_unmapped_user_va_ok_lazy); with a domain MAP itself is
+    EFAULT (test_4b_map_unmapped_user_va_efault)."""
     ioas = env.ioas()
     bad = 0x10000000
     assert env.map(ioas, bad, P, 0x100000)[0] == 0
@@ -45,7 +48,7 @@ def test_map_half_unmapped_is_efault_and_undone(env):
 
 def test_map_write_on_readonly_vma(env):
     """GUP check_vma_flags(): FOLL_WRITE on a read-only VMA -> EFAULT; READABLE
-    only is fine (rig §4b)."""
+    only is fine (the rig: test_4b_map_read_only_page)."""
     ioas = env.ioas()
     assert env.attach(ioas)[0] == 0
     va = env.mem(1, prot=PROT_READ)
@@ -130,12 +133,12 @@ def test_map_source_mm_gone_efault_at_attach(env):
 
 
 # ============================================================================
-# §2.3 IOMMU_IOAS_MAP_FILE
+# IOMMU_IOAS_MAP_FILE (6.13+; pages.c iopt_alloc_file_pages(), mm/gup.c memfd_pin_folios())
 # ============================================================================
 
 def test_map_file_regular_file_lazy_then_einval():
     """No file-type check at map time; memfd_pin_folios() -> EINVAL when pinned
-    (rig §4a 'regular 9p file OK', §4b 'EINVAL')."""
+    (the rig: test_4a_map_file_regular_9p_file_lazy, test_4b_map_file_regular_9p_file_einval)."""
     e = Env()
     ioas = e.ioas()
     fd = e.h.open("/disk.img", O_RDWR | O_CREAT)
@@ -174,7 +177,8 @@ def test_map_file_past_eof_and_unaligned_start():
 
 @pytest.mark.parametrize("profile,expect", [("7.2", 0), ("7.2+fix", -E.EPERM)])
 def test_map_file_rdonly_fd_writeable(profile, expect):
-    """Seed 000: O_RDONLY fd + WRITEABLE: 7.2.13 succeeds (rig §4b), the fix -> EPERM
+    """The write-access patch (docs/kernel-model.md, "Unmerged patches"): O_RDONLY
+    fd + WRITEABLE: 7.2.13 succeeds (the rig: test_4a_map_file_rdonly_fd_writeable), the fix -> EPERM
     (iopt_alloc_file_pages(): !(f_mode & FMODE_WRITE)); READABLE only always works."""
     e = Env(profile)
     ioas = e.ioas()
@@ -197,7 +201,8 @@ def test_map_file_sealed_memfd(profile, write_sealed):
 
 def test_seal_write_vs_writable_map_file_7_2_vs_fix():
     """7.2: F_SEAL_WRITE succeeds while a writable MAP_FILE exists and nothing is
-    pinned (rig §4a), EBUSY once pinned (memfd_wait_for_pins, rig §4b).  With the
+    pinned (the rig: test_4a_seal_write_after_writeable_map_file_nothing_pinned),
+    EBUSY once pinned (memfd_wait_for_pins; test_4b_seal_write_while_pinned_ebusy).  With the
     fix: EBUSY while the writable MAP_FILE exists (i_mmap_writable), 0 after unmap."""
     e = Env("7.2")
     ioas = e.ioas()
@@ -225,7 +230,8 @@ def test_seal_write_vs_writable_map_file_7_2_vs_fix():
 
 
 def test_seed_000_device_write_lands_in_rdonly_and_sealed_file():
-    """Seed 000 / rig §4b: on 7.2 the device really writes an O_RDONLY file and a
+    """The write-access patch / the rig's test_4b_writeable_map_file_then_device_writes_the_file:
+    on 7.2 the device really writes an O_RDONLY file and a
     F_SEAL_WRITE memfd (pread sees it, write(2) cannot); on 7.2+fix the maps fail."""
     for profile in ("7.2", "7.2+fix"):
         e = Env(profile)
@@ -251,7 +257,8 @@ def test_seed_000_device_write_lands_in_rdonly_and_sealed_file():
 
 def test_dma_through_map_file_reads_and_writes_file_pages():
     """The device translates to the page-cache pages (MAP_FILE): pread/pwrite and
-    DMA see each other; READABLE-only faults on write (DMAR fault, rig §4b)."""
+    DMA see each other; READABLE-only faults on write (a DMAR fault on the rig:
+    backends/rig/guest/test_edu_dma.py test_iommufd_write_to_read_only_iova_faults)."""
     e = Env()
     ioas = e.ioas()
     fd = e.memfd(4 * P, data=b"A" * P + b"B" * P)
@@ -296,7 +303,8 @@ def test_dma_mock_domain_sub_page_offset():
 @pytest.mark.parametrize("profile", ["6.19", "7.2"])
 def test_map_file_dmabuf(profile):
     """IOPT_ADDRESS_DMABUF (6.19+): EINVAL length 0 / past the size; ENODEV
-    revoked; EOPNOTSUPP not a vfio exporter; never charged (§2.3)."""
+    revoked; EOPNOTSUPP not a vfio exporter; never charged (pages.c
+    iopt_alloc_dmabuf_pages())."""
     e = Env(profile)
     ioas = e.ioas()
     dfd = e.h.dmabuf_export(4 * P)
@@ -322,7 +330,7 @@ def test_map_file_dmabuf_before_6_19_is_a_plain_file():
 
 
 # ============================================================================
-# §2.4 other ioctls
+# IOMMU_IOAS_COPY (ioas.c iommufd_ioas_copy(): the source's iopt_pages are shared)
 # ============================================================================
 
 def test_copy_shares_pins_between_ioases():

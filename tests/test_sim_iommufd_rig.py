@@ -1,5 +1,6 @@
 """What the real Debian 7.2.13 kernel answered in the kernel rig (an empty IOAS;
-an IOAS with edu attached), replayed step by step on the simulated 7.2."""
+an IOAS with edu attached), replayed step by step on the simulated 7.2.  The rig
+runs the same steps as backends/rig/guest/test_probe_iommufd.py (test_4a_*, test_4b_*)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from iommufd_env import E, FIXED, P, R, RW, U64_MAX, W, Env
 
 
 # ============================================================================
-# kernel-rig.md §4a/§4b: what the real Debian 7.2.13 kernel answered
+# the rig's iommufd probe (4a: empty IOAS, 4b: edu attached): what Debian 7.2.13 answered
 # ============================================================================
 
 def _rig_4a(e: Env, step: str):
-    """Each step of rig §4a (empty IOAS, lazy pinning) -> (ret, extra)."""
+    """Each step of the rig's 4a probe (empty IOAS, lazy pinning) -> (ret, extra)."""
     ioas = e.ioas()
     va = e.mem(16)
     fd = e.memfd(4 * P)
@@ -82,7 +83,7 @@ RIG_4A = [
 
 @pytest.mark.parametrize("step,expect", RIG_4A, ids=[s for s, _ in RIG_4A])
 def test_rig_4a_empty_ioas(step, expect):
-    """kernel-rig.md §4a (7.2.13, nothing attached).  The auto-IOVA row needs an
+    """The rig's 4a probe (7.2.13, nothing attached).  The auto-IOVA row needs an
     8 KiB-aligned VA to land at 0x2000 as on the rig."""
     e = Env("7.2")
     if step == "auto 16K":
@@ -182,5 +183,5 @@ RIG_4B = [
 
 @pytest.mark.parametrize("step,expect", RIG_4B, ids=[s for s, _ in RIG_4B])
 def test_rig_4b_edu_attached(step, expect):
-    """kernel-rig.md §4b (7.2.13, edu bound + attached first: eager pinning)."""
+    """The rig's 4b probe (7.2.13, edu bound + attached first: eager pinning)."""
     assert _rig_4b(Env("7.2"), step) == expect

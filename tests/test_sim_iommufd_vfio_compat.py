@@ -18,7 +18,8 @@ from iommufd_env import E, FIXED, P, R, RW, W, Env
 
 
 # ============================================================================
-# §2.5 + compat columns of §2.1/§2.2 (vfio_compat.c)
+# the VFIO container API on /dev/iommu (vfio_compat.c: iommufd_vfio_ioctl(),
+# iommufd_vfio_map_dma(), iommufd_vfio_unmap_dma())
 # ============================================================================
 
 def _dma_map(flags=3, vaddr=0, iova=0, size=P, argsz=32):
@@ -40,7 +41,8 @@ def _compat(profile="7.2", set_iommu=uapi.VFIO_TYPE1v2_IOMMU):
 
 
 def test_compat_container_calls(env):
-    """§2.5: API 0; CHECK_EXTENSION; SET_IOMMU type check before ENODEV; ENOTTY."""
+    """iommufd_vfio_ioctl(): API 0; CHECK_EXTENSION; SET_IOMMU type check before
+    ENODEV (iommufd_vfio_set_iommu()); ENOTTY."""
     assert env.vfio(uapi.VFIO_GET_API_VERSION, 0)[0] == 0
     for ext, want in [(1, 1), (3, 1), (9, 1), (10, 0), (6, 0), (8, 0), (2, 0)]:
         assert env.vfio(uapi.VFIO_CHECK_EXTENSION, ext)[0] == want, ext
@@ -78,7 +80,7 @@ def test_compat_map_dma():
 
 
 def _compat_map_row(row: str):
-    """One compat MAP_DMA row of §2.1 (VT-d domain attached, TYPE1v2)."""
+    """One compat MAP_DMA rule of iommufd_vfio_map_dma() (VT-d domain attached, TYPE1v2)."""
     e, ioas = _compat()
     va = e.mem(8)
 
@@ -121,12 +123,12 @@ COMPAT_MAP_ROWS = [("size not aligned", -E.EINVAL), ("vaddr not aligned", -E.EIN
 
 @pytest.mark.parametrize("row,expect", COMPAT_MAP_ROWS, ids=[r for r, _ in COMPAT_MAP_ROWS])
 def test_compat_map_dma_rows(row, expect):
-    """§2.1 compat column: the same iopt_map_user_pages() as native, fixed IOVA."""
+    """iommufd_vfio_map_dma(): the same iopt_map_user_pages() as native, fixed IOVA."""
     assert _compat_map_row(row) == expect
 
 
 def test_compat_unmap_rows():
-    """§2.2 compat column: no alignment check in v2 (whole areas), overflow,
+    """iommufd_vfio_unmap_dma(): no alignment check in v2 (whole areas), overflow,
     several whole areas summed."""
     e, _ = _compat()
     va = e.mem(8)

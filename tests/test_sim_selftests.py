@@ -1,5 +1,5 @@
 """The kernel's own iommufd selftest expectations (tools/testing/selftests/iommu/
-iommufd.c, T71 blob d1fe5dbc2813; research kernel-iommu-errno.md §6) run
+iommufd.c, T71 blob d1fe5dbc2813) run
 against the simulator.  Each test is named ``test_<fixture>_<test>`` after the
 selftest it mirrors; fixture variants are parameters.
 
@@ -500,7 +500,7 @@ def test_iommufd_mock_domain_basic(variant):
 
 @mock_variant
 def test_iommufd_mock_domain_basic_file(variant):
-    """The file variants of basic (research §6): map_file ok, past EOF EINVAL,
+    """The file variants of iommufd_mock_domain.basic: map_file ok, past EOF EINVAL,
     truncated to 0 EINVAL."""
     st, ioas, _, _, size = mock_fixture(variant)
     mfd = st.memfd(BUFFER_SIZE)

@@ -1,8 +1,10 @@
 """The simulated VFIO type1 container (backends/simulated/vfio_iommu_type1.py),
 driven through SimHost with raw ioctls and uapi bytes, as QEMU drives the real
-one.  research = /work/shared/research/kernel-iommu-errno.md (§2.1 MAP, §2.2
-UNMAP, §2.5 container calls, §6 selftests), rig = kernel-rig.md §4c (what a
-real 7.2.13 kernel answered)."""
+one.  Each section names the kernel code it checks: drivers/vfio/container.c
+and vfio_iommu_type1.c (MAP: vfio_dma_do_map(), UNMAP: vfio_dma_do_unmap()),
+the VFIO selftests in tools/testing/selftests/vfio/vfio_dma_mapping_test.c, and
+what the rig's Debian 7.2.13 kernel answered to the type1 probe
+(backends/rig/guest/test_probe_type1.py, the test_4c_* tests)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ ALL, DIRTY, UVADDR = (uapi.VFIO_DMA_UNMAP_FLAG_ALL, uapi.VFIO_DMA_UNMAP_FLAG_GET
                       uapi.VFIO_DMA_UNMAP_FLAG_VADDR)
 U64_MAX = (1 << 64) - 1
 LAST_PAGE = U64_MAX & ~(P - 1)
-VTD_LAST = (1 << 39) - 1                  # IommuHw() aperture end (39-bit AW), kernel-rig.md §4b
+VTD_LAST = (1 << 39) - 1                  # IommuHw() aperture end: QEMU intel-iommu aw-bits=39 (qemu-vtd)
 MAPC = uapi.codec("vfio_iommu_type1_dma_map")
 UNMAPC = uapi.codec("vfio_iommu_type1_dma_unmap")
 INFOC = uapi.codec("vfio_iommu_type1_info")
@@ -109,7 +111,7 @@ def setup(profile=NEW, devices=None, iommu_type=uapi.VFIO_TYPE1v2_IOMMU, set_iom
     return T1(h, c, g, devs)
 
 
-# ---- research §2.5: container-level calls ---------------------------------------
+# ---- container-level calls: drivers/vfio/container.c + vfio_iommu_type1_check_extension()
 
 def test_check_extension_before_and_after_set_iommu():
     """vfio_container_ioctl_check_extension() polls type1 with iommu NULL before
@@ -141,7 +143,7 @@ def test_set_iommu_errors():
     h = SimHost(NEW)
     install(h)
     c = h.open("/dev/vfio/vfio", O_RDWR)
-    assert h.ioctl(c, uapi.VFIO_SET_IOMMU, uapi.VFIO_TYPE1v2_IOMMU)[0] == -E.EINVAL   # rig §4c
+    assert h.ioctl(c, uapi.VFIO_SET_IOMMU, uapi.VFIO_TYPE1v2_IOMMU)[0] == -E.EINVAL   # as on the rig (7.2.13)
     t = setup(set_iommu=False)
     for kind in (0, uapi.VFIO_SPAPR_TCE_IOMMU, uapi.VFIO_DMA_CC_IOMMU, uapi.VFIO_EEH,
                  uapi.VFIO_SPAPR_TCE_v2_IOMMU, uapi.VFIO_NOIOMMU_IOMMU, uapi.VFIO_UPDATE_VADDR, 99):
@@ -181,11 +183,12 @@ def test_get_info_argsz_below_minsz():
     assert t.info(16)[0] == 0
 
 
-# ---- research §2.1: MAP -----------------------------------------------------------
+# ---- MAP: vfio_iommu_type1_map_dma() -> vfio_dma_do_map() ----------------------------
 
 @pytest.mark.parametrize("profile", [OLD, "6.18", NEW])
 def test_map_rows(profile):
-    """research §2.1 type1 column, one row per assertion."""
+    """The type1 MAP errno table (vfio_iommu_type1_map_dma() and vfio_dma_do_map()
+    in drivers/vfio/vfio_iommu_type1.c), one rule per assertion."""
     t = setup(profile)
     ovf = -E.EOVERFLOW if profile != OLD else -E.EINVAL
     a = t.anon(64 * P)
@@ -405,7 +408,7 @@ def test_attach_while_vaddr_invalid_ebusy():
     assert devs[1].domain is devs[0].domain                        # same IommuHw: one domain
 
 
-# ---- research §2.2: UNMAP -----------------------------------------------------------
+# ---- UNMAP: vfio_iommu_type1_unmap_dma() -> vfio_dma_do_unmap() ----------------------
 
 @pytest.mark.parametrize("profile", [OLD, NEW])
 def test_unmap_rows_v2(profile):
@@ -453,7 +456,8 @@ def test_unmap_v1_semantics(profile):
 
 def test_unmap_vaddr_with_emulated_group_ebusy_and_lazy_pinning():
     """An emulated (mdev) group: UPDATE_VADDR 0, VADDR unmap EBUSY; no IOMMU
-    domain, so MAP pins nothing (even a bad vaddr succeeds: research §7) and the
+    domain, so MAP pins nothing (even a bad vaddr succeeds: vfio_dma_do_map() skips
+    vfio_pin_map_dma() while iommu->domain_list is empty) and the
     iova_list is empty (any IOVA); a real group attached later replays the
     mappings and the pin's EFAULT fails VFIO_GROUP_SET_CONTAINER."""
     devs = [SimVfioDevice(name="mdev0", group=7, hw=None), SimVfioDevice(group=1)]
@@ -478,7 +482,7 @@ def test_unmap_vaddr_with_emulated_group_ebusy_and_lazy_pinning():
     assert (t.h.locked_vm, t.dmas(), devs[1].domain) == (0, [(0x100000, P)], None)
 
 
-# ---- kernel-rig.md §4c: a real 7.2.13 kernel ----------------------------------------
+# ---- the rig's type1 probe on Debian 7.2.13 (backends/rig/guest/test_probe_type1.py) ----
 
 def test_rig_4c_table():
     h = SimHost(NEW)
@@ -515,7 +519,7 @@ def test_rig_4c_table():
     assert h.read_mem(a + P, 10) == (10, b"round trip")
 
 
-# ---- research §6: VFIO selftests (type1 rows) ------------------------------------------
+# ---- VFIO selftests (tools/testing/selftests/vfio/vfio_dma_mapping_test.c) ------------
 
 @pytest.mark.parametrize("profile,ovf", [(OLD, -E.EINVAL), ("6.18", -E.EOVERFLOW), (NEW, -E.EOVERFLOW)])
 @pytest.mark.parametrize("iommu_type", [uapi.VFIO_TYPE1_IOMMU, uapi.VFIO_TYPE1v2_IOMMU])
@@ -624,7 +628,7 @@ def test_get_info_cap_chain_every_argsz():
         assert (mig.flags, mig.pgsize_bitmap, mig.max_dirty_bitmap_size) == (0, P, 1 << 28)
         assert avail.avail == 65534
         assert [(r.start, r.end) for r in rng.iova_ranges] == \
-            [(0, 0xFEDFFFFF), (0xFEF00000, VTD_LAST)]                    # kernel-rig.md §4b
+            [(0, 0xFEDFFFFF), (0xFEF00000, VTD_LAST)]                    # VT-d IOAPIC hole, as on the rig
         assert out[full:] == buf[full:]
 
 
@@ -693,7 +697,8 @@ def test_device_dma_reads_and_writes_process_pages():
     assert t.h.read_mem(a + 2 * P - 2, 4) == (4, b"span")
     assert dma_write(dev, 0x200000 + 3 * P, b"into memfd") == 10
     assert t.h.pread(fd, 10, 3 * P) == (10, b"into memfd")
-    # READ-only mapping: a device write faults, nothing written (DMAR fault, rig §4b)
+    # READ-only mapping: a device write faults, nothing written (a DMAR fault on the rig:
+    # backends/rig/guest/test_edu_dma.py test_type1_write_to_read_only_iova_faults)
     assert dma_write(dev, 0x300000, b"no") == -E.EFAULT
     assert t.h.read_mem(a, 2) == (2, b"\0\0")
     assert dev.faults[-1] == (0x300000, "write", "no permission")

@@ -1,8 +1,10 @@
 """backends/uapi.py on its own: round trips, golden bytes, registries, helpers.
 
-The oracles here are independent of uapi.py's layout code: the tables of
-research/kernel-iommu-errno.md §1.1/§1.3, the ``struct`` formats the rig used on
-a real 7.2.13 kernel (research/kernel-rig.md §4), and Python's own fcntl/os
+The oracles here are independent of uapi.py's layout code: sizes, minimum
+sizes and ioctl numbers written out from include/uapi/linux/iommufd.h and
+include/uapi/linux/vfio.h, hand-written ``struct`` formats (the layouts the
+rig's probes use on a real Debian 7.2.13 kernel: backends/rig/guest/
+test_probe_iommufd.py, test_probe_type1.py), and Python's own fcntl/os
 constants.  The layouts themselves are checked against the kernel headers in
 tests/test_uapi_headers.py.
 """
@@ -22,7 +24,9 @@ from backends.errors import VfioEmuError
 
 ALL = list(uapi.STRUCTS)
 
-# research/kernel-iommu-errno.md §1.3 ("sizeof" and "min" columns) + kernel-rig.md §4
+# sizeof from the UAPI headers; min = the kernel's minimum size (iommufd: the last
+# member of IOCTL_OP() in drivers/iommu/iommufd/main.c; type1: minsz =
+# offsetofend(...) in drivers/vfio/vfio_iommu_type1.c)
 KNOWN_SIZEOF = {
     "iommu_destroy": 8, "iommu_ioas_alloc": 12, "iommu_iova_range": 16,
     "iommu_ioas_iova_ranges": 32, "iommu_ioas_allow_iovas": 24, "iommu_ioas_map": 40,
@@ -39,7 +43,8 @@ KNOWN_MIN = {
     "IOMMU_IOAS_COPY": 40, "IOMMU_IOAS_UNMAP": 24, "IOMMU_OPTION": 24, "IOMMU_VFIO_IOAS": 12,
     "VFIO_IOMMU_GET_INFO": 16, "VFIO_IOMMU_MAP_DMA": 32, "VFIO_IOMMU_UNMAP_DMA": 24,
 }
-# research §1.1 table and kernel-rig.md §4 (VFIO_BASE offsets)
+# _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + n) and _IO(VFIO_TYPE, VFIO_BASE + n): ';' = 0x3b,
+# IOMMUFD_CMD_BASE 0x80, VFIO_BASE 100 (include/uapi/linux/iommufd.h, vfio.h)
 KNOWN_NR = {
     "IOMMU_DESTROY": 0x3b80, "IOMMU_IOAS_ALLOC": 0x3b81, "IOMMU_IOAS_ALLOW_IOVAS": 0x3b82,
     "IOMMU_IOAS_COPY": 0x3b83, "IOMMU_IOAS_IOVA_RANGES": 0x3b84, "IOMMU_IOAS_MAP": 0x3b85,
@@ -154,7 +159,8 @@ def test_ioas_map_file_fd_is_signed():
     assert uapi.parse("iommu_ioas_map_file", raw).fd == -1
 
 
-# kernel-rig.md §4: the struct formats that worked against a real 7.2.13 kernel
+# hand-written struct formats of the layouts that work against a real Debian 7.2.13
+# kernel (the rig's probes, backends/rig/guest/test_probe_*.py)
 RIG_FORMATS = [
     ("iommu_ioas_alloc", "<III", ["size", "flags", "out_ioas_id"]),
     ("iommu_ioas_map", "<IIIIQQQ", ["size", "flags", "ioas_id", "__reserved", "user_va", "length", "iova"]),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import signal
 import sys
@@ -83,13 +82,6 @@ def examples(cmd: str | None) -> str | None:
   vfio-emu inspect --qmp vm1.qmp --write-scenario vm1.toml && vfio-emu plan vm1.toml
   vfio-emu inspect --qmp vm1.qmp --qemu {NEWEST_QEMU} --kernel 7.2
   vfio-emu inspect --hmp-stdio -- qemu-system-x86_64 -m 2G -machine q35""",
-    "migrate-check": f"""examples:
-  vfio-emu migrate-check s06 --from backend=type1 --to qemu={NEWEST_QEMU},backend=iommufd
-  vfio-emu migrate-check domain.xml --from qemu=10.0 --to qemu=10.1 --json""",
-    "libvirt-argv": """examples:
-  vfio-emu libvirt-argv domain.xml                 the newest modelled libvirt
-  vfio-emu libvirt-argv domain.xml --libvirt 9.0 --json
-  vfio-emu plan domain.xml --libvirt 11.3 --backend iommufd""",
     "probe": """examples:
   vfio-emu probe
   vfio-emu probe --require iommufd,map_file --json""",
@@ -100,11 +92,14 @@ def examples(cmd: str | None) -> str | None:
   vfio-emu migrate-check s06 --from qemu=10.0,backend=type1 --to qemu={NEWEST_QEMU},backend=iommufd
   vfio-emu migrate-check vms/ --from backend=type1 --to backend=iommufd --jobs 2 --json
   vfio-emu migrate-check s34 --from qemu=10.2 --to qemu={NEWEST_QEMU} --mode cpr-transfer
-  vfio-emu migrate-check seed001 --from kernel=7.2 --to kernel=7.2+lu""",
+  vfio-emu migrate-check seed001 --from kernel=7.2 --to kernel=7.2+lu
+  vfio-emu migrate-check domain.xml --from qemu=10.0 --to qemu=10.1 --json""",
     "libvirt-argv": f"""examples:
-  vfio-emu libvirt-argv /etc/libvirt/qemu/vm1.xml
+  vfio-emu libvirt-argv /etc/libvirt/qemu/vm1.xml   the newest modelled libvirt
+  vfio-emu libvirt-argv domain.xml --libvirt 9.0 --json
+  vfio-emu plan domain.xml --libvirt 11.3 --backend iommufd
   vfio-emu plan /etc/libvirt/qemu/vm1.xml --qemu {NEWEST_QEMU}""",
-    "run": f"""examples:
+    "run": """examples:
   vfio-emu run --kernel 7.2 -- qemu-system-x86_64 -m 1G -device vfio-pci,host=0000:01:00.0
   vfio-emu run --against-model -- qemu-system-x86_64 -m 1G -machine q35""",
     }.get(cmd)
@@ -120,17 +115,6 @@ def _import(spec: str):
     import importlib
     mod, _, fn = spec.partition(":")
     return getattr(importlib.import_module(mod), fn)
-
-
-def seconds(text: str) -> float:
-    """A timeout: a finite number of seconds > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"a number of seconds > 0, not {text!r}")
-    return v
 
 
 def _version() -> str:
@@ -240,7 +224,6 @@ class _DeferSigint:
 
 
 def cmd_plan(args, qemu_argv) -> int:
-    from backends.errors import UsageError
     from vmm_model.iommu_backends import backend_names, get_backend
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import DEFAULT_QEMU

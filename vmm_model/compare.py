@@ -39,16 +39,23 @@ def column_name(p: Plan) -> str:
     return f"{p.backend}/{p.kernel}/qemu-{p.qemu.name}"
 
 
-def outcome(p: Plan) -> str:
-    if p.rejected:
-        return f"QEMU rejects: {p.rejected}"
-    if p.kernel_error:
-        return f"cannot start: {p.kernel_error}"
-    if p.realize_error:
-        return f"realize fails: {p.realize_error}"
-    if p.container and p.container.aborted:
-        return f"aborts: {p.container.aborted}"
+def run_outcome(rejected: str | None, kernel_error: str | None, realize_error: str | None,
+                aborted: str | None) -> str:
+    """What QEMU did in the end, in one line (compare's footer, migrate-check's sides)."""
+    if rejected:
+        return f"rejected: {rejected}"
+    if kernel_error:
+        return f"cannot start: {kernel_error}"
+    if realize_error:
+        return f"realize fails: {realize_error}"
+    if aborted:
+        return f"aborts: {aborted}"
     return "runs"
+
+
+def outcome(p: Plan) -> str:
+    return run_outcome(p.rejected, p.kernel_error, p.realize_error,
+                       p.container.aborted if p.container else None)
 
 
 def compare(sc: Scenario, qemus, backends, kernels, policy=None,

@@ -274,18 +274,23 @@ def vfio_ram_discard_notify_populate(c: VFIOContainer, section: MemoryRegionSect
     """Map each populated block separately; on the first failure unmap the whole
     section once and return the error."""
     mr = section.mr
-    gran = mr.rdm_granularity
+    gran = mr.rdm_granularity          # a power of two (checked at registration)
     lo = section.offset_within_region
     hi = lo + section.size
+    to_iova = section.offset_within_address_space - lo
+    host = mr.ram_block.host
+    readonly = section.readonly
+    dma_map, record = c.dma_map, c.events.append      # once per section, not per block
     for a, b in mr.rdm_populated:
         start, end = max(a, lo), min(b, hi)
         while start < end:
-            nxt = min(round_up(start + 1, gran), end)
-            iova = start - lo + section.offset_within_address_space
-            vaddr = mr.ram_block.host + start
-            res = c.dma_map(iova, nxt - start, vaddr, section.readonly, mr)
-            _record(c, Event("map", section, path="rdm", iova=iova, size=nxt - start,
-                             vaddr=vaddr, readonly=section.readonly, result=res))
+            nxt = (start + gran) & -gran                  # round_up(start + 1, gran)
+            if nxt > end:
+                nxt = end
+            iova = start + to_iova
+            vaddr = host + start
+            res = dma_map(iova, nxt - start, vaddr, readonly, mr)
+            record(Event("map", section, "rdm", iova, nxt - start, vaddr, readonly, res))
             if res.ret:
                 unmap = c.dma_unmap(section.offset_within_address_space, section.size)
                 _record(c, Event("unmap", section, path="rdm",

@@ -145,12 +145,14 @@ def by_version(sc, side) -> str:
     """Blockers of ``side.mode`` in every QEMU version (the destination's backend and kernel)."""
     from vmm_model.migration import blockers_by_version
     lines = [f"{side.mode} blockers per QEMU version ({side.backend}, kernel {side.kernel}):"]
-    for name, outcome, blockers in blockers_by_version(sc, side):
+    for name, outcome, blockers, failures in blockers_by_version(sc, side):
         if outcome != "runs":
             lines.append(f"  {name:13} {outcome}")
         for _, msg, _ in blockers:
             lines.append(f"  {name:13} {msg}")
-        if outcome == "runs" and not blockers:
+        for _, msg, _ in failures:
+            lines.append(f"  {name:13} not blocked, fails: {msg}")
+        if outcome == "runs" and not blockers and not failures:
             lines.append(f"  {name:13} none")
     return "\n".join(lines)
 
@@ -183,8 +185,9 @@ def cmd_migrate_check(args, qemu_argv) -> int:
             from vmm_model.migration import blockers_by_version
             doc["blockers_by_version"] = [
                 {"qemu": name, "outcome": outcome,
-                 "blockers": [{"kind": k, "message": m, "source": src} for k, m, src in bl]}
-                for name, outcome, bl in blockers_by_version(scenarios[0],
+                 "blockers": [{"kind": k, "message": m, "source": src} for k, m, src in bl],
+                 "failures": [{"kind": k, "message": m, "source": src} for k, m, src in fl]}
+                for name, outcome, bl, fl in blockers_by_version(scenarios[0],
                                                              results[0].destination.side)]
         json.dump(doc, sys.stdout, indent=1)
         print()

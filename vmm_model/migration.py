@@ -27,9 +27,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from backends.base import errno_name, strerror
+from backends.base import errno_name
 from backends.errors import UsageError
+from vmm_model.iommu_backends import get_backend
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, get_qemu
+from vmm_model.memory import RamFlags
 from vmm_model.scenario import MACHINE_TYPES, Scenario
 
 SCHEMA_VERSION = 1
@@ -83,7 +85,6 @@ def parse_side(text: str, where: str = "--from") -> dict[str, str]:
                                  valid=", ".join(PROFILES) + ", a release like 6.12.5, "
                                        "host") from None
         elif key == "backend":
-            from vmm_model.iommu_backends import get_backend
             value = get_backend(value, where=f"{where}: backend").name
         else:
             valid = {"machine": MACHINE_TYPES, "mode": MODES}[key]
@@ -107,6 +108,12 @@ def resolve_side(sc: Scenario, given: dict[str, str] | str, where: str = "--from
                 mode=g.get("mode") or mode or "normal")
 
 
+def _legacy(backend: str) -> bool:
+    """QEMU's legacy container (TYPE_VFIO_IOMMU_LEGACY: type1, or iommufd's VFIO
+    compat mode behind the same calls), not an ``-object iommufd``."""
+    return not get_backend(backend).iommufd_object
+
+
 # --- one side, run ---------------------------------------------------------------------
 
 @dataclass
@@ -126,6 +133,8 @@ class SectionRun:
     seals: tuple = ()
     backing: str = ""
     region: tuple = (0, 0)     # [start, end) within the RAMBlock
+    open_flags: str = "O_RDWR"  # how QEMU opened the RAMBlock's file
+    ram_readonly: bool = False  # RAM_READONLY: mmap'ed PROT_READ (rom=on)
 
     @property
     def outcome(self) -> str:
@@ -168,7 +177,9 @@ class SideRun:
     ramblocks: list[tuple[str, bool, bool]] = field(default_factory=list)  # idstr, fd, shared
     live_update: LiveUpdate | None = None
     blockers: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, message, source)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)   # ... once migrating
     needs: list[str] = field(default_factory=list)
+    group: int = 0                        # the device's IOMMU group (/dev/vfio/N)
 
     @property
     def starts(self) -> bool:
@@ -176,24 +187,14 @@ class SideRun:
 
     @property
     def outcome(self) -> str:
-        if self.rejected:
-            return f"rejected: {self.rejected}"
-        if self.kernel_error:
-            return f"cannot start: {self.kernel_error}"
-        if self.realize_error:
-            return f"realize fails: {self.realize_error}"
-        if self.aborted:
-            return f"aborts: {self.aborted}"
-        return "runs"
+        from vmm_model.compare import run_outcome
+        return run_outcome(self.rejected, self.kernel_error, self.realize_error, self.aborted)
 
 
 def _kind(ev) -> str:
-    req = ev.result.request if ev.result else None
     if ev.kind != "map":
         return "skip"
-    if req is None:
-        return "va"
-    return "file" if req.ioctl == "IOMMU_IOAS_MAP_FILE" else "va"
+    return "file" if ev.result and ev.result.ioctl == "IOMMU_IOAS_MAP_FILE" else "va"
 
 
 _UNMAPS = {"region_del": ("region_add", "rdm"), "rdm": ("rdm",), "iommu": ("iommu",)}
@@ -221,20 +222,21 @@ def _record_sections(run: SideRun, container) -> None:
         rlo = s.offset_within_region + (lo - s.offset_within_address_space)
         kind = _kind(ev)
         ret = ev.result.ret if ev.result else None
-        req = ev.result.request if ev.result else None
         run.sections[key] = SectionRun(
             key=key, label=f"{rb.idstr} [0x{lo:x}, 0x{hi:x})", ramblock=rb.idstr, kind=kind,
-            ioctl=req.ioctl if req else None, readonly=ev.readonly, ret=ret,
+            ioctl=ev.result.ioctl if ev.result else None, readonly=ev.readonly, ret=ret,
             ram_device=mr.ram_device, shared=rb.is_shared(),
             cow=kind == "file" and ret == 0 and not rb.is_shared() and not mr.ram_device,
-            seals=tuple(rb.backing.seals), backing=rb.backing.kind, region=(rlo, rlo + hi - lo))
+            seals=tuple(rb.backing.seals), backing=rb.backing.kind, region=(rlo, rlo + hi - lo),
+            open_flags=rb.backing.open_flags,
+            ram_readonly=bool(rb.flags & RamFlags.RAM_READONLY))
 
 
 def _probe(sim, run: SideRun) -> None:
     """The capability questions QEMU asks the kernel, asked of the simulated one."""
     from backends import uapi
-    host, client, backend = sim.host, sim.client, run.side.backend
-    if backend in ("type1", "compat"):
+    host, client = sim.host, sim.client
+    if _legacy(run.side.backend):
         for name, ext in (("VFIO_UPDATE_VADDR", uapi.VFIO_UPDATE_VADDR),
                           ("VFIO_UNMAP_ALL", uapi.VFIO_UNMAP_ALL)):
             run.probes[name] = host.ioctl(client.fd, uapi.VFIO_CHECK_EXTENSION, ext)[0]
@@ -255,7 +257,7 @@ def _probe(sim, run: SideRun) -> None:
         (_, dev_fd, devid, _hwpt), = client.devices
         # iommufd_change_process_capable() (backends/iommufd.c, 10.1): the ioctl itself.
         c = uapi.codec("iommu_ioas_change_process")
-        run.probes["iommufd fd"] = client.fd
+        run.probes["iommufd fd"], run.probes["device fd"] = client.fd, dev_fd
         run.probes["IOMMU_IOAS_CHANGE_PROCESS"] = host.ioctl(
             client.fd, uapi.IOMMU_IOAS_CHANGE_PROCESS, c.pack(c.size, 0))[0]
         # iommufd_cdev_autodomains_get() (hw/vfio/iommufd.c): a HWPT with DIRTY_TRACKING.
@@ -333,6 +335,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
     with simulate(sc, qemu, side.backend, side.kernel) as sim:
         run.device = sim.machine.vfio_devices[0] if sim.machine.vfio_devices else \
             sim.host.vfio_devices[0].name
+        run.group = sim.host.vfio_devices[0].group
         run.ramblocks = [(rb.idstr, rb.fd >= 0, rb.is_shared()) for rb in sim.machine.ramblocks
                          if rb.backing.kind not in ("pfnmap", "dmabuf")]
         if sim.error:
@@ -342,7 +345,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
         run.realize_error = realize_error(sim.machine, sim.container)
         run.aborted = sim.container.aborted
         run.mappings = sum(1 for s in run.sections.values() if s.kind != "skip" and s.ret == 0)
-        if side.backend in ("type1", "compat") and sim.client.dma_avail is not None:
+        if _legacy(side.backend) and sim.client.dma_avail is not None:
             run.dma_limit = sim.client.dma_avail
         host = sim.host
         pages = max(host.locked_vm, host.user_locked_vm)
@@ -351,13 +354,13 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
                             else "user->locked_vm") if pages else "-"
         _probe(sim, run)
         if live_update and host.profile.iommufd_liveupdate and run.starts:
-            if side.backend == "iommufd":
+            if "cdev" in get_backend(side.backend).capabilities:
                 run.live_update = _live_update(sim, run)
             else:   # nothing to run: the series has no handler for /dev/vfio/vfio or groups
                 run.live_update = LiveUpdate(-errno.EOPNOTSUPP, [("VM", (
                     f"the {side.backend} container cannot be preserved: VFIO live update "
                     "preserves VFIO cdev devices bound to an iommufd only"))])
-    run.blockers, run.needs = mode_blockers(run, qemu)
+    run.blockers, run.failures, run.needs = mode_blockers(run, qemu)
     return run
 
 
@@ -370,25 +373,36 @@ SRC_CPR_LEGACY = ("hw/vfio/cpr-legacy.c vfio_cpr_supported() (10.1; for cpr-exec
                   "\"vfio: cpr-exec mode\", 10.2)")
 SRC_CPR_IOMMUFD = ("hw/vfio/cpr-iommufd.c vfio_cpr_supported() + backends/iommufd.c "
                    "iommufd_change_process_capable() (10.1)")
-SRC_CHANGE_PROCESS = ("drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process(): -EINVAL "
-                      "when an area maps a user VA (6.13)")
+SRC_CHANGE_PROCESS = ("hw/vfio/cpr-iommufd.c iommufd_cpr_pre_save(): the source QEMU tries "
+                      "the ioctl while saving and fails the migration (10.1); "
+                      "drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process(): -EINVAL "
+                      "when an area is not IOPT_ADDRESS_FILE (a user VA, or a VFIO dma-buf "
+                      "BAR from 6.19) (6.13)")
+SRC_NO_VFIO_CPR = ("QEMU 10.0 registers no VFIO blocker for cpr-transfer (hw/vfio/migration.c "
+                   "vfio_block_migration(): migrate_add_blocker_normal()) and has no VFIO CPR "
+                   "code; the new QEMU's vfio-pci realize: drivers/vfio/group.c "
+                   "vfio_group_fops_open() -EBUSY (group already open), drivers/vfio/vfio_main.c "
+                   "vfio_df_open() -EINVAL (cdev device already open)")
 
 
-def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[str]]:
+def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]],
+                                               list[tuple[str, str, str]], list[str]]:
     """QEMU's blockers for ``run.side.mode`` (as ``query-migrate`` lists them in
-    ``blocked-reasons``) as (kind, message, source), plus what a successful move
-    needs.  ``kind`` identifies the blocker across versions whose wording differs."""
+    ``blocked-reasons``) as (kind, message, source); what fails once the move is
+    under way although nothing blocked it (same shape); what a successful move
+    needs.  ``kind`` identifies a blocker across versions whose wording differs."""
     mode, dev, p = run.side.mode, run.device, run.probes
-    legacy = run.side.backend in ("type1", "compat")
+    legacy = _legacy(run.side.backend)
     out: list[tuple[str, str, str]] = []
+    fails: list[tuple[str, str, str]] = []
     needs: list[str] = []
     exists = {"normal": True, "cpr-reboot": qemu.cpr_reboot, "cpr-transfer": qemu.cpr_transfer,
               "cpr-exec": qemu.cpr_exec}[mode]
     if not exists:
         return [("no-mode", f"Parameter 'mode' does not accept value '{mode}' (QEMU {qemu.name} has no "
-                 f"migration mode {mode})", "qapi/migration.json MigMode")], []
+                 f"migration mode {mode})", "qapi/migration.json MigMode")], [], []
     if not run.starts:
-        return [], []
+        return [], [], []
     no_mig = (f"{dev}: VFIO migration is not supported in kernel" if qemu.vfio_migration_v2
               else "VFIO device doesn't support migration")
     vfio_mig = p.get("VFIO_DEVICE_FEATURE(MIGRATION)", 0)
@@ -402,21 +416,26 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[
         needs.append("the guest suspended first (guest-suspend-ram): otherwise \"VFIO device "
                      "only supports cpr-reboot for runstate suspended\" (hw/vfio/cpr.c "
                      "vfio_cpr_reboot_notifier())")
-    if mode in ("cpr-transfer", "cpr-exec"):
-        if not qemu.vfio_cpr_transfer:
-            out.append(("vfio-cpr", f"{dev}: QEMU {qemu.name} has no VFIO support for {mode} (VFIO CPR "
-                        "arrived in 10.1)", "hw/vfio/cpr-legacy.c, hw/vfio/cpr-iommufd.c (10.1)"))
-            return out, needs
-        if mode == "cpr-transfer":
-            for idstr, has_fd, shared in run.ramblocks:
-                if not (has_fd and shared):
-                    out.append((f"cpr-ram {idstr}", f"Memory region {idstr} is not compatible with CPR. share=on is "
-                                "required for memory-backend objects, and aux-ram-share=on is "
-                                "required.", SRC_CPR_RAM))
-        elif any(not (fd and sh) for _, fd, sh in run.ramblocks):
-            needs.append("share=on and aux-ram-share=on although QEMU registers no cpr-exec "
-                         "blocker for it: private RAM is not preserved across exec "
-                         "(docs/devel/migration/CPR.rst)")
+    if mode == "cpr-transfer":
+        for idstr, has_fd, shared in run.ramblocks:
+            if not (has_fd and shared):
+                out.append((f"cpr-ram {idstr}", f"Memory region {idstr} is not compatible with CPR. share=on is "
+                            "required for memory-backend objects, and aux-ram-share=on is "
+                            "required.", SRC_CPR_RAM))
+    elif mode == "cpr-exec" and any(not (fd and sh) for _, fd, sh in run.ramblocks):
+        needs.append("share=on and aux-ram-share=on although QEMU registers no cpr-exec "
+                     "blocker for it: private RAM is not preserved across exec "
+                     "(docs/devel/migration/CPR.rst)")
+    if mode in ("cpr-transfer", "cpr-exec") and not qemu.vfio_cpr_transfer:
+        # No VFIO CPR code: nothing blocks the move, nothing hands the device's fds
+        # over, so the new QEMU's vfio-pci realize opens them while the old one holds them.
+        fails.append(("vfio-cpr", f"vfio {dev}: Could not open '/dev/vfio/{run.group}': Device or "
+                      "resource busy" if legacy else
+                      f"vfio {dev}: error bind device fd={p.get('device fd', -1)} to "
+                      f"iommufd={p.get('iommufd fd', -1)}: Invalid argument", SRC_NO_VFIO_CPR))
+        needs.append("QEMU 10.1 or later on both sides for a VFIO device (hw/vfio/cpr-legacy.c, "
+                     "cpr-iommufd.c: the device and container fds handed to the new QEMU)")
+    elif mode in ("cpr-transfer", "cpr-exec"):
         if legacy:
             if p.get("VFIO_UPDATE_VADDR", 1) <= 0:
                 out.append(("cpr-legacy", "VFIO container does not support VFIO_UPDATE_VADDR", SRC_CPR_LEGACY))
@@ -429,15 +448,17 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]], list[
                             "IOMMU_IOAS_CHANGE_PROCESS",
                             SRC_CPR_IOMMUFD))
             elif cp:
-                out.append(("change-process", f"IOMMU_IOAS_CHANGE_PROCESS fd {p.get('iommufd fd')} failed: "
-                            f"{strerror(cp)} (at migration time, not a blocker: a section is "
-                            "mapped by VA)", SRC_CHANGE_PROCESS))
+                fails.append(("change-process", "some memory regions do not support "
+                              "IOMMU_IOAS_CHANGE_PROCESS", SRC_CHANGE_PROCESS))
         needs.append("the same backend, kernel and mapping kind for every section: the new "
                      "QEMU inherits the container/IOAS and does not remap")
         if not legacy:
             needs.append("a kernel with IOMMU_IOAS_CHANGE_PROCESS (6.13+) and every section "
                          "mapped by file")
-    return out, needs
+        needs.append("KVM (accel=kvm): the vfio-pci CPR notifier moves the INTx/MSI irqfds with "
+                     "kvm_irqchip_remove_irqfd_notifier_gsi() (hw/vfio/cpr.c "
+                     "vfio_cpr_set_msi_virq()); under TCG the source QEMU dies (SIGSEGV)")
+    return out, fails, needs
 
 
 # --- findings and the rule registry ---------------------------------------------------------
@@ -538,6 +559,9 @@ RULES = _rules(
      "hw/vfio/iommufd.c iommufd_cdev_autodomains_get()"),
     ("migration-blocked", "breaks", "the source QEMU refuses to migrate in this mode "
      "(query-migrate blocked-reasons)", "query-migrate blocked-reasons"),
+    ("cpr-fails", "breaks", "nothing blocks the move, but it fails once under way: the new "
+     "QEMU cannot take the device or its IOAS over (query-migrate status failed; the source "
+     "QEMU keeps running)", "see the finding's source"),
     ("blocker-appears", "changes", "the destination QEMU registers a migration blocker for "
      "this mode: the VM runs, but cannot move on (or back) that way",
      "query-migrate blocked-reasons"),
@@ -642,6 +666,31 @@ _ATTACH_CALLS = ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", "VFIO_DEVICE_BIND_IOMMUFD",
 _KIND_CODES = {"map-va-to-file", "map-file-to-va", "cow-divergence-appears", "cow-divergence-gone"}
 
 
+IOMMUFD_NO_CPR_STATE = ("ERROR:hw/vfio/cpr-iommufd.c:220:vfio_cpr_load_device: assertion "
+                        "failed: (ret)")
+SRC_NO_CPR_STATE = ("hw/vfio/cpr-iommufd.c vfio_cpr_load_device(): g_assert(vfio_cpr_find_device()) "
+                    "in the new QEMU (10.1+) when the old one (10.0) saved no VFIO devices in "
+                    "its CPR state: QEMU aborts (line as QEMU 11.1.3 prints it)")
+
+
+def _failures(a: SideRun, b: SideRun) -> list[tuple[str, str, str]]:
+    """What fails once the move ``a`` -> ``b`` is under way.  The source QEMU's own
+    (its IOMMU_IOAS_CHANGE_PROCESS at save); a destination without VFIO CPR opens
+    the device itself (b's vfio-cpr); a destination with it, after a source
+    without it, finds no device in the CPR state: a group is then opened (EBUSY),
+    an iommufd device is an assertion failure."""
+    out = [f for f in a.failures if f[0] != "vfio-cpr"]
+    dst = [f for f in b.failures if f[0] == "vfio-cpr"]
+    src = [f for f in a.failures if f[0] == "vfio-cpr"]
+    if dst:
+        out += dst
+    elif src and not _legacy(b.side.backend):
+        out.append(("vfio-cpr", IOMMUFD_NO_CPR_STATE, SRC_NO_CPR_STATE))
+    else:
+        out += src
+    return out
+
+
 def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Finding]:
     """Every finding of the move ``a`` -> ``b``.  ``migrating``: the move is a
     migration in ``b.side.mode`` (asked for explicitly), so the source QEMU's
@@ -699,6 +748,9 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
         for _, msg, src in a.blockers:
             out.append(Finding("migration-blocked", "breaks", tag, "source QEMU", msg,
                                RULES["migration-blocked"].why, src))
+    fails = _failures(a, b) if migrating and a.starts and not a.blockers else []
+    for _, msg, src in fails:
+        out.append(_f("cpr-fails", tag, "migrate", msg).with_source(src))
     if a.starts and b.starts:
         src_kinds = {k for k, _, _ in a.blockers}
         dst_kinds = {k for k, _, _ in b.blockers}
@@ -712,7 +764,7 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
         if not same_host:
             out.append(_f("cpr-host-change", tag, f"{a.side.backend} on {a.side.kernel}",
                           f"{b.side.backend} on {b.side.kernel}"))
-        else:
+        elif not any(k == "vfio-cpr" for k, _, _ in fails):   # nothing is handed over
             for key, s in a.sections.items():
                 d = b.sections.get(key)
                 if d and s.ret == 0 and d.ret == 0 and s.kind != d.kind:
@@ -811,6 +863,8 @@ class MigrationCheck:
         for label, run in (("both sides", a),) if same else (("source", a), ("destination", b)):
             for _, msg, _ in run.blockers:
                 lines.append(f"   {label}: {run.side.mode} migration blocked: {msg}")
+            for _, msg, _ in run.failures:
+                lines.append(f"   {label}: {run.side.mode} migration fails: {msg}")
         for need in b.needs:
             lines.append(f"   the destination needs {need}")
         if not self.findings:
@@ -832,11 +886,17 @@ class MigrationCheck:
                     "dirty_tracking": r.dirty_tracking, "probes": r.probes,
                     "blockers": [{"kind": k, "message": m, "source": s}
                                  for k, m, s in r.blockers],
+                    "failures": [{"kind": k, "message": m, "source": s}
+                                 for k, m, s in r.failures],
                     "needs": r.needs,
                     "sections": [{"section": x.label, "ramblock": x.ramblock, "kind": x.kind,
                                   "ioctl": x.ioctl, "readonly": x.readonly, "ret": x.ret,
                                   "errno": errno_name(x.ret) if x.ret else None,
-                                  "cow": x.cow} for x in r.sections.values()],
+                                  "cow": x.cow, "iova": x.key[1], "size": x.key[2],
+                                  "offset": x.region[0], "backing": x.backing,
+                                  "open_flags": x.open_flags, "shared": x.shared,
+                                  "ram_readonly": x.ram_readonly, "seals": list(x.seals)}
+                                 for x in r.sections.values()],
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
                         "blocking": [{"section": s, "why": w} for s, w in r.live_update.blocking],
@@ -875,11 +935,12 @@ def migrate_check(sc, source: str | dict = "", destination: str | dict = "",
     return MigrationCheck(sc.name, ra, rb, compare_runs(ra, rb, migrating))
 
 
-def blockers_by_version(sc, side: Side) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+def blockers_by_version(sc, side: Side) -> list[tuple[str, str, list, list]]:
     """The blockers of ``side.mode`` for this VM in every modelled QEMU version
-    (same backend, kernel, machine): [(version, outcome, blockers)]."""
+    (same backend, kernel, machine), and what fails once the move is under way:
+    [(version, outcome, blockers, failures)]."""
     out = []
     for name in QEMU_VERSIONS:
         run = run_side(sc, dataclasses.replace(side, qemu=name))
-        out.append((name, run.outcome, run.blockers))
+        out.append((name, run.outcome, run.blockers, run.failures))
     return out

@@ -213,11 +213,12 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
 
     checked = set()              # (region, readonly): its sections all decide alike
     for ev in plan.events:
-        req = ev.result.request if ev.result else None
-        if req is None or req.ioctl != "IOMMU_IOAS_MAP_FILE":
+        if ev.kind != "map" or ev.result is None:
             continue
         mr = ev.section.mr
         if (id(mr), ev.readonly) in checked:
+            continue
+        if ev.result.ioctl != "IOMMU_IOAS_MAP_FILE":
             continue
         checked.add((id(mr), ev.readonly))
         rb = mr.ram_block

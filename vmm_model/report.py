@@ -83,10 +83,10 @@ def summary(plan: Plan) -> dict:
     for ev in plan.events:
         if ev.kind == "map":
             r = ev.result
-            req = r.request
-            if req is None:
+            ioctl = r.ioctl
+            if ioctl is None:
                 none += 1
-            elif req.ioctl == BY_FILE:
+            elif ioctl == BY_FILE:
                 by_file += 1
             else:
                 va += 1
@@ -166,7 +166,9 @@ def _fields_fmt(ioctl: str):
 
 def _shape(ev: Event, others) -> tuple:
     """The JSON text of an event around its addresses, its request fields and its
-    message: (template, codec, fields template)."""
+    message: (template with ``%`` slots for gpa, iova, size, vaddr, the request's
+    fields (one ``%d`` each, in struct order) and the message; the struct codec or
+    None; the template with one ``%s`` for fields of another kind)."""
     s = ev.section
     mr = s.mr if s is not None else None
     rb = mr.ram_block if mr is not None else None
@@ -185,50 +187,58 @@ def _shape(ev: Event, others) -> tuple:
             "note": r.note if r is not None else "", "fatal": ev.fatal, "phase": ev.phase}
     if others is not None:
         tail["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
-    text = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))
-            + '"gpa": %s, "iova": %d, "size": %d, "vaddr": %d, "fields": %s, "message": %s, '
-            + json.dumps(tail)[1:])
-    c, ffmt = _fields_fmt(req.ioctl) if req is not None else (None, None)
-    return text, c, ffmt
+    head = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))).replace("%", "%%")
+    rest = ', "message": %s, ' + json.dumps(tail)[1:].replace("%", "%%")
+    addr = '"gpa": "[0x%x, 0x%x)", "iova": %d, "size": %d, "vaddr": %d, "fields": '
+    if req is None:
+        return head + addr + "null" + rest, None
+    c, ffmt = _fields_fmt(req.ioctl)
+    return head + addr + ffmt + rest, c
 
 
 def events_text(events, others: dict | None):
     """Each event as JSON text.  What does not depend on the section's addresses
     is formatted once per shape (region, decision, answer) and reused: the half
     a million virtio-mem blocks of a 1 TiB guest share a handful of shapes, so
-    an event costs one unpack and two ``%`` (``others``: other_versions(), or None)."""
+    an event costs one unpack and one ``%`` (``others``: other_versions(), or None)."""
     shapes: dict[tuple, tuple] = {}
     dumps = json.dumps
     for ev in events:
         s = ev.section
         r = ev.result
         if r is not None:
-            req = r.request
+            data = r.data
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
-                   r.ret, r.note, ev.fatal, ev.phase, req.ioctl if req is not None else None,
-                   req.data[4:8] if req is not None else None)    # flags: u32 at offset 4
+                   r.ret, r.note, ev.fatal, ev.phase, r.ioctl,
+                   data[4:8] if data is not None else None)    # flags: u32 at offset 4
         else:
-            req = None
+            data = None
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
                    ev.fatal, ev.phase)
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _shape(ev, None if others is None
                                          else others.get(decision_key(ev), []))
-        text, c, ffmt = shape
+        text, c = shape
         if ev.kind in ("map", "unmap") and ev.path != "region_add":
-            gpa = '"[0x%x, 0x%x)"' % (ev.iova, ev.iova + ev.size)
+            lo = ev.iova
+            hi = lo + ev.size
         elif s is not None:
-            gpa = '"[0x%x, 0x%x)"' % (s.offset_within_address_space,
-                                      s.offset_within_address_space + s.size)
-        else:
-            gpa = '"-"'
+            lo = s.offset_within_address_space
+            hi = lo + s.size
+        else:                               # no range: the gpa is "-"
+            text = text.replace('"[0x%x, 0x%x)"', '"-"', 1)
+            lo = hi = None
+        msg = dumps(ev.message) if ev.message else '""'
+        head = (ev.iova, ev.size, ev.vaddr) if lo is None else (lo, hi, ev.iova, ev.size, ev.vaddr)
+        if c is None:
+            yield text % (head + (msg,))
+            continue
         try:
-            fields = ffmt % c.unpack_from(req.data) if req is not None else "null"
+            yield text % (head + c.unpack_from(data) + (msg,))
         except TypeError:                   # a non-integer field: the slow way
-            fields = dumps(req.fields)
-        yield text % (gpa, ev.iova, ev.size, ev.vaddr, fields,
-                      dumps(ev.message) if ev.message else '""')
+            yield text.replace(_fields_fmt(r.ioctl)[1], "%s", 1) % (
+                head + (dumps(r.request.fields), msg))
 
 
 def event_json(ev: Event, others=None) -> dict:
@@ -258,20 +268,21 @@ def _plan_parts(plan: Plan, with_others: bool):
     hazards = [{"event": index[id(ev)], "code": code, "text": text}
                for ev, code, text in plan.hazards]
     events = events_text(plan.events, others)
-    names: dict[int, str] = {}             # the RAMBlock name's JSON, once per region
-
-    def name(ev):
-        mr = ev.section.mr
-        try:
-            return names[id(mr)]
-        except KeyError:
-            n = names[id(mr)] = json.dumps(_block(ev)[0])
-            return n
-    live = ('{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
-        ev.iova, ev.size, "true" if ev.readonly else "false", name(ev))
-        for ev in (live_mappings(plan.container) if plan.container else ()))
+    live = _live_text(live_mappings(plan.container) if plan.container else ())
     return (plan_head(plan), events, live, hazards,
             {**summary(plan), "check": check_reasons(plan)})
+
+
+def _live_text(events):
+    """Each live mapping as JSON text (the RAMBlock name's JSON once per region)."""
+    names: dict[int, str] = {}
+    for ev in events:
+        mr = ev.section.mr
+        name = names.get(id(mr))
+        if name is None:
+            name = names[id(mr)] = json.dumps(_block(ev)[0])
+        yield '{"iova": %d, "size": %d, "readonly": %s, "ramblock": %s}' % (
+            ev.iova, ev.size, "true" if ev.readonly else "false", name)
 
 
 def plan_json(plan: Plan, with_others: bool = True) -> dict:
@@ -378,10 +389,10 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
         rng = _range(ev)
         if run and not all_rows and ev.kind in ("map", "unmap"):
             r = ev.result
-            req = r.request
+            data = r.data
             # what the row shows besides addresses: region, decision, answer
             sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
-                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ioctl, data[4:8] if data is not None else None,
                    r.ret, r.note, bool(note), ev.phase)
             if sig == run[3] and rng is not None and run[1] is not None and rng[0] == run[1][1]:
                 run[1] = rng
@@ -394,9 +405,9 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
             yield flush()
         if sig is None and ev.kind in ("map", "unmap"):
             r = ev.result
-            req = r.request
+            data = r.data
             sig = (ev.kind, ev.path, id(ev.section.mr) if ev.section else None, ev.readonly,
-                   req.ioctl if req is not None else None, req.data[4:8] if req else None,
+                   r.ioctl, data[4:8] if data is not None else None,
                    r.ret, r.note, bool(note), ev.phase)
         run = [ev, rng, 1, sig, note, 1 if note else 0]
     if run:

@@ -214,7 +214,9 @@ def _drive(proc, qmp: str, until, timeout: float, res: RunResult, server, ready)
     try:
         mon = QmpMonitor(qmp, timeout=max(1.0, deadline - time.monotonic()))
     except QemuError as e:
-        if proc.poll() is None:
+        try:
+            proc.wait(timeout=2)        # a QEMU that fails realize closes QMP while exiting
+        except subprocess.TimeoutExpired:
             res.killed = f"QMP did not come up: {e}"
         return
     try:
@@ -366,7 +368,10 @@ def _first_failure(events: list[dict]) -> dict | None:
 
 def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     """Where the model's plan (same command line, same kernel) and the real run
-    differ.  Both realize: the mappings in effect at the end (range, ioctl,
+    differ.  ``res`` may come from any source that fills a RunResult (version,
+    backend, kernel profile, requests, stderr, reached): ``run()`` here, or a
+    recording of real QEMU on a real kernel (vmm_model/rig_qemu.py).  The
+    model's firmware-phase maps (BARs) count only when the guest ran.  Both realize: the mappings in effect at the end (range, ioctl,
     readonly, outcome).  Both fail: the first refused map.  One fails: the
     outcome."""
     from vmm_model.plan import make_plan
@@ -375,7 +380,11 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
     from vmm_model.scenario import from_qemu_args
     sc = from_qemu_args(qemu_args)
     plan = make_plan(sc, get_qemu(model_version(res.version)), res.backend, kernel=res.kernel)
-    model_events = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")]
+    # The model's firmware phase (PCI BARs mapped once the guest's firmware enables
+    # them, vmm_model/container.py) happened only if the guest ran ("ran N s").
+    phases = ("realize", "reset", "firmware") if res.reached.startswith("ran") else ("realize", "reset")
+    model_events = [event_json(e) for e in plan.events if e.kind in ("map", "unmap")
+                    and e.phase in phases]
     model_error = plan.rejected or plan.kernel_error or plan.realize_error
     real_error = (res.stderr.strip().splitlines() or ["no QMP"])[-1] if not res.reached else None
     if model_error and real_error:
@@ -408,6 +417,32 @@ def compare_with_model(res: RunResult, qemu_args: list[str]) -> list[dict]:
             diffs.append({"kind": "map", "range": rng, "what": "file offset",
                           "model": m["fields"].get("start"), "real": r["fields"].get("start")})
     return diffs
+
+
+# The requests two kernels must answer alike for the same QEMU and command line: the
+# container/IOMMU side (the device's own config space and regions differ between the
+# rig's edu and the simulated function), by name, the fields that are not addresses or
+# fd numbers, and the answer.
+SAME_FIELDS = ("flags", "iova", "size", "length", "start", "ioas_id", "num_iovas", "value")
+
+
+def request_key(r: Request) -> tuple:
+    return (r.name, tuple((k, r.fields[k]) for k in SAME_FIELDS if k in r.fields), r.ret)
+
+
+def same_requests(a: RunResult, b: RunResult) -> list[dict]:
+    """Where two runs of one QEMU binary and command line differ in the
+    container/iommufd requests they made and the answers they got, in order:
+    e.g. the rig's recording on a real kernel (vmm_model/rig_qemu.py run_result())
+    and ``run()`` on that kernel's simulated profile.  [] when the same."""
+    import difflib
+    ka, kb = ([request_key(r) for r in res.requests if r.op == "ioctl" and
+               r.fd_kind in ("container", "iommufd")] for res in (a, b))
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ka, b=kb, autojunk=False).get_opcodes():
+        if op != "equal":
+            out.append({"at": i1, "what": op, "a": ka[i1:i2], "b": kb[j1:j2]})
+    return out
 
 
 def _brief(e: dict | None) -> str | None:
@@ -572,7 +607,7 @@ def register(sub) -> None:
     r.add_argument("--until", default="realize",
                    help="realize (machine created and reset), reset (then a system_reset), "
                         "or SECONDS of running after 'cont' (default realize)")
-    from vmm_model.cli import seconds
+    from backends.errors import seconds
     r.add_argument("--timeout", type=seconds, default=20.0,
                    help="seconds QEMU gets to answer QMP before it is killed (default 20)")
     r.add_argument("--against-model", action="store_true",

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from backends.errors import UsageError
+from backends.errors import UsageError, seconds
 from backends.rig import kernels
 from backends.rig.boot import ACCELS, DEFAULT_TIMEOUT, RunResult, check_sets, guest_python, run
 from backends.rig.sets import GUEST_DIR, SETS, get_set
@@ -114,19 +114,6 @@ def cmd_run(args, extra) -> int:
     return 0 if r.ok else 1
 
 
-def _seconds(text: str) -> float:
-    """--timeout: a finite number of seconds > 0 (backends/ does not import vmm_model)."""
-    import argparse
-    import math
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"a number of seconds > 0, not {text!r}")
-    return v
-
-
 def register(subparsers):
     """Add ``rig`` to vfio-emu's subcommands (``func(args, extra_argv)``)."""
     p = subparsers.add_parser("rig", help="real kernels under QEMU (vIOMMU + edu): build, run "
@@ -147,7 +134,7 @@ def register(subparsers):
     r.add_argument("--set", action="append", required=True, help=", ".join(SETS))
     r.add_argument("--accel", default="tcg", help=f"{', '.join(ACCELS)} (default tcg)")
     r.add_argument("--edu", type=int, default=1, help="edu devices (default 1)")
-    r.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+    r.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds before the guest is killed (default {DEFAULT_TIMEOUT:g})")
     r.add_argument("--qemu", help="QEMU binary (default $VFIO_EMU_QEMU or qemu-system-x86_64)")
     r.add_argument("--offline", action="store_true", help="use the cached kernel, not the mirror")

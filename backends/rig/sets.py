@@ -50,6 +50,9 @@ SETS: dict[str, TestSet] = {s.name: s for s in (
             "real QEMU 7.2 / 10.0 / 11.1 on edu bound to vfio-pci, every VFIO/iommufd ioctl "
             "recorded (vfio_observe.c), compared with the model on the host; the VA and MAP_FILE "
             "paths per kind of memory fd, guest kernel vs simulated kernel", observer=True),
+    TestSet("migrate", ("test_migrate_real.py",), BUILT,
+            "migrate-check's predictions replayed on the guest kernel (type1 vs iommufd, "
+            "the MAP_FILE write-access fix) and real QEMU cpr-transfer vs its verdict"),
 )}
 
 assert all(k in KERNELS for s in SETS.values() for k in s.kernels)

@@ -360,11 +360,67 @@ def irq_fields(request: int, buf: bytes) -> dict:
     return {}
 
 
+_FEATURE = struct.Struct("<II")              # struct vfio_device_feature: argsz, flags
+_DMA_BUF = struct.Struct("<IIII")            # region_index, open_flags, flags, nr_ranges
+_DMA_RANGE = struct.Struct("<QQ")            # struct vfio_region_dma_range
+
+
+def is_dma_buf_get(request: int, buf) -> bool:
+    """VFIO_DEVICE_FEATURE asking for feature VFIO_DEVICE_FEATURE_DMA_BUF."""
+    return request == uapi.VFIO_DEVICE_FEATURE and len(buf) >= _FEATURE.size and \
+        _FEATURE.unpack_from(buf)[1] & uapi.VFIO_DEVICE_FEATURE_MASK == uapi.VFIO_DEVICE_FEATURE_DMA_BUF
+
+
+def vfio_pci_core_feature_dma_buf(host, fn: "PciFunction", buf: bytes):
+    """drivers/vfio/pci/vfio_pci_dmabuf.c vfio_pci_core_feature_dma_buf() (6.19+,
+    profile.map_file_dmabuf; QEMU 11.0+ asks it for every mmap-able BAR,
+    hw/vfio/region.c vfio_region_create_dma_buf()).  vfio_ioctl_device_feature():
+    -EINVAL argsz < 8, unknown flag bits, GET and SET together; vfio_check_feature():
+    -EINVAL an op other than GET, argsz < 16 (PROBE: 0); -EINVAL nr_ranges 0;
+    validate_dmabuf_input(): -ENODEV region_index past the BARs, -EINVAL no such
+    BAR, a range not page-aligned or past the BAR (-EFAULT: the ranges past argsz).
+    Then a dma-buf fd over the ranges (the simulated kernel's DMABUF file,
+    which IOMMU_IOAS_MAP_FILE maps, iommufd/pages.py iopt_alloc_dmabuf_pages())."""
+    argsz, flags = _FEATURE.unpack_from(buf)
+    ops = flags & ~uapi.VFIO_DEVICE_FEATURE_MASK
+    known = uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_SET | uapi.VFIO_DEVICE_FEATURE_PROBE
+    both = uapi.VFIO_DEVICE_FEATURE_GET | uapi.VFIO_DEVICE_FEATURE_SET
+    if argsz < _FEATURE.size or ops & ~known or ops & both == both:
+        return -errno.EINVAL, buf
+    if ops & uapi.VFIO_DEVICE_FEATURE_SET:
+        return -errno.EINVAL, buf
+    if ops & uapi.VFIO_DEVICE_FEATURE_PROBE:
+        return 0, buf
+    if argsz < _FEATURE.size + _DMA_BUF.size or len(buf) < _FEATURE.size + _DMA_BUF.size:
+        return -errno.EINVAL, buf
+    index, _open_flags, _flags, nr = _DMA_BUF.unpack_from(buf, _FEATURE.size)
+    if not nr:
+        return -errno.EINVAL, buf
+    first = _FEATURE.size + _DMA_BUF.size
+    if len(buf) < first + nr * _DMA_RANGE.size:
+        return -errno.EFAULT, buf
+    if index >= ROM:
+        return -errno.ENODEV, buf
+    bar = fn.region_size(index)
+    if not bar:
+        return -errno.EINVAL, buf
+    total = 0
+    for i in range(nr):
+        off, length = _DMA_RANGE.unpack_from(buf, first + i * _DMA_RANGE.size)
+        if off % PAGE_SIZE or length % PAGE_SIZE or off + length > bar:
+            return -errno.EINVAL, buf
+        total += length
+    return host.dmabuf_export(total), buf
+
+
 def device_ioctl(host, df: VfioDeviceFile, request: int, arg):
     """The device fd's ioctl: this module's answers, else the VFIO core's
     (vfio.py: BIND/ATTACH/DETACH and -ENOTTY).  Access first, as
     vfio_device_fops_unl_ioctl() checks it."""
     fn = host.pci_functions.get(id(df.dev))
+    if fn is not None and df.access_granted and host.profile.map_file_dmabuf and \
+            not isinstance(arg, int) and is_dma_buf_get(request, arg):
+        return vfio_pci_core_feature_dma_buf(host, fn, bytes(arg))
     if fn is not None and df.access_granted:
         r = fn.ioctl(request, bytes(arg) if not isinstance(arg, int) else b"")
         if r is not None:

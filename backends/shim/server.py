@@ -26,12 +26,14 @@ from backends.simulated.iommu import IOMMU_READ, IOMMU_WRITE, SimVfioDevice
 from backends.simulated.mmap import VM_PFNMAP, VM_SHARED
 from backends.simulated.vfio import VfioDeviceFile, install
 
-from .hw_info import IOMMU_GET_HW_INFO, iommufd_get_hw_info
-from .pci import DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields
+from .pci import (DEVICE_IOCTLS, IRQ_IOCTLS, PciFunction, PciShape, device_ioctl, irq_fields,
+                  is_dma_buf_get)
 from .prochost import ProcHost
 
 OP_OPEN, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP, OP_DUP = range(1, 10)
-KINDS = {1: "container", 2: "group", 3: "device", 4: "iommufd"}
+KINDS = {1: "container", 2: "group", 3: "device", 4: "iommufd", 5: "dmabuf"}
+KIND_DMABUF = 5
+SIM_FD = 1                            # an ioctl value: the fd inside is a simulated one
 _REQ = struct.Struct("<IIiiQQQQII")
 _REP = struct.Struct("<qII")
 MAX_PAYLOAD = 1 << 20
@@ -135,7 +137,16 @@ class ShimServer:
                     f.write(f"{os.major(null)}:{os.minor(null)}\n")
             prefixes += [f"/sys/bus/pci/devices/{dev.name}", f"/sys/devices/pci0000:00/{dev.name}",
                          f"/sys/kernel/iommu_groups/{dev.group}"]
-        return prefixes
+        # The simulated kernel's VFIO/iommufd nodes, for path lookups only (opens go to
+        # the server): QEMU 11.1 checks access("/dev/iommu", F_OK) before it opens it
+        # ("/dev/iommu does not exist (is your kernel config missing CONFIG_IOMMUFD?)").
+        # Links to /dev/null: stat() agrees with fstat() of the shim's placeholder fds.
+        for path in sorted(p for p in self.host.names if p == "/dev/iommu" or
+                           p.startswith("/dev/vfio/")):
+            os.makedirs(os.path.dirname(root + path), exist_ok=True)
+            os.symlink("/dev/null", root + path)
+        os.makedirs(f"{root}/dev/vfio", exist_ok=True)
+        return prefixes + ["/dev/iommu", "/dev/vfio"]
 
     # ---- socket ---------------------------------------------------------------------
     def serve(self, path: str) -> None:
@@ -273,7 +284,12 @@ class ShimServer:
         file = h.file_of(fd)
         arg: bytes | int = value if mode == 0 else buf
         passed = None
-        if request == uapi.IOMMU_IOAS_MAP_FILE and real_fd < 0 and len(buf) >= _FD_FIELD + 4:
+        if request == uapi.IOMMU_IOAS_MAP_FILE and value == SIM_FD and len(buf) >= _FD_FIELD + 4:
+            f = h.file_of(struct.unpack_from("<i", buf, _FD_FIELD)[0])   # a VFIO dma-buf
+            if f is not None:
+                passed = {"what": "fd", "kind": f.inode.kind, "size": f.inode.i_size,
+                          "seals": f.inode.seals, "f_flags": f.f_flags, "name": f.inode.name}
+        elif request == uapi.IOMMU_IOAS_MAP_FILE and real_fd < 0 and len(buf) >= _FD_FIELD + 4:
             arg = buf[:_FD_FIELD] + struct.pack("<i", -1) + buf[_FD_FIELD + 4:]   # not an fd: -EBADF
         elif request == uapi.IOMMU_IOAS_MAP_FILE and real_fd >= 0 and len(buf) >= _FD_FIELD + 4:
             sim_fd = h.install_real_fd(real_fd)
@@ -283,12 +299,9 @@ class ShimServer:
             arg = buf[:_FD_FIELD] + struct.pack("<i", sim_fd) + buf[_FD_FIELD + 4:]
         if file is not None and isinstance(file.dev, VfioDeviceFile):
             ret, out = device_ioctl(h, file.dev, request, arg)
-        elif request == IOMMU_GET_HW_INFO and kind == "iommufd" and h.profile.vfio_cdev \
-                and mode and file is not None:  # GET_HW_INFO came with VFIO cdev, in 6.6
-            ret, out = iommufd_get_hw_info(file.dev, buf)
         else:
             ret, out = h.ioctl(fd, request, arg)
-        if passed is not None:
+        if passed is not None and value != SIM_FD:
             h.close(sim_fd)
             out = bytes(out)[:_FD_FIELD] + buf[_FD_FIELD:_FD_FIELD + 4] + bytes(out)[_FD_FIELD + 4:]
         fields: dict = {"value": value} if mode == 0 else decode_fields(name, buf)
@@ -305,7 +318,11 @@ class ShimServer:
                        if fields.get(k) != v}
         if ret == 0 and mode:
             self._track(name, fields, real_fd)
-        newfd = 3 if request == uapi.VFIO_GROUP_GET_DEVICE_FD and ret >= 0 else 0
+        newfd = 0
+        if ret >= 0 and request == uapi.VFIO_GROUP_GET_DEVICE_FD:
+            newfd = 3
+        elif ret > 0 and kind == "device" and is_dma_buf_get(request, buf):
+            newfd = KIND_DMABUF
         return ret, (bytes(out) if mode else b""), newfd
 
     def _track(self, name: str, f: dict, real_fd: int) -> None:

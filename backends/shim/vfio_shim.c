@@ -43,7 +43,8 @@
 #include <unistd.h>
 
 enum { OP_OPEN = 1, OP_CLOSE, OP_IOCTL, OP_PREAD, OP_PWRITE, OP_MMAP, OP_MUNMAP, OP_LOOKUP, OP_DUP };
-enum { KIND_NONE = 0, KIND_CONTAINER, KIND_GROUP, KIND_DEVICE, KIND_IOMMUFD };
+enum { KIND_NONE = 0, KIND_CONTAINER, KIND_GROUP, KIND_DEVICE, KIND_IOMMUFD, KIND_DMABUF };
+#define SIM_FD 1     /* request value: the fd inside the struct is a simulated one */
 
 struct req {
     uint32_t op, kind;
@@ -527,7 +528,7 @@ int ioctl(int fd, unsigned long request, ...)
             return -1;
         }
         memcpy(buf, arg, argsz);
-        int send_fd = -1;
+        int send_fd = -1, file_fd = -1;
         if (nr == 118 && kind == KIND_DEVICE && argsz >= 12) {        /* BIND_IOMMUFD */
             int32_t v;
             memcpy(&v, buf + 8, 4);
@@ -543,13 +544,22 @@ int ioctl(int fd, unsigned long request, ...)
                 memcpy(buf + 12 + 4 * i, &v, 4);
             }
         } else if (nr == 0x8f && kind == KIND_IOMMUFD && argsz >= 16) { /* IOAS_MAP_FILE */
-            memcpy(&send_fd, buf + 12, 4);   /* the real memory fd, by SCM_RIGHTS */
-            if (fcntl(send_fd, F_GETFD) < 0)
-                send_fd = -1;                 /* not an open fd: the kernel's -EBADF */
+            memcpy(&file_fd, buf + 12, 4);
+            if (ours(file_fd)) {              /* a VFIO dma-buf: the simulated fd */
+                int32_t v = sim_of[file_fd] - 1;
+                memcpy(buf + 12, &v, 4);
+                rq.c = SIM_FD;
+            } else {                          /* the real memory fd, by SCM_RIGHTS */
+                send_fd = file_fd;
+                if (fcntl(send_fd, F_GETFD) < 0)
+                    send_fd = -1;             /* not an open fd: the kernel's -EBADF */
+            }
         }
         rq.b = 1;
         rq.len = argsz;
         r = call(&rq, buf, send_fd, buf, argsz, &newfd);
+        if (nr == 0x8f && kind == KIND_IOMMUFD && argsz >= 16)
+            memcpy(buf + 12, &file_fd, 4);    /* QEMU's fd number, as it passed it */
         if (r >= 0 || nr != 0x8f)
             memcpy(arg, buf, argsz);          /* copy_to_user() of what the kernel wrote */
         free(buf);
@@ -558,7 +568,7 @@ int ioctl(int fd, unsigned long request, ...)
         errno = (int)-r;
         return -1;
     }
-    if (newfd) {                              /* VFIO_GROUP_GET_DEVICE_FD */
+    if (newfd) {                              /* GROUP_GET_DEVICE_FD, DEVICE_FEATURE DMA_BUF */
         int p = placeholder(O_CLOEXEC);
         if (p < 0 || p >= MAXFD) {
             errno = EMFILE;

@@ -59,6 +59,12 @@ class IovaTree:
         for chunk in self._nodes:
             yield from chunk
 
+    def clear(self) -> list:
+        """Remove every node; return them in IOVA order (an unmap of everything)."""
+        nodes = [n for chunk in self._nodes for n in chunk]
+        self._keys, self._nodes, self._maxes, self._len = [], [], [], 0
+        return nodes
+
     def insert(self, node) -> None:
         key = node.iova
         maxes = self._maxes
@@ -119,7 +125,14 @@ class IovaTree:
         prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
         if prev is not None and prev.last >= key:
             return prev
-        self._insert_at(c, i, node)
+        if len(keys) >= 2 * _LOAD:
+            self._insert_at(c, i, node)
+            return None
+        keys.insert(i, key)                       # _insert_at() without a split
+        nodes.insert(i, node)
+        if i == len(keys) - 1:
+            maxes[c] = key
+        self._len += 1
         return None
 
     def remove_exact(self, start: int, last: int):

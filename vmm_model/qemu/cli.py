@@ -160,7 +160,7 @@ def register(subparsers):
                         f"{DEFAULT_KERNEL}; 'host'; 'none' = plan only)")
     p.add_argument("--no-compare", action="store_true",
                    help="skip the other-QEMU-versions column")
-    from vmm_model.cli import seconds
+    from backends.errors import seconds
     p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds to wait for each QEMU answer (default {DEFAULT_TIMEOUT:g})")
     p.set_defaults(func=cmd_inspect)

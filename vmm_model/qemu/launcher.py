@@ -4,10 +4,11 @@ default, with QMP on a socket in a private temporary directory (or HMP on
 stdio through pexpect).  Every wait has a timeout; ``close()`` always kills and
 reaps the process and removes the directory (use it as a context manager).
 
-Binaries: ``find_qemu("7.2")`` / ``find_qemu("10.0")`` read VFIO_EMU_QEMU_7_2 /
-VFIO_EMU_QEMU_10_0 (defaults /usr/bin/qemu-system-x86_64, Debian bookworm, and
-/opt/qemu-10.0/bin/qemu-system-x86_64, installed by scripts/install-qemu.sh
-from bookworm-backports).
+Binaries: ``find_qemu("7.2")`` / ``find_qemu("10.0")`` / ``find_qemu("11.1")`` read
+VFIO_EMU_QEMU_7_2 / VFIO_EMU_QEMU_10_0 / VFIO_EMU_QEMU_11_1 (defaults
+/usr/bin/qemu-system-x86_64, Debian bookworm; /opt/qemu-10.0/bin/qemu-system-x86_64,
+bookworm-backports; /opt/qemu-11.1/bin/qemu-system-x86_64, trixie-backports run
+through trixie's loader: both installed by scripts/install-qemu.sh).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vmm_model.qemu.monitor import DEFAULT_TIMEOUT, HmpMonitor, QmpMonitor
 QEMU_BINARIES = {
     "7.2": ("VFIO_EMU_QEMU_7_2", "/usr/bin/qemu-system-x86_64"),
     "10.0": ("VFIO_EMU_QEMU_10_0", "/opt/qemu-10.0/bin/qemu-system-x86_64"),
+    "11.1": ("VFIO_EMU_QEMU_11_1", "/opt/qemu-11.1/bin/qemu-system-x86_64"),
 }
 BASE_ARGS = ["-nodefaults", "-display", "none", "-S"]
 
@@ -57,7 +59,7 @@ def binary_version(binary: str) -> str | None:
 
 
 def find_qemu(label: str) -> tuple[str | None, str]:
-    """(binary, "") for QEMU ``label`` ("7.2", "10.0"), or (None, why not)."""
+    """(binary, "") for QEMU ``label`` ("7.2", "10.0", "11.1"), or (None, why not)."""
     env, default = QEMU_BINARIES[label]
     path = os.environ.get(env) or default
     if not os.path.exists(path):
@@ -103,7 +105,7 @@ class QemuProcess:
             raise QemuLaunchError(f"cannot run QEMU binary {self.binary}: "
                                   f"{e.strerror or e}",
                                   valid="an installed qemu-system-x86_64 (Debian "
-                                        "qemu-system-x86; scripts/install-qemu.sh for 10.0)"
+                                        "qemu-system-x86; scripts/install-qemu.sh for 10.0 and 11.1)"
                                   ) from None
         finally:
             log.close()
@@ -165,7 +167,7 @@ def launch_hmp(binary: str, args: list[str], *, timeout: float = DEFAULT_TIMEOUT
     if shutil.which(binary) is None and not os.access(binary, os.X_OK):
         raise QemuLaunchError(f"cannot run QEMU binary {binary}: not found",
                               valid="an installed qemu-system-x86_64 (Debian "
-                                    "qemu-system-x86; scripts/install-qemu.sh for 10.0)")
+                                    "qemu-system-x86; scripts/install-qemu.sh for 10.0 and 11.1)")
     argv = [*_defaults(list(args)), "-monitor", "stdio", *args]
     try:
         child = pexpect.spawn(binary, argv, encoding="utf-8", codec_errors="replace",

@@ -11,6 +11,7 @@ at the 7.1 merge window ("T71"): device.c, hw_pagetable.c.
 from __future__ import annotations
 
 import errno
+import struct
 
 from backends import uapi
 from .io_pagetable import (iopt_remove_reserved_iova, iopt_table_add_domain,
@@ -342,6 +343,39 @@ def iommufd_hwpt_alloc(ictx, cmd, buf, size):
     return 0, respond(buf, size, _HWPT_ALLOC.pack(sz, flags, dev_id, pt_id, hwpt.id, reserved,
                                                   data_type, data_len, data_uptr, fault_id,
                                                   reserved2))
+
+
+# ---- IOMMU_GET_HW_INFO (6.6) ------------------------------------------------------
+_HW_INFO = uapi.codec("iommu_hw_info")
+# struct iommu_hw_info_vtd {u32 flags; u32 __reserved; u64 cap_reg; u64 ecap_reg}: MGAW
+# (cap_reg bits 21:16) = 38 for the 39-bit aperture of IommuHw(); SAGAW 39-bit.
+VTD_CAP_REG = (38 << 16) | (0x2 << 8)
+VTD_ECAP_REG = 0
+
+
+def iommufd_get_hw_info(ictx, cmd, buf, size):
+    """iommufd_get_hw_info() (device.c, 6.6+; QEMU 9.0+ asks it at every iommufd
+    attach, iommufd_backend_get_device_info(), and fails realize without it):
+    -EOPNOTSUPP flags or __reserved set -> -ENOENT dev_id not a bound device ->
+    ops->hw_info(): intel_iommu_hw_info() (the VT-d the simulated devices sit
+    behind, iommu.py IommuHw), struct iommu_hw_info_vtd, 24 bytes -> copy
+    min(data_len, 24) to data_uptr and zero the rest of the user's data_len
+    (-EFAULT) -> data_len = 24, out_data_type INTEL_VTD, out_capabilities 0
+    (6.7+: no simulated IOMMU reports IOMMU_CAP_DIRTY_TRACKING)."""
+    f = dict(zip(_HW_INFO.names, _HW_INFO.unpack(cmd)))
+    if f["flags"] or any(f["__reserved"]):
+        return _EOPNOTSUPP, buf
+    if type(ictx.objects.get(f["dev_id"])) is not IommufdDevice:
+        return _ENOENT, buf
+    data = struct.pack("<IIQQ", 0, 0, VTD_CAP_REG, VTD_ECAP_REG)
+    want = f["data_len"]
+    if want:
+        blob = data[:want] + bytes(max(0, want - len(data)))
+        if ictx.host.write_mem(f["data_uptr"], blob) != len(blob):
+            return -errno.EFAULT, buf
+    f.update(data_len=len(data), out_data_type=uapi.IOMMU_HW_INFO_TYPE_INTEL_VTD,
+             out_capabilities=0)
+    return 0, respond(buf, size, _HW_INFO.pack(*(f[n] for n in _HW_INFO.names)))
 
 
 # ---- live update v1 (NOT merged) ------------------------------------------------

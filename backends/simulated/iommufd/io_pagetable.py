@@ -290,12 +290,6 @@ def iopt_map_pages(iopt: IoPagetable, elms: list, length: int, iova: int, iommu_
     return 0, iova
 
 
-def _account_mode(ictx, pages):
-    """iopt_map_common(): an MM-mode context turns USER accounting into MM."""
-    if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode == IOPT_PAGES_ACCOUNT_USER:
-        pages.account_mode = IOPT_PAGES_ACCOUNT_MM
-
-
 def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: int,
                         iommu_prot: int, flags: int) -> tuple[int, int]:
     """iopt_map_user_pages(): iopt_alloc_user_pages() (-EOVERFLOW, -EINVAL) then
@@ -344,8 +338,28 @@ def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, le
     pages = alloc(iopt.host, file, start_byte, start, length, bool(iommu_prot & IOMMU_WRITE))
     if type(pages) is int:
         return pages, 0
-    _account_mode(ictx, pages)
-    return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)
+    if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode == IOPT_PAGES_ACCOUNT_USER:
+        pages.account_mode = IOPT_PAGES_ACCOUNT_MM      # iopt_map_common(): MM-mode context
+    # The common case (file pages, FIXED, aligned, no reserved range hit) inline, as
+    # in iopt_map_user_pages(): one tree search for the EEXIST check and the insertion.
+    align = iopt.iova_alignment - 1
+    last = iova + length - 1
+    if dmabuf or flags or iopt.lu_immutable or last > ULONG_MAX or not iopt.fast_paths \
+            or (align and (length & align or iova & align or start_byte & align)) \
+            or (iopt.reserved and iopt_reserved_iter_first(iopt, iova, last) is not None):
+        return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)
+    host = iopt.host
+    area = IoptArea(iova, last, pages, start_byte, iommu_prot)
+    if iopt.area_itree.insert_free(area) is not None:
+        iopt_put_pages(pages, host)
+        return _EEXIST, 0
+    if iopt.domains:
+        rc = iopt_area_fill_domain(area, host)
+        if rc:
+            iopt.area_itree.remove(area)
+            iopt_put_pages(pages, host)
+            return rc, 0
+    return 0, iova
 
 
 def iopt_get_pages(iopt: IoPagetable, iova: int, length: int) -> tuple[int, list]:
@@ -411,9 +425,22 @@ def iopt_unmap_iova(iopt: IoPagetable, iova: int, length: int) -> tuple[int, int
 
 
 def iopt_unmap_all(iopt: IoPagetable) -> tuple[int, int]:
-    """iopt_unmap_all(): an empty IOAS is success in every version."""
-    rc, n = iopt_unmap_iova_range(iopt, 0, ULONG_MAX)
-    return (0 if rc == _ENOENT else rc), n
+    """iopt_unmap_all(): an empty IOAS is success in every version.  Fast path:
+    every area is inside [0, ULONG_MAX], so the tree is emptied at once and the
+    areas released in IOVA order, as the general walk removes them one by one."""
+    if not iopt.fast_paths or iopt.lu_immutable:
+        rc, n = iopt_unmap_iova_range(iopt, 0, ULONG_MAX)
+        return (0 if rc == _ENOENT else rc), n
+    host = iopt.host
+    filled = bool(iopt.domains)
+    unmapped = 0
+    for area in iopt.area_itree.clear():
+        if filled:
+            iopt_area_unfill_domain(area, host)
+        iopt_put_pages(area.pages, host)
+        area.pages = None
+        unmapped += area.last - area.iova + 1
+    return 0, unmapped
 
 
 # ---- allowed / reserved ---------------------------------------------------------

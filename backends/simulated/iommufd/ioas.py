@@ -20,7 +20,7 @@ from .io_pagetable import (IOPT_ALLOC_IOVA, IoPagetable, iopt_disable_large_page
                            iopt_enable_large_pages, iopt_get_pages, iopt_map_file_pages,
                            iopt_map_pages, iopt_map_user_pages, iopt_pages_of, iopt_put_pages,
                            iopt_set_allow_iova, iopt_unmap_all, iopt_unmap_iova, reserved_holes)
-from .pages import (IOPT_ADDRESS_USER, IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER, ULONG_MAX,
+from .pages import (IOPT_ADDRESS_FILE, IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_USER, ULONG_MAX,
                     iopt_area_unfill_domain)
 
 U64_MAX = (1 << 64) - 1
@@ -36,6 +36,7 @@ _ALLOW = uapi.codec("iommu_ioas_allow_iovas")
 _RANGE = uapi.codec("iommu_iova_range")
 _MAP = uapi.codec("iommu_ioas_map")
 _MAP_FILE = uapi.codec("iommu_ioas_map_file")
+_MAP_FILE_SIZE = _MAP_FILE.size
 _COPY = uapi.codec("iommu_ioas_copy")
 _UNMAP = uapi.codec("iommu_ioas_unmap")
 _OPTION = uapi.codec("iommu_option")
@@ -182,18 +183,19 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
         return _EOVERFLOW, buf
     if not flags & (WRITEABLE | READABLE):
         return _EINVAL, buf
-    ioas = ictx.get_ioas(ioas_id)
-    if ioas is None:
+    ioas = ictx.objects.get(ioas_id)                   # iommufd_get_ioas()
+    if type(ioas) is not Ioas:
         return _ENOENT, buf
     alloc = 0 if flags & FIXED else IOPT_ALLOC_IOVA
-    prot = conv_iommu_prot(flags)
+    prot = (flags & WRITEABLE) | ((flags & READABLE) >> 2)     # conv_iommu_prot()
     profile = ictx.profile
     if profile.map_file_fget_in_ioas:
         file = ictx.host.file_of(fd)
         if file is None:
             ioas.users += 1
             return -errno.EBADF, buf
-        rc, iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc)
+        rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot,
+                                           alloc)
     else:
         if not length:
             return _EINVAL, buf
@@ -203,11 +205,13 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
         if file is None:
             return -errno.EBADF, buf
         dmabuf = profile.map_file_dmabuf and file.inode.kind == DMABUF
-        rc, iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc,
-                                       dmabuf=dmabuf)
+        rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot,
+                                           alloc, dmabuf=dmabuf)
     if rc:
         return rc, buf
-    return 0, respond(buf, size, _MAP_FILE.pack(sz, flags, ioas_id, fd, start, length, iova))
+    if iova == out_iova and size == _MAP_FILE_SIZE and len(buf) == _MAP_FILE_SIZE:
+        return 0, buf                          # the struct written back is the one sent
+    return 0, respond(buf, size, _MAP_FILE.pack(sz, flags, ioas_id, fd, start, length, out_iova))
 
 
 def iommufd_ioas_copy(ictx, cmd, buf, size):
@@ -342,8 +346,9 @@ def iommufd_option(ictx, cmd, buf, size):
 
 def iommufd_ioas_change_process(ictx, cmd, buf, size):
     """iommufd_ioas_change_process() (6.13+, profile.change_process): -EOPNOTSUPP
-    __reserved; -EINVAL while any IOAS maps a user VA (only file pages can move
-    to another process; selftest change_process.basic).  The simulator has one
+    __reserved; -EINVAL while any IOAS has an area that is not IOPT_ADDRESS_FILE:
+    a user VA, or (6.19+) a dma-buf (``area->pages->type != IOPT_ADDRESS_FILE``;
+    selftest change_process.basic).  The simulator has one
     process, so moving the source mm and the charges changes no counter."""
     _, reserved = _CHANGE.unpack(cmd)
     if reserved:
@@ -351,6 +356,6 @@ def iommufd_ioas_change_process(ictx, cmd, buf, size):
     for obj in ictx.objects.values():
         if type(obj) is Ioas:
             for pages in iopt_pages_of(obj.iopt):
-                if pages.type == IOPT_ADDRESS_USER:
+                if pages.type != IOPT_ADDRESS_FILE:
                     return _EINVAL, buf
     return 0, buf

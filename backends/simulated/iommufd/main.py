@@ -20,7 +20,7 @@ Framing (main.c ``iommufd_fops_ioctl()``, the same since 6.2): _IOC_NR below 0x8
 then get_user(size) (-EFAULT: an int argument or fewer than 4 bytes) -> -ENOTTY
 the number is not the registered command (also for a command the profile's
 kernel lacks, and for a number inside the table that the simulator does not
-model: GET_HW_INFO, dirty tracking, HWPT_INVALIDATE, fault queues, vIOMMU,
+model: dirty tracking, HWPT_INVALIDATE, fault queues, vIOMMU,
 vDEVICE, vEVENTQ, HW queues) -> -EINVAL size < min_size -> copy_struct_from_user():
 -EFAULT the buffer is shorter than ``size``, -E2BIG a non-zero byte past the
 kernel's struct.  Object ids come from one xarray, lowest free from 1
@@ -33,7 +33,8 @@ import errno
 
 from backends import uapi
 from .device import (HwptPaging, IommufdDevice, iommufd_device_attach, iommufd_device_bind,
-                     iommufd_device_detach, iommufd_device_unbind, iommufd_hwpt_alloc,
+                     iommufd_device_detach, iommufd_device_unbind, iommufd_get_hw_info,
+                     iommufd_hwpt_alloc,
                      iommufd_hwpt_lu_set_preserve, iommufd_hwpt_paging_destroy,
                      iommufd_save_hwpts)
 from .io_pagetable import iopt_unmap_all
@@ -64,8 +65,8 @@ def _op_table(profile) -> dict[int, tuple]:
             ("IOMMU_IOAS_IOVA_RANGES", iommufd_ioas_iova_ranges),
             ("IOMMU_IOAS_MAP", iommufd_ioas_map), ("IOMMU_IOAS_UNMAP", iommufd_ioas_unmap),
             ("IOMMU_OPTION", iommufd_option), ("IOMMU_VFIO_IOAS", iommufd_vfio_ioas)]
-    if profile.vfio_cdev:                   # IOMMU_HWPT_ALLOC came with VFIO cdev (6.6)
-        want.append(("IOMMU_HWPT_ALLOC", iommufd_hwpt_alloc))
+    if profile.vfio_cdev:                   # HWPT_ALLOC, GET_HW_INFO came with VFIO cdev (6.6)
+        want += [("IOMMU_HWPT_ALLOC", iommufd_hwpt_alloc), ("IOMMU_GET_HW_INFO", iommufd_get_hw_info)]
     if profile.map_file:
         want.append(("IOMMU_IOAS_MAP_FILE", iommufd_ioas_map_file))
     if profile.change_process:

@@ -36,7 +36,6 @@ from backends.host import PAGE_SHIFT, PAGE_SIZE
 from ..fs import FMODE_WRITE, Held, Pin
 from ..iommu import IOMMU_READ, IOMMU_WRITE
 from ..gup import memfd_pin_folios, pin_user_pages, unpin_user_pages
-from ..memfd import memfd_get_seals
 from ..mmap import VM_IO, VM_PFNMAP
 
 ULONG_MAX = SIZE_MAX = (1 << 64) - 1
@@ -113,16 +112,15 @@ def iopt_alloc_file_pages(host, file, start_byte: int, start: int, length: int, 
         if rc:
             return rc
         mapping_writable = True
-    pages = iopt_alloc_pages(IoptFilePages, file, start_byte, length, writable, host)
-    if isinstance(pages, int):
+    if length > SIZE_MAX - PAGE_SIZE or length == 0:    # iopt_alloc_pages()
         if mapping_writable:
             file.inode.mapping.mapping_unmap_writable()
-        return pages
+        return _EINVAL
+    pages = IoptFilePages(file, start - start_byte, (length + start_byte + PAGE_SIZE - 1) >> PAGE_SHIFT,
+                          writable, IOPT_PAGES_ACCOUNT_NONE if host.cap_ipc_lock else IOPT_PAGES_ACCOUNT_USER)
     file.refs += 1                                   # get_file()
-    pages.start = start - start_byte
     pages.mapping_writable = mapping_writable
-    seals = memfd_get_seals(file)
-    pages.seals = seals if seals > 0 else 0
+    pages.seals = file.inode.seals or 0              # memfd_get_seals(), -EINVAL cached as 0
     return pages
 
 
@@ -317,7 +315,8 @@ def iopt_area_fill_domain(area, host) -> int:
     if pages.type == IOPT_ADDRESS_DMABUF:
         pages.domain_areas = area if das is None else _areas(pages) + [area]
         return 0
-    lo, hi = area_index(area)
+    sb = area.start_byte                              # area_index()
+    lo, hi = sb >> PAGE_SHIFT, (sb + area.last - area.iova) >> PAGE_SHIFT
     if das is None:
         if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm and host.fast_paths:
             # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned().
@@ -333,6 +332,28 @@ def iopt_area_fill_domain(area, host) -> int:
                 pages.pins = pin
                 return 0
             unpin_user_pages(got)
+        elif pages.type == IOPT_ADDRESS_FILE and host.fast_paths:
+            # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
+            n = hi - lo + 1
+            start = pages.start + (lo << PAGE_SHIFT)
+            rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1)
+            if rc < 0:
+                return rc
+            mode = pages.account_mode                  # do_update_pinned(), inline
+            if mode == IOPT_PAGES_ACCOUNT_USER:
+                if host.user_locked_vm + n > host.rlimit_memlock >> PAGE_SHIFT:
+                    unpin_user_pages(got)
+                    return _ENOMEM
+                host.user_locked_vm += n
+            elif mode == IOPT_PAGES_ACCOUNT_MM:
+                if host.locked_vm + n > host.rlimit_memlock >> PAGE_SHIFT:
+                    unpin_user_pages(got)
+                    return _ENOMEM
+                host.locked_vm += n
+            host.pinned_vm += n
+            pages.domain_areas = area
+            pages.pins = got[0]
+            return 0
         segs = _pin_range(pages, lo, hi, host)
         if type(segs) is int:
             return segs
