@@ -219,7 +219,10 @@ def render(arts: list[dict]) -> str:
              "form `vfio-emu run --json` reports them (`plans[].requests`), so a run of the same "
              "binary and command line on the simulated kernel (`vfio-emu run --kernel PROFILE "
              "-- BINARY ARGS`) compares request by request; `vmm_model.rig_qemu.run_result(run, "
-             "profile).json()` is the recording as that document's plan.", ""]
+             "profile).json()` is the recording as that document's plan.  "
+             "`tests/test_rig_real_qemu.py` does that for six of the recorded runs: real QEMU "
+             "under the shim on the simulated kernel issues the same map and unmap requests "
+             "and gets the same answers as in the rig.", ""]
     lines += ["## Agreement", "",
               "Each cell: runs where model and real QEMU agree on the outcome and on every "
               "mapping in effect once the machine is up / runs where, in addition, the "
@@ -234,7 +237,9 @@ def render(arts: list[dict]) -> str:
                 a, q, n = c.get((v, b), (0, 0, 0))
                 cells.append(f"{a} / {q} / {n} ({100 * a // n} %)" if n else "not run")
             lines.append(f"| {art['kernel']} ({art['profile']}) | {full} | {' | '.join(cells)} |")
-    lines += ["", "## Timing", ""]
+    lines += ["", "## Timing", "", "Wall clock of the set on the host that recorded it "
+              "(the guest runs under TCG; the host's two cores were shared with other runs).",
+              ""]
     for art in arts:
         runs = [r for r in art["runs"] if not r.get("missing")]
         lines.append(f"- {art['kernel']}: {len(runs)} QEMU runs in {art['set_seconds']:.0f} s "
