@@ -310,7 +310,17 @@ def render(arts: list[dict]) -> str:
             same = "same" if t["real"] == t["sim"] else "**differs**"
             lines.append(f"| {t['kind']} | {t['backend']} | {'; '.join(steps)} | {same} |")
         lines.append("")
-    lines += ["", "## The configurations", ""]
+    from backends.rig.real_qemu import BASE, backend_args
+    lines += ["", "## The configurations", "",
+              f"Each runs as `QEMU {' '.join(BASE)} ARGS` plus, for type1, "
+              f"`{' '.join(backend_args('type1', 'BDF'))}`, for iommufd "
+              f"`{' '.join(backend_args('iommufd', 'BDF'))}` (BDF: the guest's edu), and "
+              "`-qmp stdio`.  The guest mounts tmpfs on /dev/shm, hugetlbfs on "
+              "/dev/hugepages and ramfs on /dev/ramfs first.", "",
+              "Not covered: a disk file system (the rig kernels have neither loop nor ext4; "
+              "the 9p run directory refuses shared writable mmaps without cache=mmap), "
+              "memory-backend-epc (the guest has no SGX), KVM-only behaviour (the nested QEMU "
+              "runs TCG), and what happens once firmware runs (QEMU stays paused).", ""]
     for cfg in CONFIGS:
         lines.append(f"- `{cfg.name}`: {cfg.doc}; `{' '.join(cfg.args) or '(base only)'}`")
     return "\n".join(lines) + "\n"
