@@ -309,6 +309,9 @@ def test_destination_inherits_unset_keys_from_the_source():
 @pytest.mark.parametrize("qemu, backend, kernel, mode, blockers", [
     ("7.2", "type1", "7.2", "normal", ["VFIO device doesn't support migration"]),
     ("10.1", "type1", "7.2", "normal", ["0000:00:01.0: VFIO migration is not supported in kernel"]),
+    ("11.1", "type1", "7.2", "normal",           # query-migrate of the real 11.1.3 in the rig
+     ["0000:00:01.0: VFIO migration init failed: migration is not supported in kernel: "
+      "Inappropriate ioctl for device"]),
     ("8.2", "type1", "7.2", "cpr-reboot",
      ["0000:00:01.0: VFIO migration is not supported in kernel"]),     # before per-mode blockers
     ("9.0", "type1", "7.2", "cpr-reboot", []),                         # only when suspended

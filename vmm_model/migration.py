@@ -403,7 +403,9 @@ def mode_blockers(run: SideRun, qemu) -> tuple[list[tuple[str, str, str]],
                  f"migration mode {mode})", "qapi/migration.json MigMode")], [], []
     if not run.starts:
         return [], [], []
-    no_mig = (f"{dev}: VFIO migration is not supported in kernel" if qemu.vfio_migration_v2
+    no_mig = (f"{dev}: VFIO migration init failed: migration is not supported in kernel: "
+              "Inappropriate ioctl for device" if qemu.vfio_migration_init_errp else
+              f"{dev}: VFIO migration is not supported in kernel" if qemu.vfio_migration_v2
               else "VFIO device doesn't support migration")
     vfio_mig = p.get("VFIO_DEVICE_FEATURE(MIGRATION)", 0)
     if mode == "normal" or (mode == "cpr-reboot" and not qemu.vfio_cpr_reboot):

@@ -141,6 +141,14 @@ RULES: tuple[Rule, ...] = (
          "-ENOTTY); before, v1's \"VFIO device doesn't support migration\"",
          "31bcbbb5be04", "vfio/migration: Implement VFIO migration protocol v2", "8.0.0",
          "hw/vfio/migration.c: vfio_migration_realize()"),
+    Rule("vfio_migration_init_errp",
+         "vfio_migration_init() reports through errp: the blocker for a device without "
+         "VFIO migration is \"<dev>: VFIO migration init failed: migration is not supported "
+         "in kernel: Inappropriate ioctl for device\" (query-migrate of the real QEMU 11.1.3; "
+         "10.0.2 prints the v2 wording)",
+         None, "upstream commit not identified: observed in the real QEMU 11.1.3 "
+         "(Debian 1:11.1.3+ds-2~bpo13+1)", "11.1.0",
+         "hw/vfio/migration.c: vfio_migration_realize()"),
     Rule("cpr_reboot",
          "migration mode cpr-reboot exists (qapi MigMode: \"since 8.2\")",
          "a87e64519b02", "cpr: reboot mode", "8.2.0", "qapi/migration.json: MigMode"),
@@ -208,6 +216,7 @@ class QemuVersion:
     rdm_budget_fatal: bool = False
     iommufd_cpr_blocker_bug: bool = False
     vfio_migration_v2: bool = False
+    vfio_migration_init_errp: bool = False
     cpr_reboot: bool = False
     vfio_cpr_reboot: bool = False
     vfio_cpr_transfer: bool = False

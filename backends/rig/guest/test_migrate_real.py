@@ -277,8 +277,10 @@ def test_write_access_fix_on_the_real_kernel(real, raw, edu_addr, check_fix, pro
 
 # ----------------------------------------------------------------------- real QEMU CPR
 
-QEMUS = {"10.0": "/opt/qemu-10.0/bin/qemu-system-x86_64",
-         "11.1": "/opt/qemu-11.1/bin/qemu-system-x86_64"}
+# scripts/install-qemu.sh's binaries (vmm_model/qemu/launcher.py QEMU_BINARIES: the same
+# variables and defaults; the guest sees the host's root)
+QEMUS = {v: os.environ.get(f"VFIO_EMU_QEMU_{v.replace('.', '_')}",
+                           f"/opt/qemu-{v}/bin/qemu-system-x86_64") for v in ("10.0", "11.1")}
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -352,6 +354,7 @@ def cpr_transfer(binary: str, backend: str, bdf: str, tmp: Path, timeout: float 
         src = start(qemu_argv(binary, backend, bdf, tmp / "src.qmp"))
         q = Qmp(tmp / "src.qmp", src, timeout)
         stack.callback(q.close)
+        out["blocked_normal"] = q.cmd("query-migrate")["return"].get("blocked-reasons", [])
         out["set"] = q.cmd("migrate-set-parameters", mode="cpr-transfer")
         out["blocked"] = q.cmd("query-migrate")["return"].get("blocked-reasons", [])
         dst = start(qemu_argv(incoming or binary, backend, bdf, tmp / "dst.qmp") + [
@@ -432,6 +435,21 @@ def cpr_check(tmp_path: Path, version: str, backend: str, profile: str, bdf: str
                          "--to", f"qemu={version}", "--mode", mode)
 
 
+@pytest.fixture(scope="module")
+def normal_blockers(tmp_path_factory, profile, edu_addr) -> dict[str, list[str]]:
+    """The check's normal-mode blockers of the rig VM per QEMU version (its
+    ``blockers_by_version``)."""
+    vm_file = tmp_path_factory.mktemp("mc") / "vm-normal.toml"
+    vm_file.write_text(VM_CPR.format(qemu="11.1", bdf=edu_addr, machine="aux-ram-share = true"))
+    cli = Path(sys.executable).with_name("vfio-emu")
+    p = subprocess.run([str(cli), "migrate-check", str(vm_file), "--from",
+                        f"backend=type1,kernel={profile}", "--mode", "normal", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode in (0, 1), p.stderr
+    return {v["qemu"]: [b["message"] for b in v["blockers"]]
+            for v in json.loads(p.stdout)["blockers_by_version"]}
+
+
 def digits(text: str) -> str:
     """fd numbers differ between processes: compare messages with digits masked."""
     return re.sub(r"\d+", "N", text)
@@ -448,7 +466,8 @@ def installed(version: str) -> str:
 
 @pytest.mark.parametrize("incoming", ["10.0", "11.1"])
 @pytest.mark.parametrize("backend", ["type1", "iommufd"])
-def test_cpr_transfer_from_qemu_10_0(tmp_path, edu_addr, profile, backend, incoming):
+def test_cpr_transfer_from_qemu_10_0(tmp_path, edu_addr, profile, backend, incoming,
+                                     normal_blockers):
     """QEMU 10.0 has cpr-transfer but no VFIO CPR: query-migrate lists no blocker
     (VFIO blocks normal mode only), the migration starts and hands no device over.
     A new 10.0 opens the device the old one holds (the group: EBUSY; the cdev: bind
@@ -463,6 +482,7 @@ def test_cpr_transfer_from_qemu_10_0(tmp_path, edu_addr, profile, backend, incom
                        "--from", f"qemu=10.0,backend={backend},kernel={profile}",
                        "--to", f"qemu={incoming}", "--mode", "cpr-transfer")
     assert real["blocked"] == [b["message"] for b in vm["from"]["blockers"]] == []
+    assert real["blocked_normal"] == normal_blockers["10.0"]
     (_, before, after), = find(vm, "cpr-fails")
     assert (vm["verdict"], before) == ("breaks", "migrate")
     assert (real["migrate"], real["status"]) == ({"return": {}}, "failed")
@@ -470,7 +490,7 @@ def test_cpr_transfer_from_qemu_10_0(tmp_path, edu_addr, profile, backend, incom
 
 
 @pytest.mark.parametrize("backend", ["type1", "iommufd"])
-def test_cpr_transfer_qemu_11_1(tmp_path, edu_addr, profile, backend):
+def test_cpr_transfer_qemu_11_1(tmp_path, edu_addr, profile, backend, normal_blockers):
     """QEMU 11.1 takes VFIO devices through cpr-transfer (type1: VFIO_UPDATE_VADDR;
     iommufd: IOMMU_IOAS_CHANGE_PROCESS, which the 7.2 kernels have): no blocker,
     nothing that fails, verdict safe, and a need for KVM.  The rig's guest has no KVM
@@ -483,6 +503,7 @@ def test_cpr_transfer_qemu_11_1(tmp_path, edu_addr, profile, backend):
     vm = cpr_check(tmp_path, "11.1", backend, profile, edu_addr, "cpr-transfer")
     assert real["blocked"] == [b["message"] for b in vm["from"]["blockers"]] == []
     assert (vm["verdict"], vm["findings"], vm["from"]["failures"]) == ("safe", [], [])
+    assert real["blocked_normal"] == normal_blockers["11.1"]
     assert "VFIO dma-buf not supported in kernel" in real["src_stderr"]
     assert any(n.startswith("KVM (accel=kvm)") and "SIGSEGV" in n for n in vm["to"]["needs"])
     assert (real["migrate"], real["src_rc"]) == ({"return": {}}, SIGSEGV)
