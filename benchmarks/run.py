@@ -5,6 +5,10 @@ Rows (each measured in a fresh child process, so RSS is its own):
   plan 1 TiB --json    ``vfio-emu plan --json`` of a 1 TiB virtio-mem guest,
                        2 MiB blocks, all plugged (524,288 sections)
   plan 64 GiB text/json  the same at 64 GiB (32,768 sections), both outputs
+  compare, migrate-check  over the largest guest planned (1 TiB; 64 GiB with
+                       --quick): ``compare --backends iommufd --kernels 7.2,7.2+fix``
+                       (two cells) and ``migrate-check --to kernel=7.2+fix`` (two
+                       sides); value: CPU seconds over the same guest's JSON plan
   --help start         ``vfio-emu --help`` against bare ``python3 -c pass``
   load 20k objects     ``load_toml()`` of a scenario with 20,000 [[object]] tables
   map+unmap B/L        MAP+UNMAP pairs through the real client (backends/type1.py,
@@ -168,6 +172,16 @@ def main() -> int:
         label = f"plan {gib if gib < 1024 else 1} {'GiB' if gib < 1024 else 'TiB'} {fmt}"
         row(f"plan-{gib}g-{fmt}", label, r, blocks,
             "<= 400 ce/section, RSS <= 1 GiB" if gib == 1024 else "json <= text")
+    gib, blocks, _ = plans[-1]
+    path, plan_cpu = tmp / f"vm{gib}.toml", rows[-1]["cpu"]
+    size = f"{gib if gib < 1024 else 1} {'GiB' if gib < 1024 else 'TiB'}"
+    for key, argv in (("compare", ["compare", str(path), "--backends", "iommufd",
+                                   "--kernels", "7.2,7.2+fix"]),
+                      ("migrate-check", ["migrate-check", str(path), "--to", "kernel=7.2+fix"])):
+        with open(os.devnull, "wb") as null:
+            r = child([str(BIN)] + argv, a.timeout, stdout=null)
+        row(f"{key}-{gib}g", f"{key} {size}", r, blocks, "<= 2x plan",
+            value=r["cpu"] / plan_cpu if r["done"] and plan_cpu else None)
 
     bare = best_start([sys.executable, "-c", "pass"])
     helps = best_start([str(BIN), "--help"])
@@ -208,7 +222,9 @@ def main() -> int:
         was = b.get("call_eq", b.get("value", b.get("cpu")))
         ratio = f"{now / was:.2f}x" if was and now is not None and rw["done"] else "-"
         value = "-" if rw["value"] is None else (
-            f"{rw['value']:.0f} B/map" if rw["key"].startswith("pairs") else f"{rw['value']:.2f}x")
+            f"{rw['value']:.0f} B/map" if rw["key"].startswith("pairs") else
+            f"{rw['value']:.2f}x plan" if rw["key"].startswith(("compare", "migrate")) else
+            f"{rw['value']:.2f}x")
         if rw["key"].startswith("pairs") and ce is not None:
             first = flat.setdefault(rw["key"].rsplit("-", 1)[0], ce)
             value += f", {first / ce:.2f}x of 1k"

@@ -1,11 +1,12 @@
-"""``vfio-emu run``: real, unmodified QEMU binaries (Debian's 7.2 and 10.0.x)
+"""``vfio-emu run``: real, unmodified QEMU binaries (Debian's 7.2, 10.0.x and 11.1.x)
 against the simulated kernel through the LD_PRELOAD shim (backends/shim/).
 
 Everything here is real except the kernel's VFIO/iommufd, which is the
 simulated one: the QEMU binaries, their address spaces (/proc/PID/smaps), the
 memfds they pass, the sysfs lookups they make (redirected to a tree the
-server writes).  Two tests use a small Python process instead of QEMU where no
-installed QEMU makes the call (IOMMU_IOAS_MAP_FILE: QEMU 10.1+), and say so.
+server writes).  Two tests use a small Python process instead of QEMU for calls
+QEMU never makes (a writable MAP_FILE of a read-only fd or of a non-fd; VA and
+MAP_FILE of the same private memory), and say so.
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ except OSError as e:
     ("7.2", "badfd", -9),        # not an open fd: fget() fails, -EBADF
 ])
 def test_map_file_passes_the_real_fd(tmp_path, kernel, mode, ret):
-    """A Python process (not QEMU: the installed QEMUs never send MAP_FILE)
+    """A Python process (not QEMU: QEMU never passes a read-only fd or a non-fd
+    for a writable MAP_FILE; QEMU 11.1's own MAP_FILE calls are tested below)
     under the shim maps a real memfd by file; the server receives the fd by
     SCM_RIGHTS and sees what it really is; the fd is closed with the server."""
     fds = _fds()
@@ -505,7 +507,7 @@ dev = os.open("/dev/vfio/devices/vfio0", os.O_RDWR)
 bind = bytearray(struct.pack("<IIiI", 16, 0, ictx, 0))
 fcntl.ioctl(dev, uapi.VFIO_DEVICE_BIND_IOMMUFD, bind)
 fcntl.ioctl(dev, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, bytearray(struct.pack("<III", 12, 0, ioas)))
-ram = os.memfd_create("guest-ram")                     # guest RAM, share=off (seed 002)
+ram = os.memfd_create("guest-ram")                     # guest RAM, share=off
 os.write(ram, b"FILE" * 4096)
 m = mmap.mmap(ram, 16384, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
 m[0:5] = b"GUEST"                                      # the guest writes: a private COW copy
@@ -519,8 +521,9 @@ print(bytes(m[0:5]).decode(), os.pread(ram, 5, 0).decode(), flush=True)
 
 
 def test_cow_divergence_of_private_ram_with_real_pages(tmp_path):
-    """Seed 002 with a real process (QEMU 10.0 maps by VA only; MAP_FILE is
-    10.1+): private memfd RAM the guest wrote.  Through the VA map the device
+    """The COW divergence of private fd-backed RAM, with a real process (QEMU
+    10.0 maps by VA only, 11.1 maps private RAM by VA, so no QEMU maps it by
+    file; docs/policies.md): private memfd RAM the guest wrote.  Through the VA map the device
     reads the guest's write (the pinned COW copy); through MAP_FILE it reads
     the file.  A device write through each lands in the process's copy and in
     the file respectively."""

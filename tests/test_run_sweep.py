@@ -95,3 +95,50 @@ def test_a_sample_reruns_as_recorded(row):
     got = run_row(row["scenario"], row["qemu"], row["backend"], row["kernel"], binary)
     assert (got["outcome"], got["error"], got["agree"], got["diffs"]) == (
         row["outcome"], row["error"], row["agree"], row["diffs"])
+
+
+# ---- the rig's recordings (real QEMU on a real kernel) against the simulated kernel ----
+
+RIG = {p.name: json.loads(p.read_text())
+       for p in sorted((JSON_PATH.parent.parent / "fixtures" / "rig").glob("real-qemu-*.json"))}
+
+
+def _rig_sample() -> list[tuple[str, int]]:
+    """Per artefact, one recording per QEMU × backend, each a different
+    configuration this host can run (RIG_NOT_HERE: no hugetlbfs, no ramfs)."""
+    from vmm_model.run_sweep import RIG_NOT_HERE
+    out = []
+    for name, art in RIG.items():
+        runs = [(i, r) for i, r in enumerate(art["runs"]) if not r.get("missing") and
+                not any(p in a for a in r["args"] for p in RIG_NOT_HERE)]
+        combos = sorted({(r["version"], r["backend"]) for _, r in runs})
+        for j, combo in enumerate(combos):
+            cand = [i for i, r in runs if (r["version"], r["backend"]) == combo]
+            out.append((name, cand[(5 * j + 3) % len(cand)]))
+    return out
+
+
+def test_the_rig_sample_covers_every_release_and_backend():
+    for name, art in RIG.items():
+        want = {(r["version"], r["backend"]) for r in art["runs"] if not r.get("missing")}
+        assert {(RIG[n]["runs"][i]["version"], RIG[n]["runs"][i]["backend"])
+                for n, i in _rig_sample() if n == name} == want, name
+
+
+@pytest.mark.parametrize("artefact, index", _rig_sample(),
+                         ids=lambda x: x if isinstance(x, str) else str(x))
+def test_real_qemu_gets_the_same_answers_from_the_simulated_kernel_as_in_the_rig(artefact, index):
+    """The same QEMU binary and command line as a rig recording (real kernel
+    in the rig guest, QEMU's edu bound to vfio-pci), run under the shim on that
+    kernel's simulated profile: the same DMA map/unmap requests in the same
+    order (ioctl, IOVA, length, flags) with the same answers, until QMP
+    answered (vmm_model/run_sweep.py rig_replay())."""
+    from vmm_model.qemu.launcher import binary_version
+    from vmm_model.run_sweep import rig_replay
+    art = RIG[artefact]
+    rec = art["runs"][index]
+    binary, why = find_qemu(rec["version"])
+    if binary is None:
+        pytest.skip(why)
+    assert binary_version(binary) == rec["qemu"]
+    assert rig_replay(rec, art["profile"], binary) == []

@@ -81,6 +81,7 @@ def _run(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_wheel_holds_the_rig_data_the_shim_source_and_the_gallery(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     want = {"backends/rig/init.sh", "backends/rig/guest/pytest.ini", "backends/shim/vfio_shim.c",
+            "backends/rig/vfio_observe.c",
             "backends/rig/guest/conftest.py", "backends/rig/guest/hosts.py",
             "backends/rig/guest/rigutil.py", "backends/rig/guest/steps.py"}
     want |= {f"backends/rig/guest/{f}" for s in SETS.values() for f in s.files}

@@ -24,14 +24,22 @@ def _row_key(ev) -> tuple:
     return ev.path, gpa
 
 
+_CELLS: dict[tuple, tuple[str, int | None]] = {}
+
+
 def _cell(ev) -> tuple[str, int | None]:
-    """(text, ret) of one event: ret None for events without a kernel answer."""
+    """(text, ret) of one event: ret None for events without a kernel answer
+    (made once per (ioctl, ret): a 1 TiB guest has half a million alike)."""
     if ev.kind in ("map", "unmap") and ev.result is not None:
         r = ev.result
-        name = _SHORT.get(r.request.ioctl, r.request.ioctl) if r.request else "no ioctl"
-        if r.ret is None:
-            return f"{name} not run", None
-        return (f"{name} 0" if r.ret == 0 else f"{name} {errno_name(r.ret)}"), r.ret
+        key = (r.ioctl, r.ret)
+        cell = _CELLS.get(key)
+        if cell is None:
+            ioctl, ret = key
+            name = _SHORT.get(ioctl, ioctl) if ioctl else "no ioctl"
+            cell = _CELLS[key] = ((f"{name} not run", None) if ret is None else
+                                  (f"{name} 0" if ret == 0 else f"{name} {errno_name(ret)}", ret))
+        return cell
     return ev.kind, None
 
 

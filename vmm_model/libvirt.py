@@ -659,6 +659,10 @@ def domain_argv(d: Domain, v: LibvirtVersion, cfg: Config | None = None) -> list
         machine += f",smm={d.smm}"      # qemuBuildMachineCommandLine()
     if d.nosharepages:
         machine += ",mem-merge=off"     # qemuAppendDomainMemoryMachineParams()
+    if d.firmware in ("efi", "pflash"):
+        # qemuBuildMachineCommandLine(): the loader is a pflash blockdev; QEMU's
+        # memory map has no pc.bios then (docs/real-qemu-rig.md)
+        machine += ",pflash0=libvirt-pflash0-format"
     if not d.cells:
         machine += ",memory-backend=pc.ram"
     argv += ["-machine", machine]

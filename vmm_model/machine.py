@@ -350,6 +350,25 @@ def _sec(mr, gpa, size, owr=0, readonly=None, **extra) -> MemoryRegionSection:
                                mr.readonly if readonly is None else readonly, extra)
 
 
+FIRMWARE_DIRS = ("/usr/share/qemu", "/usr/share/seabios")     # qemu_find_file()'s data dirs (Debian)
+
+
+def _bios_size(qemu: QemuVersion, firmware: str | None) -> int:
+    """x86_bios_rom_init() (hw/i386/x86-common.c; x86.c before 9.1): pc.bios is the
+    -bios / -machine firmware= image, its size a multiple of 64 KiB, else QEMU
+    exits with "qemu: could not load PC BIOS '<name>'".  The default is SeaBIOS's
+    bios-256k.bin.  The image is looked up on this machine (a path, or a name in
+    the data directories), as QEMU would where it runs."""
+    import os
+    if not firmware or firmware == "bios-256k.bin":
+        return BIOS_SIZE
+    paths = [firmware] if "/" in firmware else [f"{d}/{firmware}" for d in FIRMWARE_DIRS]
+    size = next((os.path.getsize(p) for p in paths if os.path.isfile(p)), 0)
+    if size <= 0 or size % 65536:
+        raise CommandLineRejected(qemu, f"qemu: could not load PC BIOS '{firmware}'")
+    return size
+
+
 def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) -> None:
     mtype = sc.machine.get("type", "q35")
     if mtype == "q35":      # pc_q35_init()
@@ -372,7 +391,22 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
     # pc_memory_init(): pc.bios at 4 GiB - bios_size, pc.rom at 0xc0000 and
     # isa-bios (the last 128 KiB of pc.bios) at 0xe0000 in the PCI space, all RAM
     # regions set read-only (x86_bios_rom_init(), memory_region_set_readonly()).
-    bios = implicit("pc.bios", BIOS_SIZE, True)
+    pflash = sc.machine.get("pflash0")
+    if pflash:
+        # pc_system_flash_map(): the firmware is a pflash, a ROM device (ROMD:
+        # mr->ram false, VFIO skips it) at 4 GiB - its size, and no pc.bios RAM;
+        # isa-bios is a read-only RAM copy of its last 128 KiB (pc_isa_bios_init())
+        # or, from 9.1, an alias of the flash (isa_bios_aliases_pflash).
+        bios_size = isa_size = ISA_BIOS_SIZE
+        if m.qemu.isa_bios_aliases_pflash:
+            isa_fill = MemoryRegion("isa-bios", MRKind.ROMD, isa_size)
+        else:
+            isa_fill = (implicit("isa-bios", isa_size, True), 0)
+    else:
+        bios_size = _bios_size(m.qemu, sc.machine.get("firmware"))
+        isa_size = min(bios_size, ISA_BIOS_SIZE)
+        bios = implicit("pc.bios", bios_size, True)
+        isa_fill = (bios, bios_size - isa_size)
     pc_rom = implicit("pc.rom", PC_ROM_SIZE, True)
     # The 0xa0000-0xbffff window ("smram-region", an alias of the PCI space) shows
     # the VGA's vga-lowmem when there is a VGA; with none it is transparent.
@@ -383,7 +417,7 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
         vga = False
     holes = [(0xA0000, 0xC0000, MemoryRegion("vga-lowmem", MRKind.IO, 0x20000))] if vga else []
     pam = [(PC_ROM_BASE, PC_ROM_BASE + PC_ROM_SIZE, (pc_rom, 0)),
-           (0x100000 - ISA_BIOS_SIZE, 0x100000, (bios, BIOS_SIZE - ISA_BIOS_SIZE))]
+           (0x100000 - isa_size, 0x100000, isa_fill)]
 
     def low_view(windows) -> list[MemoryRegionSection]:
         """ram-below-4g with the given windows cut out of it (filled by what shows there)."""
@@ -405,7 +439,8 @@ def _x86_layout(m: Machine, sc: Scenario, parts, total, implicit, backend_mr) ->
         return sorted(out, key=lambda x: x.offset_within_address_space)
 
     high = [_sec(mr, gpa, size, owr) for mr, gpa, size, owr in ram_ranges(1 << 32, below, above)]
-    high.append(_sec(bios, (1 << 32) - BIOS_SIZE, BIOS_SIZE))
+    if not pflash:
+        high.append(_sec(bios, (1 << 32) - bios_size, bios_size))
     if sc.machine.get("vga") == "std":     # VGA BAR 0 where SeaBIOS places it
         vram = implicit("vga.vram", 16 * MiB, False)
         m.bar_sections.append(_sec(vram, 0xFD000000, 16 * MiB))

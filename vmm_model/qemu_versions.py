@@ -87,6 +87,12 @@ RULES: tuple[Rule, ...] = (
          "without SMM) guest RAM shows through the VGA window and VFIO maps it",
          "b07bf7b73fd0", "q35: Introduce smm_ranges property for q35-pci-host", "9.1.0",
          "hw/pci-host/q35.c: mch_realize() (mch->has_smm_ranges)"),
+    Rule("isa_bios_aliases_pflash",
+         "with the firmware in a pflash (-drive if=pflash), isa-bios (0xe0000-0xfffff) is "
+         "an alias of the flash, a ROM device VFIO does not map; before, a read-only RAM "
+         "copy of the flash's last 128 KiB that VFIO maps",
+         "a44ea3fa7f2a", "hw/i386/pc_sysfw: Alias rather than copy isa-bios region", "9.1.0",
+         "hw/i386/pc_sysfw.c: pc_system_flash_map() -> x86_isa_bios_init()"),
     Rule("memory_backend_shm",
          "memory-backend-shm exists (POSIX shm_open, always shared)",
          "4e647fa08586", "hostmem: add a new memory backend based on POSIX shm_open()", "9.1.0",
@@ -199,6 +205,7 @@ class QemuVersion:
     container_dma_map_api: bool = False
     iommufd_object: bool = False
     q35_smram_region_needs_smm: bool = False
+    isa_bios_aliases_pflash: bool = False
     memory_backend_shm: bool = False
     ram_share_memfd: bool = False
     aux_ram_share: bool = False

@@ -28,6 +28,26 @@ KEEP = MAP_IOCTLS + UNMAP_IOCTLS + RESET_IOCTLS
 EXPLAINED: dict[str, str] = {}
 
 
+#: What these recordings showed the model had wrong, and where it was fixed.
+FIXED = (
+    "A failed realize unmaps every section: vfio_listener_unregister() -> "
+    "memory_listener_unregister() -> listener_del_address_space() (system/memory.c) sends "
+    "region_del for the whole flat view, including the range whose map failed (type1 "
+    "answers 0, iommufd -ENOENT).  vmm_model/container.py attach().",
+    "mem-path=/dev/zero is a character device: QEMU's ftruncate() of it fails and is only "
+    "reported, its MAP_SHARED mapping is shmem (drivers/char/mem.c mmap_zero() -> "
+    "shmem_zero_setup()) and pins, and IOMMU_IOAS_MAP_FILE of the fd fails EINVAL "
+    "(mm/gup.c memfd_pin_folios()).  The model had taken it for an ext4 file (VA pin "
+    "EFAULT).  vmm_model/machine.py _fs_of(), vmm_model/simulate.py.",
+    "-bios (the machine's firmware property) sizes pc.bios from the image "
+    "(x86_bios_rom_init(): OVMF.fd is 2 MiB, mapped at 0xffe00000), not SeaBIOS's 256 KiB.  "
+    "vmm_model/machine.py _bios_size().",
+    "-drive if=pflash puts the firmware in a ROM device VFIO does not map, with no pc.bios; "
+    "isa-bios is a read-only RAM copy up to 9.0 (mapped at 0xe0000) and an alias of the "
+    "flash from 9.1 (not mapped): rule isa_bios_aliases_pflash, a44ea3fa7f2a.",
+)
+
+
 def unexplained(art: dict) -> list[str]:
     """The differences of an artefact that EXPLAINED does not explain, one line each."""
     out = []
@@ -199,7 +219,10 @@ def render(arts: list[dict]) -> str:
              "form `vfio-emu run --json` reports them (`plans[].requests`), so a run of the same "
              "binary and command line on the simulated kernel (`vfio-emu run --kernel PROFILE "
              "-- BINARY ARGS`) compares request by request; `vmm_model.rig_qemu.run_result(run, "
-             "profile).json()` is the recording as that document's plan.", ""]
+             "profile).json()` is the recording as that document's plan.  "
+             "`tests/test_rig_real_qemu.py` does that for six of the recorded runs: real QEMU "
+             "under the shim on the simulated kernel issues the same map and unmap requests "
+             "and gets the same answers as in the rig.", ""]
     lines += ["## Agreement", "",
               "Each cell: runs where model and real QEMU agree on the outcome and on every "
               "mapping in effect once the machine is up / runs where, in addition, the "
@@ -214,7 +237,9 @@ def render(arts: list[dict]) -> str:
                 a, q, n = c.get((v, b), (0, 0, 0))
                 cells.append(f"{a} / {q} / {n} ({100 * a // n} %)" if n else "not run")
             lines.append(f"| {art['kernel']} ({art['profile']}) | {full} | {' | '.join(cells)} |")
-    lines += ["", "## Timing", ""]
+    lines += ["", "## Timing", "", "Wall clock of the set on the host that recorded it "
+              "(the guest runs under TCG; the host's two cores were shared with other runs).",
+              ""]
     for art in arts:
         runs = [r for r in art["runs"] if not r.get("missing")]
         lines.append(f"- {art['kernel']}: {len(runs)} QEMU runs in {art['set_seconds']:.0f} s "
@@ -257,6 +282,8 @@ def render(arts: list[dict]) -> str:
                              f"request sequence, {r['sequence']}")
     if not any_diff:
         lines.append("None.")
+    lines += ["", "Fixed in the model after earlier runs of this set:", ""]
+    lines += [f"- {f}" for f in FIXED]
     lines += ["", "## What the memory fd is: the VA path and the MAP_FILE path", "",
               "`backends/rig/guest/test_fd_kinds.py` (same boot): for each kind of memory a "
               "backend hands to VFIO, the real clients' ioctls on the guest kernel and on the "
@@ -283,7 +310,17 @@ def render(arts: list[dict]) -> str:
             same = "same" if t["real"] == t["sim"] else "**differs**"
             lines.append(f"| {t['kind']} | {t['backend']} | {'; '.join(steps)} | {same} |")
         lines.append("")
-    lines += ["", "## The configurations", ""]
+    from backends.rig.real_qemu import BASE, backend_args
+    lines += ["", "## The configurations", "",
+              f"Each runs as `QEMU {' '.join(BASE)} ARGS` plus, for type1, "
+              f"`{' '.join(backend_args('type1', 'BDF'))}`, for iommufd "
+              f"`{' '.join(backend_args('iommufd', 'BDF'))}` (BDF: the guest's edu), and "
+              "`-qmp stdio`.  The guest mounts tmpfs on /dev/shm, hugetlbfs on "
+              "/dev/hugepages and ramfs on /dev/ramfs first.", "",
+              "Not covered: a disk file system (the rig kernels have neither loop nor ext4; "
+              "the 9p run directory refuses shared writable mmaps without cache=mmap), "
+              "memory-backend-epc (the guest has no SGX), KVM-only behaviour (the nested QEMU "
+              "runs TCG), and what happens once firmware runs (QEMU stays paused).", ""]
     for cfg in CONFIGS:
         lines.append(f"- `{cfg.name}`: {cfg.doc}; `{' '.join(cfg.args) or '(base only)'}`")
     return "\n".join(lines) + "\n"

@@ -430,14 +430,16 @@ def request_key(r: Request) -> tuple:
     return (r.name, tuple((k, r.fields[k]) for k in SAME_FIELDS if k in r.fields), r.ret)
 
 
-def same_requests(a: RunResult, b: RunResult) -> list[dict]:
+def same_requests(a: RunResult, b: RunResult, names: tuple[str, ...] | None = None) -> list[dict]:
     """Where two runs of one QEMU binary and command line differ in the
-    container/iommufd requests they made and the answers they got, in order:
-    e.g. the rig's recording on a real kernel (vmm_model/rig_qemu.py run_result())
-    and ``run()`` on that kernel's simulated profile.  [] when the same."""
+    container/iommufd requests they made (only ``names`` when given) and the
+    answers they got, in order: e.g. the rig's recording on a real kernel
+    (vmm_model/rig_qemu.py run_result()) and ``run()`` on that kernel's
+    simulated profile.  [] when the same."""
     import difflib
     ka, kb = ([request_key(r) for r in res.requests if r.op == "ioctl" and
-               r.fd_kind in ("container", "iommufd")] for res in (a, b))
+               r.fd_kind in ("container", "iommufd") and (names is None or r.name in names)]
+              for res in (a, b))
     out = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ka, b=kb, autojunk=False).get_opcodes():
         if op != "equal":

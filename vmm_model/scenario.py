@@ -194,7 +194,8 @@ DEVICE_TYPES["virtio-pmem-pci"] = {"id": parse_str, "memdev": parse_str, "memadd
 MACHINE_TYPES = ("q35", "pc")
 MACHINE_PROPS = {"type": _choice(*MACHINE_TYPES), "aux-ram-share": parse_bool,
                  "smm": parse_onoffauto,
-                 "memory-backend": parse_str, "vga": parse_str}
+                 "memory-backend": parse_str, "vga": parse_str, "firmware": parse_str,
+                 "pflash0": parse_str}
 MEMORY_PROPS = {"size": lambda v: parse_size(v, "m"), "mem-path": parse_str,
                 "slots": parse_int, "maxmem": lambda v: parse_size(v, "m")}
 SECTION_PROPS = {"gpa": parse_size, "size": parse_size, "mr": parse_str,

@@ -188,9 +188,11 @@ def _run_script(kernel: Kernel, sets: list[TestSet], out: Path,
            "RIG_SELFTESTS": kernel.selftests or "", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONUNBUFFERED": "1"}
     if any(s.observer for s in sets):
+        # built on the host, copied into the run directory (the guest sees it at the
+        # same path, wherever the build cache is)
         from backends.rig.real_qemu import OBSERVER_SOURCE
         from backends.shim.build import build
-        env["RIG_OBSERVER"] = build(OBSERVER_SOURCE)
+        env["RIG_OBSERVER"] = str(shutil.copy(build(OBSERVER_SOURCE), out / "vfio_observe.so"))
     lines = ["#!/bin/sh", "# written by backends/rig/boot.py; runs in the guest's chroot",
              f"cd {q(str(GUEST_DIR))} || exit 125",
              "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()), "rc=0"]

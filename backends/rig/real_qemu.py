@@ -123,6 +123,22 @@ CONFIGS: tuple[Config, ...] = (
            "-machine aux-ram-share=on (10.0+): ROMs become shared memfds"),
     Config("aux-ram-share-memfd", _mb("m0", "memory-backend-memfd") +
            ("-machine", "q35,memory-backend=m0,aux-ram-share=on"), "aux-ram-share + memfd RAM"),
+    Config("q35-smm-off", ("-machine", "q35,smm=off"),
+           "q35 without SMM: no smram-region over the VGA window (9.1+)"),
+    Config("ovmf-bios", ("-bios", "/usr/share/ovmf/OVMF.fd"), "-bios OVMF.fd (a 2 MiB+ pc.bios)"),
+    Config("ovmf-pflash", ("-drive", "if=pflash,format=raw,readonly=on,"
+           "file=/usr/share/OVMF/OVMF_CODE_4M.fd"), "OVMF code in a read-only pflash"),
+    Config("memfd-hugetlb-private", _main("memory-backend-memfd", hugetlb="on", share="off"),
+           "hugetlb memfd, share=off"),
+    Config("file-tmpfs-readonly-shared", _main("memory-backend-file", **{
+           "mem-path": "/dev/shm/m0", "readonly": "on", "share": "on"}),
+           "readonly=on share=on", (("/dev/shm/m0", M64),)),
+    Config("pc-dimm-file-shared", ("-m", "64M,slots=2,maxmem=256M") + _mb(
+           "d0", "memory-backend-file", "32M", **{"mem-path": "/dev/shm/d0", "share": "on"}) +
+           ("-device", "pc-dimm,id=dimm0,memdev=d0"), "a shared tmpfs-file pc-dimm"),
+    Config("virtio-mem-memfd", ("-m", "64M,maxmem=256M") + _mb("vm0", "memory-backend-memfd",
+           "64M") + ("-device", "virtio-mem-pci,id=vmem0,memdev=vm0,requested-size=0"),
+           "virtio-mem-pci on a shared memfd, nothing plugged"),
     Config("pc-memfd", _mb("m0", "memory-backend-memfd") + ("-machine", "pc,memory-backend=m0"),
            "pc machine, memfd RAM"),
 )

@@ -49,7 +49,8 @@ SETS: dict[str, TestSet] = {s.name: s for s in (
     TestSet("real-qemu", ("test_real_qemu.py", "test_fd_kinds.py"), BUILT,
             "real QEMU 7.2 / 10.0 / 11.1 on edu bound to vfio-pci, every VFIO/iommufd ioctl "
             "recorded (vfio_observe.c), compared with the model on the host; the VA and MAP_FILE "
-            "paths per kind of memory fd, guest kernel vs simulated kernel", observer=True),
+            "paths per kind of memory fd, guest kernel vs simulated kernel", observer=True,
+            timeout=2400.0),   # ~3.5 s per QEMU run under TCG: 210 runs took 10-19 min
     TestSet("migrate", ("test_migrate_real.py",), BUILT,
             "migrate-check's predictions replayed on the guest kernel (type1 vs iommufd, "
             "the MAP_FILE write-access fix) and real QEMU cpr-transfer vs its verdict"),

@@ -220,6 +220,17 @@ def from_qemu_args(argv: list[str], name: str = "command-line",
             sc.memory["mem-path"] = arg_value(opt)
         elif norm == "-vga":
             sc.machine["vga"] = arg_value(opt)
+        elif norm == "-bios":       # vl.c: the machine's "firmware" property
+            sc.machine["firmware"] = arg_value(opt)
+        elif norm == "-drive":
+            value = arg_value(opt)
+            props = option_props(value, where, "file")
+            if props.get("if") == "pflash" and str(props.get("unit", "0")) == "0":
+                # pc_system_flash_create()/pc_system_firmware_init(): the firmware is
+                # in a flash device, not a pc.bios RAM (the machine's pflash0)
+                sc.machine["pflash0"] = str(props.get("file", "drive"))
+            else:
+                notes.append(f"{norm} {_short(value)}")
         elif norm in ("-machine", "-M"):
             _machine(sc, option_props(arg_value(opt), where, "type"), where, notes)
         elif norm == "-object":
