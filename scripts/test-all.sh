@@ -9,8 +9,8 @@
 #   - a virtualenv in .venv with the package and its test extras
 # Then two pytest runs: everything but the rig on 2 workers, then the rig
 # (-m rig: real kernels booted under QEMU (TCG, one vCPU each), two guests at a
-# time on 2 workers; a kernel is built once, under a lock, into
-# ~/.cache/vfio-emu/rig, the first time a test needs it).
+# time on 2 workers, after `vfio-emu rig build --all` has built or fetched
+# the kernels into ~/.cache/vfio-emu/rig).
 #   VFIO_EMU_RIG=0 sh scripts/test-all.sh     skips the rig run
 # Extra arguments go to both pytest runs.
 set -eu
@@ -36,6 +36,9 @@ run() {
 }
 run -n 2 -q -m "not rig" "$@"
 if [ "$RIG" != 0 ]; then
+    # Build or fetch every kernel first, with both cores (cached ones cost seconds),
+    # so that neither rig worker waits on another's build lock.
+    .venv/bin/vfio-emu rig build --all || fail=1
     # A guest that cannot boot here is a failure, not a skip.
     VFIO_EMU_RIG_REQUIRED=1 run -n 2 -q -m rig -rs --durations=0 "$@"
 fi
