@@ -37,7 +37,7 @@ def ext4():
     if os.environ.get("RIG_GUEST") != "1":
         pytest.skip("a rig guest test: run it with vfio-emu rig run --set disk-fs")
     run = lambda *a: subprocess.run(a, check=True, capture_output=True, text=True).stdout.strip()
-    run("truncate", "-s", "16M", IMG)
+    run("truncate", "-s", "96M", IMG)
     run(f"{SBIN}/mkfs.ext4", "-q", "-F", IMG)
     loop = run(f"{SBIN}/losetup", "-f", "--show", IMG)
     os.makedirs(MNT, exist_ok=True)
@@ -119,3 +119,37 @@ def test_type1_client_maps_of_an_ext4_file(real, mirror, ext4):  # noqa: F811
     assert got == want
     efault = -errno.EFAULT if profile.longterm_pin_refuses_writable_file else 0
     assert got == [efault, 0, 0, 0]
+
+
+@pytest.mark.parametrize("share", ("on", "off"))
+@pytest.mark.parametrize("version", ("7.2", "10.0"))
+def test_real_qemu_ram_on_ext4(mirror, ext4, version, share):  # noqa: F811
+    """QEMU's guest RAM is a file on ext4: share=on pins the shared mapping
+    (-EFAULT since 6.5), share=off its private COW pages (pinned)."""
+    from backends.rig.guest.test_real_qemu import MAPS, run_qemu
+    from backends.rig.real_qemu import BASE, QEMUS, backend_args, decode
+    from backends.rig.edu import edu_devices
+    binary, observer = QEMUS[version], os.environ.get("RIG_OBSERVER")
+    if not os.path.exists(binary):
+        pytest.fail(f"QEMU {version} is not installed at {binary} (scripts/install-qemu.sh)")
+    assert observer and os.path.exists(observer), f"RIG_OBSERVER={observer!r}"
+    path = f"{ext4}/m0"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    args = [*BASE, "-object", f"memory-backend-file,id=m0,size=64M,mem-path={path},share={share}",
+            "-machine", "q35,memory-backend=m0", *backend_args("type1", edu_devices()[0])]
+    try:
+        res = run_qemu(binary, args, observer, "/tmp/disk-fs-qemu.log")
+    finally:
+        os.unlink(path)
+    reqs, _ = decode(res["log"])
+    ram0 = [r.ret for r in reqs if r.op == "ioctl" and r.name in MAPS and r.fields.get("iova") == 0]
+    refused = share == "on" and mirror[0].longterm_pin_refuses_writable_file
+    print(f"QEMU {version} share={share} on {mirror[0].name}: GPA 0 map {ram0}, "
+          f"reached={res['reached']!r} exit={res['exit_status']} {res['stderr'][-200:]!r}")
+    assert ram0 and ram0[0] == (-errno.EFAULT if refused else 0), (ram0, res["stderr"])
+    if refused:
+        assert not res["reached"] and res["exit_status"] not in (0, None), res
+        assert "Bad address" in res["stderr"], res["stderr"]
+    else:
+        assert res["reached"] and res["exit_status"] == 0, res
