@@ -35,6 +35,7 @@ class KernelProfile:
     seal_exec_denies_writable: bool = False
     memfd_pin_folios: bool = False
     mmap_region_unmaps_before_checks: bool = True
+    longterm_pin_refuses_writable_file: bool = False
     # ---- IOMMU (read by the later iommufd / type1 simulators) ----
     iommufd: bool = False
     vfio_cdev: bool = False
@@ -61,6 +62,12 @@ class KernelProfile:
 
 
 SOURCES: dict[str, str] = {
+    "longterm_pin_refuses_writable_file":
+        "6.5, 8ac268436e6d 'mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to file-backed "
+        "mappings' (mm/gup.c check_vma_flags() -> writable_file_mapping_allowed(): -EFAULT for a "
+        "FOLL_LONGTERM|FOLL_WRITE pin of a shared writable mapping of a file that needs dirty "
+        "tracking, e.g. ext4); 6.1 pins it: observed on Debian 6.1.176 (VFIO_IOMMU_MAP_DMA of a "
+        "MAP_SHARED ext4 file mapping returns 0), rig set disk-fs",
     "f_seal_future_write": "5.1, ab3948f58ff8 'mm/memfd: add an F_SEAL_FUTURE_WRITE seal to memfd' "
                            "(mm/memfd.c memfd_add_seals())",
     "f_seal_exec": "6.3, 'mm/memfd: add F_SEAL_EXEC' + MFD_NOEXEC_SEAL/MFD_EXEC (mm/memfd.c); before: "
@@ -170,6 +177,7 @@ _TIMELINE: list[tuple[str, str, dict]] = [
     ("6.6", "6.6 LTS: iommufd, VFIO cdev, F_SEAL_EXEC; F_SEAL_WRITE refuses every shared mmap "
             "(the 6.1.y backport not observed on 6.6.y)", dict(
         f_seal_exec=True, iommufd=True, vfio_cdev=True, iommufd_last_cmd_nr=0x8a,
+        longterm_pin_refuses_writable_file=True,
         vfio_info_cap_aligned=True, i_mmap_writable_counts_maywrite_only=False,
         ro_shared_mmap_of_write_sealed=False)),
     ("6.7", "6.7: RO shared mmap of a write-sealed memfd allowed", dict(

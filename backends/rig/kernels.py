@@ -7,11 +7,11 @@ Two kinds, one table (``KERNELS``):
   same tree.  A kernel with ``base`` starts from a copy of the base kernel's
   tree and build directory, gets its patches, and rebuilds incrementally.
 - stock: Debian's ``linux-image-*-amd64``; the modules the rig needs (VFIO,
-  type1, vfio-pci, 9p, virtio-pci) go into the initramfs in ``modules.dep`` order.
+  type1, vfio-pci, 9p, virtio-pci, ext4, loop) go into the initramfs in ``modules.dep`` order.
 
 Cache: ``$VFIO_EMU_RIG_CACHE`` or ``${XDG_CACHE_HOME:-~/.cache}/vfio-emu/rig``;
 one directory per kernel keyed by the Debian version, the config fragment's
-hash and the patches' hash; ``kernel.json`` in it marks a finished kernel, and
+hash and the patches' hash (built) or the module list's hash (stock); ``kernel.json`` in it marks a finished kernel, and
 finishing one removes the other directories of the same kernel name.
 """
 
@@ -122,8 +122,12 @@ CONFIG_UDMABUF=y
 
 # Modules a stock Debian kernel needs in the initramfs (their dependencies come
 # from modules.dep); a name that is built in (modules.builtin) is skipped.
-STOCK_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "vfio_iommu_type1", "vfio_pci", "iommufd")
-STOCK_OPTIONAL = {"iommufd"}          # a module only some configs have
+# ext4 + loop: guest tests pin memory of a file on a disk file system
+# (test_disk_fs.py); crc32c_generic is what ext4's metadata checksums load
+# through the crypto API before 6.15 (a softdep, not in modules.dep).
+STOCK_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "vfio_iommu_type1", "vfio_pci", "iommufd",
+                 "crc32c_generic", "ext4", "loop")
+STOCK_OPTIONAL = {"iommufd", "crc32c_generic"}   # modules only some configs have
 
 SELFTESTS = ("iommufd", "iommufd_fail_nth")   # tools/testing/selftests/iommu/
 
@@ -433,6 +437,8 @@ def get(name: str, *, progress: Callable[[str], None] = lambda s: None,
         suffix = "-c" + _sha(FRAGMENT)
         if sp.patches:
             suffix += "-p" + _sha("".join(load_patch(p)[1]["sha256"] for p in sp.patches))
+    else:                            # a changed module list re-extracts
+        suffix = "-m" + _sha(",".join(STOCK_MODULES))
     with _lock(root / f".lock-{name}"):
         version, why = None, "offline"
         if not offline:

@@ -46,6 +46,11 @@ SETS: dict[str, TestSet] = {s.name: s for s in (
     TestSet("differential", ("test_differential.py",), BUILT + STOCK,
             "the same VFIO / iommufd / memfd op sequences on the guest kernel and on "
             "SimHost(its profile) with a mirrored edu, compared step by step"),
+    TestSet("disk-fs", ("test_disk_fs.py",), STOCK,
+            "memory of a file on ext4 (a loop device on the guest's /tmp): type1 maps of "
+            "its shared / private / read-only mappings, guest kernel vs SimHost(its profile); "
+            "real QEMU 7.2 / 10.0 with memory-backend-file on it (share=on|off)",
+            observer=True),
     TestSet("real-qemu", ("test_real_qemu.py", "test_fd_kinds.py"), BUILT,
             "real QEMU 7.2 / 10.0 / 11.1 on edu bound to vfio-pci, every VFIO/iommufd ioctl "
             "recorded (vfio_observe.c), compared with the model on the host; the VA and MAP_FILE "

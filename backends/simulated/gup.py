@@ -21,24 +21,25 @@ from .mmap import (MM, VM_IO, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_S
 # clear and VM_WRITE (FOLL_WRITE) or VM_READ set.
 _FAST_WRITE, _FAST_READ = VM_IO | VM_PFNMAP | VM_WRITE, VM_IO | VM_PFNMAP | VM_READ
 
-def writable_file_mapping_allowed(vma: VMA, longterm: bool) -> bool:
+def writable_file_mapping_allowed(vma: VMA, longterm: bool, profile) -> bool:
     """writable_file_mapping_allowed(): a FOLL_LONGTERM write pin of a shared
     writable mapping of a file on a writeback filesystem (vma_needs_dirty_tracking())
-    is refused; anon, shmem, hugetlbfs are fine."""
-    if not longterm or vma.file is None:
+    is refused; anon, shmem, hugetlbfs are fine.  Since 6.5 (8ac268436e6d,
+    ``profile.longterm_pin_refuses_writable_file``); 6.1 pins it."""
+    if not longterm or vma.file is None or not profile.longterm_pin_refuses_writable_file:
         return True
     shared_writable = vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE
     return not (shared_writable and vma.file.inode.can_writeback())
 
 
-def check_vma_flags(vma: VMA, write: bool, longterm: bool) -> int:
+def check_vma_flags(vma: VMA, write: bool, longterm: bool, profile) -> int:
     """check_vma_flags() without FOLL_FORCE: -EFAULT for VM_IO|VM_PFNMAP, for a
     long-term write pin of a writeback-fs shared mapping, for a write to a VMA
     without VM_WRITE, for a read of a VMA without VM_READ."""
     if vma.vm_flags & (VM_IO | VM_PFNMAP):
         return -errno.EFAULT
     if write:
-        if not writable_file_mapping_allowed(vma, longterm):
+        if not writable_file_mapping_allowed(vma, longterm, profile):
             return -errno.EFAULT
         if not vma.vm_flags & VM_WRITE:
             return -errno.EFAULT
@@ -51,7 +52,7 @@ def _gup_page(mm: MM, addr: int, write: bool, longterm: bool, pin: bool) -> Page
     vma = mm.find_vma(addr)
     if vma is None:
         return -errno.EFAULT
-    err = check_vma_flags(vma, write, longterm)
+    err = check_vma_flags(vma, write, longterm, mm.profile)
     if err:
         return err
     # gup_must_unshare(): a R/O FOLL_LONGTERM pin of a COW mapping (private,
@@ -112,7 +113,7 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     while done < npages:
         a = addr + done * PAGE_SIZE
         vma = mm.find_vma(a)
-        err = -errno.EFAULT if vma is None else check_vma_flags(vma, write, longterm)
+        err = -errno.EFAULT if vma is None else check_vma_flags(vma, write, longterm, mm.profile)
         if err:
             break
         want = min(npages - done, (vma.end - a) // PAGE_SIZE)
