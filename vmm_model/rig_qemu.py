@@ -185,6 +185,30 @@ def _versions(art: dict) -> list[tuple[str, str]]:
     return [(v, art["versions"][v]) for v in QEMUS if v in art["versions"]]
 
 
+# The disk-fs set on the stock kernels (backends/rig/guest/test_disk_fs.py asserts it there).
+DISK_FS = """## Guest RAM on a disk file system (set `disk-fs`, stock kernels)
+
+`vfio-emu rig run --kernel debian-6.1 --set disk-fs` (and debian-6.12, debian-7.2):
+the stock kernels' initramfs carries ext4 and loop (`backends/rig/kernels.py`
+`STOCK_MODULES`); `backends/rig/guest/test_disk_fs.py` makes an ext4 image on the
+guest's /tmp, mounts it on a loop device and maps a file on it with type1
+(VFIO_IOMMU_MAP_DMA, edu attached), on the guest kernel and on SimHost(its profile):
+
+| mapping of the ext4 file | DMA map | 6.1 | 6.12, 7.2 |
+|---|---|---|---|
+| MAP_SHARED, PROT_READ\\|WRITE | READ\\|WRITE | 0 | -EFAULT |
+| MAP_PRIVATE, untouched / touched | READ\\|WRITE | 0 | 0 |
+| MAP_SHARED, PROT_READ (O_RDONLY fd) | READ | 0 | 0 |
+
+Real and simulated answers agree on all three kernels.  The -EFAULT is mm/gup.c
+check_vma_flags() -> writable_file_mapping_allowed() (8ac268436e6d "mm/gup: disallow
+FOLL_LONGTERM GUP-nonfast writing to file-backed mappings", 6.5; profile switch
+`longterm_pin_refuses_writable_file`).  Real QEMU 7.2 and 10.0 with
+`-object memory-backend-file,mem-path=<ext4 file>,share=on` fail realize with
+"Bad address" on 6.12 and 7.2 and realize on 6.1; `share=off` realizes everywhere.
+"""
+
+
 def render(arts: list[dict]) -> str:
     """docs/real-qemu-rig.md from the committed artefacts."""
     from backends.rig.real_qemu import CONFIGS
@@ -310,6 +334,7 @@ def render(arts: list[dict]) -> str:
             same = "same" if t["real"] == t["sim"] else "**differs**"
             lines.append(f"| {t['kind']} | {t['backend']} | {'; '.join(steps)} | {same} |")
         lines.append("")
+    lines += ["", DISK_FS]
     from backends.rig.real_qemu import BASE, backend_args
     lines += ["", "## The configurations", "",
               f"Each runs as `QEMU {' '.join(BASE)} ARGS` plus, for type1, "
