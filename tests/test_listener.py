@@ -201,3 +201,24 @@ def test_legacy_cpr_incoming_replays_the_sources_view_once_after_load():
                     ("realize", 0xFFFC0000, 0x40000, "VADDR", 0)]
     old = make_plan(gallery.load("s33"), get_qemu("10.0"), "type1", kernel="7.2")
     assert old.realize_error.endswith("= -17 (File exists)")
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_replay_pauses_the_cyclic_gc_and_restores_it(enabled_before):
+    """attach() replays with the cyclic garbage collector off (every map keeps its
+    objects: a collection would find nothing) and leaves it as it found it."""
+    import gc
+    seen = []
+
+    class Watching(IommufdPlan):
+        def dma_map(self, iova, size, vaddr, readonly, mr=None):
+            seen.append(gc.isenabled())
+            return super().dma_map(iova, size, vaddr, readonly, mr)
+
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        m, c = run(gallery.load("s15"), "10.1", Watching())
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+    assert c.initialized and seen and not any(seen)

@@ -8,6 +8,7 @@ itself would have printed.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 from backends.base import DmaResult, VFIOIOMMUClass
@@ -101,7 +102,24 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     """vfio_listener_register(): replay the flat view at device realize; then (if
     that worked) the first machine reset's flat-view change (region_del, then
     region_add), the PCI BARs firmware maps, and runtime hotplug sections.  Each
-    event records its phase."""
+    event records its phase.
+
+    The cyclic garbage collector is paused meanwhile: a replay makes a handful
+    of long-lived objects per section (the event, its result, the simulated
+    kernel's area, pages and pin) and frees almost nothing, so each collection
+    would walk a growing heap to find no garbage (a sixth of a 1 TiB plan's
+    time; docs/performance.md).  Reference counting still frees everything
+    that is not a cycle; the few cycles a plan leaves are collected later."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _replay(machine, container)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _replay(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     from vmm_model.listener import vfio_listener_region_add, vfio_listener_update
 
     # VFIO's CPR support (10.1): type1 maps VADDR-only (legacy_cpr_vaddr), iommufd
