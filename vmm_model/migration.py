@@ -26,9 +26,11 @@ import errno
 import os
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from backends.base import errno_name
 from backends.errors import UsageError
+from vmm_model.gc_pause import gc_paused
 from vmm_model.iommu_backends import get_backend
 from vmm_model.qemu_versions import DEFAULT_QEMU, QEMU_VERSIONS, get_qemu
 from vmm_model.memory import RamFlags
@@ -116,13 +118,13 @@ def _legacy(backend: str) -> bool:
 
 # --- one side, run ---------------------------------------------------------------------
 
-@dataclass(slots=True)
-class SectionRun:
-    """One listener map decision and the kernel's answer (slots: one per section, half a
-    million for a 1 TiB virtio-mem guest)."""
+class SectionRun(NamedTuple):
+    """What the listener decided for a section and the kernel's answer.  The section
+    itself is its key in ``SideRun.sections``, (listener path, iova, size): the same
+    section on both sides.  Sections of one MemoryRegionSection decided alike share
+    one SectionRun (a 1 TiB virtio-mem guest's 524,288 blocks share one), so a side
+    costs a dict entry per section."""
 
-    key: tuple                 # (listener path, iova, size): the same section on both sides
-    label: str                 # "ram0 [0x100000, 0x80000000)"
     ramblock: str
     kind: str                  # "file" (IOMMU_IOAS_MAP_FILE), "va" (MAP_DMA / IOAS_MAP), "skip"
     ioctl: str | None
@@ -133,7 +135,7 @@ class SectionRun:
     cow: bool = False          # private file RAM mapped by file: device and CPU diverge
     seals: tuple = ()
     backing: str = ""
-    region: tuple = (0, 0)     # [start, end) within the RAMBlock
+    delta: int = 0             # iova - offset within the RAMBlock
     open_flags: str = "O_RDWR"  # how QEMU opened the RAMBlock's file
     ram_readonly: bool = False  # RAM_READONLY: mmap'ed PROT_READ (rom=on)
 
@@ -144,6 +146,14 @@ class SectionRun:
         what = {"file": "MAP_FILE", "va": "VA map"}.get(self.kind, self.kind)
         ro = " RO" if self.readonly else ""
         return f"{what}{ro} {'0' if self.ret == 0 else errno_name(self.ret)}"
+
+    def label(self, key: tuple) -> str:
+        """"ram0 [0x100000, 0x80000000)": the section ``key`` in the RAMBlock."""
+        return f"{self.ramblock} [0x{key[1]:x}, 0x{key[1] + key[2]:x})"
+
+    def region(self, key: tuple) -> tuple[int, int]:
+        """[start, end) of the section ``key`` within the RAMBlock."""
+        return key[1] - self.delta, key[1] + key[2] - self.delta
 
 
 @dataclass
@@ -204,33 +214,44 @@ _UNMAPS = {"region_del": ("region_add", "rdm"), "rdm": ("rdm",), "iommu": ("iomm
 def _record_sections(run: SideRun, container) -> None:
     """The mappings in place once the listener is done: later unmaps (region_del
     at machine reset, vIOMMU UNMAP) remove what they cover."""
+    sections, made = run.sections, {}
     for ev in container.events:
-        s = ev.section
-        if ev.kind == "unmap" and ev.result is not None and ev.result.ret == 0:
-            paths, end = _UNMAPS.get(ev.path, ()), ev.iova + ev.size
-            for key in [k for k, x in run.sections.items() if k[0] in paths and x.ret == 0
-                        and ev.iova <= k[1] and k[1] + k[2] <= end]:
-                del run.sections[key]
+        kind, s, res = ev.kind, ev.section, ev.result
+        if kind == "unmap":
+            if res is not None and res.ret == 0:
+                paths, lo, end = _UNMAPS.get(ev.path, ()), ev.iova, ev.iova + ev.size
+                for key in [k for k in sections if k[1] <= end and lo <= k[1]
+                            and k[1] + k[2] <= end and k[0] in paths]:
+                    if sections[key].ret == 0:
+                        del sections[key]
             continue
-        if s is None or s.mr.ram_block is None or ev.kind not in ("map", "skip"):
+        if s is None or kind not in ("map", "skip") or s.mr.ram_block is None:
             continue
-        rb, mr = s.mr.ram_block, s.mr
-        if ev.kind == "map":
-            key, lo, hi = (ev.path, ev.iova, ev.size), ev.iova, ev.iova + ev.size
+        if kind == "map":
+            key = (ev.path, ev.iova, ev.size)
         else:
-            lo, hi = s.offset_within_address_space, s.end
-            key = (ev.path, lo, hi - lo)
-        rlo = s.offset_within_region + (lo - s.offset_within_address_space)
-        kind = _kind(ev)
-        ret = ev.result.ret if ev.result else None
-        run.sections[key] = SectionRun(
-            key=key, label=f"{rb.idstr} [0x{lo:x}, 0x{hi:x})", ramblock=rb.idstr, kind=kind,
-            ioctl=ev.result.ioctl if ev.result else None, readonly=ev.readonly, ret=ret,
-            ram_device=mr.ram_device, shared=rb.is_shared(),
-            cow=kind == "file" and ret == 0 and not rb.is_shared() and not mr.ram_device,
-            seals=tuple(rb.backing.seals), backing=rb.backing.kind, region=(rlo, rlo + hi - lo),
-            open_flags=rb.backing.open_flags,
-            ram_readonly=bool(rb.flags & RamFlags.RAM_READONLY))
+            lo = s.offset_within_address_space
+            key = (ev.path, lo, s.end - lo)
+        how = ((id(s), kind, res.ioctl, res.ret, ev.readonly) if res is not None else
+               (id(s), kind, None, None, ev.readonly))
+        x = made.get(how)
+        if x is None:
+            x = made[how] = _section_run(ev)
+        sections[key] = x
+
+
+def _section_run(ev) -> SectionRun:
+    """The SectionRun of a map or skip event (made once per section and answer)."""
+    s, res = ev.section, ev.result
+    rb, mr = s.mr.ram_block, s.mr
+    kind, ret = _kind(ev), res.ret if res else None
+    return SectionRun(
+        ramblock=rb.idstr, kind=kind, ioctl=res.ioctl if res else None, readonly=ev.readonly,
+        ret=ret, ram_device=mr.ram_device, shared=rb.is_shared(),
+        cow=kind == "file" and ret == 0 and not rb.is_shared() and not mr.ram_device,
+        seals=tuple(rb.backing.seals), backing=rb.backing.kind,
+        delta=s.offset_within_address_space - s.offset_within_region,
+        open_flags=rb.backing.open_flags, ram_readonly=bool(rb.flags & RamFlags.RAM_READONLY))
 
 
 def _probe(sim, run: SideRun) -> None:
@@ -296,15 +317,15 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
         rc = host.luo_preserve(client.fd)
     lu = LiveUpdate(rc, iommufd_first=early)
     if rc:
-        for s in sorted(run.sections.values(), key=lambda s: s.key[1]):
+        for key, s in sorted(run.sections.items(), key=lambda kv: kv[0][1]):
             if s.kind == "va" and s.ret == 0:
-                lu.blocking.append((s.label, "mapped by VA (IOPT_ADDRESS_USER): only file areas "
-                                             "are preserved"))
+                lu.blocking.append((s.label(key), "mapped by VA (IOPT_ADDRESS_USER): only file "
+                                                  "areas are preserved"))
             elif s.kind == "file" and s.ret == 0 and s.backing == "dmabuf":
-                lu.blocking.append((s.label, "a VFIO dma-buf (BAR) area: only memfd file areas "
-                                             "are preserved"))
+                lu.blocking.append((s.label(key), "a VFIO dma-buf (BAR) area: only memfd file "
+                                                  "areas are preserved"))
             elif s.kind == "file" and s.ret == 0 and not LU_SEALS <= set(s.seals):
-                lu.blocking.append((s.label, "seals at MAP_FILE time "
+                lu.blocking.append((s.label(key), "seals at MAP_FILE time "
                                     f"{'|'.join(s.seals) or 'none'}: needs "
                                     "F_SEAL_SEAL|F_SEAL_GROW|F_SEAL_SHRINK"))
     else:
@@ -315,24 +336,12 @@ def _live_update(sim, run: SideRun) -> LiveUpdate:
     return lu
 
 
-def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
-    """Plan and run ``sc`` on ``side``'s simulated kernel, then probe it."""
+def _simulate_side(sc: Scenario, qemu, run: SideRun, live_update: bool) -> None:
+    """``run.side`` realized on its simulated kernel: the sections, the kernel's
+    accounting, the probes and (``live_update``) the LUO preservation."""
     from vmm_model.container import realize_error
-    from vmm_model.machine import CommandLineRejected, build_machine
     from vmm_model.simulate import simulate
-    qemu = get_qemu(side.qemu)
-    if side.machine != sc.machine.get("type", "q35"):
-        sc = dataclasses.replace(sc, machine={**sc.machine, "type": side.machine})
-    run = SideRun(side)
-    try:      # as make_plan(): refused by this QEMU, or bad input in every version
-        build_machine(sc, qemu, backend=side.backend)
-    except CommandLineRejected as e:
-        run.rejected = e.message
-        return run
-    except UsageError as e:
-        build_machine(sc, get_qemu(sc.qemu or DEFAULT_QEMU))
-        run.rejected = f"QEMU {qemu.name} rejects this command line: {e}"
-        return run
+    side = run.side
     with simulate(sc, qemu, side.backend, side.kernel) as sim:
         run.device = sim.machine.vfio_devices[0] if sim.machine.vfio_devices else \
             sim.host.vfio_devices[0].name
@@ -341,7 +350,7 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
                          if rb.backing.kind not in ("pfnmap", "dmabuf")]
         if sim.error:
             run.kernel_error = sim.error
-            return run
+            return
         _record_sections(run, sim.container)
         run.realize_error = realize_error(sim.machine, sim.container)
         run.aborted = sim.container.aborted
@@ -361,6 +370,30 @@ def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
                 run.live_update = LiveUpdate(-errno.EOPNOTSUPP, [("VM", (
                     f"the {side.backend} container cannot be preserved: VFIO live update "
                     "preserves VFIO cdev devices bound to an iommufd only"))])
+
+
+def run_side(sc: Scenario, side: Side, live_update: bool = False) -> SideRun:
+    """Plan and run ``sc`` on ``side``'s simulated kernel, then probe it."""
+    from vmm_model.machine import CommandLineRejected, build_machine
+    qemu = get_qemu(side.qemu)
+    if side.machine != sc.machine.get("type", "q35"):
+        sc = dataclasses.replace(sc, machine={**sc.machine, "type": side.machine})
+    run = SideRun(side)
+    try:      # as make_plan(): refused by this QEMU, or bad input in every version
+        build_machine(sc, qemu, backend=side.backend)
+    except CommandLineRejected as e:
+        run.rejected = e.message
+        return run
+    except UsageError as e:
+        build_machine(sc, get_qemu(sc.qemu or DEFAULT_QEMU))
+        run.rejected = f"QEMU {qemu.name} rejects this command line: {e}"
+        return run
+    # Paused until the simulation is freed: a collection would walk its events and
+    # kernel objects (and the source's sections) and find no garbage.
+    with gc_paused():
+        _simulate_side(sc, qemu, run, live_update)
+    if run.kernel_error:
+        return run
     run.blockers, run.failures, run.needs = mode_blockers(run, qemu)
     return run
 
@@ -596,13 +629,12 @@ def _f(code: str, section: str, before: str, after: str, why: str = "") -> Findi
     return Finding(code, r.verdict, section, before, after, why or r.why, r.source)
 
 
-def _uncovered(run: SideRun, s: SectionRun) -> list[tuple[int, int]]:
-    """The parts of RAMBlock range ``s.region`` that ``run`` does not map (it may
-    split the block another way, e.g. another machine type's layout)."""
-    lo, hi = s.region
+def _uncovered(mapped: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of RAMBlock range [lo, hi) that the sorted ``mapped`` ranges of the
+    other side do not cover (it may split the block another way, e.g. another
+    machine type's layout)."""
     gaps = []
-    for a, b in sorted(x.region for x in run.sections.values()
-                       if x.ramblock == s.ramblock and x.kind != "skip" and x.ret == 0):
+    for a, b in mapped:
         if b <= lo:
             continue
         if a >= hi:
@@ -620,17 +652,32 @@ def _gaps(rb: str, gaps) -> str:
 
 
 def _section_findings(a: SideRun, b: SideRun) -> list[Finding]:
+    """Findings per section, in address order.  Sections whose SectionRun is equal
+    on both sides give none (the rules below compare nothing else), so only the
+    others are sorted and looked at."""
+    sa, sb = a.sections, b.sections
+    differ = [k for k, s in sa.items() if sb.get(k) != s] + [k for k in sb if k not in sa]
+    mapped: dict[tuple, list[tuple[int, int]]] = {}   # (side, RAMBlock) -> its mapped ranges
+
+    def uncovered(run: SideRun, key: tuple, x: SectionRun) -> list[tuple[int, int]]:
+        ranges = mapped.get((id(run), x.ramblock))
+        if ranges is None:
+            ranges = mapped[id(run), x.ramblock] = sorted(
+                y.region(k) for k, y in run.sections.items()
+                if y.ramblock == x.ramblock and y.kind != "skip" and y.ret == 0)
+        return _uncovered(ranges, *x.region(key))
+
     out = []
-    for key in sorted(a.sections.keys() | b.sections.keys(), key=lambda k: (k[1], k[2], k[0])):
-        s, d = a.sections.get(key), b.sections.get(key)
-        label = (s or d).label
+    for key in sorted(differ, key=lambda k: (k[1], k[2], k[0])):
+        s, d = sa.get(key), sb.get(key)
+        label = (s or d).label(key)
         if s is None or d is None or s.kind == "skip" or d.kind == "skip":
             was = s is not None and s.kind != "skip" and s.ret == 0
             now = d is not None and d.kind != "skip" and d.ret == 0
-            if was and not now and (gaps := _uncovered(b, s)):
+            if was and not now and (gaps := uncovered(b, key, s)):
                 out.append(_f("section-lost", label, s.outcome,
                               d.outcome if d else _gaps(s.ramblock, gaps)))
-            elif now and not was and (gaps := _uncovered(a, d)):
+            elif now and not was and (gaps := uncovered(a, key, d)):
                 out.append(_f("section-new", label, s.outcome if s else _gaps(d.ramblock, gaps),
                               d.outcome))
             continue
@@ -771,7 +818,7 @@ def compare_runs(a: SideRun, b: SideRun, migrating: bool = False) -> list[Findin
             for key, s in a.sections.items():
                 d = b.sections.get(key)
                 if d and s.ret == 0 and d.ret == 0 and s.kind != d.kind:
-                    out.append(_f("cpr-map-kind-changes", s.label, s.outcome, d.outcome))
+                    out.append(_f("cpr-map-kind-changes", s.label(key), s.outcome, d.outcome))
     lu = b.live_update
     if lu is not None:
         if lu.rc:
@@ -892,14 +939,14 @@ class MigrationCheck:
                     "failures": [{"kind": k, "message": m, "source": s}
                                  for k, m, s in r.failures],
                     "needs": r.needs,
-                    "sections": [{"section": x.label, "ramblock": x.ramblock, "kind": x.kind,
+                    "sections": [{"section": x.label(k), "ramblock": x.ramblock, "kind": x.kind,
                                   "ioctl": x.ioctl, "readonly": x.readonly, "ret": x.ret,
                                   "errno": errno_name(x.ret) if x.ret else None,
-                                  "cow": x.cow, "iova": x.key[1], "size": x.key[2],
-                                  "offset": x.region[0], "backing": x.backing,
+                                  "cow": x.cow, "iova": k[1], "size": k[2],
+                                  "offset": k[1] - x.delta, "backing": x.backing,
                                   "open_flags": x.open_flags, "shared": x.shared,
                                   "ram_readonly": x.ram_readonly, "seals": list(x.seals)}
-                                 for x in r.sections.values()],
+                                 for k, x in r.sections.items()],
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
                         "blocking": [{"section": s, "why": w} for s, w in r.live_update.blocking],
