@@ -11,6 +11,7 @@ says what each column's QEMU did in the end (realize failure, abort).
 from __future__ import annotations
 
 from backends.base import errno_name
+from vmm_model.gc_pause import gc_paused
 from vmm_model.plan import Plan, make_plan
 from vmm_model.report import SHORT_IOCTL as _SHORT
 from vmm_model.scenario import Scenario
@@ -18,10 +19,15 @@ from vmm_model.scenario import Scenario
 SCHEMA_VERSION = 1
 
 
+_ROW_KINDS = frozenset(("map", "unmap", "error", "warn"))
+
+
 def _row_key(ev) -> tuple:
     s = ev.section
-    gpa = (s.offset_within_address_space, s.end) if s else (ev.iova, ev.iova + ev.size)
-    return ev.path, gpa
+    if s is None:
+        return ev.path, (ev.iova, ev.iova + ev.size)
+    lo = s.offset_within_address_space
+    return ev.path, (lo, lo + s.size)        # s.end without a property call
 
 
 _CELLS: dict[tuple, tuple[str, int | None]] = {}
@@ -69,21 +75,31 @@ def outcome(p: Plan) -> str:
 def compare(sc: Scenario, qemus, backends, kernels, policy=None,
             host_iommu=None) -> tuple[list[Plan], list[dict]]:
     """Run every combination; return the plans and the differing rows
-    ({"path", "gpa", "cells": [text per column]})."""
-    plans = [make_plan(sc, q, b, policy, k, host_iommu) for q in qemus for b in backends
-             for k in kernels]
-    rows: dict[tuple, list] = {}
-    for i, p in enumerate(plans):
-        for ev in p.events:
-            if ev.kind not in ("map", "unmap", "error", "warn"):
-                continue
-            rows.setdefault(_row_key(ev), [None] * len(plans))[i] = _cell(ev)
-    diffs = []
-    for (path, gpa), cells in rows.items():
-        values = {"absent" if c is None else c[1] if c[1] is not None else c[0] for c in cells}
-        if len(values) > 1:
-            diffs.append({"path": path, "gpa": [gpa[0], gpa[1]],
-                          "cells": [c[0] if c else "-" for c in cells]})
+    ({"path", "gpa", "cells": [text per column]}).  The cyclic GC stays paused:
+    every plan's events live until the rows are made, so a collection would
+    walk them all and find no garbage."""
+    with gc_paused():
+        plans = [make_plan(sc, q, b, policy, k, host_iommu) for q in qemus for b in backends
+                 for k in kernels]
+        rows: dict[tuple, list] = {}
+        for i, p in enumerate(plans):
+            for ev in p.events:
+                if ev.kind in _ROW_KINDS:
+                    key = _row_key(ev)
+                    cells = rows.get(key)
+                    if cells is None:
+                        cells = rows[key] = [None] * len(plans)
+                    cells[i] = _cell(ev)
+        diffs = []
+        for (path, gpa), cells in rows.items():
+            first = cells[0]
+            if first is not None and cells.count(first) == len(cells):
+                continue        # one cell object (_CELLS) in every column: nothing differs
+            values = {"absent" if c is None else c[1] if c[1] is not None else c[0]
+                      for c in cells}
+            if len(values) > 1:
+                diffs.append({"path": path, "gpa": [gpa[0], gpa[1]],
+                              "cells": [c[0] if c else "-" for c in cells]})
     return plans, diffs
 
 
