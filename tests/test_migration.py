@@ -569,3 +569,50 @@ def test_libvirt_default_hugepages_domain(capsys):
     assert (f.before, f.after) == ("VA map 0", "MAP_FILE 0")
     assert "cow-divergence-appears" not in migrate_check(
         xml, "qemu=10.0,backend=type1", "qemu=11.0.2,backend=iommufd").codes()
+
+
+def test_virtio_mem_blocks_share_one_section_record():
+    """A side keeps a dict entry per section; the blocks of one virtio-mem device
+    decided alike share one SectionRun, whose region within the RAMBlock follows
+    from the key (vmm_model/migration.py _record_sections())."""
+    run = run_side(_virtio_mem("0-511"), Side("10.1", "iommufd", "7.2", "q35", "normal"))
+    blocks = {k: x for k, x in run.sections.items() if k[0] == "rdm"}
+    assert len(blocks) == 512 and len({id(x) for x in blocks.values()}) == 1
+    key = ("rdm", 0x100000000 + 5 * 0x200000, 0x200000)
+    x = blocks[key]
+    assert (x.ramblock, x.kind, x.ioctl, x.ret) == ("vmem0", "file", "IOMMU_IOAS_MAP_FILE", 0)
+    assert x.region(key) == (0xa00000, 0xc00000)
+    assert x.label(key) == "vmem0 [0x100a00000, 0x100c00000)"
+
+
+def test_cli_json_is_json_dump_indent_1(tmp_path, capsys):
+    """--json streams each side's sections from one template per SectionRun
+    (migrate_cli.write_json()): the bytes are json.dump(indent=1)'s, here for a
+    RAMBlock id that JSON escapes and that holds the template's ``%``."""
+    from types import SimpleNamespace
+    from vmm_model.migrate_cli import document
+    toml = tmp_path / "vm.toml"
+    toml.write_text(HOTPLUG_TOML.replace('"rom0"', r'"r%d\"0"').replace('maxmem = "4G"',
+                                                                        'maxmem = "5G"') + '''
+[[object]]
+qom-type = "memory-backend-memfd"
+id = "vmem0"
+size = "1G"
+seal = true
+[[device]]
+driver = "virtio-mem-pci"
+id = "vm0"
+memdev = "vmem0"
+block-size = "2M"
+x-populated = ["0-3", 7]
+''')
+    assert main(["migrate-check", str(toml), "--to", "kernel=7.2+fix", "--json"]) == 1
+    out = capsys.readouterr().out
+    r = migrate_check(str(toml), "", "kernel=7.2+fix")
+    doc = document([r], SimpleNamespace(src="", dst="kernel=7.2+fix", mode=None))
+    assert out == json.dumps({**doc, "vms": [r.to_json()]}, indent=1) + "\n"
+    secs = {s["section"]: s for s in json.loads(out)["vms"][0]["from"]["sections"]}
+    assert secs['r%d"0 [0x100000000, 0x140000000)']["ioctl"] == "IOMMU_IOAS_MAP_FILE"
+    block = secs["vmem0 [0x140e00000, 0x141000000)"]
+    assert (block["iova"], block["size"], block["offset"], block["seals"]) == (
+        0x140e00000, 0x200000, 0xe00000, ["F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK"])

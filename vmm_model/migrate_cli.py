@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
 from backends.errors import UsageError
 from vmm_model.migration import (MODES, RULES, SCHEMA_VERSION, SIDE_KEYS, VERDICTS, MigrationCheck,
-                                 migrate_check, parse_side, worst)
+                                 SectionsJSON, migrate_check, parse_side, worst)
 from vmm_model.scenario import Scenario, from_qemu_args
 
 FLEET_SUFFIXES = (".toml", ".xml", ".args")
@@ -157,12 +158,43 @@ def by_version(sc, side) -> str:
     return "\n".join(lines)
 
 
+def write_json(doc: dict, out) -> None:
+    """``json.dump(doc, out, indent=1)`` and a newline, the same bytes, with each
+    side's sections (SectionsJSON) streamed in batches from their templates."""
+    import itertools
+    held: list[SectionsJSON] = []
+
+    def hold(o):
+        if not isinstance(o, SectionsJSON):
+            return json.JSONEncoder().default(o)          # TypeError, as json.dump raises
+        held.append(o)
+        return f"\0{len(held) - 1}"
+
+    # the key and the value together: no JSON string can hold this text
+    parts = re.split(r'(?<="sections": )"\\u0000(\d+)"', json.dumps(doc, indent=1, default=hold))
+    out.write(parts[0])
+    for i in range(1, len(parts), 2):
+        line = parts[i - 1].rpartition("\n")[2]
+        indent = len(line) - len(line.lstrip(" "))
+        items = held[int(parts[i])].items(indent + 1)
+        first = list(itertools.islice(items, 1))
+        if not first:
+            out.write("[]")
+        else:
+            out.write("[\n" + first[0])
+            while batch := list(itertools.islice(items, 4096)):
+                out.write(",\n" + ",\n".join(batch))
+            out.write("\n" + " " * indent + "]")
+        out.write(parts[i + 1])
+    out.write("\n")
+
+
 def document(results: list[MigrationCheck], args) -> dict:
     return {"schema_version": SCHEMA_VERSION, "tool": "vfio-emu migrate-check",
             "from": args.src, "to": args.dst, "mode": args.mode,
             "verdict": worst(r.verdict for r in results),
             "summary": {v: sum(r.verdict == v for r in results) for v in VERDICTS},
-            "vms": [r.to_json() for r in _order(results)],
+            "vms": [r.to_json(lazy=True) for r in _order(results)],
             "causes": causes(results)}
 
 
@@ -189,8 +221,7 @@ def cmd_migrate_check(args, qemu_argv) -> int:
                  "failures": [{"kind": k, "message": m, "source": src} for k, m, src in fl]}
                 for name, outcome, bl, fl in blockers_by_version(scenarios[0],
                                                              results[0].destination.side)]
-        json.dump(doc, sys.stdout, indent=1)
-        print()
+        write_json(doc, sys.stdout)
     elif fleet:
         print(summary(results))
         if args.verbose:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from backends.base import errno_name
 from backends.errors import UsageError
@@ -869,6 +870,49 @@ def worst(verdicts) -> str:
     return max(verdicts, key=VERDICTS.index, default="safe")
 
 
+def section_json(key: tuple, x: SectionRun) -> dict:
+    """One section of a side in ``MigrationCheck.to_json()``."""
+    return {"section": x.label(key), "ramblock": x.ramblock, "kind": x.kind, "ioctl": x.ioctl,
+            "readonly": x.readonly, "ret": x.ret, "errno": errno_name(x.ret) if x.ret else None,
+            "cow": x.cow, "iova": key[1], "size": key[2], "offset": key[1] - x.delta,
+            "backing": x.backing, "open_flags": x.open_flags, "shared": x.shared,
+            "ram_readonly": x.ram_readonly, "seals": list(x.seals)}
+
+
+@dataclass
+class SectionsJSON:
+    """A side's ``"sections"`` left for the writer: ``json.dumps(indent=1)`` is
+    Python code (~100 us a section), so each section is one ``%`` of a template
+    made once per SectionRun."""
+
+    run: SideRun
+
+    def items(self, indent: int) -> Iterator[str]:
+        """Each section as ``json.dumps(section_json(...), indent=1)`` writes it,
+        every line indented by ``indent`` spaces."""
+        templates: dict[SectionRun, str] = {}
+        for key, x in self.run.sections.items():
+            t = templates.get(x)
+            if t is None:
+                t = templates[x] = _template(x, indent)
+            lo = key[1]
+            yield t % (lo, lo + key[2], lo, key[2], lo - x.delta)
+
+
+def _template(x: SectionRun, indent: int) -> str:
+    """section_json() of ``x`` with ``%`` holes for what differs per section: the
+    label's start and end, iova, size, offset (in that order).  A hole replaces
+    the text ``"name": "\\u0000"``: in JSON, only that key with that value."""
+    d = {**section_json(("", 0, 0), x), "section": "\0", "iova": "\0", "size": "\0",
+         "offset": "\0"}
+    pad = " " * indent
+    text = pad + json.dumps(d, indent=1).replace("%", "%%").replace("\n", "\n" + pad)
+    label = json.dumps(x.ramblock)[:-1].replace("%", "%%") + ' [0x%x, 0x%x)"'
+    for name, hole in (("section", label), ("iova", "%d"), ("size", "%d"), ("offset", "%d")):
+        text = text.replace(f'"{name}": "\\u0000"', f'"{name}": {hole}')
+    return text
+
+
 @dataclass
 class MigrationCheck:
     """The answer for one VM: ``verdict``, ``findings``, both sides' runs."""
@@ -928,7 +972,9 @@ class MigrationCheck:
             lines += [f"     {code}: {src}" for code, src in sources.items()]
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self, lazy: bool = False) -> dict:
+        """The JSON document of this check.  ``lazy``: each side's ``"sections"`` is a
+        SectionsJSON for vmm_model.migrate_cli.write_json() to stream."""
         def side(r: SideRun) -> dict:
             return {**dataclasses.asdict(r.side), "outcome": r.outcome, "mappings": r.mappings,
                     "dma_entry_limit": r.dma_limit,
@@ -939,14 +985,8 @@ class MigrationCheck:
                     "failures": [{"kind": k, "message": m, "source": s}
                                  for k, m, s in r.failures],
                     "needs": r.needs,
-                    "sections": [{"section": x.label(k), "ramblock": x.ramblock, "kind": x.kind,
-                                  "ioctl": x.ioctl, "readonly": x.readonly, "ret": x.ret,
-                                  "errno": errno_name(x.ret) if x.ret else None,
-                                  "cow": x.cow, "iova": k[1], "size": k[2],
-                                  "offset": k[1] - x.delta, "backing": x.backing,
-                                  "open_flags": x.open_flags, "shared": x.shared,
-                                  "ram_readonly": x.ram_readonly, "seals": list(x.seals)}
-                                 for k, x in r.sections.items()],
+                    "sections": SectionsJSON(r) if lazy else [
+                        section_json(k, x) for k, x in r.sections.items()],
                     "live_update": None if r.live_update is None else {
                         "rc": r.live_update.rc, "errno": errno_name(r.live_update.rc),
                         "blocking": [{"section": s, "why": w} for s, w in r.live_update.blocking],
