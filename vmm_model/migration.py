@@ -657,7 +657,9 @@ def _section_findings(a: SideRun, b: SideRun) -> list[Finding]:
     on both sides give none (the rules below compare nothing else), so only the
     others are sorted and looked at."""
     sa, sb = a.sections, b.sections
-    differ = [k for k, s in sa.items() if sb.get(k) != s] + [k for k in sb if k not in sa]
+    differ = [k for k, s in sa.items() if sb.get(k) != s]
+    if len(sa) - sum(1 for k in differ if k not in sb) < len(sb):   # b has sections a lacks
+        differ += [k for k in sb if k not in sa]
     mapped: dict[tuple, list[tuple[int, int]]] = {}   # (side, RAMBlock) -> its mapped ranges
 
     def uncovered(run: SideRun, key: tuple, x: SectionRun) -> list[tuple[int, int]]:
