@@ -216,6 +216,7 @@ def _record_sections(run: SideRun, container) -> None:
     """The mappings in place once the listener is done: later unmaps (region_del
     at machine reset, vIOMMU UNMAP) remove what they cover."""
     sections, made = run.sections, {}
+    last = x = None
     for ev in container.events:
         kind, s, res = ev.kind, ev.section, ev.result
         if kind == "unmap":
@@ -226,18 +227,21 @@ def _record_sections(run: SideRun, container) -> None:
                     if sections[key].ret == 0:
                         del sections[key]
             continue
-        if s is None or kind not in ("map", "skip") or s.mr.ram_block is None:
-            continue
         if kind == "map":
             key = (ev.path, ev.iova, ev.size)
-        else:
+        elif kind == "skip" and s is not None:
             lo = s.offset_within_address_space
             key = (ev.path, lo, s.end - lo)
+        else:
+            continue
         how = ((id(s), kind, res.ioctl, res.ret, ev.readonly) if res is not None else
                (id(s), kind, None, None, ev.readonly))
-        x = made.get(how)
-        if x is None:
-            x = made[how] = _section_run(ev)
+        if how != last:         # a virtio-mem device's blocks come in a row, alike
+            if s is None or s.mr.ram_block is None:
+                continue
+            last, x = how, made.get(how)
+            if x is None:
+                x = made[how] = _section_run(ev)
         sections[key] = x
 
 
