@@ -616,3 +616,22 @@ x-populated = ["0-3", 7]
     block = secs["vmem0 [0x140e00000, 0x141000000)"]
     assert (block["iova"], block["size"], block["offset"], block["seals"]) == (
         0x140e00000, 0x200000, 0xe00000, ["F_SEAL_SEAL", "F_SEAL_GROW", "F_SEAL_SHRINK"])
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_side_runs_with_the_cyclic_gc_paused(monkeypatch, enabled_before):
+    """run_side() records, probes and frees a side's simulation with the cyclic GC
+    off (vmm_model/gc_pause.py) and leaves it as it found it."""
+    import gc
+    from vmm_model import gallery, migration
+    seen = []
+    probe = migration._probe
+    monkeypatch.setattr(migration, "_probe",
+                        lambda sim, run: (seen.append(gc.isenabled()), probe(sim, run)))
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        run = run_side(gallery.load("s02"), Side("10.1", "type1", "7.2", "q35", "normal"))
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+    assert seen == [False] and run.probes["VFIO_UNMAP_ALL"] == 1
