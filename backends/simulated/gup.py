@@ -139,7 +139,10 @@ def unpin_user_pages(pins) -> None:
     unpin, or a followed PFNMAP range, which holds no reference) is a
     simulator bug and raises KeyError."""
     for pin in pins:
-        pin.store.pins.remove(pin)
+        store = pin.store
+        store.pins.remove(pin)
+        if store.held:
+            store.held.pop(pin, None)
 
 
 def pages_of(pins: list[Pin]) -> list[Page]:

@@ -50,17 +50,32 @@ class IoptPages:
     """struct iopt_pages for IOPT_ADDRESS_USER: ``source`` is the source mm,
     ``start`` the page-aligned uptr.  ``pins`` is None (nothing pinned), one
     ``Pin`` starting at the first index of the single domain area, or a list of
-    (index, Pin) segments; ``domain_areas`` is None, one area or a list."""
+    (index, Pin) segments; ``domain_areas`` is None, one area or a list.
+
+    When one pin holds all of the pages (a MAP of a fresh range, the common
+    case), the pages are that pin themselves (``pins is pages``): they stand
+    in ``PageStore.pins`` with ``store``, ``first`` and ``npages`` as a
+    ``Pin`` would, which saves a Pin and its page number per live mapping."""
 
     __slots__ = ("source", "start", "npages", "writable", "account_mode", "pins",
                  "domain_areas", "users")
     type = IOPT_ADDRESS_USER
+    page, detach = Pin.page, Pin.detach
 
     def __init__(self, source, start: int, npages: int, writable: bool, account_mode: int):
         self.source, self.start, self.npages = source, start, npages
         self.writable, self.account_mode = writable, account_mode
         self.pins = self.domain_areas = None
         self.users = 1
+
+    @property
+    def store(self):
+        """The PageStore a pin of all of the pages is on: the mm's private pages."""
+        return self.source.private
+
+    @property
+    def first(self) -> int:
+        return self.start >> PAGE_SHIFT
 
 
 class IoptFilePages(IoptPages):
@@ -70,6 +85,11 @@ class IoptFilePages(IoptPages):
 
     __slots__ = ("mapping_writable", "seals")
     type = IOPT_ADDRESS_FILE
+
+    @property
+    def store(self):
+        """The file's page cache (memfd_pin_folios())."""
+        return self.source.inode.mapping
 
 
 class IoptDmabufPages(IoptPages):
@@ -84,6 +104,18 @@ def mmget_not_zero(mm) -> bool:
     """A source mm whose process exited (``mm.mm_users = 0``, e.g. the selftest
     ``fork_gone`` child) cannot be pinned from any more."""
     return getattr(mm, "mm_users", 1) > 0
+
+
+def _hold(pages, pin):
+    """What ``pages.pins`` keeps for the one pin of its single domain area:
+    the pages themselves, standing in the store's pins for ``pin``, when the
+    pin is all of them; else ``pin``."""
+    if pin.npages == pages.npages and pin.store is pages.store and pin.first == pages.start >> PAGE_SHIFT:
+        pins = pin.store.pins
+        pins.remove(pin)
+        pins.add(pages)
+        return pages
+    return pin
 
 
 # ---- allocation ------------------------------------------------------------
@@ -285,13 +317,15 @@ def _pin_range(pages, lo: int, hi: int, host) -> int | list:
 
 def _slice_pin(pin: Pin, off: int, n: int) -> Pin:
     """A new pin on pages [off, off+n) of ``pin`` (keeps what it held)."""
-    new = Pin(pin.store, pin.first + off, n)
-    if pin.held is not None:
+    store = pin.store
+    new = Pin(store, pin.first + off, n)
+    held = store.held.get(pin)
+    if held is not None:
         lo, hi = new.first, new.first + n
-        new.held = Held()
-        new.held.update((i, p) for i, p in pin.held.items() if lo <= i < hi)
-        new.held.ranges = [(max(a, lo), min(b, hi)) for a, b in pin.held.ranges if a < hi and b > lo]
-    pin.store.pins.add(new)
+        kept = store.held[new] = Held()
+        kept.update((i, p) for i, p in held.items() if lo <= i < hi)
+        kept.ranges = [(max(a, lo), min(b, hi)) for a, b in held.ranges if a < hi and b > lo]
+    store.pins.add(new)
     return new
 
 
@@ -329,7 +363,7 @@ def iopt_area_fill_domain(area, host) -> int:
                     unpin_user_pages(got)
                     return rc
                 pages.domain_areas = area
-                pages.pins = pin
+                pages.pins = _hold(pages, pin)
                 return 0
             unpin_user_pages(got)
         elif pages.type == IOPT_ADDRESS_FILE and host.fast_paths:
@@ -352,7 +386,7 @@ def iopt_area_fill_domain(area, host) -> int:
                 host.locked_vm += n
             host.pinned_vm += n
             pages.domain_areas = area
-            pages.pins = got[0]
+            pages.pins = _hold(pages, got[0])
             return 0
         segs = _pin_range(pages, lo, hi, host)
         if type(segs) is int:
@@ -390,7 +424,7 @@ def iopt_area_unfill_domain(area, host) -> None:
     if das is area:
         pin = pages.pins
         if pin is not None:
-            if type(pin) is Pin and host.fast_paths:   # one pin, do_update_pinned() inline
+            if type(pin) is not list and host.fast_paths:   # one pin, do_update_pinned() inline
                 unpin_user_pages((pin,))
                 n = pin.npages
                 mode = pages.account_mode
