@@ -106,18 +106,6 @@ def mmget_not_zero(mm) -> bool:
     return getattr(mm, "mm_users", 1) > 0
 
 
-def _hold(pages, pin):
-    """What ``pages.pins`` keeps for the one pin of its single domain area:
-    the pages themselves, standing in the store's pins for ``pin``, when the
-    pin is all of them; else ``pin``."""
-    if pin.npages == pages.npages and pin.store is pages.store and pin.first == pages.start >> PAGE_SHIFT:
-        pins = pin.store.pins
-        pins.remove(pin)
-        pins.add(pages)
-        return pages
-    return pin
-
-
 # ---- allocation ------------------------------------------------------------
 
 def iopt_alloc_pages(cls, source, start_byte: int, length: int, writable: bool, host):
@@ -352,10 +340,12 @@ def iopt_area_fill_domain(area, host) -> int:
     sb = area.start_byte                              # area_index()
     lo, hi = sb >> PAGE_SHIFT, (sb + area.last - area.iova) >> PAGE_SHIFT
     if das is None:
+        n = hi - lo + 1
+        holder = pages if lo == 0 and n == pages.npages else None   # the pages hold their pin
         if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm and host.fast_paths:
             # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned().
-            n = hi - lo + 1
-            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable, True)
+            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable,
+                                     True, holder)
             if rc == n and len(got) == 1:
                 pin = got[0]
                 rc = do_update_pinned(pages, n, True, host)
@@ -363,14 +353,13 @@ def iopt_area_fill_domain(area, host) -> int:
                     unpin_user_pages(got)
                     return rc
                 pages.domain_areas = area
-                pages.pins = _hold(pages, pin)
+                pages.pins = pin
                 return 0
             unpin_user_pages(got)
         elif pages.type == IOPT_ADDRESS_FILE and host.fast_paths:
             # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
-            n = hi - lo + 1
             start = pages.start + (lo << PAGE_SHIFT)
-            rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1)
+            rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1, holder)
             if rc < 0:
                 return rc
             mode = pages.account_mode                  # do_update_pinned(), inline
@@ -386,7 +375,7 @@ def iopt_area_fill_domain(area, host) -> int:
                 host.locked_vm += n
             host.pinned_vm += n
             pages.domain_areas = area
-            pages.pins = _hold(pages, got[0])
+            pages.pins = got[0]
             return 0
         segs = _pin_range(pages, lo, hi, host)
         if type(segs) is int:
