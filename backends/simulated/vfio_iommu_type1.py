@@ -179,12 +179,15 @@ def vfio_unpin_pages_remote(dma: vfio_dma) -> int:
     page unpinned (gup.unpin_user_pages()), reserved pfns (a followed PFNMAP
     range, is_invalid_reserved_pfn()) skipped; returns the pages to uncharge."""
     pins = dma.pins
-    if type(pins) is Pin:
-        pins = (pins,)
+    dma.pins = ()
+    if type(pins) is Pin:                                  # one run
+        if dma.state & DMA_HAS_RSVD and pins not in pins.store.pins:
+            return 0
+        unpin_user_pages((pins,))
+        return pins.npages
     if dma.state & DMA_HAS_RSVD:
         pins = [p for p in pins if p in p.store.pins]
     unpin_user_pages(pins)
-    dma.pins = ()
     n = 0
     for pin in pins:
         n += pin.npages
