@@ -143,6 +143,10 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=50_000, help="MAP+UNMAP pairs per point")
     ap.add_argument("--save", action="store_true", help="write this run as the new baseline")
     a = ap.parse_args()
+    # An installed vfio-emu has its bytecode compiled (pip does it); a checkout run
+    # with PYTHONDONTWRITEBYTECODE=1 would compile every module at every start.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "vmm_model", "backends"],
+                   cwd=REPO, stdout=subprocess.DEVNULL, check=True)
     ns = call_ns()
     base = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     rows: list[dict] = []

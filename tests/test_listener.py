@@ -222,3 +222,28 @@ def test_replay_pauses_the_cyclic_gc_and_restores_it(enabled_before):
     finally:
         gc.enable()
     assert c.initialized and seen and not any(seen)
+
+
+@pytest.mark.parametrize("scenario", ["s08-memfd-share-off", "s03-ram-share-on", "s18-bar-dmabuf",
+                                      "s10-file-offset", "s38-readonly-file-rom-off"])
+@pytest.mark.parametrize("policy", ["va-only", "fd", "fd-shared-or-ram-device"])
+def test_region_mapper_sends_what_the_policy_sends(scenario, policy):
+    """policy.region_mapper() decides once per region; every block's request (ioctl
+    and bytes: fd, file offset, flags) is the one the policy itself builds."""
+    from vmm_model.policy import POLICIES, region_mapper
+    m = build_machine(gallery.load(scenario), get_qemu("11.1"))
+    b, fn = IommufdPlan(), POLICIES[policy]
+    checked = 0
+    for mr in m.regions.values():
+        rb = mr.ram_block
+        if rb is None or rb.host is None:
+            continue
+        for ro in (False, True):
+            mapper = region_mapper(fn, b, mr, ro)
+            for off in (0, 0x1000, mr.size - 0x1000):
+                want = fn(b, 0x100000 + off, 0x1000, rb.host + off, ro, mr)
+                got = mapper(0x100000 + off, 0x1000, rb.host + off)
+                assert (got.ioctl, got.data) == (want.ioctl, want.data)
+                checked += 1
+    assert checked >= 6
+    assert region_mapper(lambda *a: None, b, mr, False) is None     # a user policy: per block

@@ -36,6 +36,8 @@ _imports.install()
 
 
 def _version() -> str:
+    """The installed distribution's version (read on first use of ``__version__``:
+    importlib.metadata costs more than Python's own start-up)."""
     from importlib.metadata import PackageNotFoundError, version
     try:
         return version("vfio-emu")
@@ -43,7 +45,8 @@ def _version() -> str:
         return "0+unknown"
 
 
-__version__: str = _version()
+if TYPE_CHECKING:
+    __version__: str
 
 _EXPORTS = {
     "vmm_model.api": ("load_scenario", "load_command_line", "plan_scenario", "backend_name",
@@ -75,6 +78,9 @@ __all__ = ["__version__", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     mod = _WHERE.get(name)
     if mod is None:
         raise AttributeError(f"module 'vmm_model' has no attribute {name!r}")
@@ -85,7 +91,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | set(__all__))
 
 
 if TYPE_CHECKING:

@@ -86,6 +86,17 @@ class VFIOContainer:
                                    "bcontainer.dma_map_file(...)")
         return res
 
+    def region_mapper(self, mr: MemoryRegion, readonly: bool):
+        """``map(iova, size, vaddr)``: vfio_container_dma_map() for every block of
+        one region (policy.region_mapper(): decided once under a built-in policy;
+        a user policy is asked per block, through dma_map())."""
+        from vmm_model.policy import region_mapper
+        m = region_mapper(self.policy, self.backend, mr, readonly)
+        if m is None:
+            dma_map = self.dma_map
+            return lambda iova, size, vaddr: dma_map(iova, size, vaddr, readonly, mr)
+        return m
+
     def dma_unmap(self, iova: int, size: int, unmap_all: bool = False) -> DmaResult:
         """``vfio_container_dma_unmap()``."""
         return self.backend.dma_unmap(iova, size, unmap_all)

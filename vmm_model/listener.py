@@ -280,7 +280,7 @@ def vfio_ram_discard_notify_populate(c: VFIOContainer, section: MemoryRegionSect
     to_iova = section.offset_within_address_space - lo
     host = mr.ram_block.host
     readonly = section.readonly
-    dma_map, record = c.dma_map, c.events.append      # once per section, not per block
+    dma_map, record = c.region_mapper(mr, readonly), c.events.append   # once per section
     for a, b in mr.rdm_populated:
         start, end = max(a, lo), min(b, hi)
         while start < end:
@@ -289,7 +289,7 @@ def vfio_ram_discard_notify_populate(c: VFIOContainer, section: MemoryRegionSect
                 nxt = end
             iova = start + to_iova
             vaddr = host + start
-            res = dma_map(iova, nxt - start, vaddr, readonly, mr)
+            res = dma_map(iova, nxt - start, vaddr)
             record(Event("map", section, "rdm", iova, nxt - start, vaddr, readonly, res))
             if res.ret:
                 unmap = c.dma_unmap(section.offset_within_address_space, section.size)

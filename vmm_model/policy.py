@@ -41,11 +41,15 @@ def vfio_container_dma_map_fd(bcontainer: VFIOIOMMUClass, iova: int, size: int,
     """QEMU 10.1.0 – 11.0.1 (fb32965b6dd8 "vfio/iommufd: use IOMMU_IOAS_MAP_FILE",
     10.1.0): by file whenever the RAMBlock has an fd and the backend implements
     dma_map_file; its result is returned as is (no fallback to VA)."""
-    rb = mr.ram_block
-    mfd = rb.fd if rb else -1
-    if mfd >= 0 and bcontainer.dma_map_file is not None:
+    if _has_fd(bcontainer, mr):
         return _dma_map_file(bcontainer, iova, size, vaddr, readonly, mr)
     return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
+
+
+def _has_fd(bcontainer: VFIOIOMMUClass, mr: MemoryRegion) -> bool:
+    """10.1.0 – 11.0.1's test: ``mfd >= 0 && vioc->dma_map_file``."""
+    rb = mr.ram_block
+    return rb is not None and rb.fd >= 0 and bcontainer.dma_map_file is not None
 
 
 def vfio_container_can_dma_map_file(bcontainer: VFIOIOMMUClass, mr: MemoryRegion) -> bool:
@@ -73,11 +77,33 @@ def vfio_container_dma_map_shared(bcontainer: VFIOIOMMUClass, iova: int, size: i
     return bcontainer.dma_map(iova, size, vaddr, readonly, mr)
 
 
+def region_mapper(policy: Policy, bcontainer: VFIOIOMMUClass, mr: MemoryRegion,
+                  readonly: bool) -> Callable[[int, int, int], DmaResult] | None:
+    """``policy`` for every block of one region, as ``map(iova, size, vaddr)``,
+    or None for a user policy.  A built-in policy reads only the RAMBlock (fd,
+    shared) and the region's ram_device bit, so it decides once per region and
+    the mapper calls the backend hook directly: a 1 TiB virtio-mem region's half
+    a million blocks share one decision (the ioctl is still one per block)."""
+    by_file = _BY_FILE.get(policy, False)
+    if by_file is False:
+        return None
+    if by_file is not None and by_file(bcontainer, mr):
+        rb = mr.ram_block
+        fd, base, map_file = rb.fd, rb.host - rb.fd_offset, bcontainer.dma_map_file
+        return lambda iova, size, vaddr: map_file(iova, size, fd, vaddr - base, readonly)
+    dma_map = bcontainer.dma_map
+    return lambda iova, size, vaddr: dma_map(iova, size, vaddr, readonly, mr)
+
+
 POLICIES: dict[str, Policy] = {
     "va-only": vfio_container_dma_map_va,
     "fd": vfio_container_dma_map_fd,
     "fd-shared-or-ram-device": vfio_container_dma_map_shared,
 }
+
+# Each built-in policy's "map by file?" test (None: never), for region_mapper().
+_BY_FILE = {vfio_container_dma_map_va: None, vfio_container_dma_map_fd: _has_fd,
+            vfio_container_dma_map_shared: vfio_container_can_dma_map_file}
 
 
 def register_policy(name: str, fn: Policy) -> None:

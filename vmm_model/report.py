@@ -135,7 +135,7 @@ def check_reasons(plan: Plan) -> list[str]:
     if plan.rejected or plan.kernel_error:
         return [result(plan)]
     for ev in plan.events:
-        if ev.kind == "map" and ev.result.ret is not None and ev.result.ret < 0:
+        if ev.kind == "map" and (ev.result.ret or 0) < 0:
             out.append(f"{ev.result.request.ioctl if ev.result.request else 'map'} of "
                        f"{_block(ev)[0]} {_gpa(ev)} = {ev.result.ret} "
                        f"[{errno_name(ev.result.ret)}]")

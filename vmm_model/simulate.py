@@ -167,8 +167,10 @@ def _cpr_source(host, machine: Machine, backend, client, qemu, pname, pfn) -> No
 def _explain_refusals(events, hw) -> None:
     """A map the kernel refused with EINVAL because of the host IOMMU (IOVA past
     its aperture, or over a reserved region) says so in its message."""
+    einval = -errno.EINVAL
     for ev in events:
-        if ev.kind == "map" and ev.result is not None and ev.result.ret == -errno.EINVAL:
+        r = ev.result
+        if r is not None and r.ret == einval and ev.kind == "map":
             why = hw.explain(ev.iova, ev.size)
             if why:
                 ev.message = f"{ev.message}\n{why}" if ev.message else why
