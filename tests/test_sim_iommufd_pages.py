@@ -289,6 +289,29 @@ def test_dma_through_va_map_reads_process_pages(env):
     assert dev.domain is None and dma_read(dev, 0x100000, 1)[0] == -E.EFAULT
 
 
+def test_pages_hold_their_one_pin_and_keep_munmapped_pages(env):
+    """A MAP of a fresh range with a domain pins all of it once: the iopt_pages
+    stand in the store's pins for that pin (no separate Pin object per mapping).
+    munmap under the pin leaves the device the pinned pages (the pinned folio
+    outlives the mm's mapping); UNMAP drops the pin and what it kept."""
+    ioas = env.ioas()
+    assert env.attach(ioas)[0] == 0
+    va = env.mem(2, fill=b"pinned-data")
+    assert env.map(ioas, va, 2 * P, 0x100000)[0] == 0
+    store = env.h.mm.private
+    (pages,) = store.pins
+    assert (type(pages).__name__, pages.pins is pages, pages.first, pages.npages) == \
+        ("IoptPages", True, va // P, 2)
+    assert env.h.munmap(va, 2 * P) == 0
+    assert list(store.held) == [pages] and store.held[pages].ranges == [(va // P, va // P + 2)]
+    dev = env.devs[0]
+    assert dma_read(dev, 0x100000, 11) == (11, b"pinned-data")
+    assert dma_write(dev, 0x100000 + P, b"second") == 6
+    assert dma_read(dev, 0x100000 + P, 6) == (6, b"second")
+    assert env.unmap(ioas, 0x100000, 2 * P) == (0, 2 * P)
+    assert (store.pins, store.held, env.counters()) == (set(), {}, (0, 0, 0))
+
+
 def test_dma_mock_domain_sub_page_offset():
     """With the 2048-byte mock domain an area may start mid-page; the device
     sees the bytes at the area's page_offset (batch_to_domain())."""

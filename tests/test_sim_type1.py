@@ -896,7 +896,7 @@ def check_invariants(t: T1, mapped: int, unmapped: int) -> None:
         assert x.last < y.iova                                   # ordered, never overlapping
     assert mapped - unmapped == sum(d.size for d in dmas)
     assert t.h.locked_vm == sum(d.locked_vm for d in dmas) == sum(d.size for d in dmas) // P
-    assert t.pins() == sum(len(d.pins) for d in dmas)
+    assert t.pins() == sum(len(d.pinned()) for d in dmas)
     assert iommu.dma_avail + len(dmas) == t.h.type1_dma_entry_limit
     assert iommu.vaddr_invalid_count == sum(d.vaddr_invalid for d in dmas)
 

@@ -51,19 +51,24 @@ class Pin:
     """A FOLL_PIN reference on ``npages`` consecutive pages ``first..`` of a
     ``PageStore`` (gup.py makes them).  Pages are materialized on first use,
     so pinning 128 GiB costs one object; a page the owner drops while pinned
-    (munmap, truncate, hole punch) stays with the pin (``held``), as the
-    kernel's pinned folio outlives its removal from the page cache or the mm."""
+    (munmap, truncate, hole punch) stays with the pin (``store.held[pin]``),
+    as the kernel's pinned folio outlives its removal from the page cache or
+    the mm.
 
-    __slots__ = ("store", "first", "npages", "held")
+    Anything with ``store``, ``first`` and ``npages`` may stand in for a Pin
+    in ``PageStore.pins`` and take ``page`` and ``detach`` from it (an
+    iommufd ``iopt_pages`` that holds the one pin of all of its pages)."""
+
+    __slots__ = ("store", "first", "npages")
 
     def __init__(self, store: "PageStore", first: int, npages: int):
         self.store, self.first, self.npages = store, first, npages
-        self.held: Held | None = None
 
     def page(self, i: int) -> Page:
         """The pinned page ``i`` (0-based within the pin)."""
         idx = self.first + i
-        held = self.held
+        store = self.store
+        held = store.held.get(self) if store.held else None
         if held is not None:
             page = held.get(idx)
             if page is not None:
@@ -71,7 +76,7 @@ class Pin:
             if any(lo <= idx < hi for lo, hi in held.ranges):
                 page = held[idx] = Page()
                 return page
-        pages = self.store.pages
+        pages = store.pages
         page = pages.get(idx)
         if page is None:
             page = pages[idx] = Page()
@@ -79,12 +84,15 @@ class Pin:
 
     def detach(self, lo: int, hi: int) -> None:
         """The store drops [lo, hi): keep what this pin holds there."""
-        lo, hi = max(lo, self.first), min(hi, self.first + self.npages)
+        first = self.first
+        lo, hi = max(lo, first), min(hi, first + self.npages)
         if lo >= hi:
             return
-        if self.held is None:
-            self.held = Held()
-        held, pages = self.held, self.store.pages
+        store = self.store
+        held = store.held.get(self)
+        if held is None:
+            held = store.held[self] = Held()
+        pages = store.pages
         for idx in (range(lo, hi) if hi - lo <= len(pages) else [i for i in pages if lo <= i < hi]):
             if idx in pages and idx not in held:
                 held[idx] = pages[idx]
@@ -93,11 +101,13 @@ class Pin:
 
 class PageStore:
     """Pages by index plus the pins held on them: a page cache, a process's
-    private pages (by virtual page number), a BAR."""
+    private pages (by virtual page number), a BAR.  ``held`` is what pins kept
+    of dropped pages (rare: a truncate or munmap under a pin), by pin."""
 
     def __init__(self):
         self.pages: dict[int, Page] = {}
         self.pins: set[Pin] = set()
+        self.held: dict[Pin, Held] = {}
 
     def drop(self, lo: int, hi: int | None = None) -> None:
         """Remove pages [lo, hi) (hi None: to the end); pins keep theirs."""

@@ -88,15 +88,18 @@ def _pin_segment(mm: MM, vma: VMA, addr: int, n: int, write: bool, longterm: boo
     return mm.private, vpn, n
 
 
-def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool = True
-                   ) -> tuple[int, list[Pin]]:
+def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool = True,
+                   holder=None) -> tuple[int, list[Pin]]:
     """pin_user_pages() (FOLL_PIN [| FOLL_WRITE] [| FOLL_LONGTERM]), VMA by VMA.
 
     Returns (pages pinned, pins) like __get_user_pages(): when a later page
     fails, what was pinned so far; when the first fails, (-errno, []).  Pages
     of a shared mapping are page-cache pages, of a private one the process's
     own copies; ``Pin.page(i)`` gives them.  -EINVAL for a misaligned addr or
-    npages < 0 (iommufd and vfio pass page-aligned starts)."""
+    npages < 0 (iommufd and vfio pass page-aligned starts).  ``holder``: an
+    object with the Pin fields for all of [addr, +npages) of ``mm.private``
+    (an iommufd iopt_pages) that stands in for the pin when one anonymous VMA
+    holds the whole range."""
     if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
     vma = mm.find_vma(addr)
@@ -105,7 +108,7 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
         # One anonymous VMA holds the whole range (the common case): the loop
         # below in one step (check_vma_flags() passes, _pin_segment() is mm.private).
         store = mm.private
-        pin = Pin(store, addr >> PAGE_SHIFT, npages)
+        pin = Pin(store, addr >> PAGE_SHIFT, npages) if holder is None else holder
         store.pins.add(pin)
         return npages, [pin]
     pins: list[Pin] = []
@@ -139,7 +142,10 @@ def unpin_user_pages(pins) -> None:
     unpin, or a followed PFNMAP range, which holds no reference) is a
     simulator bug and raises KeyError."""
     for pin in pins:
-        pin.store.pins.remove(pin)
+        store = pin.store
+        store.pins.remove(pin)
+        if store.held:
+            store.held.pop(pin, None)
 
 
 def pages_of(pins: list[Pin]) -> list[Page]:
@@ -147,11 +153,13 @@ def pages_of(pins: list[Pin]) -> list[Page]:
     return [pin.page(i) for pin in pins for i in range(pin.npages)]
 
 
-def memfd_pin_folios(file: File | None, start: int, end: int) -> tuple[int, list[Pin]]:
+def memfd_pin_folios(file: File | None, start: int, end: int, holder=None) -> tuple[int, list[Pin]]:
     """memfd_pin_folios(memfd, start, end (inclusive), ...): pins the page-cache
     pages of [start, end], allocating missing ones.  -EINVAL if start < 0,
     start > end, no file, not shmem/hugetlbfs, or end >= i_size.  (6.11+;
-    pages are 4 KiB here, folios may be larger in the kernel.)"""
+    pages are 4 KiB here, folios may be larger in the kernel.)  ``holder``:
+    an object with the Pin fields for exactly these pages that stands in for
+    the pin (an iommufd iopt_pages)."""
     if start < 0 or start > end or file is None:
         return -errno.EINVAL, []
     inode = file.inode
@@ -159,10 +167,11 @@ def memfd_pin_folios(file: File | None, start: int, end: int) -> tuple[int, list
         return -errno.EINVAL, []
     if end >= inode.i_size:
         return -errno.EINVAL, []
-    first, last = start // PAGE_SIZE, end // PAGE_SIZE
-    pin = Pin(inode.mapping, first, last - first + 1)
-    inode.mapping.pins.add(pin)
-    return pin.npages, [pin]
+    if holder is None:
+        first = start >> PAGE_SHIFT
+        holder = Pin(inode.mapping, first, (end >> PAGE_SHIFT) - first + 1)
+    inode.mapping.pins.add(holder)
+    return holder.npages, [holder]
 
 
 def follow_pfnmap(mm: MM, addr: int, npages: int, write: bool) -> tuple[int, list[Pin]]:

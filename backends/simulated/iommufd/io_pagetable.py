@@ -16,6 +16,7 @@ import errno
 import heapq
 
 from backends.host import HPAGE_SIZE, PAGE_SIZE
+from ..fs import DMABUF
 from ..iommu import IOMMU_WRITE, IovaTree
 from .pages import (IOPT_ADDRESS_DMABUF, IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_NONE,
                     IOPT_PAGES_ACCOUNT_USER, PAGE_SHIFT, ULONG_MAX, IoptPages, area_index,
@@ -325,17 +326,26 @@ def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: i
 
 
 def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, length: int,
-                        iommu_prot: int, flags: int, dmabuf: bool = False) -> tuple[int, int]:
+                        iommu_prot: int, flags: int) -> tuple[int, int]:
     """iopt_map_file_pages(): -EINVAL length 0 -> -EOVERFLOW start + length - 1
-    wraps -> dma-buf (6.19+) or file pages -> iopt_map_common().  (The fd to file
-    step, EBADF, is the caller's: ioas.c before 6.19, here from 6.19.)"""
+    wraps -> dma-buf or file pages -> iopt_map_common().  ``file`` is the struct
+    file ioas.c got (6.13-6.18) or, from 6.19 ("iommufd: Have iopt_map_file_pages
+    convert the fd to a file"), the fd: dma_buf_get(fd) (profile.map_file_dmabuf),
+    else fget(fd), -EBADF, after the length checks."""
     if not length:
         return _EINVAL, 0
     if start + length - 1 > ULONG_MAX:
         return _EOVERFLOW, 0
+    host = iopt.host
+    dmabuf = False
+    if type(file) is int:
+        file = host.file_of(file)
+        if file is None:
+            return -errno.EBADF, 0
+        dmabuf = file.inode.kind == DMABUF and iopt.profile.map_file_dmabuf
     start_byte = start % PAGE_SIZE
     alloc = iopt_alloc_dmabuf_pages if dmabuf else iopt_alloc_file_pages
-    pages = alloc(iopt.host, file, start_byte, start, length, bool(iommu_prot & IOMMU_WRITE))
+    pages = alloc(host, file, start_byte, start, length, (iommu_prot & IOMMU_WRITE) != 0)
     if type(pages) is int:
         return pages, 0
     if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode == IOPT_PAGES_ACCOUNT_USER:
@@ -348,7 +358,6 @@ def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, le
             or (align and (length & align or iova & align or start_byte & align)) \
             or (iopt.reserved and iopt_reserved_iter_first(iopt, iova, last) is not None):
         return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)
-    host = iopt.host
     area = IoptArea(iova, last, pages, start_byte, iommu_prot)
     if iopt.area_itree.insert_free(area) is not None:
         iopt_put_pages(pages, host)

@@ -15,7 +15,6 @@ import errno
 import struct
 
 from backends import uapi
-from ..fs import DMABUF
 from .io_pagetable import (IOPT_ALLOC_IOVA, IoPagetable, iopt_disable_large_pages,
                            iopt_enable_large_pages, iopt_get_pages, iopt_map_file_pages,
                            iopt_map_pages, iopt_map_user_pages, iopt_pages_of, iopt_put_pages,
@@ -188,25 +187,14 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
         return _ENOENT, buf
     alloc = 0 if flags & FIXED else IOPT_ALLOC_IOVA
     prot = (flags & WRITEABLE) | ((flags & READABLE) >> 2)     # conv_iommu_prot()
-    profile = ictx.profile
-    if profile.map_file_fget_in_ioas:
+    if ictx.profile.map_file_fget_in_ioas:
         file = ictx.host.file_of(fd)
         if file is None:
             ioas.users += 1
             return -errno.EBADF, buf
-        rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot,
-                                           alloc)
     else:
-        if not length:
-            return _EINVAL, buf
-        if start + length - 1 > ULONG_MAX:
-            return _EOVERFLOW, buf
-        file = ictx.host.file_of(fd)
-        if file is None:
-            return -errno.EBADF, buf
-        dmabuf = profile.map_file_dmabuf and file.inode.kind == DMABUF
-        rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot,
-                                           alloc, dmabuf=dmabuf)
+        file = fd                                      # 6.19+: iopt_map_file_pages() takes the fd
+    rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc)
     if rc:
         return rc, buf
     if iova == out_iova and size == _MAP_FILE_SIZE and len(buf) == _MAP_FILE_SIZE:

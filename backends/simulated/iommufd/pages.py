@@ -50,17 +50,32 @@ class IoptPages:
     """struct iopt_pages for IOPT_ADDRESS_USER: ``source`` is the source mm,
     ``start`` the page-aligned uptr.  ``pins`` is None (nothing pinned), one
     ``Pin`` starting at the first index of the single domain area, or a list of
-    (index, Pin) segments; ``domain_areas`` is None, one area or a list."""
+    (index, Pin) segments; ``domain_areas`` is None, one area or a list.
+
+    When one pin holds all of the pages (a MAP of a fresh range, the common
+    case), the pages are that pin themselves (``pins is pages``): they stand
+    in ``PageStore.pins`` with ``store``, ``first`` and ``npages`` as a
+    ``Pin`` would, which saves a Pin and its page number per live mapping."""
 
     __slots__ = ("source", "start", "npages", "writable", "account_mode", "pins",
                  "domain_areas", "users")
     type = IOPT_ADDRESS_USER
+    page, detach = Pin.page, Pin.detach
 
     def __init__(self, source, start: int, npages: int, writable: bool, account_mode: int):
         self.source, self.start, self.npages = source, start, npages
         self.writable, self.account_mode = writable, account_mode
         self.pins = self.domain_areas = None
         self.users = 1
+
+    @property
+    def store(self):
+        """The PageStore a pin of all of the pages is on: the mm's private pages."""
+        return self.source.private
+
+    @property
+    def first(self) -> int:
+        return self.start >> PAGE_SHIFT
 
 
 class IoptFilePages(IoptPages):
@@ -70,6 +85,11 @@ class IoptFilePages(IoptPages):
 
     __slots__ = ("mapping_writable", "seals")
     type = IOPT_ADDRESS_FILE
+
+    @property
+    def store(self):
+        """The file's page cache (memfd_pin_folios())."""
+        return self.source.inode.mapping
 
 
 class IoptDmabufPages(IoptPages):
@@ -285,13 +305,15 @@ def _pin_range(pages, lo: int, hi: int, host) -> int | list:
 
 def _slice_pin(pin: Pin, off: int, n: int) -> Pin:
     """A new pin on pages [off, off+n) of ``pin`` (keeps what it held)."""
-    new = Pin(pin.store, pin.first + off, n)
-    if pin.held is not None:
+    store = pin.store
+    new = Pin(store, pin.first + off, n)
+    held = store.held.get(pin)
+    if held is not None:
         lo, hi = new.first, new.first + n
-        new.held = Held()
-        new.held.update((i, p) for i, p in pin.held.items() if lo <= i < hi)
-        new.held.ranges = [(max(a, lo), min(b, hi)) for a, b in pin.held.ranges if a < hi and b > lo]
-    pin.store.pins.add(new)
+        kept = store.held[new] = Held()
+        kept.update((i, p) for i, p in held.items() if lo <= i < hi)
+        kept.ranges = [(max(a, lo), min(b, hi)) for a, b in held.ranges if a < hi and b > lo]
+    store.pins.add(new)
     return new
 
 
@@ -318,10 +340,12 @@ def iopt_area_fill_domain(area, host) -> int:
     sb = area.start_byte                              # area_index()
     lo, hi = sb >> PAGE_SHIFT, (sb + area.last - area.iova) >> PAGE_SHIFT
     if das is None:
+        n = hi - lo + 1
+        holder = pages if lo == 0 and n == pages.npages else None   # the pages hold their pin
         if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm and host.fast_paths:
             # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned().
-            n = hi - lo + 1
-            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable, True)
+            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable,
+                                     True, holder)
             if rc == n and len(got) == 1:
                 pin = got[0]
                 rc = do_update_pinned(pages, n, True, host)
@@ -334,9 +358,8 @@ def iopt_area_fill_domain(area, host) -> int:
             unpin_user_pages(got)
         elif pages.type == IOPT_ADDRESS_FILE and host.fast_paths:
             # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
-            n = hi - lo + 1
             start = pages.start + (lo << PAGE_SHIFT)
-            rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1)
+            rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1, holder)
             if rc < 0:
                 return rc
             mode = pages.account_mode                  # do_update_pinned(), inline
@@ -390,7 +413,7 @@ def iopt_area_unfill_domain(area, host) -> None:
     if das is area:
         pin = pages.pins
         if pin is not None:
-            if type(pin) is Pin and host.fast_paths:   # one pin, do_update_pinned() inline
+            if type(pin) is not list and host.fast_paths:   # one pin, do_update_pinned() inline
                 unpin_user_pages((pin,))
                 n = pin.npages
                 mode = pages.account_mode
