@@ -8,11 +8,11 @@ itself would have printed.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 
 from backends.base import DmaResult, VFIOIOMMUClass
 from backends.errors import UsageError, VfioEmuError
+from vmm_model.gc_pause import gc_paused
 from vmm_model.machine import Machine
 from vmm_model.memory import MemoryRegion, MemoryRegionSection
 from vmm_model.policy import POLICIES, Policy
@@ -115,19 +115,13 @@ def attach(machine: Machine, container: VFIOContainer) -> VFIOContainer:
     region_add), the PCI BARs firmware maps, and runtime hotplug sections.  Each
     event records its phase.
 
-    The cyclic garbage collector is paused meanwhile: a replay makes a handful
-    of long-lived objects per section (the event, its result, the simulated
-    kernel's area, pages and pin) and frees almost nothing, so each collection
-    would walk a growing heap to find no garbage (a sixth of a 1 TiB plan's
-    time; docs/performance.md).  Reference counting still frees everything
-    that is not a cycle; the few cycles a plan leaves are collected later."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    The cyclic garbage collector is paused meanwhile (gc_pause.py): a replay
+    makes a handful of long-lived objects per section (the event, its result,
+    the simulated kernel's area and pages) and frees almost nothing, so each
+    collection would walk a growing heap to find no garbage (a sixth of a 1 TiB
+    plan's time; docs/performance.md)."""
+    with gc_paused():
         return _replay(machine, container)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _replay(machine: Machine, container: VFIOContainer) -> VFIOContainer:
