@@ -333,3 +333,24 @@ def test_plan_json_has_phases_and_the_live_set(capsys):
         (0x0, 0xC0000, False, "pc.ram"), (0xC0000, 0x20000, True, "pc.rom"),
         (0xE0000, 0x20000, True, "pc.bios"), (0x100000, 0x7FF00000, False, "pc.ram"),
         (0xFFFC0000, 0x40000, True, "pc.bios"), (0x100000000, 0x80000000, False, "pc.ram")]
+
+
+def test_compare_has_a_row_per_virtio_mem_block_and_folds_runs(capsys, tmp_path):
+    """Each virtio-mem block is its own row (block 0's MAP_FILE ENOTTY on 6.12 used
+    to be hidden under the section's last block); contiguous blocks with the same
+    cells are one row with their count."""
+    vm = tmp_path / "vm.toml"
+    vm.write_text('qemu = "10.1"\n[memory]\nsize = "4G"\nslots = 1\nmaxmem = "5G"\n'
+                  '[[object]]\nqom-type = "memory-backend-memfd"\nid = "vmem0"\nsize = "1G"\n'
+                  '[[device]]\ndriver = "virtio-mem-pci"\nid = "vm0"\nmemdev = "vmem0"\n'
+                  'block-size = "2M"\nrequested-size = "1G"\nx-populated = ["0-511"]\n')
+    rc, out, err = run(capsys, "compare", str(vm), "--backends", "iommufd",
+                       "--kernels", "6.12,7.2", "--json")
+    rdm = [d for d in json.loads(out)["differences"] if d["path"] == "rdm"]
+    base = rdm[0]["gpa"][0]
+    assert [(d["gpa"][0] - base, d["gpa"][1] - base, d["sections"], d["cells"]) for d in rdm] == [
+        (0, 0x200000, 1, ["MAP_FILE ENOTTY", "MAP_FILE 0"]),
+        (0, 0x40000000, 1, ["error", "-"]),              # the section: realize fails
+        (0x200000, 0x40000000, 511, ["-", "MAP_FILE 0"])]
+    rc, out, err = run(capsys, "compare", str(vm), "--backends", "iommufd", "--kernels", "6.12,7.2")
+    assert f"rdm [0x{base + 0x200000:x}, 0x{base + 0x40000000:x}) ×511" in out

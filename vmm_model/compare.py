@@ -20,11 +20,15 @@ SCHEMA_VERSION = 1
 
 
 _ROW_KINDS = frozenset(("map", "unmap", "error", "warn"))
+_PART_PATHS = ("rdm", "iommu")     # listener paths that map parts of a section
 
 
 def _row_key(ev) -> tuple:
+    """(listener path, [gpa, end)) of an event's row: a map or unmap that covers
+    part of a section (a virtio-mem block, an IOMMU mapping) has its own row;
+    anything else is the section's."""
     s = ev.section
-    if s is None:
+    if s is None or (ev.path in _PART_PATHS and (ev.kind == "map" or ev.kind == "unmap")):
         return ev.path, (ev.iova, ev.iova + ev.size)
     lo = s.offset_within_address_space
     return ev.path, (lo, lo + s.size)        # s.end without a property call
@@ -75,7 +79,9 @@ def outcome(p: Plan) -> str:
 def compare(sc: Scenario, qemus, backends, kernels, policy=None,
             host_iommu=None) -> tuple[list[Plan], list[dict]]:
     """Run every combination; return the plans and the differing rows
-    ({"path", "gpa", "cells": [text per column]}).  The cyclic GC stays paused:
+    ({"path", "gpa", "sections", "cells": [text per column]}: one row per
+    section, or per block or IOMMU mapping on the rdm and iommu paths, where
+    contiguous ones with the same cells are one row and ``sections`` counts them).  The cyclic GC stays paused:
     every plan's events live until the rows are made, so a collection would
     walk them all and find no garbage."""
     with gc_paused():
@@ -90,7 +96,8 @@ def compare(sc: Scenario, qemus, backends, kernels, policy=None,
                     if cells is None:
                         cells = rows[key] = [None] * len(plans)
                     cells[i] = _cell(ev)
-        diffs = []
+        diffs: list[dict] = []
+        last = None         # a run of contiguous blocks with the same cells is one difference
         for (path, gpa), cells in rows.items():
             first = cells[0]
             if first is not None and cells.count(first) == len(cells):
@@ -98,8 +105,14 @@ def compare(sc: Scenario, qemus, backends, kernels, policy=None,
             values = {"absent" if c is None else c[1] if c[1] is not None else c[0]
                       for c in cells}
             if len(values) > 1:
-                diffs.append({"path": path, "gpa": [gpa[0], gpa[1]],
-                              "cells": [c[0] if c else "-" for c in cells]})
+                texts = [c[0] if c else "-" for c in cells]
+                if last is not None and last["path"] == path and last["gpa"][1] == gpa[0] \
+                        and last["cells"] == texts and path in _PART_PATHS:
+                    last["gpa"][1] = gpa[1]
+                    last["sections"] += 1
+                    continue
+                last = {"path": path, "gpa": [gpa[0], gpa[1]], "sections": 1, "cells": texts}
+                diffs.append(last)
     return plans, diffs
 
 
@@ -111,7 +124,9 @@ def render(sc: Scenario, plans: list[Plan], diffs: list[dict]) -> str:
     else:
         rows = [["section", *cols]]
         for d in diffs:
-            rows.append([f"{d['path']} [0x{d['gpa'][0]:x}, 0x{d['gpa'][1]:x})", *d["cells"]])
+            n = d["sections"]
+            rows.append([f"{d['path']} [0x{d['gpa'][0]:x}, 0x{d['gpa'][1]:x})"
+                         + (f" ×{n}" if n > 1 else ""), *d["cells"]])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["   " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.append("   outcome:")
