@@ -81,9 +81,9 @@ def compare(sc: Scenario, qemus, backends, kernels, policy=None,
     """Run every combination; return the plans and the differing rows
     ({"path", "gpa", "sections", "cells": [text per column]}: one row per
     section, or per block or IOMMU mapping on the rdm and iommu paths, where
-    contiguous ones with the same cells are one row and ``sections`` counts them).  The cyclic GC stays paused:
-    every plan's events live until the rows are made, so a collection would
-    walk them all and find no garbage."""
+    contiguous ones with the same cells are one row and ``sections`` counts
+    them).  The cyclic GC stays paused: every plan's events live until the rows
+    are made, so a collection would walk them all and find no garbage."""
     with gc_paused():
         plans = [make_plan(sc, q, b, policy, k, host_iommu) for q in qemus for b in backends
                  for k in kernels]

@@ -161,6 +161,10 @@ class vfio_dma:
         pins = self.pins
         return (pins,) if type(pins) is Pin else pins
 
+    def keep(self, pins: list[Pin]) -> None:
+        """Hold ``pins`` (one kept bare, see the class docstring)."""
+        self.pins = pins[0] if len(pins) == 1 else tuple(pins)
+
     @property
     def locked_vm(self) -> int:
         """dma->locked_vm: the pages charged to mm->locked_vm (PFNMAP pages,
@@ -178,13 +182,8 @@ def vfio_unpin_pages_remote(dma: vfio_dma) -> int:
     """vfio_unpin_pages_remote() -> put_pfn() over the whole dma: every pinned
     page unpinned (gup.unpin_user_pages()), reserved pfns (a followed PFNMAP
     range, is_invalid_reserved_pfn()) skipped; returns the pages to uncharge."""
-    pins = dma.pins
+    pins = dma.pinned()
     dma.pins = ()
-    if type(pins) is Pin:                                  # one run
-        if dma.state & DMA_HAS_RSVD and pins not in pins.store.pins:
-            return 0
-        unpin_user_pages((pins,))
-        return pins.npages
     if dma.state & DMA_HAS_RSVD:
         pins = [p for p in pins if p in p.store.pins]
     unpin_user_pages(pins)
@@ -373,7 +372,7 @@ class VfioIommu:
             if pins[0] in pins[0].store.pins:
                 charged += n
             done += n
-        dma.pins = got[0] if len(got) == 1 else tuple(got)
+        dma.keep(got)
         self.host.locked_vm += charged
         dma.state |= DMA_IOMMU_MAPPED
         return ret
@@ -474,7 +473,7 @@ class VfioIommu:
                 if n == npage and (dma.state & DMA_LOCK_CAP or
                                    host.locked_vm + n <= host.rlimit_memlock >> PAGE_SHIFT):
                     host.locked_vm += n
-                    dma.pins = pins[0] if len(pins) == 1 else tuple(pins)
+                    dma.keep(pins)
                     dma.state |= DMA_IOMMU_MAPPED
                 else:
                     unpin_user_pages(pins)
