@@ -342,8 +342,9 @@ def render(arts: list[dict]) -> str:
               f"`{' '.join(backend_args('iommufd', 'BDF'))}` (BDF: the guest's edu), and "
               "`-qmp stdio`.  The guest mounts tmpfs on /dev/shm, hugetlbfs on "
               "/dev/hugepages and ramfs on /dev/ramfs first.", "",
-              "Not covered: a disk file system (the rig kernels have neither loop nor ext4; "
-              "the 9p run directory refuses shared writable mmaps without cache=mmap), "
+              "Not covered in this set: a disk file system (the iommufd kernels have neither "
+              "loop nor ext4, and the 9p run directory refuses shared writable mmaps without "
+              "cache=mmap; the disk-fs set above covers ext4 on the stock kernels), "
               "memory-backend-epc (the guest has no SGX), KVM-only behaviour (the nested QEMU "
               "runs TCG), and what happens once firmware runs (QEMU stays paused).", ""]
     for cfg in CONFIGS:
