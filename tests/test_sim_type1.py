@@ -958,3 +958,28 @@ def test_property_random_map_unmap_sequences(ops, profile, v2, limit):
     assert t.map(0, P, a) == 0
     h.close_all()
     assert (h.locked_vm, t.pins()) == (0, 0)
+
+
+@pytest.mark.parametrize("profile, shared_rw", [("6.1", 0), ("6.6", -errno.EFAULT),
+                                                 ("6.12", -errno.EFAULT), ("7.2", -errno.EFAULT)])
+def test_longterm_write_pin_of_a_shared_ext4_mapping(profile, shared_rw):
+    """mm/gup.c check_vma_flags() -> writable_file_mapping_allowed() (8ac268436e6d,
+    6.5): VFIO_IOMMU_MAP_DMA READ|WRITE of a MAP_SHARED writable mapping of a file
+    on a writeback file system (ext4) is -EFAULT; 6.1 pins it.  A private mapping,
+    and a read-only map of a read-only shared mapping, pin on every version (the
+    rig's disk-fs set saw the same on Debian 6.1.176, 6.12.95 and 7.2.13)."""
+    t = setup(profile)
+    h = t.h
+    assert h.profile.longterm_pin_refuses_writable_file is (shared_rw != 0)
+    fd = h.open("/tmp/guest-ram", O_RDWR | O_CREAT)           # "/" is ext4
+    assert fd >= 0 and h.ftruncate(fd, 4 * P) == 0
+    shared, private, ro = (h.mmap(0, 4 * P, prot, flags, fd, 0) for prot, flags in
+                           ((RW, MAP_SHARED), (RW, MAP_PRIVATE), (PROT_READ, MAP_SHARED)))
+    assert min(shared, private, ro) > 0
+    assert t.map(0x100000, 4 * P, shared) == shared_rw
+    assert t.map(0x200000, 4 * P, private) == 0
+    assert t.map(0x300000, 4 * P, ro, flags=R) == 0
+    # 4 pages charged per map that pinned; the private map pins the process's own
+    # (COW) pages, the shared ones the file's page cache
+    cache_pins = len(h.fds[fd].inode.mapping.pins)
+    assert (h.locked_vm, t.pins(), cache_pins) == ((8, 1, 1) if shared_rw else (12, 1, 2))
