@@ -102,7 +102,9 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     holds the whole range."""
     if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
-    vma = mm.find_vma(addr)
+    vma = mm.vmacache
+    if vma is None or addr < vma.start or addr >= vma.end:
+        vma = mm.find_vma(addr)
     if (mm.fast_paths and vma is not None and vma.file is None and npages and addr + (npages << PAGE_SHIFT) <= vma.end
             and vma.vm_flags & (_FAST_WRITE if write else _FAST_READ) == (VM_WRITE if write else VM_READ)):
         # One anonymous VMA holds the whole range (the common case): the loop
@@ -136,16 +138,25 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
 
 
 def unpin_user_pages(pins) -> None:
-    """unpin_user_pages() / unpin_user_page_range_dirty_lock(): drop the
-    FOLL_PIN references of ``pins``.  Every pin the IOMMU simulators took is
-    dropped here and only here; dropping one that is not held (a double
-    unpin, or a followed PFNMAP range, which holds no reference) is a
+    """unpin_user_pages(): drop the FOLL_PIN references of ``pins``.  Every
+    pin the IOMMU simulators took is dropped here or, one at a time, in
+    unpin_user_page_range_dirty_lock(); dropping one that is not held (a
+    double unpin, or a followed PFNMAP range, which holds no reference) is a
     simulator bug and raises KeyError."""
     for pin in pins:
         store = pin.store
         store.pins.remove(pin)
         if store.held:
             store.held.pop(pin, None)
+
+
+def unpin_user_page_range_dirty_lock(pin) -> None:
+    """unpin_user_page_range_dirty_lock(): drop one pin (a run of pages), as
+    unpin_user_pages() does for each of its pins."""
+    store = pin.store
+    store.pins.remove(pin)
+    if store.held:
+        store.held.pop(pin, None)
 
 
 def pages_of(pins: list[Pin]) -> list[Page]:

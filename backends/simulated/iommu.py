@@ -42,14 +42,20 @@ _LOAD = 512
 
 
 class IovaTree:
-    """Nodes with ``.iova`` and ``.last`` (inclusive), never overlapping."""
+    """Nodes with ``.iova`` and ``.last`` (inclusive), never overlapping.
+
+    Chunks of nodes sorted by start; ``_maxes`` holds the last start of every
+    chunk but the last, which takes every start above them (so a search never
+    falls off the end, and a node added or removed at the top of the tree
+    moves no bound).  Only the last chunk may be empty, and only when it is
+    the only one (the empty tree)."""
 
     __slots__ = ("_keys", "_nodes", "_maxes", "_len")
 
     def __init__(self):
-        self._keys: list[list[int]] = []      # chunks of starts, sorted
-        self._nodes: list[list] = []          # the nodes, parallel to _keys
-        self._maxes: list[int] = []           # the last start of each chunk
+        self._keys: list[list[int]] = [[]]    # chunks of starts, sorted
+        self._nodes: list[list] = [[]]        # the nodes, parallel to _keys
+        self._maxes: list[int] = []           # the last start of each chunk but the last
         self._len = 0
 
     def __len__(self) -> int:
@@ -62,35 +68,35 @@ class IovaTree:
     def clear(self) -> list:
         """Remove every node; return them in IOVA order (an unmap of everything)."""
         nodes = [n for chunk in self._nodes for n in chunk]
-        self._keys, self._nodes, self._maxes, self._len = [], [], [], 0
+        self._keys, self._nodes, self._maxes, self._len = [[]], [[]], [], 0
         return nodes
 
     def insert(self, node) -> None:
         key = node.iova
-        maxes = self._maxes
-        if not maxes:
-            self._keys.append([key])
-            self._nodes.append([node])
-            maxes.append(key)
-            self._len = 1
-            return
-        c = bisect_left(maxes, key)
-        if c == len(maxes):
-            c -= 1
+        c = bisect_left(self._maxes, key)
         self._insert_at(c, bisect_left(self._keys[c], key), node)
 
     def _insert_at(self, c: int, i: int, node) -> None:
         """Put ``node`` at index i of chunk c; split the chunk when it grows too long."""
-        keys, nodes, maxes = self._keys[c], self._nodes[c], self._maxes
+        keys, nodes = self._keys[c], self._nodes[c]
         keys.insert(i, node.iova)
         nodes.insert(i, node)
-        maxes[c] = keys[-1]
         self._len += 1
         if len(keys) > 2 * _LOAD:
-            self._keys[c + 1:c + 1] = [keys[_LOAD:]]
-            self._nodes[c + 1:c + 1] = [nodes[_LOAD:]]
+            self._keys.insert(c + 1, keys[_LOAD:])
+            self._nodes.insert(c + 1, nodes[_LOAD:])
             del keys[_LOAD:], nodes[_LOAD:]
-            maxes[c:c + 1] = [keys[-1], self._keys[c + 1][-1]]
+            self._maxes.insert(c, keys[-1])
+
+    def _top_removed(self, c: int) -> None:
+        """Chunk c lost its last node: its bound follows; an empty chunk goes
+        (the chunk before an emptied last one becomes the last)."""
+        keys, maxes = self._keys[c], self._maxes
+        if keys:
+            if c < len(maxes):
+                maxes[c] = keys[-1]
+        else:
+            del self._keys[c], self._nodes[c], maxes[c if c < len(maxes) else -1]
 
     def remove(self, node) -> None:
         key = node.iova
@@ -101,26 +107,18 @@ class IovaTree:
             raise KeyError(hex(key))
         del keys[i], nodes[i]
         self._len -= 1
-        if keys:
-            self._maxes[c] = keys[-1]
-        else:
-            del self._keys[c], self._nodes[c], self._maxes[c]
+        if i == len(keys) and (c or self._maxes):
+            self._top_removed(c)
 
     def insert_free(self, node):
         """Insert ``node`` unless it intersects a node already there: return
         that node (nothing inserted) or None.  One search for the overlap
         check and the insertion (vfio_find_dma() + vfio_link_dma())."""
-        key, last = node.iova, node.last
-        maxes = self._maxes
-        if not maxes:
-            self.insert(node)
-            return None
-        c = bisect_left(maxes, key)
-        if c == len(maxes):
-            c -= 1
+        key = node.iova
+        c = bisect_left(self._maxes, key)
         keys, nodes = self._keys[c], self._nodes[c]
         i = bisect_left(keys, key)
-        if i < len(keys) and keys[i] <= last:
+        if i < len(keys) and keys[i] <= node.last:
             return nodes[i]
         prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
         if prev is not None and prev.last >= key:
@@ -130,21 +128,16 @@ class IovaTree:
             return None
         keys.insert(i, key)                       # _insert_at() without a split
         nodes.insert(i, node)
-        if i == len(keys) - 1:
-            maxes[c] = key
         self._len += 1
         return None
 
     def remove_exact(self, start: int, last: int):
         """Remove and return the node that is exactly [start, last], or None
         (nothing removed).  One search (the exact unmap)."""
-        maxes = self._maxes
-        c = bisect_left(maxes, start)
-        if c == len(maxes):
-            return None
+        c = bisect_left(self._maxes, start)
         keys = self._keys[c]
         i = bisect_left(keys, start)
-        if keys[i] != start:
+        if i == len(keys) or keys[i] != start:
             return None
         nodes = self._nodes[c]
         node = nodes[i]
@@ -152,19 +145,16 @@ class IovaTree:
             return None
         del keys[i], nodes[i]
         self._len -= 1
-        if keys:
-            maxes[c] = keys[-1]
-        else:
-            del self._keys[c], self._nodes[c], maxes[c]
+        if i == len(keys) and (c or self._maxes):   # (the only chunk has no bound)
+            self._top_removed(c)
         return node
 
     def _floor(self, key: int) -> tuple[int, int] | None:
         """(chunk, index) of the node with the greatest start <= key."""
         c = bisect_left(self._maxes, key)
-        if c < len(self._maxes):
-            i = bisect_right(self._keys[c], key) - 1
-            if i >= 0:
-                return c, i
+        i = bisect_right(self._keys[c], key) - 1
+        if i >= 0:
+            return c, i
         if c == 0:
             return None
         return c - 1, len(self._keys[c - 1]) - 1

@@ -61,6 +61,9 @@ class MM:
     private: PageStore = field(default_factory=PageStore)
     starts: list[int] = field(default_factory=list)    # vmas' starts, for bisect
     fast_paths: bool = True                            # SimHost(fast_paths=...): gup.py
+    # The VMA find_vma() found last (mm->vmacache before 6.1, mm/vmacache.c): GUP
+    # looks there first; unlink() forgets it.
+    vmacache: "VMA | None" = None
 
     @property
     def anon(self) -> dict[int, Page]:
@@ -74,6 +77,7 @@ class MM:
         if i >= 0:
             vma = self.vmas[i]
             if vma.end > addr:
+                self.vmacache = vma
                 return vma
         return None
 
@@ -95,6 +99,7 @@ class MM:
         """__remove_shared_vm_struct(): mapping_unmap_writable(); fput()."""
         i = self.vmas.index(vma)
         del self.vmas[i], self.starts[i]
+        self.vmacache = None
         if vma.file is not None:
             if vma.counts_writable(self.profile):
                 vma.file.inode.mapping.mapping_unmap_writable()

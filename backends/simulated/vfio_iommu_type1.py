@@ -56,7 +56,7 @@ import struct
 from backends import uapi
 from backends.host import PAGE_SHIFT, PAGE_SIZE
 from .fs import Pin
-from .gup import follow_pfnmap, pin_user_pages, unpin_user_pages
+from .gup import follow_pfnmap, pin_user_pages, unpin_user_page_range_dirty_lock, unpin_user_pages
 from .iommu import IOMMU_READ, IOMMU_WRITE, IovaTree
 from .mmap import TASK_SIZE, VM_PFNMAP
 
@@ -182,8 +182,13 @@ def vfio_unpin_pages_remote(dma: vfio_dma) -> int:
     """vfio_unpin_pages_remote() -> put_pfn() over the whole dma: every pinned
     page unpinned (gup.unpin_user_pages()), reserved pfns (a followed PFNMAP
     range, is_invalid_reserved_pfn()) skipped; returns the pages to uncharge."""
-    pins = dma.pinned()
+    pins = dma.pins
     dma.pins = ()
+    if type(pins) is Pin:
+        if not dma.state & DMA_HAS_RSVD:               # one run of pinned pages
+            unpin_user_page_range_dirty_lock(pins)
+            return pins.npages
+        pins = (pins,)
     if dma.state & DMA_HAS_RSVD:
         pins = [p for p in pins if p in p.store.pins]
     unpin_user_pages(pins)
@@ -473,7 +478,7 @@ class VfioIommu:
                 if n == npage and (dma.state & DMA_LOCK_CAP or
                                    host.locked_vm + n <= host.rlimit_memlock >> PAGE_SHIFT):
                     host.locked_vm += n
-                    dma.keep(pins)
+                    dma.pins = pins[0] if len(pins) == 1 else tuple(pins)     # dma.keep()
                     dma.state |= DMA_IOMMU_MAPPED
                 else:
                     unpin_user_pages(pins)

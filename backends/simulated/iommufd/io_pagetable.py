@@ -60,12 +60,13 @@ class IoptReserved:
 class IoPagetable:
     """struct io_pagetable (iopt_init_table(): alignment 1, no domains)."""
 
-    __slots__ = ("area_itree", "reserved", "allowed", "domains", "iova_alignment",
-                 "disable_large_pages", "lu_immutable", "host", "profile", "fast_paths")
+    __slots__ = ("area_itree", "reserved", "resv_lo", "resv_hi", "allowed", "domains",
+                 "iova_alignment", "disable_large_pages", "lu_immutable", "host", "profile", "fast_paths")
 
     def __init__(self, host):
         self.area_itree = IovaTree()
         self.reserved: list[IoptReserved] = []
+        self.resv_lo, self.resv_hi = 0, ULONG_MAX   # iopt_reserved_hit(): no reserved IOVA in here
         self.allowed: list[tuple[int, int]] = []
         self.domains: list = []
         self.iova_alignment = 1
@@ -92,6 +93,26 @@ def iopt_reserved_iter_first(iopt: IoPagetable, start: int, last: int):
         if r.iova <= last and r.last >= start:
             return r
     return None
+
+
+def iopt_reserved_hit(iopt: IoPagetable, start: int, last: int) -> bool:
+    """iopt_reserved_iter_first() is not None.  The map paths ask it once per
+    MAP with [start, last] almost always in the same gap between reserved
+    ranges, so the gap of the last miss is kept ([resv_lo, resv_hi]: the fast
+    paths test it inline and call this only outside it); iopt_reserve_iova()
+    and iopt_remove_reserved_iova() forget it."""
+    if iopt.resv_lo <= start and last <= iopt.resv_hi:
+        return False
+    if iopt_reserved_iter_first(iopt, start, last) is not None:
+        return True
+    lo, hi = 0, ULONG_MAX
+    for r in iopt.reserved:
+        if r.last < start:
+            lo = max(lo, r.last + 1)
+        elif r.iova > last:
+            hi = min(hi, r.iova - 1)
+    iopt.resv_lo, iopt.resv_hi = lo, hi
+    return False
 
 
 def iopt_allowed_iter_first(iopt: IoPagetable, start: int, last: int):
@@ -312,7 +333,7 @@ def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: i
     last = iova + length - 1
     if flags or iopt.lu_immutable or last > ULONG_MAX or not iopt.fast_paths \
             or (align and (length & align or iova & align or start_byte & align)) \
-            or (iopt.reserved and iopt_reserved_iter_first(iopt, iova, last) is not None):
+            or (iova < iopt.resv_lo or last > iopt.resv_hi) and iopt_reserved_hit(iopt, iova, last):
         return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)
     area = IoptArea(iova, last, pages, start_byte, iommu_prot)
     if iopt.area_itree.insert_free(area) is not None:
@@ -356,7 +377,7 @@ def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, le
     last = iova + length - 1
     if dmabuf or flags or iopt.lu_immutable or last > ULONG_MAX or not iopt.fast_paths \
             or (align and (length & align or iova & align or start_byte & align)) \
-            or (iopt.reserved and iopt_reserved_iter_first(iopt, iova, last) is not None):
+            or (iova < iopt.resv_lo or last > iopt.resv_hi) and iopt_reserved_hit(iopt, iova, last):
         return iopt_map_pages(iopt, [(pages, start_byte, length)], length, iova, iommu_prot, flags)
     area = IoptArea(iova, last, pages, start_byte, iommu_prot)
     if iopt.area_itree.insert_free(area) is not None:
@@ -470,11 +491,13 @@ def iopt_reserve_iova(iopt: IoPagetable, start: int, last: int, owner) -> int:
             or iopt_allowed_iter_first(iopt, start, last) is not None:
         return _EADDRINUSE
     iopt.reserved.append(IoptReserved(start, last, owner))
+    iopt.resv_lo, iopt.resv_hi = 1, 0
     return 0
 
 
 def iopt_remove_reserved_iova(iopt: IoPagetable, owner) -> None:
     iopt.reserved = [r for r in iopt.reserved if r.owner is not owner]
+    iopt.resv_lo, iopt.resv_hi = 1, 0
 
 
 def iopt_table_enforce_dev_resv_regions(iopt: IoPagetable, idev) -> int:

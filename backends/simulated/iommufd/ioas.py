@@ -248,23 +248,23 @@ def iommufd_ioas_unmap(ictx, cmd, buf, size):
             return _EOVERFLOW, buf
         # Fast path: exactly one area is [iova, iova + length - 1] (what the general
         # iopt_unmap_iova_range() walk would remove, and all it would remove).
-        area = None
         if length and iopt.fast_paths and not iopt.lu_immutable and iova + length <= U64_MAX:
             area = iopt.area_itree.remove_exact(iova, iova + length - 1)
-        if area is not None:
-            if iopt.domains:
-                iopt_area_unfill_domain(area, iopt.host)
-            pages = area.pages
-            area.pages = None
-            pages.users -= 1
-            if not pages.users and pages.type:
-                pages.users = 1
-                iopt_put_pages(pages, iopt.host)
-            rc, unmapped = 0, length
-        else:
-            rc, unmapped = iopt_unmap_iova(iopt, iova, length)
-            if not rc and not unmapped and ictx.profile.iommufd_unmap_enoent_if_nothing_removed:
-                rc = _ENOENT
+            if area is not None:
+                if iopt.domains:
+                    iopt_area_unfill_domain(area, iopt.host)
+                pages = area.pages
+                area.pages = None
+                if pages.type:                 # IOPT_ADDRESS_USER pages release nothing more
+                    iopt_put_pages(pages, iopt.host)
+                else:
+                    pages.users -= 1
+                if size == 24 and len(buf) == 24:
+                    return 0, buf              # length unmapped == length sent
+                return 0, respond(buf, size, _UNMAP_pack(sz, ioas_id, iova, length))
+        rc, unmapped = iopt_unmap_iova(iopt, iova, length)
+        if not rc and not unmapped and ictx.profile.iommufd_unmap_enoent_if_nothing_removed:
+            rc = _ENOENT
     if rc:
         return rc, buf
     if unmapped == length and size == 24 and len(buf) == 24:

@@ -35,7 +35,8 @@ import errno
 from backends.host import PAGE_SHIFT, PAGE_SIZE
 from ..fs import FMODE_WRITE, Held, Pin
 from ..iommu import IOMMU_READ, IOMMU_WRITE
-from ..gup import memfd_pin_folios, pin_user_pages, unpin_user_pages
+from ..gup import (memfd_pin_folios, pin_user_pages, unpin_user_page_range_dirty_lock,
+                   unpin_user_pages)
 from ..mmap import VM_IO, VM_PFNMAP
 
 ULONG_MAX = SIZE_MAX = (1 << 64) - 1
@@ -176,7 +177,10 @@ def iopt_put_pages(pages, host) -> None:
         file = pages.source
         if pages.type == IOPT_ADDRESS_FILE and pages.mapping_writable:
             file.inode.mapping.mapping_unmap_writable()
-        host._fput(file)
+        if file.refs > 1:
+            file.refs -= 1                             # fput() of a file that stays open
+        else:
+            host._fput(file)
 
 
 # ---- index ranges, segments -------------------------------------------------
@@ -342,40 +346,39 @@ def iopt_area_fill_domain(area, host) -> int:
     if das is None:
         n = hi - lo + 1
         holder = pages if lo == 0 and n == pages.npages else None   # the pages hold their pin
-        if pages.type == IOPT_ADDRESS_USER and pages.source is host.mm and host.fast_paths:
-            # Fast path (one VMA, first pin): pin_user_pages() + do_update_pinned().
-            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable,
-                                     True, holder)
-            if rc == n and len(got) == 1:
-                pin = got[0]
-                rc = do_update_pinned(pages, n, True, host)
-                if rc:
-                    unpin_user_pages(got)
-                    return rc
-                pages.domain_areas = area
-                pages.pins = pin
-                return 0
-            unpin_user_pages(got)
-        elif pages.type == IOPT_ADDRESS_FILE and host.fast_paths:
+        pin = None
+        if not host.fast_paths:
+            pass
+        elif pages.type == IOPT_ADDRESS_FILE:
             # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
             start = pages.start + (lo << PAGE_SHIFT)
             rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1, holder)
             if rc < 0:
                 return rc
+            pin = got[0]
+        elif pages.source is host.mm:
+            # Fast path (first pin, one VMA): one pin_user_pages() run, else the general path.
+            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable,
+                                     True, holder)
+            if rc == n and len(got) == 1:
+                pin = got[0]
+            else:
+                unpin_user_pages(got)
+        if pin is not None:
             mode = pages.account_mode                  # do_update_pinned(), inline
             if mode == IOPT_PAGES_ACCOUNT_USER:
                 if host.user_locked_vm + n > host.rlimit_memlock >> PAGE_SHIFT:
-                    unpin_user_pages(got)
+                    unpin_user_page_range_dirty_lock(pin)
                     return _ENOMEM
                 host.user_locked_vm += n
             elif mode == IOPT_PAGES_ACCOUNT_MM:
                 if host.locked_vm + n > host.rlimit_memlock >> PAGE_SHIFT:
-                    unpin_user_pages(got)
+                    unpin_user_page_range_dirty_lock(pin)
                     return _ENOMEM
                 host.locked_vm += n
             host.pinned_vm += n
             pages.domain_areas = area
-            pages.pins = got[0]
+            pages.pins = pin
             return 0
         segs = _pin_range(pages, lo, hi, host)
         if type(segs) is int:
@@ -414,7 +417,7 @@ def iopt_area_unfill_domain(area, host) -> None:
         pin = pages.pins
         if pin is not None:
             if type(pin) is not list and host.fast_paths:   # one pin, do_update_pinned() inline
-                unpin_user_pages((pin,))
+                unpin_user_page_range_dirty_lock(pin)
                 n = pin.npages
                 mode = pages.account_mode
                 if mode == IOPT_PAGES_ACCOUNT_USER:
