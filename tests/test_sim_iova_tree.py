@@ -34,12 +34,12 @@ def overlapping(model: list, start: int, last: int) -> list:
 def check_invariants(tree: IovaTree, model: list) -> None:
     keys, nodes, maxes = tree._keys, tree._nodes, tree._maxes
     assert len(keys) == len(nodes) == len(maxes) + 1
-    assert all(keys) or (len(keys) == 1 and not tree._len)      # only the empty tree's chunk is empty
+    assert all(keys) or (len(keys) == 1 and not model)      # only the empty tree's chunk is empty
     for c, chunk in enumerate(nodes):
         assert keys[c] == [n.iova for n in chunk]
         if c < len(maxes):
             assert maxes[c] == keys[c][-1]
-    assert list(tree) == model and len(tree) == len(model)
+    assert list(tree) == model and len(tree) == len(model) and bool(tree) == bool(model)
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -20,6 +20,7 @@ from .mmap import (MM, VM_IO, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_S
 # check_vma_flags() passes for these bits of an anonymous VMA: VM_IO/VM_PFNMAP
 # clear and VM_WRITE (FOLL_WRITE) or VM_READ set.
 _FAST_WRITE, _FAST_READ = VM_IO | VM_PFNMAP | VM_WRITE, VM_IO | VM_PFNMAP | VM_READ
+_PAGE_LEFT = PAGE_SIZE - 1
 
 def writable_file_mapping_allowed(vma: VMA, longterm: bool, profile) -> bool:
     """writable_file_mapping_allowed(): a FOLL_LONGTERM write pin of a shared
@@ -88,6 +89,29 @@ def _pin_segment(mm: MM, vma: VMA, addr: int, n: int, write: bool, longterm: boo
     return mm.private, vpn, n
 
 
+def gup_vma_range(mm: MM, addr: int, npages: int, write, holder=None) -> Pin | None:
+    """pin_user_pages() of the common case in one step: one anonymous VMA
+    holds all of [addr, +npages) and check_vma_flags() passes (VM_IO and
+    VM_PFNMAP clear, VM_WRITE for a write, VM_READ for a read), so the pages
+    are the process's private pages and one ``Pin`` holds them (``holder``
+    in its place, see pin_user_pages()).  Returns that pin, registered in
+    ``mm.private``, or None with nothing pinned: not the common case (or
+    ``mm.fast_paths`` off), pin_user_pages() walks VMA by VMA."""
+    vma = mm.vmacache
+    if vma is None or addr < vma.start or addr >= vma.end:
+        vma = mm.find_vma(addr)
+        if vma is None:
+            return None
+    if not mm.fast_paths or vma.file is not None or addr & _PAGE_LEFT or npages <= 0 \
+            or addr + (npages << PAGE_SHIFT) > vma.end \
+            or vma.vm_flags & (_FAST_WRITE if write else _FAST_READ) != (VM_WRITE if write else VM_READ):
+        return None
+    store = mm.private
+    pin = Pin(store, addr >> PAGE_SHIFT, npages) if holder is None else holder
+    store.pins.add(pin)
+    return pin
+
+
 def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool = True,
                    holder=None) -> tuple[int, list[Pin]]:
     """pin_user_pages() (FOLL_PIN [| FOLL_WRITE] [| FOLL_LONGTERM]), VMA by VMA.
@@ -99,19 +123,11 @@ def pin_user_pages(mm: MM, addr: int, npages: int, write: bool, longterm: bool =
     npages < 0 (iommufd and vfio pass page-aligned starts).  ``holder``: an
     object with the Pin fields for all of [addr, +npages) of ``mm.private``
     (an iommufd iopt_pages) that stands in for the pin when one anonymous VMA
-    holds the whole range."""
+    holds the whole range.  The common case is gup_vma_range()."""
     if addr % PAGE_SIZE or npages < 0:
         return -errno.EINVAL, []
-    vma = mm.vmacache
-    if vma is None or addr < vma.start or addr >= vma.end:
-        vma = mm.find_vma(addr)
-    if (mm.fast_paths and vma is not None and vma.file is None and npages and addr + (npages << PAGE_SHIFT) <= vma.end
-            and vma.vm_flags & (_FAST_WRITE if write else _FAST_READ) == (VM_WRITE if write else VM_READ)):
-        # One anonymous VMA holds the whole range (the common case): the loop
-        # below in one step (check_vma_flags() passes, _pin_segment() is mm.private).
-        store = mm.private
-        pin = Pin(store, addr >> PAGE_SHIFT, npages) if holder is None else holder
-        store.pins.add(pin)
+    pin = gup_vma_range(mm, addr, npages, write, holder)
+    if pin is not None:
         return npages, [pin]
     pins: list[Pin] = []
     done, err = 0, 0

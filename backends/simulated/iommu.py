@@ -50,16 +50,18 @@ class IovaTree:
     moves no bound).  Only the last chunk may be empty, and only when it is
     the only one (the empty tree)."""
 
-    __slots__ = ("_keys", "_nodes", "_maxes", "_len")
+    __slots__ = ("_keys", "_nodes", "_maxes")
 
     def __init__(self):
         self._keys: list[list[int]] = [[]]    # chunks of starts, sorted
         self._nodes: list[list] = [[]]        # the nodes, parallel to _keys
         self._maxes: list[int] = []           # the last start of each chunk but the last
-        self._len = 0
 
     def __len__(self) -> int:
-        return self._len
+        return sum(map(len, self._keys))
+
+    def __bool__(self) -> bool:
+        return bool(self._keys[0])
 
     def __iter__(self) -> Iterator:
         for chunk in self._nodes:
@@ -68,7 +70,7 @@ class IovaTree:
     def clear(self) -> list:
         """Remove every node; return them in IOVA order (an unmap of everything)."""
         nodes = [n for chunk in self._nodes for n in chunk]
-        self._keys, self._nodes, self._maxes, self._len = [[]], [[]], [], 0
+        self._keys, self._nodes, self._maxes = [[]], [[]], []
         return nodes
 
     def insert(self, node) -> None:
@@ -81,7 +83,6 @@ class IovaTree:
         keys, nodes = self._keys[c], self._nodes[c]
         keys.insert(i, node.iova)
         nodes.insert(i, node)
-        self._len += 1
         if len(keys) > 2 * _LOAD:
             self._keys.insert(c + 1, keys[_LOAD:])
             self._nodes.insert(c + 1, nodes[_LOAD:])
@@ -106,7 +107,6 @@ class IovaTree:
         if i == len(keys) or nodes[i] is not node:
             raise KeyError(hex(key))
         del keys[i], nodes[i]
-        self._len -= 1
         if i == len(keys) and (c or self._maxes):
             self._top_removed(c)
 
@@ -128,7 +128,6 @@ class IovaTree:
             return None
         keys.insert(i, key)                       # _insert_at() without a split
         nodes.insert(i, node)
-        self._len += 1
         return None
 
     def remove_exact(self, start: int, last: int):
@@ -144,7 +143,6 @@ class IovaTree:
         if node.last != last:
             return None
         del keys[i], nodes[i]
-        self._len -= 1
         if i == len(keys) and (c or self._maxes):   # (the only chunk has no bound)
             self._top_removed(c)
         return node

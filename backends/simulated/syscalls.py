@@ -345,11 +345,15 @@ class SimHost(SimulatedHost):
     def ioctl(self, fd, request, arg=0):
         """vfs_ioctl(): -EBADF; -ENOTTY unless the file's device model handles it."""
         file = self.fds.get(fd)
-        ioctl = getattr(file.dev, "ioctl", None) if file is not None else None
-        if ioctl is None:
-            return (-errno.EBADF if file is None else -errno.ENOTTY,
-                    bytes(arg) if not isinstance(arg, int) else b"")
-        return ioctl(request, arg)
+        if file is not None:
+            try:
+                ioctl = file.dev.ioctl
+            except AttributeError:            # no device, or one without ioctl
+                pass
+            else:
+                return ioctl(request, arg)
+        return (-errno.EBADF if file is None else -errno.ENOTTY,
+                bytes(arg) if not isinstance(arg, int) else b"")
 
     # ---- memory ------------------------------------------------------------------
     def _hugetlb_free(self):

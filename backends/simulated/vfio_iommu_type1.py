@@ -56,7 +56,8 @@ import struct
 from backends import uapi
 from backends.host import PAGE_SHIFT, PAGE_SIZE
 from .fs import Pin
-from .gup import follow_pfnmap, pin_user_pages, unpin_user_page_range_dirty_lock, unpin_user_pages
+from .gup import (follow_pfnmap, gup_vma_range, pin_user_pages, unpin_user_page_range_dirty_lock,
+                  unpin_user_pages)
 from .iommu import IOMMU_READ, IOMMU_WRITE, IovaTree
 from .mmap import TASK_SIZE, VM_PFNMAP
 
@@ -472,16 +473,17 @@ class VfioIommu:
         if self.domains:                 # else (mdev only): nothing pinned at MAP
             ret = 0
             if self.fast_map:
-                # vfio_pin_map_dma() when one GUP run covers the mapping (else: undone, general path)
+                # vfio_pin_map_dma() when one anonymous VMA holds the mapping (else: the general path)
                 npage = size >> PAGE_SHIFT
-                n, pins = pin_user_pages(self.mm, vaddr, npage, prot & IOMMU_WRITE, True)
-                if n == npage and (dma.state & DMA_LOCK_CAP or
-                                   host.locked_vm + n <= host.rlimit_memlock >> PAGE_SHIFT):
-                    host.locked_vm += n
-                    dma.pins = pins[0] if len(pins) == 1 else tuple(pins)     # dma.keep()
+                pin = gup_vma_range(self.mm, vaddr, npage, prot & IOMMU_WRITE)
+                if pin is not None and (dma.state & DMA_LOCK_CAP or
+                                        host.locked_vm + npage <= host.rlimit_memlock >> PAGE_SHIFT):
+                    host.locked_vm += npage
+                    dma.pins = pin                                  # dma.keep([pin])
                     dma.state |= DMA_IOMMU_MAPPED
                 else:
-                    unpin_user_pages(pins)
+                    if pin is not None:
+                        unpin_user_page_range_dirty_lock(pin)
                     ret = self.vfio_pin_map_dma(dma, size)
             else:
                 ret = self.vfio_pin_map_dma(dma, size)

@@ -4,7 +4,9 @@ Each handler is ``handler(ictx, cmd, buf, size) -> (ret, out)``: ``cmd`` is the
 command copied in by ``copy_struct_from_user()`` (exactly sizeof bytes),
 ``buf`` the user's buffer, ``size`` its ``size`` field; ``out`` is the user's
 buffer after the call (``iommufd_ucmd_respond()`` writes back min(size, sizeof)
-bytes, and only on success unless noted).  Errnos follow torvalds/linux ioas.c
+bytes, and only on success unless noted).  ``cmd is buf`` when the user's
+buffer is exactly the struct (size == sizeof == its length: main.py passes it
+as both), so a handler whose answer is the command unchanged returns ``buf``.  Errnos follow torvalds/linux ioas.c
 (T71 = the 7.1 merge window, blob fed06c2b728e; the 6.13-6.18 MAP_FILE form
 from 051ae5aa73d7).
 """
@@ -26,6 +28,7 @@ U64_MAX = (1 << 64) - 1
 FIXED, WRITEABLE, READABLE = (uapi.IOMMU_IOAS_MAP_FIXED_IOVA, uapi.IOMMU_IOAS_MAP_WRITEABLE,
                               uapi.IOMMU_IOAS_MAP_READABLE)
 _MAP_FLAGS = FIXED | WRITEABLE | READABLE
+_NOT_MAP_FLAGS, _RW = ~_MAP_FLAGS, WRITEABLE | READABLE
 _EOPNOTSUPP, _EOVERFLOW, _EINVAL, _ENOENT = (-errno.EOPNOTSUPP, -errno.EOVERFLOW, -errno.EINVAL,
                                              -errno.ENOENT)
 
@@ -35,7 +38,6 @@ _ALLOW = uapi.codec("iommu_ioas_allow_iovas")
 _RANGE = uapi.codec("iommu_iova_range")
 _MAP = uapi.codec("iommu_ioas_map")
 _MAP_FILE = uapi.codec("iommu_ioas_map_file")
-_MAP_FILE_SIZE = _MAP_FILE.size
 _COPY = uapi.codec("iommu_ioas_copy")
 _UNMAP = uapi.codec("iommu_ioas_unmap")
 _OPTION = uapi.codec("iommu_option")
@@ -43,6 +45,7 @@ _CHANGE = uapi.codec("iommu_ioas_change_process")
 _U64 = struct.Struct("<Q")
 _MAP_unpack, _MAP_pack = _MAP.unpack, _MAP.pack
 _UNMAP_unpack, _UNMAP_pack = _UNMAP.unpack, _UNMAP.pack
+_MAP_FILE_unpack = _MAP_FILE.unpack
 
 
 class IommufdObject:
@@ -79,6 +82,9 @@ def respond(buf: bytes, size: int, new: bytes) -> bytes:
 def conv_iommu_prot(flags: int) -> int:
     """conv_iommu_prot(): WRITEABLE -> IOMMU_WRITE (2), READABLE -> IOMMU_READ (1)."""
     return (flags & WRITEABLE) | ((flags & READABLE) >> 2)
+
+
+_IOMMU_PROT = tuple(conv_iommu_prot(f) for f in range(_RW + 1))   # conv_iommu_prot(flags & _RW)
 
 
 def iommufd_ioas_alloc_ioctl(ictx, cmd, buf, size):
@@ -148,21 +154,21 @@ def iommufd_ioas_map(ictx, cmd, buf, size):
     iova or length >= ULONG_MAX -> -EINVAL neither READABLE nor WRITEABLE ->
     -ENOENT ioas -> iopt_map_user_pages(); ``iova`` written back on success."""
     sz, flags, ioas_id, reserved, uptr, length, iova = _MAP_unpack(cmd)
-    if flags & ~_MAP_FLAGS or reserved:
+    if flags & _NOT_MAP_FLAGS or reserved:
         return _EOPNOTSUPP, buf
     if iova >= ULONG_MAX or length >= ULONG_MAX:
         return _EOVERFLOW, buf
-    if not flags & (WRITEABLE | READABLE):
+    if not flags & _RW:
         return _EINVAL, buf
-    ioas = ictx.objects.get(ioas_id)
+    ioas = ictx.objects.get(ioas_id)                   # iommufd_get_ioas()
     if type(ioas) is not Ioas:
         return _ENOENT, buf
     rc, out_iova = iopt_map_user_pages(ictx, ioas.iopt, iova, uptr, length,
-                                       (flags & WRITEABLE) | ((flags & READABLE) >> 2),
+                                       _IOMMU_PROT[flags & _RW],     # conv_iommu_prot()
                                        0 if flags & FIXED else IOPT_ALLOC_IOVA)
     if rc:
         return rc, buf
-    if out_iova == iova and size == 40 and len(buf) == 40:
+    if out_iova == iova and cmd is buf:
         return 0, buf                          # the struct written back is the one sent
     return 0, respond(buf, size, _MAP_pack(sz, flags, ioas_id, reserved, uptr, length, out_iova))
 
@@ -175,18 +181,18 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
     iommufd_object_remove()'s refcount_dec_if_one(); code-read, not run) ->
     iopt_map_file_pages(); 6.19+: the fd is resolved in
     iopt_map_file_pages() after its length checks (dma-buf first)."""
-    sz, flags, ioas_id, fd, start, length, iova = _MAP_FILE.unpack(cmd)
-    if flags & ~_MAP_FLAGS:
+    sz, flags, ioas_id, fd, start, length, iova = _MAP_FILE_unpack(cmd)
+    if flags & _NOT_MAP_FLAGS:
         return _EOPNOTSUPP, buf
     if iova >= ULONG_MAX or length >= ULONG_MAX:
         return _EOVERFLOW, buf
-    if not flags & (WRITEABLE | READABLE):
+    if not flags & _RW:
         return _EINVAL, buf
     ioas = ictx.objects.get(ioas_id)                   # iommufd_get_ioas()
     if type(ioas) is not Ioas:
         return _ENOENT, buf
     alloc = 0 if flags & FIXED else IOPT_ALLOC_IOVA
-    prot = (flags & WRITEABLE) | ((flags & READABLE) >> 2)     # conv_iommu_prot()
+    prot = _IOMMU_PROT[flags & _RW]                    # conv_iommu_prot()
     if ictx.profile.map_file_fget_in_ioas:
         file = ictx.host.file_of(fd)
         if file is None:
@@ -197,7 +203,7 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
     rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc)
     if rc:
         return rc, buf
-    if iova == out_iova and size == _MAP_FILE_SIZE and len(buf) == _MAP_FILE_SIZE:
+    if iova == out_iova and cmd is buf:
         return 0, buf                          # the struct written back is the one sent
     return 0, respond(buf, size, _MAP_FILE.pack(sz, flags, ioas_id, fd, start, length, out_iova))
 
@@ -244,11 +250,10 @@ def iommufd_ioas_unmap(ictx, cmd, buf, size):
     if iova == 0 and length == U64_MAX:
         rc, unmapped = iopt_unmap_all(iopt)
     else:
-        if iova >= ULONG_MAX or length >= ULONG_MAX:
-            return _EOVERFLOW, buf
         # Fast path: exactly one area is [iova, iova + length - 1] (what the general
-        # iopt_unmap_iova_range() walk would remove, and all it would remove).
-        if length and iopt.fast_paths and not iopt.lu_immutable and iova + length <= U64_MAX:
+        # iopt_unmap_iova_range() walk would remove, and all it would remove).  A
+        # range that fits below U64_MAX passes the EOVERFLOW check below.
+        if length and iova + length <= U64_MAX and iopt.fast_paths and not iopt.lu_immutable:
             area = iopt.area_itree.remove_exact(iova, iova + length - 1)
             if area is not None:
                 if iopt.domains:
@@ -259,15 +264,17 @@ def iommufd_ioas_unmap(ictx, cmd, buf, size):
                     iopt_put_pages(pages, iopt.host)
                 else:
                     pages.users -= 1
-                if size == 24 and len(buf) == 24:
+                if cmd is buf:
                     return 0, buf              # length unmapped == length sent
                 return 0, respond(buf, size, _UNMAP_pack(sz, ioas_id, iova, length))
+        if iova >= ULONG_MAX or length >= ULONG_MAX:
+            return _EOVERFLOW, buf
         rc, unmapped = iopt_unmap_iova(iopt, iova, length)
         if not rc and not unmapped and ictx.profile.iommufd_unmap_enoent_if_nothing_removed:
             rc = _ENOENT
     if rc:
         return rc, buf
-    if unmapped == length and size == 24 and len(buf) == 24:
+    if unmapped == length and cmd is buf:
         return 0, buf
     return 0, respond(buf, size, _UNMAP_pack(sz, ioas_id, iova, unmapped))
 

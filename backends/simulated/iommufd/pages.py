@@ -35,7 +35,7 @@ import errno
 from backends.host import PAGE_SHIFT, PAGE_SIZE
 from ..fs import FMODE_WRITE, Held, Pin
 from ..iommu import IOMMU_READ, IOMMU_WRITE
-from ..gup import (memfd_pin_folios, pin_user_pages, unpin_user_page_range_dirty_lock,
+from ..gup import (gup_vma_range, memfd_pin_folios, pin_user_pages, unpin_user_page_range_dirty_lock,
                    unpin_user_pages)
 from ..mmap import VM_IO, VM_PFNMAP
 
@@ -357,13 +357,8 @@ def iopt_area_fill_domain(area, host) -> int:
                 return rc
             pin = got[0]
         elif pages.source is host.mm:
-            # Fast path (first pin, one VMA): one pin_user_pages() run, else the general path.
-            rc, got = pin_user_pages(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable,
-                                     True, holder)
-            if rc == n and len(got) == 1:
-                pin = got[0]
-            else:
-                unpin_user_pages(got)
+            # Fast path (first pin, one VMA; None: the general path below).
+            pin = gup_vma_range(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable, holder)
         if pin is not None:
             mode = pages.account_mode                  # do_update_pinned(), inline
             if mode == IOPT_PAGES_ACCOUNT_USER:
