@@ -21,6 +21,7 @@ from .mmap import (MM, VM_IO, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_S
 # clear and VM_WRITE (FOLL_WRITE) or VM_READ set.
 _FAST_WRITE, _FAST_READ = VM_IO | VM_PFNMAP | VM_WRITE, VM_IO | VM_PFNMAP | VM_READ
 _PAGE_LEFT = PAGE_SIZE - 1
+_MEMFD_KINDS = (SHMEM, HUGETLBFS)                  # what memfd_pin_folios() takes
 
 def writable_file_mapping_allowed(vma: VMA, longterm: bool, profile) -> bool:
     """writable_file_mapping_allowed(): a FOLL_LONGTERM write pin of a shared
@@ -190,7 +191,7 @@ def memfd_pin_folios(file: File | None, start: int, end: int, holder=None) -> tu
     if start < 0 or start > end or file is None:
         return -errno.EINVAL, []
     inode = file.inode
-    if inode.kind not in (SHMEM, HUGETLBFS):
+    if inode.kind not in _MEMFD_KINDS:
         return -errno.EINVAL, []
     if end >= inode.i_size:
         return -errno.EINVAL, []

@@ -83,9 +83,11 @@ VFIO_TYPE1_NESTING_IOMMU = uapi.__VFIO_RESERVED_TYPE1_NESTING_IOMMU
 MAP_READ, MAP_WRITE, MAP_VADDR = (uapi.VFIO_DMA_MAP_FLAG_READ, uapi.VFIO_DMA_MAP_FLAG_WRITE,
                                   uapi.VFIO_DMA_MAP_FLAG_VADDR)
 MAP_MASK = MAP_READ | MAP_WRITE | MAP_VADDR
+_MAP_RW, _NOT_MAP_MASK = MAP_READ | MAP_WRITE, ~MAP_MASK
 UNMAP_DIRTY, UNMAP_ALL, UNMAP_VADDR = (uapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
                                        uapi.VFIO_DMA_UNMAP_FLAG_ALL, uapi.VFIO_DMA_UNMAP_FLAG_VADDR)
 UNMAP_MASK = UNMAP_DIRTY | UNMAP_ALL | UNMAP_VADDR
+_NOT_UNMAP_MASK = ~UNMAP_MASK
 DIRTY_START, DIRTY_STOP, DIRTY_GET = (uapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_START,
                                       uapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP,
                                       uapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP)
@@ -265,7 +267,7 @@ class VfioIommu:
         self.v2, self.nesting = v2, nesting
         self.domains: list[VfioDomain] = []            # list_add(): newest first
         self.emulated_groups: list = []
-        self.iova_list: list[list[int]] = []          # [[start, end inclusive]], sorted
+        self.iova_list = []                           # [[start, end inclusive]], sorted
         self.dma_list = IovaTree()
         self.top_dmas: list[vfio_dma] = []            # <6.18 only: dmas ending at U64_MAX
         self.dma_avail = dma_entry_limit
@@ -278,6 +280,7 @@ class VfioIommu:
         self.overflow_errno = self.profile.type1_overflow_errno
         # The one-step MAP and exact-UNMAP paths (SimHost(fast_paths=False): the general ones)
         self.fast_map = host.fast_paths
+        self.fast_link = self.up_to_limit and host.fast_paths     # insert_free(): 6.18+ only
         self.fast_unmap = v2 and self.up_to_limit and host.fast_paths
 
     # ---- the dma_list -----------------------------------------------------------
@@ -314,13 +317,26 @@ class VfioIommu:
         else:
             self.dma_list.remove(dma)
 
+    @property
+    def iova_list(self) -> list[list[int]]:
+        return self._iova_list
+
+    @iova_list.setter
+    def iova_list(self, ranges: list[list[int]]) -> None:
+        self._iova_list = ranges
+        # The range vfio_iommu_iova_dma_valid() found last, tested inline on MAP
+        # (an empty list accepts anything).
+        self.iova_lo, self.iova_hi = (1, 0) if ranges else (0, U64_MAX)
+
     def vfio_iommu_iova_dma_valid(self, start: int, end: int) -> bool:
         """vfio_iommu_iova_dma_valid(): inside one iova_list range; an empty
-        list (no IOMMU domain, e.g. mdev only) accepts anything."""
-        for s, e in self.iova_list:
+        list (no IOMMU domain, e.g. mdev only) accepts anything.  The range
+        found is kept ([iova_lo, iova_hi]) for vfio_dma_do_map()'s inline test."""
+        for s, e in self._iova_list:
             if start >= s and end <= e:
+                self.iova_lo, self.iova_hi = s, e
                 return True
-        return not self.iova_list
+        return not self._iova_list
 
     # ---- pinning and accounting ---------------------------------------------------
     def _limit(self) -> int:
@@ -423,7 +439,7 @@ class VfioIommu:
         if len(buf) < _MAP_MINSZ:
             buf = bytes(buf).ljust(_MAP_MINSZ, b"\0")
         argsz, flags, vaddr, iova, size = _map_unpack(buf)
-        if argsz < _MAP_MINSZ or flags & ~MAP_MASK:
+        if argsz < _MAP_MINSZ or flags & _NOT_MAP_MASK:
             return -errno.EINVAL
         return self.vfio_dma_do_map(flags, vaddr, iova, size)
 
@@ -445,7 +461,7 @@ class VfioIommu:
         last = iova + size - 1
         if last > U64_MAX or vaddr + size > _2_64:
             return -self.overflow_errno
-        prot = flags & (MAP_READ | MAP_WRITE)          # == IOMMU_READ | IOMMU_WRITE
+        prot = flags & _MAP_RW                         # == IOMMU_READ | IOMMU_WRITE
         if flags & MAP_VADDR:
             if prot:
                 return -errno.EINVAL
@@ -456,7 +472,7 @@ class VfioIommu:
             return -errno.EINVAL
         host = self.host
         dma = vfio_dma(iova, last, vaddr, prot | DMA_LOCK_CAP if host.cap_ipc_lock else prot)
-        if self.up_to_limit and self.fast_map:
+        if self.fast_link:
             if self.dma_list.insert_free(dma) is not None:      # vfio_find_dma() + link
                 return -errno.EEXIST
         elif self.vfio_find_dma(iova, size) is not None:
@@ -466,29 +482,26 @@ class VfioIommu:
         if not self.dma_avail:
             self._unlink(dma)
             return -errno.ENOSPC
-        if self.iova_list and not self.vfio_iommu_iova_dma_valid(iova, last):
+        if (iova < self.iova_lo or last > self.iova_hi) \
+                and not self.vfio_iommu_iova_dma_valid(iova, last):
             self._unlink(dma)
             return -errno.EINVAL
         self.dma_avail -= 1
         if self.domains:                 # else (mdev only): nothing pinned at MAP
-            ret = 0
-            if self.fast_map:
-                # vfio_pin_map_dma() when one anonymous VMA holds the mapping (else: the general path)
-                npage = size >> PAGE_SHIFT
-                pin = gup_vma_range(self.mm, vaddr, npage, prot & IOMMU_WRITE)
-                if pin is not None and (dma.state & DMA_LOCK_CAP or
-                                        host.locked_vm + npage <= host.rlimit_memlock >> PAGE_SHIFT):
-                    host.locked_vm += npage
-                    dma.pins = pin                                  # dma.keep([pin])
-                    dma.state |= DMA_IOMMU_MAPPED
-                else:
-                    if pin is not None:
-                        unpin_user_page_range_dirty_lock(pin)
-                    ret = self.vfio_pin_map_dma(dma, size)
+            # vfio_pin_map_dma() when one anonymous VMA holds the mapping (else: the general path)
+            pin = gup_vma_range(self.mm, vaddr, size >> PAGE_SHIFT, prot & IOMMU_WRITE) \
+                if self.fast_map else None
+            if pin is not None and (dma.state & DMA_LOCK_CAP or
+                                    host.locked_vm + pin.npages <= host.rlimit_memlock >> PAGE_SHIFT):
+                host.locked_vm += pin.npages
+                dma.pins = pin                                  # dma.keep([pin])
+                dma.state |= DMA_IOMMU_MAPPED
             else:
+                if pin is not None:
+                    unpin_user_page_range_dirty_lock(pin)
                 ret = self.vfio_pin_map_dma(dma, size)
-            if ret:
-                return ret
+                if ret:
+                    return ret
         if self.dirty_page_tracking and size >> (_ffs(self.pgsize_bitmap) & 63) > DIRTY_BITMAP_PAGES_MAX:
             self.vfio_remove_dma(dma)    # vfio_dma_bitmap_alloc(): -EINVAL
             return -errno.EINVAL
@@ -520,13 +533,12 @@ class VfioIommu:
         if len(buf) < _UNMAP_MINSZ:
             buf = out.ljust(_UNMAP_MINSZ, b"\0")
         argsz, flags, iova, size = _unmap_unpack(buf)
-        if argsz < _UNMAP_MINSZ or flags & ~UNMAP_MASK:
+        if argsz < _UNMAP_MINSZ or flags & _NOT_UNMAP_MASK:
             return -errno.EINVAL, out
         if not flags and self.fast_unmap:
             # Fast path: v2, a range that is exactly one dma (what QEMU does):
             # the checks of vfio_dma_do_unmap() pass and vfio_remove_dma() it.
-            mask = self.pgmask
-            if size and not (iova | size) & mask:
+            if size and not (iova | size) & self.pgmask:
                 dma = self.dma_list.remove_exact(iova, iova + size - 1)
                 if dma is not None:
                     state = dma.state

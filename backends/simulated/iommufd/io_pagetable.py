@@ -360,7 +360,7 @@ def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, le
     host = iopt.host
     dmabuf = False
     if type(file) is int:
-        file = host.file_of(file)
+        file = host.fds.get(file)                      # fget()
         if file is None:
             return -errno.EBADF, 0
         dmabuf = file.inode.kind == DMABUF and iopt.profile.map_file_dmabuf

@@ -45,6 +45,8 @@ IOPT_ADDRESS_USER, IOPT_ADDRESS_FILE, IOPT_ADDRESS_DMABUF = 0, 1, 2
 IOPT_PAGES_ACCOUNT_NONE, IOPT_PAGES_ACCOUNT_USER, IOPT_PAGES_ACCOUNT_MM = 0, 1, 2
 
 _EINVAL, _EFAULT, _ENOMEM = -errno.EINVAL, -errno.EFAULT, -errno.ENOMEM
+_IOMMU_RW = IOMMU_READ | IOMMU_WRITE
+_LEN_MAX, _PAGE_LEFT = SIZE_MAX - PAGE_SIZE, PAGE_SIZE - 1
 
 
 class IoptPages:
@@ -133,11 +135,11 @@ def iopt_alloc_file_pages(host, file, start_byte: int, start: int, length: int, 
         if rc:
             return rc
         mapping_writable = True
-    if length > SIZE_MAX - PAGE_SIZE or length == 0:    # iopt_alloc_pages()
+    if length > _LEN_MAX or length == 0:               # iopt_alloc_pages()
         if mapping_writable:
             file.inode.mapping.mapping_unmap_writable()
         return _EINVAL
-    pages = IoptFilePages(file, start - start_byte, (length + start_byte + PAGE_SIZE - 1) >> PAGE_SHIFT,
+    pages = IoptFilePages(file, start - start_byte, (length + start_byte + _PAGE_LEFT) >> PAGE_SHIFT,
                           writable, IOPT_PAGES_ACCOUNT_NONE if host.cap_ipc_lock else IOPT_PAGES_ACCOUNT_USER)
     file.refs += 1                                   # get_file()
     pages.mapping_writable = mapping_writable
@@ -173,9 +175,10 @@ def iopt_put_pages(pages, host) -> None:
     pages.users -= 1
     if pages.users:
         return
-    if pages.type != IOPT_ADDRESS_USER:
+    kind = pages.type
+    if kind != IOPT_ADDRESS_USER:
         file = pages.source
-        if pages.type == IOPT_ADDRESS_FILE and pages.mapping_writable:
+        if kind == IOPT_ADDRESS_FILE and pages.mapping_writable:
             file.inode.mapping.mapping_unmap_writable()
         if file.refs > 1:
             file.refs -= 1                             # fput() of a file that stays open
@@ -334,11 +337,12 @@ def iopt_area_fill_domain(area, host) -> int:
     generic PT (7.x), pt_iommu map_range() WARN_ON(!(prot & (IOMMU_READ |
     IOMMU_WRITE))) in drivers/iommu/generic_pt/iommu_pt.h; rig run iommufd-7.2
     2026-11-23 (compat MAP_DMA flags=0 with edu attached: EINVAL)."""
-    if not area.iommu_prot & (IOMMU_READ | IOMMU_WRITE):
+    if not area.iommu_prot & _IOMMU_RW:
         return _EINVAL
     pages = area.pages
     das = pages.domain_areas
-    if pages.type == IOPT_ADDRESS_DMABUF:
+    kind = pages.type
+    if kind == IOPT_ADDRESS_DMABUF:
         pages.domain_areas = area if das is None else _areas(pages) + [area]
         return 0
     sb = area.start_byte                              # area_index()
@@ -349,7 +353,7 @@ def iopt_area_fill_domain(area, host) -> int:
         pin = None
         if not host.fast_paths:
             pass
-        elif pages.type == IOPT_ADDRESS_FILE:
+        elif kind == IOPT_ADDRESS_FILE:
             # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
             start = pages.start + (lo << PAGE_SHIFT)
             rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1, holder)
