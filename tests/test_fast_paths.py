@@ -8,7 +8,8 @@ takes the one-step paths for the common case.  Each sequence below runs the
 same random ioctls (type1 v1/v2, iommufd native, iommufd VFIO compat; maps of
 anonymous, read-only, memfd, BAR and unmapped memory, MAP_FILE, exact,
 partial, covering and ALL unmaps, VADDR updates, device attach and detach,
-ENOMEM/ENOSPC limits) on both and compares, after every step, the return
+ENOMEM/ENOSPC limits; mprotect() of the anonymous memory between them, which
+splits its VMAs) on both and compares, after every step, the return
 value and the bytes written back, the accounting (locked_vm, pinned_vm,
 user->locked_vm), every store's pinned pages (per-page pin counts), the
 mappings, and what each device's IOMMU translates every IOVA of the grid to.
@@ -152,6 +153,9 @@ class World:
         if kind == "ioas_unmap":
             _, iova, length = op
             return h.ioctl(c, uapi.IOMMU_IOAS_UNMAP, IOAS_UNMAP.pack(24, self.ioas, iova, length))
+        if kind == "mprotect":                 # splits and merges VMAs (mm->vmacache)
+            _, k, n, prot = op
+            return h.mprotect(self.anon + k * P, n * P, prot)
         if kind == "attach":
             return self.attach(op[1])
         if kind == "detach":
@@ -242,6 +246,9 @@ def gen_sequence(profile: str, seed: str) -> tuple[dict, list]:
     maps: list = []
     type1_like = cfg["backend"].startswith(("type1", "compat"))
     for _ in range(STEPS):
+        if rng.random() < 0.1:
+            k = rng.randrange(32)
+            ops.append(("mprotect", k, rng.randint(1, 32 - k), rng.choice([RW, PROT_READ])))
         r = rng.random()
         if type1_like:
             if r < 0.5:

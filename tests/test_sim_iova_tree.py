@@ -45,6 +45,7 @@ def check_invariants(tree: IovaTree, model: list) -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_iova_tree_matches_a_sorted_list(seed, monkeypatch):
     monkeypatch.setattr(iommu, "_LOAD", 2)
+    monkeypatch.setattr(iommu, "_SPLIT", 4)
     rng = random.Random(seed)
     tree, model = IovaTree(), []
     span = rng.choice([40, 200])

@@ -39,6 +39,7 @@ SMMU_SW_MSI = (0x8000000, 0x80FFFFF)
 RESERVED_NAMES = {X86_MSI_WINDOW: "MSI window", AMD_HT_RANGE: "HyperTransport range",
                   SMMU_SW_MSI: "software MSI window"}
 _LOAD = 512
+_SPLIT = 2 * _LOAD                              # a chunk longer than this splits
 
 
 class IovaTree:
@@ -83,7 +84,7 @@ class IovaTree:
         keys, nodes = self._keys[c], self._nodes[c]
         keys.insert(i, node.iova)
         nodes.insert(i, node)
-        if len(keys) > 2 * _LOAD:
+        if len(keys) > _SPLIT:
             self._keys.insert(c + 1, keys[_LOAD:])
             self._nodes.insert(c + 1, nodes[_LOAD:])
             del keys[_LOAD:], nodes[_LOAD:]
@@ -123,7 +124,7 @@ class IovaTree:
         prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
         if prev is not None and prev.last >= key:
             return prev
-        if len(keys) >= 2 * _LOAD:
+        if len(keys) >= _SPLIT:
             self._insert_at(c, i, node)
             return None
         keys.insert(i, key)                       # _insert_at() without a split
