@@ -347,11 +347,10 @@ class SimHost(SimulatedHost):
         file = self.fds.get(fd)
         if file is not None:
             try:
-                ioctl = file.dev.ioctl
-            except AttributeError:            # no device, or one without ioctl
-                pass
-            else:
-                return ioctl(request, arg)
+                return file.dev.ioctl(request, arg)
+            except AttributeError:
+                if hasattr(file.dev, "ioctl"):
+                    raise                     # from inside the device's ioctl
         return (-errno.EBADF if file is None else -errno.ENOTTY,
                 bytes(arg) if not isinstance(arg, int) else b"")
 

@@ -329,7 +329,7 @@ def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: i
     mode = IOPT_PAGES_ACCOUNT_NONE if host.cap_ipc_lock else \
         IOPT_PAGES_ACCOUNT_MM if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM else IOPT_PAGES_ACCOUNT_USER
     pages = IoptPages(host.mm, down, (length + start_byte + _PAGE_LEFT) >> PAGE_SHIFT,
-                      bool(iommu_prot & IOMMU_WRITE), mode)
+                      (iommu_prot & IOMMU_WRITE) != 0, mode)
     align = iopt.iova_alignment - 1
     last = iova + length - 1
     if flags or iopt.lu_immutable or last > ULONG_MAX or not iopt.fast_paths \
