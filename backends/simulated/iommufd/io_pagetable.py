@@ -326,8 +326,9 @@ def iopt_map_user_pages(ictx, iopt: IoPagetable, iova: int, uptr: int, length: i
     host = iopt.host
     down = uptr & _PAGE_MASK
     start_byte = uptr - down
-    mode = IOPT_PAGES_ACCOUNT_NONE if host.cap_ipc_lock else \
-        IOPT_PAGES_ACCOUNT_MM if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM else IOPT_PAGES_ACCOUNT_USER
+    # iopt_alloc_pages(): NONE with CAP_IPC_LOCK, else USER, which iopt_map_common()
+    # makes MM in an MM-mode context: the context's mode (USER or MM).
+    mode = IOPT_PAGES_ACCOUNT_NONE if host.cap_ipc_lock else ictx.account_mode
     pages = IoptPages(host.mm, down, (length + start_byte + _PAGE_LEFT) >> PAGE_SHIFT,
                       (iommu_prot & IOMMU_WRITE) != 0, mode)
     align = iopt.iova_alignment - 1
@@ -370,8 +371,8 @@ def iopt_map_file_pages(ictx, iopt: IoPagetable, iova: int, file, start: int, le
     pages = alloc(host, file, start_byte, start, length, (iommu_prot & IOMMU_WRITE) != 0)
     if type(pages) is int:
         return pages, 0
-    if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode == IOPT_PAGES_ACCOUNT_USER:
-        pages.account_mode = IOPT_PAGES_ACCOUNT_MM      # iopt_map_common(): MM-mode context
+    if pages.account_mode == IOPT_PAGES_ACCOUNT_USER:  # iopt_map_common(): MM in an MM-mode
+        pages.account_mode = ictx.account_mode           # context (the context's USER or MM)
     # The common case (file pages, FIXED, aligned, no reserved range hit) inline, as
     # in iopt_map_user_pages(): one tree search for the EEXIST check and the insertion.
     align = iopt.iova_alignment - 1
