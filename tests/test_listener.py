@@ -247,3 +247,25 @@ def test_region_mapper_sends_what_the_policy_sends(scenario, policy):
                 checked += 1
     assert checked >= 6
     assert region_mapper(lambda *a: None, b, mr, False) is None     # a user policy: per block
+
+
+def test_live_mappings_drops_what_a_later_unmap_intersects():
+    """live_mappings(): a later successful unmap removes every earlier map it
+    intersects (one unmap over two maps, one map touching it left alone), a map
+    after the unmap stays, failed unmaps and failed maps change nothing."""
+    from vmm_model.container import Event, live_mappings
+    ok, bad = DmaResult(0), DmaResult(-errno.EINVAL)
+    c = VFIOContainer(Type1Plan(), get_qemu("10.0"))
+    M = 1 << 20
+    c.events = [Event("map", None, "iommu", 0 * M, M, result=ok),
+                Event("map", None, "iommu", 1 * M, M, result=ok),
+                Event("map", None, "iommu", 2 * M, M, result=ok),
+                Event("map", None, "iommu", 3 * M, M, result=bad),
+                Event("map", None, "iommu", 4 * M, M, result=ok),
+                Event("unmap", None, "iommu", 1 * M + 4096, M, result=ok),    # hits 1M and 2M
+                Event("unmap", None, "iommu", 4 * M, M, result=bad),          # fails: 4M stays
+                Event("map", None, "iommu", 1 * M, M, result=ok),             # re-mapped
+                Event("unmap", None, "iommu", 8 * M, M, result=ok)]           # touches nothing
+    assert [(e.iova // M, e.result is ok) for e in live_mappings(c)] == [
+        (0, True), (1, True), (4, True)]
+    assert live_mappings(c)[1] is c.events[7]
