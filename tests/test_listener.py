@@ -247,3 +247,51 @@ def test_region_mapper_sends_what_the_policy_sends(scenario, policy):
                 checked += 1
     assert checked >= 6
     assert region_mapper(lambda *a: None, b, mr, False) is None     # a user policy: per block
+
+
+def test_live_mappings_drops_what_a_later_unmap_intersects():
+    """live_mappings(): a later successful unmap removes every earlier map it
+    intersects (one unmap over two maps, one map touching it left alone), a map
+    after the unmap stays, failed unmaps and failed maps change nothing."""
+    from vmm_model.container import Event, live_mappings
+    ok, bad = DmaResult(0), DmaResult(-errno.EINVAL)
+    c = VFIOContainer(Type1Plan(), get_qemu("10.0"))
+    M = 1 << 20
+    c.events = [Event("map", None, "iommu", 0 * M, M, result=ok),
+                Event("map", None, "iommu", 1 * M, M, result=ok),
+                Event("map", None, "iommu", 2 * M, M, result=ok),
+                Event("map", None, "iommu", 3 * M, M, result=bad),
+                Event("map", None, "iommu", 4 * M, M, result=ok),
+                Event("unmap", None, "iommu", 1 * M + 4096, M, result=ok),    # hits 1M and 2M
+                Event("unmap", None, "iommu", 4 * M, M, result=bad),          # fails: 4M stays
+                Event("map", None, "iommu", 1 * M, M, result=ok),             # re-mapped
+                Event("unmap", None, "iommu", 8 * M, M, result=ok)]           # touches nothing
+    assert [(e.iova // M, e.result is ok) for e in live_mappings(c)] == [
+        (0, True), (1, True), (4, True)]
+    assert live_mappings(c)[1] is c.events[7]
+
+
+def test_gc_pause_hands_what_it_made_to_the_oldest_generation():
+    """gc_paused(): the objects made during the pause are not left in the young
+    generation, so leaving the pause starts no young collection (which would walk
+    them all to find them alive); a cycle among them that becomes garbage is
+    still freed by a full collection."""
+    import gc
+    import weakref
+    from vmm_model.gc_pause import gc_paused
+
+    class Node:
+        pass
+
+    gc.collect()
+    young = gc.get_stats()[0]["collections"]
+    with gc_paused():
+        made = [Node() for _ in range(50_000)]
+        a, b = Node(), Node()
+        a.other, b.other = b, a                   # a cycle
+        dead = weakref.ref(a)
+    assert gc.isenabled() and gc.get_stats()[0]["collections"] == young
+    del a, b
+    assert dead() is not None                     # only the collector frees a cycle
+    gc.collect()
+    assert dead() is None and len(made) == 50_000

@@ -224,6 +224,9 @@ class _DeferSigint:
 
 
 def cmd_plan(args, qemu_argv) -> int:
+    if args.against_binary is not None:        # vfio-emu run (imported only then)
+        from vmm_model.run import plan_against_binary
+        return plan_against_binary(args, qemu_argv)
     from vmm_model.iommu_backends import backend_names, get_backend
     from vmm_model.plan import make_plan
     from vmm_model.qemu_versions import DEFAULT_QEMU
@@ -323,9 +326,10 @@ def register_plan(sub):
                     help="full rows (default: fit the terminal, 80 columns when not one)")
     pl.add_argument("--all", action="store_true",
                     help="one row per section (default: runs of identical sections are one row)")
+    pl.add_argument("--against-binary", metavar="QEMU_BINARY",
+                    help="run this real QEMU binary on the simulated kernel (vfio-emu run) "
+                         "and show where it and the model differ")
     pl.set_defaults(func=cmd_plan)
-    from vmm_model.run import add_against_binary       # --against-binary: vfio-emu run
-    add_against_binary(pl)
     return pl
 
 

@@ -8,7 +8,9 @@ itself would have printed.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from backends.base import DmaResult, VFIOIOMMUClass
 from backends.errors import UsageError, VfioEmuError
@@ -179,15 +181,32 @@ def _replay(machine: Machine, container: VFIOContainer) -> VFIOContainer:
 
 def live_mappings(container: VFIOContainer) -> list[Event]:
     """The successful (or planned) map events whose IOVA range is still mapped at
-    the end: later unmaps of an overlapping range remove them."""
+    the end, in IOVA order: a later successful unmap of an intersecting range
+    removes one.  Walked backwards with the union of the later unmaps (sorted,
+    disjoint), so a plan with many unmaps costs n log n, not maps x unmaps."""
     live: list[Event] = []
-    for ev in container.events:
-        if ev.kind == "map" and ev.result is not None and not ev.result.ret:
+    starts: list[int] = []              # the union of the later unmaps: [starts[k], ends[k])
+    ends: list[int] = []
+    for ev in reversed(container.events):
+        kind, r = ev.kind, ev.result
+        if r is None or r.ret:
+            continue
+        if kind == "map":
+            if starts:
+                lo = ev.iova
+                k = bisect_right(starts, lo)
+                if k and ends[k - 1] > lo or k < len(starts) and starts[k] < lo + ev.size:
+                    continue
             live.append(ev)
-        elif ev.kind == "unmap" and ev.result is not None and not ev.result.ret:
-            live = [m for m in live
-                    if m.iova + m.size <= ev.iova or ev.iova + ev.size <= m.iova]
-    return sorted(live, key=lambda e: e.iova)
+        elif kind == "unmap" and ev.size > 0:
+            lo, hi = ev.iova, ev.iova + ev.size
+            i, j = bisect_left(ends, lo), bisect_right(starts, hi)
+            if i < j:
+                lo, hi = min(lo, starts[i]), max(hi, ends[j - 1])
+            starts[i:j], ends[i:j] = [lo], [hi]
+    live.reverse()
+    live.sort(key=attrgetter("iova"))
+    return live
 
 
 def realize_error(machine: Machine, container: VFIOContainer) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from backends.base import errno_name, flag_names
+from backends.base import DmaRequest, errno_name, flag_names
 from vmm_model.container import Event, live_mappings
 from vmm_model.plan import Plan, decision_key, other_versions
 
@@ -151,24 +151,33 @@ def check_reasons(plan: Plan) -> list[str]:
 _FIELDS: dict[str, tuple] = {}
 
 
-def _fields_fmt(ioctl: str):
-    """(codec, JSON template) of an ioctl's argument struct: one unpack and one
-    ``%`` give ``DmaRequest.fields`` as JSON text."""
+def _fields_fmt(ioctl: str) -> tuple:
+    """How an ioctl's argument struct becomes ``DmaRequest.fields`` in JSON:
+    (bytes of its leading 32-bit members, a codec of the 64-bit members after
+    them, their names).  The 32-bit members (argsz/size, flags, ioas_id, fd) are
+    the same along a run of requests, so they are part of an event's shape; the
+    64-bit ones (addresses, lengths) are formatted per event.  A struct of
+    another layout: (0, None, None), its fields are JSON-dumped per event."""
     try:
         return _FIELDS[ioctl]
     except KeyError:
+        import re
+        import struct
         from backends import uapi
         c = uapi.codec(uapi.IOCTLS[ioctl].arg)
-        fmt = "{" + ", ".join(f'"{n}": %d' for n in c.names) + "}"
-        _FIELDS[ioctl] = c, fmt
-        return c, fmt
+        m = re.fullmatch(r"<([Ii]*)(Q+)", c.format)
+        f = _FIELDS[ioctl] = ((len(m[1]) * 4, struct.Struct("<" + m[2]), c.names[len(m[1]):])
+                              if m else (0, None, None))
+        return f
 
 
 def _shape(ev: Event, others) -> tuple:
-    """The JSON text of an event around its addresses, its request fields and its
-    message: (template with ``%`` slots for gpa, iova, size, vaddr, the request's
-    fields (one ``%d`` each, in struct order) and the message; the struct codec or
-    None; the template with one ``%s`` for fields of another kind)."""
+    """The JSON text of an event around what differs between the events of a run:
+    (template with ``%`` slots for the gpa range (none when there is no range),
+    iova, size, vaddr, the request's fields (its 64-bit members, one ``%d`` each
+    in struct order, or one ``%s`` for the whole JSON object of another layout)
+    and the message (none when it is empty); ``fields_of(data, offset)``, which
+    gives those fields' values, or None when there is no request)."""
     s = ev.section
     mr = s.mr if s is not None else None
     rb = mr.ram_block if mr is not None else None
@@ -187,58 +196,65 @@ def _shape(ev: Event, others) -> tuple:
             "note": r.note if r is not None else "", "fatal": ev.fatal, "phase": ev.phase}
     if others is not None:
         tail["other_qemu"] = [{"versions": v.split(","), "decision": dec} for v, dec in others]
-    head = ('{"kind": %s, "path": %s, ' % (json.dumps(ev.kind), json.dumps(ev.path))).replace("%", "%%")
-    rest = ', "message": %s, ' + json.dumps(tail)[1:].replace("%", "%%")
-    addr = '"gpa": "[0x%x, 0x%x)", "iova": %d, "size": %d, "vaddr": %d, "fields": '
+    head = json.dumps({"kind": ev.kind, "path": ev.path})[:-1].replace("%", "%%")
+    gpa = '"[0x%x, 0x%x)"' if _range(ev) is not None else '"-"'
+    msg = "%s" if ev.message else '""'
+    text = f'{head}, "gpa": {gpa}, "iova": %d, "size": %d, "vaddr": %d, "fields": '
+    rest = f', "message": {msg}, ' + json.dumps(tail)[1:].replace("%", "%%")
     if req is None:
-        return head + addr + "null" + rest, None
-    c, ffmt = _fields_fmt(req.ioctl)
-    return head + addr + ffmt + rest, c
+        return text + "null" + rest, None
+    _, codec, names = _fields_fmt(req.ioctl)
+    if codec is None:
+        ioctl = req.ioctl
+        return text + "%s" + rest, lambda data, _: (json.dumps(DmaRequest(ioctl, data).fields),)
+    ffmt = json.dumps({n: 0 if n in names else v for n, v in fields.items()})
+    for n in names:                        # the 64-bit members: slots, in struct order
+        ffmt = ffmt.replace(f'"{n}": 0', f'"{n}": %d', 1)
+    return text + ffmt + rest, codec.unpack_from
 
 
 def events_text(events, others: dict | None):
-    """Each event as JSON text.  What does not depend on the section's addresses
-    is formatted once per shape (region, decision, answer) and reused: the half
-    a million virtio-mem blocks of a 1 TiB guest share a handful of shapes, so
-    an event costs one unpack and one ``%`` (``others``: other_versions(), or None)."""
+    """Each event as JSON text.  What a run of events shares (region, decision,
+    answer, the request's 32-bit members) is formatted once per shape and reused:
+    the half a million virtio-mem blocks of a 1 TiB guest share a handful of
+    shapes, so an event costs one unpack of its 64-bit members and one ``%``
+    (``others``: other_versions(), or None)."""
     shapes: dict[tuple, tuple] = {}
     dumps = json.dumps
+    heads = {}
     for ev in events:
         s = ev.section
         r = ev.result
-        if r is not None:
+        msg = ev.message
+        if r is not None and r.ioctl is not None:
+            ioctl = r.ioctl
             data = r.data
+            hb = heads.get(ioctl)
+            if hb is None:
+                hb = heads[ioctl] = _fields_fmt(ioctl)[0]
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
-                   r.ret, r.note, ev.fatal, ev.phase, r.ioctl,
-                   data[4:8] if data is not None else None)    # flags: u32 at offset 4
+                   r.ret, r.note, ev.fatal, ev.phase, ioctl, data[:hb], not msg)
         else:
             data = None
             key = (ev.kind, ev.path, id(s.mr) if s is not None else None, ev.readonly,
-                   ev.fatal, ev.phase)
+                   ev.fatal, ev.phase, r is None, r.ret if r is not None else None,
+                   r.note if r is not None else None, not msg)
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _shape(ev, None if others is None
                                          else others.get(decision_key(ev), []))
-        text, c = shape
+        text, fields_of = shape
         if ev.kind in ("map", "unmap") and ev.path != "region_add":
             lo = ev.iova
-            hi = lo + ev.size
+            args = (lo, lo + ev.size, lo, ev.size, ev.vaddr)
         elif s is not None:
             lo = s.offset_within_address_space
-            hi = lo + s.size
+            args = (lo, lo + s.size, ev.iova, ev.size, ev.vaddr)
         else:                               # no range: the gpa is "-"
-            text = text.replace('"[0x%x, 0x%x)"', '"-"', 1)
-            lo = hi = None
-        msg = dumps(ev.message) if ev.message else '""'
-        head = (ev.iova, ev.size, ev.vaddr) if lo is None else (lo, hi, ev.iova, ev.size, ev.vaddr)
-        if c is None:
-            yield text % (head + (msg,))
-            continue
-        try:
-            yield text % (head + c.unpack_from(data) + (msg,))
-        except TypeError:                   # a non-integer field: the slow way
-            yield text.replace(_fields_fmt(r.ioctl)[1], "%s", 1) % (
-                head + (dumps(r.request.fields), msg))
+            args = (ev.iova, ev.size, ev.vaddr)
+        if fields_of is not None:
+            args += fields_of(data, hb)
+        yield text % (args + (dumps(msg),)) if msg else text % args
 
 
 def event_json(ev: Event, others=None) -> dict:

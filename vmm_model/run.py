@@ -623,19 +623,9 @@ def register(sub) -> None:
     r.set_defaults(func=cmd_run)
 
 
-def add_against_binary(plan) -> None:
-    """``vfio-emu plan --against-binary QEMU -- ARGS`` (registered by vmm_model/cli.py's
-    register_plan): the same as ``run --against-model --brief -- QEMU ARGS``."""
-    plan.add_argument("--against-binary", metavar="QEMU_BINARY",
-                      help="run this real QEMU binary on the simulated kernel (vfio-emu run) "
-                           "and show where it and the model differ")
-    inner = plan.get_default("func")
-    plan.set_defaults(func=lambda args, q: _plan_against_binary(args, q)
-                      if args.against_binary is not None else inner(args, q))
-
-
-def _plan_against_binary(args, qemu_argv) -> int:
-    """``plan --against-binary B -- ARGS`` = ``run --against-model -- B ARGS``."""
+def plan_against_binary(args, qemu_argv) -> int:
+    """``vfio-emu plan --against-binary B -- ARGS`` (vmm_model/cli.py cmd_plan) = ``run
+    --against-model --brief -- B ARGS``."""
     if qemu_argv is None or args.scenario:
         raise UsageError("--against-binary takes QEMU arguments after --, not a scenario",
                          where="vfio-emu plan --against-binary")
