@@ -161,10 +161,7 @@ def unpin_user_pages(pins) -> None:
     double unpin, or a followed PFNMAP range, which holds no reference) is a
     simulator bug and raises KeyError."""
     for pin in pins:
-        store = pin.store
-        store.pins.remove(pin)
-        if store.held:
-            store.held.pop(pin, None)
+        unpin_user_page_range_dirty_lock(pin)
 
 
 def unpin_user_page_range_dirty_lock(pin) -> None:

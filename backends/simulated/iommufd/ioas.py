@@ -260,10 +260,7 @@ def iommufd_ioas_unmap(ictx, cmd, buf, size):
                     iopt_area_unfill_domain(area, iopt.host)
                 pages = area.pages
                 area.pages = None
-                if pages.type:                 # IOPT_ADDRESS_USER pages release nothing more
-                    iopt_put_pages(pages, iopt.host)
-                else:
-                    pages.users -= 1
+                iopt_put_pages(pages, iopt.host)
                 if cmd is buf:
                     return 0, buf              # length unmapped == length sent
                 return 0, respond(buf, size, _UNMAP_pack(sz, ioas_id, iova, length))

@@ -180,10 +180,7 @@ def iopt_put_pages(pages, host) -> None:
         file = pages.source
         if kind == IOPT_ADDRESS_FILE and pages.mapping_writable:
             file.inode.mapping.mapping_unmap_writable()
-        if file.refs > 1:
-            file.refs -= 1                             # fput() of a file that stays open
-        else:
-            host._fput(file)
+        host._fput(file)
 
 
 # ---- index ranges, segments -------------------------------------------------
@@ -350,18 +347,16 @@ def iopt_area_fill_domain(area, host) -> int:
     if das is None:
         n = hi - lo + 1
         holder = pages if lo == 0 and n == pages.npages else None   # the pages hold their pin
-        pin = None
-        if not host.fast_paths:
-            pass
-        elif kind == IOPT_ADDRESS_FILE:
+        pin = None                                     # the general path below
+        if host.fast_paths and kind == IOPT_ADDRESS_FILE:
             # Fast path (first pin of a file range): memfd_pin_folios() gives one pin.
             start = pages.start + (lo << PAGE_SHIFT)
             rc, got = memfd_pin_folios(pages.source, start, start + (n << PAGE_SHIFT) - 1, holder)
             if rc < 0:
                 return rc
             pin = got[0]
-        elif pages.source is host.mm:
-            # Fast path (first pin, one VMA; None: the general path below).
+        elif host.fast_paths and pages.source is host.mm:
+            # Fast path (first pin, one VMA; None when it is not that case).
             pin = gup_vma_range(host.mm, pages.start + (lo << PAGE_SHIFT), n, pages.writable, holder)
         if pin is not None:
             mode = pages.account_mode                  # do_update_pinned(), inline
