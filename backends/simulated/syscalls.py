@@ -53,18 +53,22 @@ class SimHost(SimulatedHost):
     everywhere, and tests/test_fast_paths.py checks both give the same answers.
     """
 
+    # The KernelProfile, an instance attribute (set once in __init__) in place of
+    # Host.profile's property: the map paths read it on every ioctl.
+    profile: KernelProfile = None
+
     def __init__(self, profile: str | KernelProfile = "7.2", *, mounts: dict | None = None,
                  hugetlb_pages: int | None = None, memfd_noexec: int = 0,
                  rlimit_memlock: int = RLIM_INFINITY, cap_ipc_lock: bool = False,
                  fast_paths: bool = True):
-        self._profile = get_profile(profile)
-        self.kernel_release = self._profile.name + ".0-sim"
+        self.profile = get_profile(profile)
+        self.kernel_release = self.profile.name + ".0-sim"
         self.mounts = dict(DEFAULT_MOUNTS if mounts is None else mounts)
         self.dirs: set[str] = set(self.mounts) | {"/tmp", "/dev"}
         self.names: dict[str, Inode] = {}
         self.fds: dict[int, File] = {}
         self.cloexec: set[int] = set()
-        self.mm = MM(self._profile, fast_paths=fast_paths)
+        self.mm = MM(self.profile, fast_paths=fast_paths)
         self.fast_paths = fast_paths
         self.hugetlb_pages = hugetlb_pages
         self.memfd_noexec = memfd_noexec
@@ -75,10 +79,6 @@ class SimHost(SimulatedHost):
         self.locked_vm = self.pinned_vm = self.user_locked_vm = 0
         self.luo_files: set[File] = set()             # luo_preserve()
         self.vfio_devices: list = []
-
-    @property
-    def profile(self) -> KernelProfile:
-        return self._profile
 
     # ---- registration points ---------------------------------------------
     def register_chardev(self, path: str, factory) -> None:
