@@ -95,7 +95,7 @@ def gup_vma_range(mm: MM, addr: int, npages: int, write, holder=None) -> Pin | N
     holds all of [addr, +npages) and check_vma_flags() passes (VM_IO and
     VM_PFNMAP clear, VM_WRITE for a write, VM_READ for a read), so the pages
     are the process's private pages and one ``Pin`` holds them (``holder``
-    in its place, see pin_user_pages()).  Returns that pin, registered in
+    in its place, see pin_user_pages(); it gets the pin's ``store``).  Returns that pin, registered in
     ``mm.private``, or None with nothing pinned: not the common case (or
     ``mm.fast_paths`` off), pin_user_pages() walks VMA by VMA."""
     vma = mm.vmacache
@@ -108,7 +108,11 @@ def gup_vma_range(mm: MM, addr: int, npages: int, write, holder=None) -> Pin | N
             or vma.vm_flags & (_FAST_WRITE if write else _FAST_READ) != (VM_WRITE if write else VM_READ):
         return None
     store = mm.private
-    pin = Pin(store, addr >> PAGE_SHIFT, npages) if holder is None else holder
+    if holder is None:
+        pin = Pin(store, addr >> PAGE_SHIFT, npages)
+    else:
+        pin = holder
+        holder.store = store                    # the holder is the pin now
     store.pins.add(pin)
     return pin
 
@@ -184,7 +188,7 @@ def memfd_pin_folios(file: File | None, start: int, end: int, holder=None) -> tu
     start > end, no file, not shmem/hugetlbfs, or end >= i_size.  (6.11+;
     pages are 4 KiB here, folios may be larger in the kernel.)  ``holder``:
     an object with the Pin fields for exactly these pages that stands in for
-    the pin (an iommufd iopt_pages)."""
+    the pin (an iommufd iopt_pages; it gets the pin's ``store``)."""
     if start < 0 or start > end or file is None:
         return -errno.EINVAL, []
     inode = file.inode
@@ -192,10 +196,13 @@ def memfd_pin_folios(file: File | None, start: int, end: int, holder=None) -> tu
         return -errno.EINVAL, []
     if end >= inode.i_size:
         return -errno.EINVAL, []
+    mapping = inode.mapping
     if holder is None:
         first = start >> PAGE_SHIFT
-        holder = Pin(inode.mapping, first, (end >> PAGE_SHIFT) - first + 1)
-    inode.mapping.pins.add(holder)
+        holder = Pin(mapping, first, (end >> PAGE_SHIFT) - first + 1)
+    else:
+        holder.store = mapping                  # the holder is the pin now
+    mapping.pins.add(holder)
     return holder.npages, [holder]
 
 

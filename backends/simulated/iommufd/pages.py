@@ -58,10 +58,12 @@ class IoptPages:
     When one pin holds all of the pages (a MAP of a fresh range, the common
     case), the pages are that pin themselves (``pins is pages``): they stand
     in ``PageStore.pins`` with ``store``, ``first`` and ``npages`` as a
-    ``Pin`` would, which saves a Pin and its page number per live mapping."""
+    ``Pin`` would, which saves a Pin and its page number per live mapping.
+    ``store`` (the mm's private pages, the file's page cache) is set by the
+    GUP call that makes them their pin (gup_vma_range(), memfd_pin_folios())."""
 
     __slots__ = ("source", "start", "npages", "writable", "account_mode", "pins",
-                 "domain_areas", "users")
+                 "domain_areas", "users", "store")
     type = IOPT_ADDRESS_USER
     page, detach = Pin.page, Pin.detach
 
@@ -70,11 +72,6 @@ class IoptPages:
         self.writable, self.account_mode = writable, account_mode
         self.pins = self.domain_areas = None
         self.users = 1
-
-    @property
-    def store(self):
-        """The PageStore a pin of all of the pages is on: the mm's private pages."""
-        return self.source.private
 
     @property
     def first(self) -> int:
@@ -88,11 +85,6 @@ class IoptFilePages(IoptPages):
 
     __slots__ = ("mapping_writable", "seals")
     type = IOPT_ADDRESS_FILE
-
-    @property
-    def store(self):
-        """The file's page cache (memfd_pin_folios())."""
-        return self.source.inode.mapping
 
 
 class IoptDmabufPages(IoptPages):
