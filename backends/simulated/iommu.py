@@ -116,11 +116,16 @@ class IovaTree:
         that node (nothing inserted) or None.  One search for the overlap
         check and the insertion (vfio_find_dma() + vfio_link_dma())."""
         key = node.iova
-        c = bisect_left(self._maxes, key)
+        maxes = self._maxes                       # a key past the top (a plan's order) needs
+        c = len(maxes)                            # no search: it goes last in the last chunk
+        if c and key <= maxes[-1]:
+            c = bisect_left(maxes, key)
         keys, nodes = self._keys[c], self._nodes[c]
-        i = bisect_left(keys, key)
-        if i < len(keys) and keys[i] <= node.last:
-            return nodes[i]
+        i = len(keys)
+        if i and key <= keys[-1]:
+            i = bisect_left(keys, key)
+            if keys[i] <= node.last:
+                return nodes[i]
         prev = nodes[i - 1] if i else (self._nodes[c - 1][-1] if c else None)
         if prev is not None and prev.last >= key:
             return prev
