@@ -603,10 +603,10 @@ def iopt_table_remove_domain(iopt: IoPagetable, hwpt) -> None:
 
 def iopt_unfill_domain(iopt: IoPagetable) -> None:
     """iopt_unfill_domain() of the last domain: iopt_area_unfill_domain() of
-    every area.  Fast path: an area that is its pages' one domain area with
-    one pin (the common case) is unpinned here, and the charges are dropped
-    once per account mode at the end (the sums iopt_area_unfill_domain()
-    would drop area by area)."""
+    every area.  Fast path: an area that is its pages' one domain area, the
+    pages holding their one pin themselves (the common case), is unpinned
+    here, and the charges are dropped once per account mode at the end (the
+    sums iopt_area_unfill_domain() would drop area by area)."""
     host = iopt.host
     if not host.fast_paths:
         for area in iopt.area_itree:
@@ -616,7 +616,7 @@ def iopt_unfill_domain(iopt: IoPagetable) -> None:
     for area in iopt.area_itree:
         pages = area.pages
         pin = pages.pins
-        if pages.domain_areas is area and pin is not None and type(pin) is not list:
+        if pin is pages and pages.domain_areas is area:     # the pages are their one pin
             unpin_user_page_range_dirty_lock(pin)
             uncharged[pages.account_mode] += pin.npages
             pages.pins = pages.domain_areas = None

@@ -168,7 +168,7 @@ def iommufd_ioas_map(ictx, cmd, buf, size):
                                        0 if flags & FIXED else IOPT_ALLOC_IOVA)
     if rc:
         return rc, buf
-    if out_iova == iova and cmd is buf:
+    if cmd is buf and out_iova == iova:
         return 0, buf                          # the struct written back is the one sent
     return 0, respond(buf, size, _MAP_pack(sz, flags, ioas_id, reserved, uptr, length, out_iova))
 
@@ -203,7 +203,7 @@ def iommufd_ioas_map_file(ictx, cmd, buf, size):
     rc, out_iova = iopt_map_file_pages(ictx, ioas.iopt, iova, file, start, length, prot, alloc)
     if rc:
         return rc, buf
-    if iova == out_iova and cmd is buf:
+    if cmd is buf and out_iova == iova:
         return 0, buf                          # the struct written back is the one sent
     return 0, respond(buf, size, _MAP_FILE.pack(sz, flags, ioas_id, fd, start, length, out_iova))
 
