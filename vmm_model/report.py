@@ -298,12 +298,14 @@ def _live_text(events):
     """Each live mapping as JSON text, ASCII bytes (the RAMBlock name's JSON and
     the readonly bit once per region and mode)."""
     tails: dict[tuple, bytes] = {}
+    mr = readonly = None
     for ev in events:
-        key = (id(ev.section.mr), ev.readonly)
-        tail = tails.get(key)
-        if tail is None:
-            tail = tails[key] = (', "readonly": %s, "ramblock": %s}' % (
-                "true" if ev.readonly else "false", json.dumps(_block(ev)[0]))).encode()
+        if ev.section.mr is not mr or ev.readonly != readonly:     # a new run
+            mr, readonly = ev.section.mr, ev.readonly
+            tail = tails.get((id(mr), readonly))
+            if tail is None:
+                tail = tails[id(mr), readonly] = (', "readonly": %s, "ramblock": %s}' % (
+                    "true" if readonly else "false", json.dumps(_block(ev)[0]))).encode()
         yield b'{"iova": %d, "size": %d%s' % (ev.iova, ev.size, tail)
 
 
