@@ -215,12 +215,12 @@ def _shape(ev: Event, others) -> tuple:
 
 
 def events_text(events, others: dict | None):
-    """Each event as JSON text (ASCII bytes: ``bytes % args`` formats in two
-    thirds of the time ``str % args`` takes).  What a run of events shares (region, decision,
-    answer, the request's 32-bit members) is formatted once per shape and reused:
-    the half a million virtio-mem blocks of a 1 TiB guest share a handful of
-    shapes, so an event costs one unpack of its 64-bit members and one ``%``
-    (``others``: other_versions(), or None)."""
+    """Each event as JSON text, in ASCII bytes (``bytes % args`` takes about
+    two thirds of the time of ``str % args``).  What a run of events shares
+    (region, decision, answer, the request's 32-bit members) is formatted once
+    per shape and reused: the half a million virtio-mem blocks of a 1 TiB guest
+    share a handful of shapes, so an event costs one unpack of its 64-bit
+    members and one ``%`` (``others``: other_versions(), or None)."""
     shapes: dict[tuple, tuple] = {}
     dumps = json.dumps
     heads = {}
