@@ -392,12 +392,18 @@ COLUMNS = ("GPA range", "RAMBlock", "fd", "shared", "ramd", "action", "arguments
 _DROP_ORDER = ("arguments", "other QEMU versions", "flags", "ramd", "shared", "fd")
 
 
+def _args_cell(r) -> str:
+    """The arguments cell of a map or unmap (a request made for the purpose:
+    reading ``r.request`` would keep one on every OkResult)."""
+    return DmaRequest(r.ioctl, r.data).args() if r.ioctl is not None else r.note
+
+
 def _cells(ev: Event, others) -> list[str]:
     name, fd, shared, ramd = _block(ev)
     req = ev.result.request if ev.result else None
     if ev.kind in ("map", "unmap"):
         action = req.ioctl if req else "(no ioctl)"
-        args = req.args() if req else ev.result.note
+        args = _args_cell(ev.result)
         flags = _flag_names(req.ioctl, req.fields.get("flags", 0)) if req else "-"
         kernel = outcome(ev)
     else:
@@ -410,10 +416,17 @@ def _rows(plan: Plan, others: dict, all_rows: bool):
     """(cells, notes) per table row: a run of contiguous events that differ only in
     their addresses is one row (its notes: the first one and a count) unless all_rows."""
     run: list = []          # [first_ev, last_range, count, sig, note, notes_count]
+    shown: dict[tuple, list[str]] = {}     # sig: the cells of its first row
 
     def flush():
-        ev, rng, count, _, note, nnotes = run
-        cells = _cells(ev, others.get(decision_key(ev)) if others else None)
+        ev, rng, count, sig, note, nnotes = run
+        cells = shown.get(sig) if sig is not None else None
+        if cells is None:
+            cells = _cells(ev, others.get(decision_key(ev)) if others else None)
+            if sig is not None:
+                shown[sig] = cells
+        else:               # the same but for the range and the arguments (--all)
+            cells = [_gpa(ev), *cells[1:6], _args_cell(ev.result), *cells[7:]]
         if count > 1:
             lo = _range(ev)[0]
             cells = [f"{_fmt_range((lo, rng[1]))} ×{count}", *cells[1:6],
@@ -511,17 +524,23 @@ def render_lines(plan: Plan, with_others: bool = True, width: int | None = 80,
     hidden = {"other QEMU versions"} if not with_others else set()
     if not phases:                        # every event at realize: no "when" column
         hidden.add("when")
+    full = widths[:]
     keep = [i for i in _fit(widths, list(COLUMNS), width, hidden) if COLUMNS[i] not in hidden]
     keep.sort(key=lambda i: COLUMNS[i] != "when")      # "when" (the phase) comes first
     short = width is not None and 1 + sum(widths[i] + 2 for i in keep) > width
     if short:                     # still too wide: MAP_FILE for IOMMU_IOAS_MAP_FILE, ...
         widths[5] = short_action
+    narrowed = [i for i in keep if widths[i] < full[i]]     # their cells may need cutting
+    fmt = "   " + "  ".join(f"{{{i}:<{widths[i]}}}" for i in keep)   # one format per line
 
     def line(cells):
-        if short:
-            cells = cells[:5] + [SHORT_IOCTL.get(cells[5], cells[5])] + cells[6:]
-        return clip("   " + "  ".join(_cut(cells[i], widths[i]).ljust(widths[i])
-                                       for i in keep).rstrip(), width)
+        if narrowed:
+            cells = list(cells)
+            if short:
+                cells[5] = SHORT_IOCTL.get(cells[5], cells[5])
+            for i in narrowed:
+                cells[i] = _cut(cells[i], widths[i])
+        return clip(fmt.format(*cells).rstrip(), width)
     yield line(list(COLUMNS))
     notes = []
     for cells, ns in rows if rows is not None else _rows(plan, others, all_rows):
