@@ -143,6 +143,16 @@ def test_json_streams_the_same_document(capsys):
     events = [{k: v for k, v in r.items() if k not in ("record", "plan", "index")}
               for r in recs if r["record"] == "event" and r["plan"] == 2]
     assert events == doc["plans"][2]["events"]
+    # onto a file's text layer: ASCII bytes straight to its buffer, in order with
+    # the text around them; re-encoded when the encoding is not ASCII-compatible
+    for enc in ("utf-8", "utf-16"):
+        raw = io.BytesIO()
+        out = io.TextIOWrapper(raw, encoding=enc)
+        out.write("[")
+        report.write_json(plans, out)
+        out.write("]")
+        out.flush()
+        assert json.loads(raw.getvalue().decode(enc)) == [doc]
 
 
 def test_jsonl_on_the_command_line(capsys):

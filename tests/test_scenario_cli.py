@@ -354,3 +354,18 @@ def test_compare_has_a_row_per_virtio_mem_block_and_folds_runs(capsys, tmp_path)
         (0x200000, 0x40000000, 511, ["-", "MAP_FILE 0"])]
     rc, out, err = run(capsys, "compare", str(vm), "--backends", "iommufd", "--kernels", "6.12,7.2")
     assert f"rdm [0x{base + 0x200000:x}, 0x{base + 0x40000000:x}) ×511" in out
+
+
+def test_compare_without_events_keeps_the_differences_and_outcomes():
+    """keep_events=False (what the command line asks for) drops each column's
+    events once its cells are taken: the same differences and outcomes, and no
+    plan holds its events any more (memory: one column's events at a time)."""
+    from vmm_model import compare, gallery
+    from vmm_model.qemu_versions import get_qemu
+    sc = gallery.load("s27")
+    args = (sc, [get_qemu("10.2")], ["iommufd", "type1"], ["6.12", "7.2"])
+    kept, kept_diffs = compare.compare(*args)
+    plans, diffs = compare.compare(*args, keep_events=False)
+    assert diffs == kept_diffs and diffs
+    assert [compare.outcome(p) for p in plans] == [compare.outcome(p) for p in kept]
+    assert sum(len(p.events) for p in kept) > 0 and not any(p.events for p in plans)

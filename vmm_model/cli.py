@@ -383,7 +383,8 @@ def cmd_compare(args, qemu_argv) -> int:
     if None in kernels:
         raise UsageError("compare needs simulated kernels", where="--kernels",
                          valid=", ".join(list_profiles()) + ", host")
-    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy, args.host_iommu)
+    plans, diffs = compare.compare(sc, qemus, backends, kernels, args.policy, args.host_iommu,
+                                   keep_events=False)
     from vmm_model.inputs_report import inputs_json, render_inputs
     if args.json:
         doc = compare.document(sc, plans, diffs)

@@ -77,25 +77,32 @@ def outcome(p: Plan) -> str:
 
 
 def compare(sc: Scenario, qemus, backends, kernels, policy=None,
-            host_iommu=None) -> tuple[list[Plan], list[dict]]:
+            host_iommu=None, keep_events: bool = True) -> tuple[list[Plan], list[dict]]:
     """Run every combination; return the plans and the differing rows
     ({"path", "gpa", "sections", "cells": [text per column]}: one row per
     section, or per block or IOMMU mapping on the rdm and iommu paths, where
     contiguous ones with the same cells are one row and ``sections`` counts
-    them).  The cyclic GC stays paused: every plan's events live until the rows
-    are made, so a collection would walk them all and find no garbage."""
+    them).  ``keep_events=False`` (the command line): a plan's events are
+    dropped once its cells are taken, so memory holds the rows and one plan's
+    events, not every column's (the plans keep their outcome).  The cyclic GC
+    stays paused: the rows live until the diff is made, so a collection would
+    walk them all and find no garbage."""
+    columns = [(q, b, k) for q in qemus for b in backends for k in kernels]
     with gc_paused():
-        plans = [make_plan(sc, q, b, policy, k, host_iommu) for q in qemus for b in backends
-                 for k in kernels]
+        plans: list[Plan] = []
         rows: dict[tuple, list] = {}
-        for i, p in enumerate(plans):
+        for i, (q, b, k) in enumerate(columns):
+            p = make_plan(sc, q, b, policy, k, host_iommu)
+            plans.append(p)
             for ev in p.events:
                 if ev.kind in _ROW_KINDS:
                     key = _row_key(ev)
                     cells = rows.get(key)
                     if cells is None:
-                        cells = rows[key] = [None] * len(plans)
+                        cells = rows[key] = [None] * len(columns)
                     cells[i] = _cell(ev)
+            if not keep_events and p.container is not None:
+                p.container.events, p.hazards = [], []
         diffs: list[dict] = []
         last = None         # a run of contiguous blocks with the same cells is one difference
         for (path, gpa), cells in rows.items():

@@ -175,7 +175,13 @@ def other_versions(sc: Scenario, plan: Plan, versions=None) -> dict[tuple, list[
     does not reach the listener call at all).  Each version is run once per
     RAMBlock, not once per section: the cost does not grow with the sections."""
     mine: dict[tuple, str] = {}
+    last = (None,) * 4
     for ev in plan.events:
+        # a run of one section's blocks has one key: compare, do not hash
+        if ev.section is last[0] and ev.kind == last[1] and ev.path == last[2] \
+                and ev.readonly == last[3]:
+            continue
+        last = (ev.section, ev.kind, ev.path, ev.readonly)
         k = decision_key(ev)
         if k not in mine:
             mine[k] = decision(ev)
@@ -212,15 +218,20 @@ def find_hazards(plan: Plan) -> list[tuple[Event, str, str]]:
             out.append((ev, code, text))
 
     checked = set()              # (region, readonly): its sections all decide alike
+    last = (None, None)          # the last of them checked (a run: compare, do not hash)
     for ev in plan.events:
         if ev.kind != "map" or ev.result is None:
             continue
         mr = ev.section.mr
+        if mr is last[0] and ev.readonly == last[1]:
+            continue
         if (id(mr), ev.readonly) in checked:
+            last = (mr, ev.readonly)
             continue
         if ev.result.ioctl != "IOMMU_IOAS_MAP_FILE":
             continue
         checked.add((id(mr), ev.readonly))
+        last = (mr, ev.readonly)
         rb = mr.ram_block
         if not rb.is_shared() and not mr.ram_device:
             add(ev, "private-map-file", (
